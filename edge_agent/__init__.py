@@ -1,0 +1,3 @@
+"""edge-agent: the city edge gateway agent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Gateway configuration (agent.toml): model, loading, cross-checks."""

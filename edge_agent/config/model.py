@@ -1,0 +1,120 @@
+"""AgentConfig: the in-memory form of agent.toml. Paths are absolute (resolved against the file)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_agent.profiles.model import Profile
+
+
+class BusKind(enum.StrEnum):
+    TCP = "tcp"  # Modbus TCP endpoint
+    RTU = "rtu"  # Modbus RTU on a serial (RS-485) line
+    AT = "at"  # AT-command module on a serial line
+
+
+@dataclass(frozen=True, slots=True)
+class TcpBus:
+    name: str
+    host: str
+    port: int = 502
+    concurrency: int = 2  # transactions in flight on this endpoint
+    timeout_max_s: float = 2.0
+    kind: BusKind = BusKind.TCP
+
+
+@dataclass(frozen=True, slots=True)
+class SerialBus:
+    name: str
+    port: str  # /dev/ttyUSB0, or a pty path
+    baud: int = 9600
+    parity: str = "N"  # N, E, O
+    stopbits: int = 1
+    bytesize: int = 8
+    turnaround_ms: float = 5.0  # extra gap after a broadcast / before the next request
+    timeout_max_s: float = 1.0
+    kind: BusKind = BusKind.RTU  # RTU or AT
+
+    @property
+    def char_bits(self) -> int:
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+
+    @property
+    def char_time_s(self) -> float:
+        return self.char_bits / self.baud
+
+    @property
+    def silent_interval_s(self) -> float:
+        """Modbus RTU t3.5: 3.5 character times, fixed at 1.75 ms above 19200 baud."""
+        return 3.5 * self.char_time_s if self.baud <= 19200 else 0.00175
+
+
+Bus = TcpBus | SerialBus
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    name: str
+    profile: str
+    bus: str
+    unit_id: int = 1
+    tags: dict[str, str] = field(default_factory=dict)
+    max_gap: int | None = None  # overrides the profile's max_gap (0 = never read unmapped)
+    interval_s: float | None = None  # overrides every point's interval
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    ca_file: Path
+    cert_file: Path | None = None  # client certificate for mutual TLS
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkConfig:
+    host: str
+    port: int = 8883
+    tls: TlsConfig | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    protocol: str = "3.1.1"  # or "5"
+    topic_prefix: str = "edge"
+    client_id: str | None = None
+    keepalive_s: int = 30
+    inflight: int = 32
+    status_interval_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_readings: int = 200
+    max_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    path: Path
+    cap_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    signing_key: Path
+    command_keys: Path | None = None  # directory of operator public keys (allowlist)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    source: Path
+    gateway_id: str
+    buses: dict[str, Bus]
+    devices: tuple[DeviceConfig, ...]
+    profiles: dict[str, Profile]
+    uplink: UplinkConfig | None
+    batch: BatchConfig
+    outbox: OutboxConfig
+    keys: KeysConfig
+    state_dir: Path
+    runtime_dir: Path

@@ -1,0 +1,1 @@
+"""Device profiles: the one data standard every device model is described in."""

@@ -1,0 +1,42 @@
+"""The types every stage shares: a Reading, its Quality and the clock state it was taken under.
+
+Gateways often have no real-time clock. Every reading therefore carries the wall-clock time as the
+kernel saw it *and* the monotonic time plus the boot id, together with whether the wall clock was
+synchronised. A consumer can correct readings taken before the clock was set: within one boot,
+``wall = mono + offset`` where the offset is learnt from any later reading taken while synced.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+Value = bool | int | float | str | None
+
+
+class Quality(enum.StrEnum):
+    GOOD = "good"
+    STALE = "stale"  # last known value repeated (e.g. device quarantined)
+    BAD = "bad"  # no usable value; ``reason`` says why
+
+
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    """Wall-clock trust at one instant. ``synced`` comes from adjtimex (see poll.clock)."""
+
+    synced: bool
+    boot_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device: str
+    point: str
+    value: Value
+    unit: str
+    ts_ns: int  # wall clock, time.time_ns(); only trustworthy when clock_synced
+    mono_ns: int  # time.monotonic_ns() in this boot
+    quality: Quality = Quality.GOOD
+    reason: str = ""  # for BAD/STALE: short machine-readable reason, e.g. "timeout", "exc:2"
+    alarm: bool = False  # point is an alarm point: closes the batch at once
+    clock_synced: bool = True

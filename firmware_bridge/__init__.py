@@ -1,0 +1,1 @@
+"""Tools for the MicroPython sensor-node side; the node code itself is in firmware_bridge/node/."""

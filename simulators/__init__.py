@@ -1,0 +1,1 @@
+"""Software stand-ins for every city device, on real transports, with faults on demand."""

@@ -1,0 +1,46 @@
+"""The hygiene plugin must itself be able to fail: run a tiny suite in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(60)
+def test_leaks_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "test_leaky.py").write_text(
+        textwrap.dedent(
+            """
+            import socket, subprocess, threading, time
+
+            def test_thread():
+                threading.Thread(target=time.sleep, args=(6,), daemon=True).start()
+
+            def test_process():
+                subprocess.Popen(["sleep", "6"])
+
+            def test_port():
+                s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+                test_port.keep = s
+
+            def test_clean():
+                assert True
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.hygiene", "-p", "no:cacheprovider",
+         "-o", "addopts=", "-W", "ignore", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    out = proc.stdout
+    assert "threads left running" in out
+    assert "child processes left running" in out
+    assert "listening sockets left open" in out
+    assert "3 errors" in out, out
