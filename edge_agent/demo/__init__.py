@@ -1,0 +1,1 @@
+"""The one-command demo: simulators, a broker, the agent and a verifying consumer."""

@@ -1,0 +1,1 @@
+"""The service life cycle: supervisor (task tree, signals) and systemd notification."""
