@@ -1,0 +1,1 @@
+"""Signed remote commands: wire model, verification with replay protection, execution, audit."""

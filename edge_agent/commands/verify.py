@@ -1,0 +1,79 @@
+"""Checks a signed command before anything runs. Every refusal has a short reason code:
+
+    malformed, wrong_alg, unknown_kid, bad_signature, wrong_gateway, expired, not_yet_valid,
+    ttl_too_long, clock_unsynced, replayed_id, replayed_counter
+
+(then, in execute.py: unknown_device, unknown_point, not_writable, out_of_bounds, device_error).
+Checks run cheapest-first and nothing is recorded before the signature holds, so an attacker
+without a key cannot burn counters or fill the replay store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.commands.model import Command, decode_command
+from edge_agent.commands.replay import ReplayGuard
+from edge_agent.errors import CommandRefused, VerifyError
+from edge_agent.trust.cose import parse1, sig_structure
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCommand:
+    kid: bytes
+    command: Command
+
+
+class CommandVerifier:
+    def __init__(
+        self,
+        allowlist: Mapping[bytes, Ed25519PublicKey],
+        gateway_id: str,
+        guard: ReplayGuard,
+        *,
+        clock_synced: Callable[[], bool],
+        max_skew_s: int = 300,
+        max_ttl_s: int = 86400,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = dict(allowlist)
+        self._gw = gateway_id
+        self._guard = guard
+        self._synced = clock_synced
+        self._skew = max_skew_s
+        self._ttl = max_ttl_s
+        self._now = now
+
+    def verify(self, message: bytes) -> VerifiedCommand:
+        try:
+            kid, protected, payload, signature = parse1(message)
+        except VerifyError as exc:
+            reason = "wrong_alg" if "algorithm" in str(exc) else "malformed"
+            raise CommandRefused(reason, str(exc)) from None
+        pub = self._keys.get(kid)
+        if pub is None:
+            raise CommandRefused("unknown_kid", kid.hex())
+        try:
+            pub.verify(signature, sig_structure(protected, payload))
+        except InvalidSignature:
+            raise CommandRefused("bad_signature", f"kid {kid.hex()}") from None
+        cmd = decode_command(payload)
+        if cmd.gateway != self._gw:
+            raise CommandRefused("wrong_gateway", f"addressed to {cmd.gateway!r}")
+        if cmd.exp - cmd.iat > self._ttl:
+            raise CommandRefused("ttl_too_long", f"{cmd.exp - cmd.iat} s > {self._ttl} s")
+        if not self._synced():
+            # without a trusted clock, expiry cannot be judged: refuse rather than guess
+            raise CommandRefused("clock_unsynced", "gateway clock not synchronised")
+        now = int(self._now())
+        if now > cmd.exp + self._skew:
+            raise CommandRefused("expired", f"expired {now - cmd.exp} s ago")
+        if cmd.iat > now + self._skew:
+            raise CommandRefused("not_yet_valid", f"issued {cmd.iat - now} s in the future")
+        self._guard.admit(kid, cmd.id, cmd.ctr, cmd.exp, now)
+        return VerifiedCommand(kid, cmd)
