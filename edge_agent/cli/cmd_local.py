@@ -1,0 +1,184 @@
+"""Technician commands that talk to the running daemon over the control socket:
+
+    edge-agent status | devices | read DEVICE [POINT] | write DEVICE POINT VALUE [--yes]
+    edge-agent tail [--device D] [--point P] [--class C] | buffer | buffer export DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from edge_agent.cli.common import (
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_common,
+    emit,
+    fail,
+    socket_path,
+    table,
+)
+from edge_agent.control.client import ControlClient, ControlUnavailable
+
+
+def _call(args: argparse.Namespace, op: str, **kw: Any) -> dict[str, Any]:
+    with ControlClient(socket_path(args)) as c:
+        return c.call(op, **kw)
+
+
+def _age(ns: int | None) -> str:
+    if not ns:
+        return "never"
+    s = max(0.0, time.time() - ns / 1e9)
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+
+
+def _status(args: argparse.Namespace) -> int:
+    r = _call(args, "status")
+    if not r.get("ok"):
+        return fail(f"status: {r}")
+    s = r["result"]
+    lines = [f"{k:<22} {v}" for k, v in s.items() if not isinstance(v, dict | list)]
+    for k, v in s.items():
+        if isinstance(v, dict):
+            lines.append(f"{k}:")
+            lines += [f"  {kk:<20} {vv}" for kk, vv in v.items()]
+        elif isinstance(v, list):
+            lines.append(f"{k}: " + (", ".join(map(str, v)) if v else "-"))
+    emit(args, s, "\n".join(lines))
+    return EXIT_OK
+
+
+def _devices(args: argparse.Namespace) -> int:
+    r = _call(args, "devices")
+    if not r.get("ok"):
+        return fail(f"devices: {r}")
+    rows = [[d.get("name"), d.get("bus"), d.get("unit_id"), _age(d.get("last_good_ns")),
+             d.get("failures"), "yes" if d.get("quarantined") else "no",
+             d.get("missed_deadlines"), d.get("timeout_ms")] for d in r["result"]]
+    emit(args, r["result"], table(["device", "bus", "unit", "last good", "failures",
+                                   "quarantined", "missed", "timeout ms"], rows))
+    return EXIT_OK
+
+
+def _read(args: argparse.Namespace) -> int:
+    try:
+        r = _call(args, "read", device=args.device, point=args.point)
+    except ControlUnavailable:
+        if not args.direct:
+            raise
+        from edge_agent.cli.direct import direct_read
+
+        values = direct_read(args.config, args.device, args.point)
+        r = {"ok": True, "result": values}
+    if not r.get("ok"):
+        return fail(f"read: {r.get('error')}: {r.get('detail', '')}")
+    values = r["result"]
+    emit(args, values, table(["point", "value"], sorted(values.items())))
+    return EXIT_OK
+
+
+def _write(args: argparse.Namespace) -> int:
+    from edge_agent.cli.cmd_command import parse_value
+
+    value = parse_value(args.value)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return fail("write: refusing without --yes when not on a terminal", EXIT_USAGE)
+        answer = input(f"write {args.device}.{args.point} = {value!r}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return fail("write: cancelled")
+    r = _call(args, "write", device=args.device, point=args.point, value=value)
+    if not r.get("ok"):
+        return fail(f"write refused: {r.get('error')}: {r.get('detail', '')}")
+    emit(args, r["result"], f"{args.device}.{args.point} = {r['result']['confirmed']!r} "
+         "(confirmed by the device)")
+    return EXIT_OK
+
+
+def _tail(args: argparse.Namespace) -> int:
+    kw = {k: v for k, v in (("device", args.device), ("point", args.point),
+                            ("class", args.cls)) if v}
+    with ControlClient(socket_path(args)) as c:
+        for n, msg in enumerate(c.stream("tail", **kw), start=1):
+            rd = msg["reading"]
+            if args.json:
+                print(json.dumps(rd), flush=True)
+            else:
+                t = time.strftime("%H:%M:%S", time.localtime(rd["ts_ns"] / 1e9))
+                q = "" if rd["quality"] == "good" else f" [{rd['quality']} {rd['reason']}]"
+                print(f"{t} {rd['device']}.{rd['point']} = {rd['value']} {rd['unit']}{q}",
+                      flush=True)
+            if args.count and n >= args.count:
+                break
+    return EXIT_OK
+
+
+def _buffer(args: argparse.Namespace) -> int:
+    if args.buffer_op == "export":
+        r = _call(args, "buffer_export", dir=str(args.dir.resolve()))
+        if not r.get("ok"):
+            return fail(f"buffer export: {r.get('error')}: {r.get('detail', '')}")
+        emit(args, r["result"], f"exported {r['result'].get('batches')} batches to {args.dir}; "
+             f"check them with: edge-agent verify --dir {args.dir} --key GATEWAY.pub")
+        return EXIT_OK
+    r = _call(args, "buffer")
+    if not r.get("ok"):
+        return fail(f"buffer: {r}")
+    emit(args, r["result"], "\n".join(f"{k:<24} {v}" for k, v in r["result"].items()))
+    return EXIT_OK
+
+
+def _guard(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code: int = func(args)
+            return code
+        except ControlUnavailable as exc:
+            return fail(f"{exc}\n(is the daemon running? `systemctl status edge-agent`)",
+                        EXIT_NO_DAEMON)
+    return run
+
+
+def register(sub: Any) -> None:
+    from pathlib import Path
+
+    p = sub.add_parser("status", help="uplink, outbox, devices, clock, last errors")
+    add_common(p)
+    p.set_defaults(func=_guard(_status))
+    p = sub.add_parser("devices", help="one line per device: bus, unit, failures, quarantine")
+    add_common(p)
+    p.set_defaults(func=_guard(_devices))
+    p = sub.add_parser("read", help="read a device now (through the daemon, or --direct)")
+    add_common(p)
+    p.add_argument("device")
+    p.add_argument("point", nargs="?")
+    p.add_argument("--direct", action="store_true",
+                   help="when the daemon is stopped, read straight from the bus (bench work)")
+    p.set_defaults(func=_guard(_read))
+    p = sub.add_parser("write", help="write a point, bounded by its profile, audited")
+    add_common(p)
+    p.add_argument("device")
+    p.add_argument("point")
+    p.add_argument("value")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=_guard(_write))
+    p = sub.add_parser("tail", help="live readings")
+    add_common(p)
+    p.add_argument("--device")
+    p.add_argument("--point")
+    p.add_argument("--class", dest="cls", help="component class, e.g. water_meter")
+    p.add_argument("--count", type=int, default=0, help="stop after N readings")
+    p.set_defaults(func=_guard(_tail))
+    p = sub.add_parser("buffer", help="outbox statistics; `buffer export DIR` to carry data away")
+    add_common(p)
+    bsub = p.add_subparsers(dest="buffer_op")
+    e = bsub.add_parser("export", help="write the signed batches to DIR (e.g. a USB stick)")
+    add_common(e)
+    e.add_argument("dir", type=Path)
+    p.set_defaults(func=_guard(_buffer), buffer_op=None)
+    e.set_defaults(func=_guard(_buffer), buffer_op="export")
