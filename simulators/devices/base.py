@@ -13,11 +13,14 @@ from typing import Protocol
 
 from edge_agent.profiles.model import Profile, Table
 
+from ..faults import FaultState
+
 
 class SimDevice(Protocol):
     name: str
     unit_id: int
     profile: Profile
+    faults: FaultState  # consulted by transports on every request (DEAD, SLOW, RTU line faults)
 
     def read(self, table: Table, address: int, count: int) -> list[int]:
         """Registers (or 0/1 bits) at address..address+count-1, after advancing the model to now.
@@ -27,4 +30,8 @@ class SimDevice(Protocol):
 
     def write(self, table: Table, address: int, values: Sequence[int]) -> None:
         """Apply a write (holding registers / coils); the behaviour model reacts (e.g. dimming)."""
+        ...
+
+    def reboot(self) -> None:
+        """Power cycle: faults cleared, volatile state (counters, written set points) reset."""
         ...

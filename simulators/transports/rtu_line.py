@@ -1,0 +1,379 @@
+"""A simulated RS-485 Modbus RTU multi-drop line on a pseudo-terminal, keeping real time.
+
+The gateway opens the slave side of a pty (like /dev/ttyUSB0); a thread on the master side plays
+every slave on the line. A pty has no baud rate, so the line models the wire itself:
+
+* each byte from the master occupies one character time from when it arrives (or from when the
+  previous byte finished, whichever is later);
+* the addressed slave starts answering no earlier than the end of the request + its turnaround
+  (+ ``slow_s`` under the SLOW fault), one answer at a time;
+* an answer is written to the pty only once it would have fully arrived at the master, so the
+  master can never see it earlier than physics allows;
+* whenever the master starts a frame less than t3.5 after the end of the previous frame on the
+  wire (the answer, or its own request if nobody answered), a ``Violation`` is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import select
+import threading
+import time
+import tty
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from edge_agent.bus.crc import crc_ok
+from edge_agent.errors import ModbusException
+from edge_agent.profiles.model import Table
+from simulators.faults import DeviceFault, FaultState
+from simulators.transports.rtu_timing import (
+    KNOWN_FCS,
+    MAX_UNIT,
+    READ_TABLES,
+    WRITE_FCS,
+    LineTiming,
+    Request,
+    check_request,
+    exception_response,
+    find_request,
+    parse_request,
+    read_response,
+    write_response,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RtuDevice(Protocol):
+    """What the line needs of a simulated device (a subset of simulators.devices.base)."""
+
+    name: str
+    unit_id: int
+    faults: FaultState
+
+    def read(self, table: Table, address: int, count: int) -> list[int]: ...
+
+    def write(self, table: Table, address: int, values: Sequence[int]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """The master started a frame too soon after the previous one ended on the wire."""
+
+    time_s: float  # time.monotonic() of the offending frame's first character
+    gap_s: float  # measured silence (negative: it talked over a frame still on the wire)
+    required_s: float  # t3.5 of the line
+    frame: str  # the offending request, decoded
+
+
+@dataclass(slots=True)
+class UnitStats:
+    requests: int = 0
+    responses: int = 0
+    exceptions: int = 0  # exception responses among ``responses``
+    unanswered: int = 0  # DEAD fault
+
+
+@dataclass(slots=True)
+class LineStats:
+    requests: int = 0  # valid request frames seen, any unit
+    responses: int = 0  # answers written to the pty
+    ignored: int = 0  # requests for unit ids nobody on the line has
+    broadcasts: int = 0
+    garbage_bytes: int = 0  # bytes skipped while resynchronising
+    per_unit: dict[int, UnitStats] = field(default_factory=dict)
+
+    def copy(self) -> LineStats:
+        return replace(self, per_unit={u: replace(s) for u, s in self.per_unit.items()})
+
+
+@dataclass(order=True, slots=True)
+class _Pending:
+    due: float  # when the last bit would have arrived at the master
+    tx_start: float = field(compare=False)
+    data: bytes = field(compare=False)
+    unit: int = field(compare=False)
+
+
+class RtuLine:
+    def __init__(
+        self,
+        devices: Iterable[RtuDevice],
+        *,
+        baud: int = 9600,
+        parity: str = "N",
+        stopbits: int = 1,
+        bytesize: int = 8,
+        turnaround_s: float = 0.005,
+    ) -> None:
+        self.timing = LineTiming(baud, parity, stopbits, bytesize)
+        if turnaround_s < 0:
+            raise ValueError(f"turnaround_s must be >= 0, got {turnaround_s}")
+        self.turnaround_s = turnaround_s
+        self._devices: dict[int, RtuDevice] = {}
+        for dev in devices:
+            if not 1 <= dev.unit_id <= MAX_UNIT:
+                raise ValueError(f"device {dev.name}: unit id {dev.unit_id} outside 1..{MAX_UNIT}")
+            if dev.unit_id in self._devices:
+                other = self._devices[dev.unit_id].name
+                raise ValueError(f"devices {other} and {dev.name} share unit id {dev.unit_id}")
+            self._devices[dev.unit_id] = dev
+        self.path = ""
+        self._lock = threading.Lock()
+        self._violations: list[Violation] = []
+        self._stats = LineStats(per_unit={u: UnitStats() for u in self._devices})
+        self._rx = bytearray()
+        self._rx_start: list[float] = []  # wire start time of each byte in _rx
+        self._byte_end = float("-inf")  # wire end of the last byte received
+        self._wire_end = float("-inf")  # end of the last frame on the wire
+        self._tx_free = float("-inf")  # when the last scheduled answer finishes
+        self._pending: list[_Pending] = []
+        self._master = self._slave = -1
+        self._wake_r = self._wake_w = -1
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- public ---------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Open the pty and start serving; returns the slave path for the gateway to open."""
+        if self._thread is not None:
+            raise RuntimeError("RtuLine already started")
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._master)
+        tty.setraw(self._slave)  # kept open so the line survives the gateway closing the port
+        self._wake_r, self._wake_w = os.pipe()
+        self.path = os.ttyname(self._slave)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=f"rtu-line {self.path}", daemon=True)
+        self._thread.start()
+        log.info(
+            "rtu_line_started path=%s baud=%d parity=%s stopbits=%d units=%s",
+            self.path, self.timing.baud, self.timing.parity, self.timing.stopbits,
+            ",".join(str(u) for u in sorted(self._devices)),
+        )
+        return self.path
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        thread.join(timeout=5.0)
+        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._master = self._slave = self._wake_r = self._wake_w = -1
+        log.info("rtu_line_stopped path=%s", self.path)
+
+    def __enter__(self) -> RtuLine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def violations(self) -> list[Violation]:
+        with self._lock:
+            return list(self._violations)
+
+    @property
+    def stats(self) -> LineStats:
+        with self._lock:
+            return self._stats.copy()
+
+    def clear_violations(self) -> None:
+        with self._lock:
+            self._violations.clear()
+
+    # --- the line thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                readable = select.select(
+                    [self._master, self._wake_r], [], [], self._next_timeout()
+                )[0]
+                if self._master in readable:
+                    try:
+                        data = os.read(self._master, 4096)
+                    except OSError as exc:
+                        log.warning("rtu_line_read_failed path=%s err=%s", self.path, exc)
+                        return
+                    self._on_bytes(data, time.monotonic())
+                self._deliver_due()
+                self._check_silence()
+        except Exception:  # a crash here would silently hang every master; make it loud
+            log.exception("rtu_line_crashed path=%s", self.path)
+
+    def _next_timeout(self) -> float:
+        deadlines = [0.2 + time.monotonic()]
+        if self._pending:
+            deadlines.append(self._pending[0].due)
+        if self._rx:
+            deadlines.append(self._byte_end + self.timing.t35_s)
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _on_bytes(self, data: bytes, now: float) -> None:
+        char = self.timing.char_s
+        for b in data:
+            start = max(now, self._byte_end)
+            self._rx.append(b)
+            self._rx_start.append(start)
+            self._byte_end = start + char
+        while True:
+            found = find_request(self._rx)
+            if found is None:
+                break
+            if found.skipped:
+                self._skip(found.skipped)
+            frame = bytes(self._rx[: found.length])
+            start = self._rx_start[0]
+            del self._rx[: found.length]
+            del self._rx_start[: found.length]
+            self._on_frame(frame, start)
+
+    def _skip(self, n: int) -> None:
+        log.debug("rtu_resync path=%s skipped=%s", self.path, self._rx[:n].hex())
+        del self._rx[:n]
+        del self._rx_start[:n]
+        with self._lock:
+            self._stats.garbage_bytes += n
+
+    def _check_silence(self) -> None:
+        """After t3.5 of silence a real slave drops whatever partial frame it holds."""
+        if not self._rx or time.monotonic() < self._byte_end + self.timing.t35_s:
+            return
+        rx = bytes(self._rx)
+        if len(rx) >= 4 and rx[1] not in KNOWN_FCS and rx[0] in self._devices and crc_ok(rx):
+            # a whole frame with a function code this line does not implement
+            start = self._rx_start[0]
+            self._rx.clear()
+            self._rx_start.clear()
+            self._check_gap(start, f"unit={rx[0]} fc={rx[1]} (unsupported)")
+            self._wire_end = max(self._wire_end, start + self.timing.frame_s(len(rx)))
+            self._schedule(rx[0], exception_response(rx[0], rx[1], 1), self._wire_end, 0.0)
+            return
+        self._skip(len(self._rx))
+
+    def _check_gap(self, start: float, what: str) -> None:
+        prev_end = self._wire_end
+        for p in self._pending:
+            if p.tx_start <= start:
+                prev_end = max(prev_end, p.due)
+        gap = start - prev_end
+        log.debug("rtu_frame path=%s t=%.6f gap_ms=%.3f %s", self.path, start, gap * 1e3, what)
+        if gap < self.timing.t35_s:
+            v = Violation(start, gap, self.timing.t35_s, what)
+            with self._lock:
+                self._violations.append(v)
+            log.warning(
+                "rtu_gap_violation path=%s gap_ms=%.3f required_ms=%.3f frame=%s",
+                self.path, gap * 1e3, v.required_s * 1e3, what,
+            )
+
+    def _on_frame(self, frame: bytes, start: float) -> None:
+        req = parse_request(frame)
+        self._check_gap(start, req.describe())
+        end = start + self.timing.frame_s(len(frame))
+        self._wire_end = max(self._wire_end, end)
+        with self._lock:
+            self._stats.requests += 1
+        if req.unit == 0:
+            self._broadcast(req)
+            return
+        dev = self._devices.get(req.unit)
+        if dev is None:
+            with self._lock:
+                self._stats.ignored += 1
+            log.debug("rtu_request_ignored path=%s %s", self.path, req.describe())
+            return
+        with self._lock:
+            self._stats.per_unit[req.unit].requests += 1
+        faults = dev.faults
+        if faults.kind is DeviceFault.DEAD:
+            with self._lock:
+                self._stats.per_unit[req.unit].unanswered += 1
+            return
+        answer = self._answer(dev, req, frame)
+        if answer[1] & 0x80:
+            with self._lock:
+                self._stats.per_unit[req.unit].exceptions += 1
+        answer = _apply_line_faults(answer, faults)
+        extra = faults.slow_s if faults.kind is DeviceFault.SLOW else 0.0
+        self._schedule(req.unit, answer, end, extra)
+
+    def _broadcast(self, req: Request) -> None:
+        with self._lock:
+            self._stats.broadcasts += 1
+        if req.fc not in WRITE_FCS or check_request(req):
+            return
+        table = Table.COIL if req.fc in (5, 15) else Table.HOLDING
+        for dev in self._devices.values():
+            if dev.faults.kind is DeviceFault.DEAD:
+                continue
+            try:
+                dev.write(table, req.address, req.values)
+            except ModbusException as exc:
+                log.debug("rtu_broadcast_refused device=%s code=%d", dev.name, exc.code)
+
+    def _answer(self, dev: RtuDevice, req: Request, frame: bytes) -> bytes:
+        faults = dev.faults
+        code = check_request(req)
+        if code:
+            return exception_response(req.unit, req.fc, code)
+        if faults.kind is DeviceFault.EXCEPTION:
+            return exception_response(req.unit, req.fc, faults.exception_code)
+        try:
+            if req.fc in READ_TABLES:
+                values = dev.read(READ_TABLES[req.fc], req.address, req.count)
+                return read_response(req.unit, req.fc, values[: req.count])
+            table = Table.COIL if req.fc in (5, 15) else Table.HOLDING
+            dev.write(table, req.address, req.values)
+            return write_response(req, frame)
+        except ModbusException as exc:
+            return exception_response(req.unit, req.fc, exc.code)
+        except Exception as exc:  # a broken device model answers like broken firmware would
+            log.error("rtu_device_failure device=%s %s err=%r", dev.name, req.describe(), exc)
+            return exception_response(req.unit, req.fc, ModbusException.DEVICE_FAILURE)
+
+    def _schedule(self, unit: int, data: bytes, req_end: float, extra_s: float) -> None:
+        tx_start = max(req_end + self.turnaround_s + extra_s, self._tx_free)
+        due = tx_start + self.timing.frame_s(len(data))
+        self._tx_free = due
+        heapq.heappush(self._pending, _Pending(due, tx_start, data, unit))
+
+    def _deliver_due(self) -> None:
+        while self._pending and self._pending[0].due <= time.monotonic():
+            p = heapq.heappop(self._pending)
+            with self._lock:  # counted first: a master may act on the answer before we continue
+                self._stats.responses += 1
+                if p.unit in self._stats.per_unit:
+                    self._stats.per_unit[p.unit].responses += 1
+            # Stamped before the write: the master cannot see the answer earlier, whereas a stamp
+            # taken after it may be late by a GIL hand-over (the master often runs in-process).
+            sent = time.monotonic()
+            view = memoryview(p.data)
+            while view:
+                view = view[os.write(self._master, view) :]
+            self._wire_end = max(self._wire_end, sent)
+            log.debug("rtu_response path=%s t=%.6f unit=%d data=%s", self.path, sent, p.unit,
+                      p.data.hex())
+
+
+def _apply_line_faults(answer: bytes, faults: FaultState) -> bytes:
+    kind = faults.kind
+    if kind is DeviceFault.BAD_CRC:
+        return answer[:-2] + bytes((answer[-2] ^ 0xFF, answer[-1] ^ 0x5A))
+    if kind is DeviceFault.TRUNCATED:
+        return answer[: max(1, len(answer) // 2)]
+    if kind is DeviceFault.GARBAGE:
+        return faults.garbage + answer
+    return answer
