@@ -1,0 +1,425 @@
+"""Register codecs: Modbus registers <-> raw values <-> engineering values of a point.
+
+Two layers:
+
+* ``raw_decode`` / ``raw_encode`` convert between a list of 16-bit registers and the *raw* value
+  of a :class:`DataType` in an :class:`Order` (no scaling, enum raw stays an int).
+* ``decode`` / ``encode`` / ``check_write`` work on a :class:`ModbusPoint`: order, then
+  ``engineering = raw * scale + offset``, enum labels, string padding, write bounds.
+
+Byte orders (A = most significant byte): ``ABCD`` big-endian words and bytes; ``CDAB`` word order
+reversed (low word first), bytes big-endian; ``BADC`` words big-endian, bytes of each word swapped;
+``DCBA`` fully little-endian. For one-register types ``ABCD``/``CDAB`` are big-endian and
+``BADC``/``DCBA`` byte-swapped. Strings are a run of registers, two bytes each, UTF-8, padded at the
+end with NUL or space; ``CDAB``/``DCBA`` reverse the register run, ``BADC``/``DCBA`` swap the bytes.
+
+``decode`` runs for every reading: it compiles one closure per point (precomputed ``struct``
+formats) and caches it by point identity.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+from edge_agent.errors import BoundsError, CodecError
+from edge_agent.profiles.model import REGISTER_WIDTH, DataType, ModbusPoint, Order
+from edge_agent.readings import Value
+
+Raw = int | float | str | bool
+Decoder = Callable[[Sequence[int]], Value]
+
+_CODES: dict[DataType, str] = {
+    DataType.INT16: "h",
+    DataType.UINT16: "H",
+    DataType.INT32: "i",
+    DataType.UINT32: "I",
+    DataType.INT64: "q",
+    DataType.UINT64: "Q",
+    DataType.FLOAT32: "f",
+    DataType.FLOAT64: "d",
+    DataType.ENUM: "H",
+}
+_INT_RANGES: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(1 << 15), (1 << 15) - 1),
+    DataType.UINT16: (0, (1 << 16) - 1),
+    DataType.INT32: (-(1 << 31), (1 << 31) - 1),
+    DataType.UINT32: (0, (1 << 32) - 1),
+    DataType.INT64: (-(1 << 63), (1 << 63) - 1),
+    DataType.UINT64: (0, (1 << 64) - 1),
+    DataType.ENUM: (0, (1 << 16) - 1),
+}
+FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
+INT_TYPES = frozenset(_INT_RANGES) - {DataType.ENUM}
+_TRUE = frozenset({"1", "true", "on", "yes"})
+_FALSE = frozenset({"0", "false", "off", "no"})
+_CACHE_MAX = 4096
+
+
+def _word_swapped(order: Order) -> bool:
+    return order is Order.CDAB or order is Order.DCBA
+
+
+def _byte_swapped(order: Order) -> bool:
+    return order is Order.BADC or order is Order.DCBA
+
+
+@lru_cache(maxsize=256)
+def _regs_struct(order: Order, n: int) -> struct.Struct:
+    """Packs the ``n`` wire registers so that the value's bytes come out MSB-first (ABCD, BADC)
+    or LSB-first (CDAB, DCBA): byte order inside a word is flipped exactly when the byte swap and
+    the word swap disagree."""
+    flip = _byte_swapped(order) != _word_swapped(order)
+    return struct.Struct(("<" if flip else ">") + "H" * n)
+
+
+@lru_cache(maxsize=64)
+def _value_struct(type_: DataType, order: Order = Order.ABCD) -> struct.Struct:
+    """Unpacks the bytes made by ``_regs_struct(order, n)`` into the value."""
+    return struct.Struct(("<" if _word_swapped(order) else ">") + _CODES[type_])
+
+
+def _width(type_: DataType, length: int) -> int:
+    return length if type_ is DataType.STRING else REGISTER_WIDTH[type_]
+
+
+def _check_regs(where: str, regs: Sequence[int], n: int) -> None:
+    if len(regs) != n:
+        raise CodecError(f"{where}: expected {n} register(s), got {len(regs)}")
+    for i, r in enumerate(regs):
+        if not 0 <= r <= 0xFFFF:
+            raise CodecError(f"{where}: register {i} value {r} is not a 16-bit word")
+
+
+def _to_bytes(where: str, order: Order, regs: Sequence[int], n: int) -> bytes:
+    """Wire registers -> the value's bytes, most significant first."""
+    try:
+        data = _regs_struct(order, n).pack(*regs)
+    except struct.error:
+        _check_regs(where, regs, n)
+        raise  # pragma: no cover - _check_regs always raises here
+    return data[::-1] if _word_swapped(order) else data
+
+
+def _from_bytes(order: Order, data: bytes, n: int) -> list[int]:
+    """The value's bytes, most significant first -> wire registers."""
+    return list(_regs_struct(order, n).unpack(data[::-1] if _word_swapped(order) else data))
+
+
+def _swap16(order: Order, reg: int) -> int:
+    return ((reg & 0xFF) << 8) | (reg >> 8) if _byte_swapped(order) else reg
+
+
+def _decode_string(where: str, data: bytes) -> str:
+    data = data.rstrip(b"\x00 ")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"{where}: string is not valid UTF-8 at byte offset {exc.start}") from exc
+
+
+def raw_decode(
+    type: DataType,
+    order: Order,
+    regs: Sequence[int],
+    *,
+    length: int = 0,
+    bit: int = 0,
+) -> int | float | str | bool:
+    """Registers -> raw value of ``type`` (enum: the raw int; bool: bit tables give 0/1)."""
+    where = f"{type.value} {order.value}"
+    n = _width(type, length)
+    if type is DataType.BOOL or type is DataType.BIT:
+        _check_regs(where, regs, 1)
+        if type is DataType.BOOL:
+            return regs[0] != 0
+        if not 0 <= bit <= 15:
+            raise CodecError(f"{where}: bit {bit} is not in 0..15")
+        return (_swap16(order, regs[0]) >> bit) & 1 == 1
+    if type is DataType.STRING:
+        if n < 1:
+            raise CodecError(f"{where}: string length must be >= 1 register, got {n}")
+        return _decode_string(where, _to_bytes(where, order, regs, n))
+    value: int | float = _value_struct(type).unpack(_to_bytes(where, order, regs, n))[0]
+    return value
+
+
+def raw_encode(
+    type: DataType,
+    order: Order,
+    raw: int | float | str | bool,
+    *,
+    length: int = 0,
+    bit: int = 0,
+) -> list[int]:
+    """Raw value -> registers. Range-checked against ``type``; CodecError on anything else."""
+    where = f"{type.value} {order.value}"
+    if type is DataType.BOOL or type is DataType.BIT:
+        if not (isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1))):
+            raise CodecError(f"{where}: expected a bool, got {raw!r}")
+        if type is DataType.BOOL:
+            return [int(raw)]
+        if not 0 <= bit <= 15:
+            raise CodecError(f"{where}: bit {bit} is not in 0..15")
+        return [_swap16(order, int(raw) << bit)]
+    n = _width(type, length)
+    if type is DataType.STRING:
+        if not isinstance(raw, str):
+            raise CodecError(f"{where}: expected a str, got {raw!r}")
+        if n < 1:
+            raise CodecError(f"{where}: string length must be >= 1 register, got {n}")
+        data = raw.encode("utf-8")
+        if len(data) > 2 * n:
+            raise CodecError(f"{where}: {len(data)} bytes do not fit in {n} register(s)")
+        return _from_bytes(order, data.ljust(2 * n, b"\x00"), n)
+    if type in FLOAT_TYPES:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise CodecError(f"{where}: expected a number, got {raw!r}")
+        try:
+            data = _value_struct(type).pack(float(raw))
+        except (OverflowError, struct.error) as exc:
+            raise CodecError(f"{where}: {raw!r} is outside the {type.value} range") from exc
+        return _from_bytes(order, data, n)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise CodecError(f"{where}: expected an int, got {raw!r}")
+    lo, hi = _INT_RANGES[type]
+    if not lo <= raw <= hi:
+        raise CodecError(f"{where}: {raw} is outside the {type.value} range [{lo}, {hi}]")
+    return _from_bytes(order, _value_struct(type).pack(raw), n)
+
+
+# --- per point ---------------------------------------------------------------------------------
+
+
+def _compile_decoder(p: ModbusPoint) -> Decoder:
+    where = f"point {p.name!r}"
+    order, n, t = p.order, p.count, p.type
+    if t is DataType.BOOL:
+        bits = p.table.is_bits
+
+        def dec_bool(regs: Sequence[int]) -> Value:
+            if len(regs) != 1 or not 0 <= regs[0] <= (1 if bits else 0xFFFF):
+                _check_regs(where, regs, 1)
+                raise CodecError(f"{where}: bit value {regs[0]} is not 0 or 1")
+            return regs[0] != 0
+
+        return dec_bool
+    if t is DataType.BIT:
+        if not 0 <= p.bit <= 15:
+            raise CodecError(f"{where}: bit {p.bit} is not in 0..15")
+        mask = 1 << (p.bit ^ 8 if _byte_swapped(order) else p.bit)
+
+        def dec_bit(regs: Sequence[int]) -> Value:
+            if len(regs) != 1 or not 0 <= regs[0] <= 0xFFFF:
+                _check_regs(where, regs, 1)
+            return regs[0] & mask != 0
+
+        return dec_bit
+    if t is DataType.STRING:
+        if n < 1:
+            raise CodecError(f"{where}: string length must be >= 1 register, got {n}")
+
+        spack = _regs_struct(order, n).pack
+        reverse = _word_swapped(order)
+
+        def dec_str(regs: Sequence[int]) -> Value:
+            try:
+                data = spack(*regs)
+            except struct.error:
+                _check_regs(where, regs, n)
+                raise  # pragma: no cover
+            data = data[::-1] if reverse else data
+            try:
+                return data.rstrip(b"\x00 ").decode("utf-8")
+            except UnicodeDecodeError:
+                return _decode_string(where, data)
+
+        return dec_str
+    pack = _regs_struct(order, n).pack
+    unpack = _value_struct(t, order).unpack
+
+    def raw_of(regs: Sequence[int]) -> int | float:
+        try:
+            data = pack(*regs)
+        except struct.error:
+            _check_regs(where, regs, n)
+            raise  # pragma: no cover
+        value: int | float = unpack(data)[0]
+        return value
+
+    if t is DataType.ENUM:
+        labels = dict(p.enum)
+
+        def dec_enum(regs: Sequence[int]) -> Value:
+            raw = raw_of(regs)
+            try:
+                return labels[int(raw)]
+            except KeyError:
+                raise CodecError(f"{where}: raw value {raw} is not in its enum") from None
+
+        return dec_enum
+    scale, offset = p.scale, p.offset
+    if scale == 1 and offset == 0:
+        return raw_of
+
+    def dec_scaled(regs: Sequence[int]) -> Value:
+        return raw_of(regs) * scale + offset
+
+    return dec_scaled
+
+
+_decoders: dict[int, tuple[ModbusPoint, Decoder]] = {}
+
+
+def decoder(point: ModbusPoint) -> Decoder:
+    """The compiled decoder of ``point`` (cached by identity; points are immutable)."""
+    entry = _decoders.get(id(point))
+    if entry is None or entry[0] is not point:
+        if len(_decoders) >= _CACHE_MAX:
+            _decoders.clear()
+        entry = (point, _compile_decoder(point))
+        _decoders[id(point)] = entry
+    return entry[1]
+
+
+def decode(point: ModbusPoint, regs: Sequence[int]) -> Value:
+    """Registers (``point.count`` of them; 0/1 ints for bit tables) -> engineering value.
+
+    NaN/inf floats are returned as they are: judging them is the poller's business.
+    """
+    entry = _decoders.get(id(point))
+    if entry is not None and entry[0] is point:
+        return entry[1](regs)
+    return decoder(point)(regs)
+
+
+def _round_half_away(x: float) -> int:
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def _coerce(p: ModbusPoint, value: Value) -> Value:
+    """Normalise the Python type of a value written to ``p`` (e.g. "12.5" -> 12.5, "on" -> True)."""
+    where = f"point {p.name!r}"
+    t = p.type
+    if value is None:
+        raise CodecError(f"{where}: no value given")
+    if t is DataType.BOOL or t is DataType.BIT:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return value == 1
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise CodecError(f"{where}: expected a bool, got {value!r}")
+    if t is DataType.STRING:
+        if not isinstance(value, str):
+            raise CodecError(f"{where}: expected a string, got {value!r}")
+        return value
+    if t is DataType.ENUM:
+        labels = dict(p.enum)
+        if isinstance(value, str):
+            if value in labels.values():
+                return value
+            try:
+                value = int(value.strip())
+            except ValueError:
+                pass
+        if isinstance(value, int) and not isinstance(value, bool) and value in labels:
+            return labels[value]
+        choices = ", ".join(f"{label!r}={raw}" for raw, label in p.enum)
+        raise CodecError(f"{where}: {value!r} is not one of its enum values ({choices})")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                raise CodecError(f"{where}: {value!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CodecError(f"{where}: expected a number, got {value!r}")
+    return value
+
+
+def _raw_of(p: ModbusPoint, value: Value) -> Raw:
+    """Engineering value (already coerced) -> raw value of ``p``'s type."""
+    t = p.type
+    if t is DataType.ENUM:
+        return next(raw for raw, label in p.enum if label == value)
+    if t in (DataType.BOOL, DataType.BIT, DataType.STRING):
+        assert isinstance(value, bool | str)
+        return value
+    assert isinstance(value, int | float) and not isinstance(value, bool)
+    unscaled = p.scale == 1 and p.offset == 0
+    if unscaled and isinstance(value, int) and t not in FLOAT_TYPES:
+        return value
+    if p.scale == 0:
+        raise CodecError(f"point {p.name!r}: scale 0 cannot be inverted for a write")
+    try:
+        x = float(value) if unscaled else (value - p.offset) / p.scale
+    except OverflowError:
+        raise CodecError(f"point {p.name!r}: {value!r} is out of range") from None
+    if t in FLOAT_TYPES:
+        return x
+    if not math.isfinite(x):
+        raise CodecError(f"point {p.name!r}: {value!r} cannot be written to a {t.value} register")
+    return _round_half_away(x)
+
+
+def encode(point: ModbusPoint, value: Value) -> list[int]:
+    """Engineering value -> registers (the inverse of :func:`decode`).
+
+    Integer types are rounded (half away from zero) after inverse scaling and range-checked; enum
+    takes a label or a raw int; a BIT point encodes only its own bit (the caller merges it into the
+    register: read-modify-write).
+    """
+    raw = _raw_of(point, _coerce(point, value))
+    try:
+        return raw_encode(point.type, point.order, raw, length=point.length, bit=point.bit)
+    except CodecError as exc:
+        raise CodecError(f"point {point.name!r}: value {value!r}: {exc}") from None
+
+
+def _check_bounds(p: ModbusPoint, value: Value) -> None:
+    b = p.bounds
+    where = f"point {p.name!r}"
+    if b is None:
+        return
+    if p.type is DataType.ENUM:
+        if b.allowed and value not in b.allowed:
+            raise BoundsError(f"{where}: {value!r} may not be written (allowed: {list(b.allowed)})")
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if b.min is not None and value < b.min:
+        raise BoundsError(f"{where}: {value!r} is below the minimum {b.min}")
+    if b.max is not None and value > b.max:
+        raise BoundsError(f"{where}: {value!r} is above the maximum {b.max}")
+    if b.step:
+        base = b.min if b.min is not None else 0.0
+        k = (value - base) / b.step
+        if abs(k - round(k)) > 1e-6 * max(1.0, abs(k)):
+            raise BoundsError(f"{where}: {value!r} is not a multiple of step {b.step} from {base}")
+
+
+def check_write(point: ModbusPoint, value: Value) -> Value:
+    """Check a write of ``value`` to ``point``; return the value as it will read back.
+
+    CodecError if the point is read-only or the value has the wrong type; BoundsError if it is
+    outside min/max, off the step grid, not an allowed enum label, non-finite, or does not fit the
+    register type.
+    """
+    if not point.writable:
+        raise CodecError(f"point {point.name!r} is read-only")
+    v = _coerce(point, value)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise BoundsError(f"point {point.name!r}: {v!r} may not be written")
+    _check_bounds(point, v)
+    try:
+        regs = encode(point, v)
+    except CodecError as exc:
+        raise BoundsError(str(exc)) from None
+    return decode(point, regs)
