@@ -118,3 +118,4 @@ class AgentConfig:
     keys: KeysConfig
     state_dir: Path
     runtime_dir: Path
+    commands_allow_unsynced_clock: bool = False  # [commands] allow_unsynced_clock

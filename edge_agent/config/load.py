@@ -1,0 +1,268 @@
+"""Load ``agent.toml`` (format in docs/profiles.md, "Gateway config") into an ``AgentConfig``.
+
+``load_config(path)`` parses every section, loads the profiles from ``profiles_dir`` (unless given),
+runs the cross-checks of ``config.checks`` and raises one ``ConfigError`` with ALL problems found,
+in the config and in the profiles. Unknown keys are errors; nothing is silently repaired. Relative
+paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.config.checks import BusEntry, DeviceEntry, cross_check
+from edge_agent.config.model import (
+    AgentConfig,
+    BatchConfig,
+    Bus,
+    BusKind,
+    DeviceConfig,
+    KeysConfig,
+    OutboxConfig,
+    SerialBus,
+    TcpBus,
+    TlsConfig,
+    UplinkConfig,
+)
+from edge_agent.errors import ConfigError, Problem
+from edge_agent.profiles.fields import Problems, Table, read_toml
+from edge_agent.profiles.load import MIN_INTERVAL_S, collect_profiles
+from edge_agent.profiles.model import Profile
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe in MQTT topics and file names
+STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|kB|KB|MB|GB)\s*$")
+SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "kB": 1000, "KB": 1000,
+              "MB": 1000**2, "GB": 1000**3}
+MIN_OUTBOX_BYTES = 1 << 20
+
+TOP_KEYS = ("gateway_id", "profiles_dir", "state_dir", "runtime_dir", "buses", "devices",
+            "uplink", "batch", "outbox", "keys", "commands")
+TCP_KEYS = ("host", "port", "concurrency", "timeout_max")
+SERIAL_KEYS = ("port", "baud", "parity", "stopbits", "bytesize", "turnaround_ms", "timeout_max")
+BUS_KEYS = ("name", "kind", *TCP_KEYS, *SERIAL_KEYS)
+DEVICE_KEYS = ("name", "profile", "bus", "unit_id", "tags", "max_gap", "interval")
+UPLINK_KEYS = ("host", "port", "protocol", "topic_prefix", "client_id", "keepalive", "inflight",
+               "status_interval", "username", "password_file", "tls")
+TLS_KEYS = ("ca_file", "cert_file", "key_file")
+
+
+def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> AgentConfig:
+    """Parse and check ``path``; ``profiles`` (by name) replaces loading ``profiles_dir``."""
+    sink: list[Problem] = []
+    problems = Problems(str(path), sink)
+    data = read_toml(path, problems)
+    if data is None:
+        raise ConfigError(sink)
+    loader = _Loader(path, problems)
+    top = Table(data, "", problems)
+    gateway_id = loader.ident(top, "gateway_id")
+    profiles_dir = loader.path(top, "profiles_dir", "device_profiles")
+    state_dir = loader.path(top, "state_dir", "/var/lib/edge-agent")
+    runtime_dir = loader.path(top, "runtime_dir", "/run/edge-agent")
+    buses: list[BusEntry] = []
+    broken_buses: set[str] = set()  # named but invalid: devices on them are not "unknown bus"
+    for t in top.tables("buses"):
+        entry = loader.bus(t)
+        if entry is not None:
+            buses.append(entry)
+        elif isinstance(t.data.get("name"), str):
+            broken_buses.add(t.data["name"])
+    devices = [d for d in (loader.device(t) for t in top.tables("devices")) if d is not None]
+    if not top.data.get("buses"):
+        top.error("buses", "at least one [[buses]] entry is needed")
+    if not top.data.get("devices"):
+        top.error("devices", "at least one [[devices]] entry is needed")
+    uplink_t = top.table("uplink")
+    uplink = loader.uplink(uplink_t) if uplink_t is not None else None
+    batch = loader.batch(top.table("batch"))
+    outbox = loader.outbox(top.table("outbox"), state_dir)
+    keys = loader.keys(top.table("keys"))
+    allow_unsynced = False
+    commands_t = top.table("commands")
+    if commands_t is not None:
+        allow_unsynced = commands_t.boolean("allow_unsynced_clock")
+        commands_t.finish(("allow_unsynced_clock",))
+    top.finish(TOP_KEYS)
+
+    broken: set[str] = set()
+    if profiles is None:
+        profiles, broken = collect_profiles(profiles_dir, sink)
+    bus_map = cross_check(buses, devices, profiles, problems, broken_profiles=broken,
+                          broken_buses=broken_buses)
+    if sink or gateway_id is None or keys is None:
+        raise ConfigError(sink)
+    return AgentConfig(source=_abs(path), gateway_id=gateway_id, buses=bus_map,
+                       devices=tuple(d.config for d in devices), profiles=profiles, uplink=uplink,
+                       batch=batch, outbox=outbox, keys=keys, state_dir=state_dir,
+                       runtime_dir=runtime_dir, commands_allow_unsynced_clock=allow_unsynced)
+
+
+def parse_size(text: str) -> int | None:
+    """``"256MiB"`` → bytes; None if not a size."""
+    m = SIZE_RE.match(text)
+    return int(float(m.group(1)) * SIZE_UNITS[m.group(2)]) if m else None
+
+
+def _abs(path: Path) -> Path:
+    return Path(os.path.normpath(path.absolute()))
+
+
+@dataclass
+class _Loader:
+    source: Path
+    problems: Problems
+
+    def ident(self, t: Table, key: str) -> str | None:
+        value = t.string(key, required=True)
+        if value is not None and not ID_RE.match(value):
+            t.error(key, f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; "
+                         "at most 64; no '/', '+', '#' or spaces)")
+            return None
+        return value
+
+    def path(self, t: Table, key: str, default: str | None = None, *,
+             must_exist: bool = False) -> Path:
+        value = t.string(key, default, required=default is None)
+        p = Path(value or ".")
+        if not p.is_absolute():
+            p = self.source.parent / p
+        p = _abs(p)
+        if must_exist and value is not None and not p.is_file():
+            t.error(key, f"file does not exist: {p}")
+        return p
+
+    def bus(self, t: Table) -> BusEntry | None:
+        before = len(self.problems.items)
+        name = self.ident(t, "name")
+        kind = t.choice("kind", BusKind, required=True)
+        bus: Bus | None = None
+        if kind is BusKind.TCP:
+            bus = TcpBus(name=name or "", host=t.string("host", "", required=True) or "",
+                         port=t.integer("port", 502, lo=1, hi=65535) or 502,
+                         concurrency=t.integer("concurrency", 2, lo=1, hi=16) or 2,
+                         timeout_max_s=t.number("timeout_max", 2.0, lo=0, lo_open=True) or 2.0)
+        elif kind is not None:
+            bus = self._serial(t, name or "", kind)
+        serial = 'only for serial buses (kind = "rtu" or "at")'
+        why = {k: serial for k in SERIAL_KEYS} | {k: 'only for kind = "tcp"' for k in TCP_KEYS}
+        t.finish(BUS_KEYS, why, unknown_only=kind is None)
+        if bus is None or len(self.problems.items) > before:
+            return None
+        return BusEntry(t.path, bus)
+
+    def _serial(self, t: Table, name: str, kind: BusKind) -> SerialBus:
+        baud = t.integer("baud", 9600, lo=1)
+        if baud is not None and baud not in STANDARD_BAUDS:
+            near = min(STANDARD_BAUDS, key=lambda b: abs(b - baud))
+            rates = ", ".join(map(str, STANDARD_BAUDS))
+            t.error("baud", f"{baud} is not a standard rate ({rates})", f"did you mean {near}?")
+        bytesize = t.integer("bytesize", 8, lo=7, hi=8) or 8
+        if kind is BusKind.RTU and bytesize != 8:
+            t.error("bytesize", "Modbus RTU uses 8 data bits")
+        return SerialBus(name=name, port=t.string("port", "", required=True) or "",
+                         baud=baud or 9600, parity=t.one_of("parity", ("N", "E", "O"), "N") or "N",
+                         stopbits=t.integer("stopbits", 1, lo=1, hi=2) or 1, bytesize=bytesize,
+                         turnaround_ms=t.number("turnaround_ms", 5.0, lo=0, hi=1000) or 0.0,
+                         timeout_max_s=t.number("timeout_max", 1.0, lo=0, lo_open=True) or 1.0,
+                         kind=kind)
+
+    def device(self, t: Table) -> DeviceEntry | None:
+        before = len(self.problems.items)
+        name = self.ident(t, "name")
+        profile = t.string("profile", required=True)
+        bus = t.string("bus", required=True)
+        unit_id = t.integer("unit_id", 1, lo=0, hi=255)
+        tags: dict[str, str] = {}
+        tags_t = t.table("tags")
+        if tags_t is not None:
+            for key in tags_t.data:
+                value = tags_t.string(key, nonempty=False)
+                if value is not None:
+                    tags[key] = value
+        max_gap = t.integer("max_gap", lo=0, hi=125)
+        interval = t.number("interval")
+        if interval is not None and interval < MIN_INTERVAL_S:
+            t.error("interval", f"interval {interval} s is too short (minimum {MIN_INTERVAL_S} s)")
+        t.finish(DEVICE_KEYS)
+        if len(self.problems.items) > before or name is None or profile is None or bus is None:
+            return None
+        cfg = DeviceConfig(name=name, profile=profile, bus=bus, unit_id=unit_id or 0, tags=tags,
+                           max_gap=max_gap, interval_s=interval)
+        return DeviceEntry(t.path, cfg, frozenset(t.data))
+
+    def uplink(self, t: Table) -> UplinkConfig | None:
+        before = len(self.problems.items)
+        tls_t = t.table("tls")
+        tls: TlsConfig | None = None
+        if tls_t is not None:
+            ca = self.path(tls_t, "ca_file", must_exist=True)
+            cert = self.path(tls_t, "cert_file", must_exist=True) if tls_t.has("cert_file") \
+                else None
+            key = self.path(tls_t, "key_file", must_exist=True) if tls_t.has("key_file") else None
+            if (cert is None) != (key is None):
+                tls_t.error("key_file" if key is None else "cert_file",
+                            "mutual TLS needs both cert_file and key_file")
+            tls_t.finish(TLS_KEYS)
+            tls = TlsConfig(ca_file=ca, cert_file=cert, key_file=key)
+        username = t.string("username")
+        password_file = self.path(t, "password_file", must_exist=True) \
+            if t.has("password_file") else None
+        if password_file is not None and username is None:
+            t.error("password_file", "password_file given without username")
+        prefix = t.string("topic_prefix", "edge") or "edge"
+        if any(c in prefix for c in "+#\0 ") or prefix.startswith("/") or prefix.endswith("/"):
+            t.error("topic_prefix", f"{prefix!r} is not a valid topic prefix (no wildcards, "
+                                    "spaces or leading/trailing '/')")
+        client_id = t.string("client_id")
+        if client_id is not None and not ID_RE.match(client_id):
+            t.error("client_id", f"{client_id!r} is not a valid client id")
+        cfg = UplinkConfig(
+            host=t.string("host", "", required=True) or "",
+            port=t.integer("port", 8883 if tls else 1883, lo=1, hi=65535) or 8883, tls=tls,
+            username=username, password_file=password_file,
+            protocol=t.one_of("protocol", ("3.1.1", "5"), "3.1.1") or "3.1.1",
+            topic_prefix=prefix, client_id=client_id,
+            keepalive_s=t.integer("keepalive", 30, lo=5, hi=65535) or 30,
+            inflight=t.integer("inflight", 32, lo=1, hi=65535) or 32,
+            status_interval_s=t.number("status_interval", 60.0, lo=1) or 60.0)
+        t.finish(UPLINK_KEYS)
+        return cfg if len(self.problems.items) == before else None
+
+    def batch(self, t: Table | None) -> BatchConfig:
+        if t is None:
+            return BatchConfig()
+        cfg = BatchConfig(max_readings=t.integer("max_readings", 200, lo=1, hi=100_000) or 200,
+                          max_ms=t.integer("max_ms", 1000, lo=1, hi=3_600_000) or 1000)
+        t.finish(("max_readings", "max_ms"))
+        return cfg
+
+    def outbox(self, t: Table | None, state_dir: Path) -> OutboxConfig:
+        default = OutboxConfig(path=state_dir / "outbox.sqlite")
+        if t is None:
+            return default
+        path = self.path(t, "path") if t.has("path") else default.path
+        cap = t.integer("cap_bytes", lo=MIN_OUTBOX_BYTES)
+        text = t.string("cap")
+        if text is not None:
+            cap = parse_size(text)
+            if cap is None:
+                t.error("cap", f"{text!r} is not a size like \"256MiB\" or \"2GB\"")
+            elif cap < MIN_OUTBOX_BYTES:
+                t.error("cap", f"{text} is below the minimum of 1MiB")
+            if t.has("cap_bytes"):
+                t.error("cap", "give cap or cap_bytes, not both")
+        t.finish(("path", "cap_bytes", "cap"))
+        return OutboxConfig(path=path, cap_bytes=cap or default.cap_bytes)
+
+    def keys(self, t: Table | None) -> KeysConfig | None:
+        if t is None:
+            self.problems.add("keys", "required section [keys] missing (signing_key)")
+            return None
+        signing = self.path(t, "signing_key")
+        commands = self.path(t, "command_keys") if t.has("command_keys") else None
+        t.finish(("signing_key", "command_keys"))
+        return KeysConfig(signing_key=signing, command_keys=commands)

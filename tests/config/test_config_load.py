@@ -1,0 +1,193 @@
+"""agent.toml parsing: the shipped example, defaults, paths, sizes, and per-section key errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.config.load import load_config, parse_size
+from edge_agent.config.model import BusKind, SerialBus, TcpBus
+from edge_agent.errors import Problem
+from edge_agent.profiles.load import load_profiles
+from tests.config.conftest import EXAMPLE, PROFILES, Doc, Writer, paths, problems
+
+
+def fails(write: Writer, doc: Doc) -> list[Problem]:
+    path = write("etc/agent.toml", doc)
+    return problems(lambda: load_config(path))
+
+
+def test_example_loads_and_uses_every_section() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.gateway_id == "gw-harbour-st-07"
+    assert cfg.source == EXAMPLE
+    assert {b.kind for b in cfg.buses.values()} == set(BusKind)
+    assert {d.profile for d in cfg.devices} == set(load_profiles(PROFILES))
+    assert cfg.uplink is not None and cfg.uplink.tls is not None
+    assert cfg.uplink.protocol == "5" and cfg.uplink.tls.ca_file.is_file()
+    assert cfg.outbox.cap_bytes == 256 * 1024 * 1024
+    assert cfg.keys.command_keys is not None
+    assert cfg.commands_allow_unsynced_clock is False
+    lamp = next(d for d in cfg.devices if d.name == "lamp-p07")
+    assert lamp.tags == {"location": "Harbour St 7", "pole": "P07"}
+    # every top-level key of the config format appears in the example
+    import tomllib
+
+    from edge_agent.config.load import TOP_KEYS
+    assert set(tomllib.loads(EXAMPLE.read_text("utf-8"))) == set(TOP_KEYS)
+
+
+def test_minimal_config_defaults_and_relative_paths(write: Writer, config: Doc,
+                                                    tmp_path: Path) -> None:
+    del config["state_dir"], config["runtime_dir"]
+    config["profiles_dir"] = "../profiles"
+    for name in ("street_lamp", "pipe_pressure", "nbiot_bc95"):
+        dest = tmp_path / "profiles" / f"{name}.toml"
+        dest.parent.mkdir(exist_ok=True)
+        dest.write_bytes((PROFILES / f"{name}.toml").read_bytes())
+    cfg = load_config(write("etc/agent.toml", config))
+    assert set(cfg.profiles) == {"street_lamp", "pipe_pressure", "nbiot_bc95"}
+    assert cfg.keys.signing_key == tmp_path / "etc" / "keys" / "signing.key"
+    assert cfg.state_dir == Path("/var/lib/edge-agent")
+    assert cfg.outbox.path == Path("/var/lib/edge-agent/outbox.sqlite")
+    assert cfg.uplink is None
+    assert (cfg.batch.max_readings, cfg.batch.max_ms) == (200, 1000)
+    rtu = cfg.buses["line1"]
+    assert isinstance(rtu, SerialBus) and (rtu.baud, rtu.parity, rtu.stopbits) == (9600, "N", 1)
+    tcp = cfg.buses["plc"]
+    assert isinstance(tcp, TcpBus) and (tcp.port, tcp.concurrency) == (1502, 2)
+    assert cfg.devices[2].unit_id == 0
+    assert cfg.commands_allow_unsynced_clock is False
+    config["commands"] = {"allow_unsynced_clock": True}
+    assert load_config(write("etc/agent.toml", config)).commands_allow_unsynced_clock is True
+
+
+def test_profiles_argument_replaces_profiles_dir(write: Writer, config: Doc) -> None:
+    config["profiles_dir"] = "does-not-exist"
+    cfg = load_config(write("a.toml", config), profiles=load_profiles(PROFILES))
+    assert "street_lamp" in cfg.profiles
+
+
+@pytest.mark.parametrize(("text", "size"), [("256MiB", 256 << 20), ("1GiB", 1 << 30),
+                                            ("2 GB", 2 * 10**9), ("1.5MiB", 3 << 19),
+                                            ("12", None), ("5 parsecs", None)])
+def test_parse_size(text: str, size: int | None) -> None:
+    assert parse_size(text) == size
+
+
+def test_uplink_port_defaults_follow_tls(write: Writer, config: Doc, tmp_path: Path) -> None:
+    config["uplink"] = {"host": "broker"}
+    cfg = load_config(write("a.toml", config))
+    assert cfg.uplink is not None and cfg.uplink.port == 1883 and cfg.uplink.tls is None
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    config["uplink"]["tls"] = {"ca_file": "ca.pem"}
+    cfg = load_config(write("a.toml", config))
+    assert cfg.uplink is not None and cfg.uplink.port == 8883
+    assert cfg.uplink.tls is not None and cfg.uplink.tls.ca_file == ca
+
+
+def _set(section: str, index: int | None, **kv: Any) -> Any:
+    def mutate(doc: Doc) -> None:
+        target = doc[section] if index is None else doc[section][index]
+        target.update(kv)
+    return mutate
+
+
+def _top(**kv: Any) -> Any:
+    def mutate(doc: Doc) -> None:
+        doc.update(kv)
+    return mutate
+
+
+def _drop(key: str) -> Any:
+    def mutate(doc: Doc) -> None:
+        del doc[key]
+    return mutate
+
+
+SECTION_CASES = [
+    (_top(gateway="x"), "gateway", "unknown key", "did you mean 'gateway_id'?"),
+    (_top(gateway_id="gw/1"), "gateway_id", "not a valid name", ""),
+    (_drop("gateway_id"), "gateway_id", "required key missing", ""),
+    (_drop("keys"), "keys", "required section [keys] missing", ""),
+    (_top(keys={"signing_key": "k", "command_key": "d"}), "keys.command_key", "unknown key",
+     "did you mean 'command_keys'?"),
+    (_top(batch={"max_readings": 0}), "batch.max_readings", "out of range", ""),
+    (_top(batch={"max_ms": 10, "max_bytes": 5}), "batch.max_bytes", "unknown key",
+     "did you mean 'max_ms'?"),
+    (_top(outbox={"cap": "lots"}), "outbox.cap", "not a size", ""),
+    (_top(outbox={"cap": "1KiB"}), "outbox.cap", "below the minimum", ""),
+    (_top(outbox={"cap": "1GiB", "cap_bytes": 1 << 30}), "outbox.cap", "not both", ""),
+    (_top(uplink={"host": "b", "protocol": 5}), "uplink.protocol", "(a string)",
+     "did you mean '5'?"),
+    (_top(uplink={"host": "b", "protocol": "3.1"}), "uplink.protocol", "is not one of",
+     "did you mean '3.1.1'?"),
+    (_top(uplink={"host": "b", "keepalive": 0}), "uplink.keepalive", "out of range", ""),
+    (_top(uplink={"host": "b", "topic_prefix": "city/#"}), "uplink.topic_prefix",
+     "not a valid topic prefix", ""),
+    (_top(uplink={"host": "b", "qos": 1}), "uplink.qos", "unknown key", ""),
+    (_top(uplink={"port": 1883}), "uplink.host", "required key missing", ""),
+    (_top(uplink={"host": "b", "tls": {"ca_file": "/nonexistent/ca.pem"}}),
+     "uplink.tls.ca_file", "file does not exist", ""),
+    (_top(uplink={"host": "b", "tls": {"ca_file": "/etc/hostname", "cert_file": "/etc/hostname"}}),
+     "uplink.tls.key_file", "needs both cert_file and key_file", ""),
+    (_top(uplink={"host": "b", "username": "u", "password_file": "nope.txt"}),
+     "uplink.password_file", "file does not exist", ""),
+    (_top(uplink={"host": "b", "password_file": "/etc/hostname"}), "uplink.password_file",
+     "without username", ""),
+    (_set("buses", 0, baud=9601), "buses[0].baud", "not a standard rate", "did you mean 9600?"),
+    (_set("buses", 0, parity="X"), "buses[0].parity", "is not one of", ""),
+    (_set("buses", 0, bytesize=7), "buses[0].bytesize", "8 data bits", ""),
+    (_set("buses", 0, host="h"), "buses[0].host", 'only for kind = "tcp"', ""),
+    (_set("buses", 1, baud=9600), "buses[1].baud", "only for serial buses", ""),
+    (_set("buses", 1, port="502"), "buses[1].port", "expected an integer", ""),
+    (_set("buses", 1, kind="modbus"), "buses[1].kind", "is not one of", ""),
+    (_set("buses", 1, timeout_max=0), "buses[1].timeout_max", "out of range > 0", ""),
+    (_top(commands={"allow_unsynced_clock": "yes"}), "commands.allow_unsynced_clock",
+     "expected true or false", ""),
+    (_top(commands={"allow_unsync_clock": True}), "commands.allow_unsync_clock", "unknown key",
+     "did you mean 'allow_unsynced_clock'?"),
+    (_set("devices", 0, unit=3), "devices[0].unit", "unknown key", "did you mean 'unit_id'?"),
+    (_set("devices", 0, tags={"pole": 7}), "devices[0].tags.pole", "expected a string", ""),
+    (_set("devices", 0, interval=0), "devices[0].interval", "too short", ""),
+    (_set("devices", 0, name="lamp 1"), "devices[0].name", "not a valid name", ""),
+]
+
+
+@pytest.mark.parametrize(("mutate", "path", "text", "hint"), SECTION_CASES,
+                         ids=[c[1] + ":" + c[2][:20] for c in SECTION_CASES])
+def test_section_check(write: Writer, config: Doc, mutate: Any, path: str, text: str,
+                       hint: str) -> None:
+    mutate(config)
+    found = fails(write, config)
+    assert paths(found) == [path], "\n".join(map(str, found))
+    assert text in found[0].message and found[0].hint == hint
+    assert found[0].file.endswith("agent.toml")
+
+
+def test_toml_error_in_config(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('gateway_id = "x"\n[[buses]\n', encoding="utf-8")
+    found = problems(lambda: load_config(path))
+    assert len(found) == 1 and "invalid TOML" in found[0].message and "line 2" in found[0].message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    found = problems(lambda: load_config(tmp_path / "nope.toml"))
+    assert len(found) == 1 and "cannot read file" in found[0].message
+
+
+def test_docs_reference_config_is_accepted_but_for_missing_files(tmp_path: Path) -> None:
+    docs = (PROFILES.parent / "docs" / "profiles.md").read_text("utf-8")
+    section = docs.split("## Gateway config", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "agent.toml"
+    path.write_text(block, encoding="utf-8")
+    found = problems(lambda: load_config(path, profiles=load_profiles(PROFILES)))
+    # every key is known and valid; only the files it names are absent on this machine
+    assert {p.path for p in found} <= {"uplink.password_file", "uplink.tls.ca_file",
+                                       "uplink.tls.cert_file", "uplink.tls.key_file"}
+    assert all("file does not exist" in p.message for p in found)
