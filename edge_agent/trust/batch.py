@@ -1,0 +1,415 @@
+"""The signed, hash-chained batch: payload encoding/decoding and the signer.
+
+Every batch is a COSE_Sign1 message (see ``cose``) whose payload is one deterministic CBOR map
+(RFC 8949 section 4.2.1) with small unsigned-integer keys. ``prev`` in batch N is SHA-256 of the
+complete COSE bytes of batch N-1 (32 zero bytes for seq 1), so dropping, reordering or editing a
+batch is visible to the consumer. Batches that had to be dropped on the gateway (outbox full) are
+announced by a signed *gap notice* in the same chain. docs/wire-format.md describes it byte by byte.
+
+Payload keys (K_*) and the per-reading row ``[dev, point, unit, value, dt, flags?, wadj?, reason?]``
+are documented there; the functions here are pure (no I/O, no clock unless one is not given).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.errors import CodecError, VerifyError
+from edge_agent.readings import Quality, Reading
+from edge_agent.trust.cose import sign1
+from edge_agent.trust.keys import kid_of
+
+FORMAT_VERSION = 1
+GENESIS_PREV = bytes(32)
+
+# payload map keys; all < 24 so each key is one byte and every deterministic ordering agrees
+K_VERSION = 0
+K_KIND = 1
+K_GATEWAY = 2
+K_BOOT = 3
+K_SEQ = 4
+K_PREV = 5
+K_CREATED = 6
+K_CREATED_MONO = 7
+K_SYNCED = 8
+K_STRINGS = 9
+K_BASE_MONO = 10
+K_BASE_OFFSET = 11
+K_READINGS = 12
+K_GAP_FIRST = 13
+K_GAP_LAST = 14
+K_GAP_READINGS = 15
+K_GAP_T_FIRST = 16
+K_GAP_T_LAST = 17
+K_GAP_REASON = 18
+
+KIND_DATA = 0
+KIND_GAP = 1
+KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap"}
+
+# per-reading flags (row element 5)
+F_QUALITY_MASK = 0x03  # 0 good, 1 stale, 2 bad
+F_ALARM = 0x04
+F_UNSYNCED = 0x08
+QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.STALE: 1, Quality.BAD: 2}
+QUALITY_OF_CODE: dict[int, Quality] = {v: k for k, v in QUALITY_CODE.items()}
+
+_VALUE_TYPES = (bool, int, float, str, type(None))
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    seq: int  # last seq used; 0 = none yet
+    prev: bytes  # SHA-256 of the last batch's COSE bytes; 32 zero bytes at genesis
+
+    @classmethod
+    def genesis(cls) -> ChainHead:
+        return cls(0, GENESIS_PREV)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBatch:
+    seq: int
+    cose: bytes
+    digest: bytes  # SHA-256 of cose
+    kind: str  # "data" | "gap"
+    n_readings: int  # readings carried (0 for a gap notice)
+    alarm: bool  # any reading is an alarm
+    t_first_ns: int  # earliest reading wall time (gap: start of the dropped span)
+    t_last_ns: int  # latest reading wall time (gap: end of the dropped span)
+
+
+@dataclass(frozen=True, slots=True)
+class GapNotice:
+    first_seq: int  # first dropped batch seq
+    last_seq: int  # last dropped batch seq (inclusive)
+    readings: int  # readings lost with them
+    t_first_ns: int
+    t_last_ns: int
+    reason: str  # e.g. "outbox_full"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPayload:
+    version: int
+    kind: str  # "data" | "gap"
+    gateway_id: str
+    boot_id: str
+    seq: int
+    prev: bytes
+    created_ns: int  # wall clock when signed
+    created_mono_ns: int  # monotonic clock when signed (this boot)
+    clock_synced: bool  # wall clock synchronised when signed
+    readings: tuple[Reading, ...] = ()
+    gap: GapNotice | None = None
+
+
+def _header(p: BatchPayload) -> dict[int, object]:
+    kind = KIND_GAP if p.kind == "gap" else KIND_DATA
+    if p.kind not in ("data", "gap"):
+        raise ValueError(f"batch kind must be 'data' or 'gap', not {p.kind!r}")
+    if len(p.prev) != 32:
+        raise ValueError(f"prev must be 32 bytes, got {len(p.prev)}")
+    return {
+        K_VERSION: p.version,
+        K_KIND: kind,
+        K_GATEWAY: p.gateway_id,
+        K_BOOT: p.boot_id,
+        K_SEQ: p.seq,
+        K_PREV: bytes(p.prev),
+        K_CREATED: p.created_ns,
+        K_CREATED_MONO: p.created_mono_ns,
+        K_SYNCED: bool(p.clock_synced),
+    }
+
+
+def _reading_rows(readings: Sequence[Reading]) -> tuple[list[str], int, int, list[list[object]]]:
+    """String table, base mono, base offset and the compact rows. Hot path: keep it lean."""
+    table: dict[str, int] = {}
+    strings: list[str] = []
+    if not readings:
+        return strings, 0, 0, []
+    first = readings[0]
+    base_mono = prev_mono = first.mono_ns
+    base_off = prev_off = first.ts_ns - first.mono_ns
+    rows: list[list[object]] = []
+    append = rows.append
+    qcode = QUALITY_CODE
+    get = table.get
+    for i, r in enumerate(readings):
+        v = r.value
+        if type(v) not in _VALUE_TYPES:
+            raise CodecError(
+                f"reading {i} ({r.device}/{r.point}): value of type {type(v).__name__} "
+                "cannot be carried in a batch"
+            )
+        d = get(r.device)
+        if d is None:
+            d = table[r.device] = len(strings)
+            strings.append(r.device)
+        p = get(r.point)
+        if p is None:
+            p = table[r.point] = len(strings)
+            strings.append(r.point)
+        u = get(r.unit)
+        if u is None:
+            u = table[r.unit] = len(strings)
+            strings.append(r.unit)
+        mono = r.mono_ns
+        dt = mono - prev_mono
+        off = r.ts_ns - mono
+        wadj = off - prev_off
+        prev_mono, prev_off = mono, off
+        flags = qcode[r.quality]
+        if r.alarm:
+            flags |= F_ALARM
+        if not r.clock_synced:
+            flags |= F_UNSYNCED
+        reason = r.reason
+        if reason:
+            x = get(reason)
+            if x is None:
+                x = table[reason] = len(strings)
+                strings.append(reason)
+            append([d, p, u, v, dt, flags, wadj, x])
+        elif wadj:
+            append([d, p, u, v, dt, flags, wadj])
+        elif flags:
+            append([d, p, u, v, dt, flags])
+        else:
+            append([d, p, u, v, dt])
+    return strings, base_mono, base_off, rows
+
+
+def encode_payload(p: BatchPayload) -> bytes:
+    """Deterministic CBOR of a payload (cbor2 canonical: sorted one-byte keys, shortest heads and
+    shortest exact floats). ``encode_payload(decode_payload(b)) == b`` for every payload we make."""
+    m = _header(p)
+    if p.kind == "data":
+        if p.gap is not None:
+            raise ValueError("a data batch cannot carry a gap notice")
+        strings, base_mono, base_off, rows = _reading_rows(p.readings)
+        m[K_STRINGS] = strings
+        m[K_BASE_MONO] = base_mono
+        m[K_BASE_OFFSET] = base_off
+        m[K_READINGS] = rows
+    else:
+        g = p.gap
+        if g is None or p.readings:
+            raise ValueError("a gap batch carries a gap notice and no readings")
+        m[K_GAP_FIRST] = g.first_seq
+        m[K_GAP_LAST] = g.last_seq
+        m[K_GAP_READINGS] = g.readings
+        m[K_GAP_T_FIRST] = g.t_first_ns
+        m[K_GAP_T_LAST] = g.t_last_ns
+        m[K_GAP_REASON] = g.reason
+    return cbor2.dumps(m, canonical=True)
+
+
+class _Bad(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"payload{path}: {message}")
+
+
+def _int(m: dict[object, object], key: int, *, minimum: int | None = None) -> int:
+    v = m.get(key)
+    if type(v) is not int:
+        raise _Bad(f"[{key}]", f"expected an integer, got {type(v).__name__}")
+    if minimum is not None and v < minimum:
+        raise _Bad(f"[{key}]", f"{v} is below {minimum}")
+    return v
+
+
+def _get(m: dict[object, object], key: int, typ: type[_T]) -> _T:
+    v = m.get(key)
+    if type(v) is not typ:
+        raise _Bad(f"[{key}]", f"expected {typ.__name__}, got {type(v).__name__}")
+    return v
+
+
+def _decode_readings(m: dict[object, object]) -> tuple[Reading, ...]:
+    strings: list[str] = []
+    for i, s in enumerate(_get(m, K_STRINGS, list)):
+        if not isinstance(s, str):
+            raise _Bad(f"[{K_STRINGS}][{i}]", "string table entry is not text")
+        strings.append(s)
+    mono = _int(m, K_BASE_MONO)
+    off = _int(m, K_BASE_OFFSET)
+    rows: list[object] = _get(m, K_READINGS, list)
+    n = len(strings)
+    out: list[Reading] = []
+    for i, row in enumerate(rows):
+        where = f"[{K_READINGS}][{i}]"
+        if type(row) is not list or not 5 <= len(row) <= 8:
+            raise _Bad(where, "reading row must be an array of 5..8 elements")
+        d, p, u, v, dt = row[0], row[1], row[2], row[3], row[4]
+        for j, ix in enumerate((d, p, u)):
+            if type(ix) is not int or not 0 <= ix < n:
+                raise _Bad(f"{where}[{j}]", f"string index {ix!r} outside table of {n}")
+        if type(v) not in _VALUE_TYPES:
+            raise _Bad(f"{where}[3]", f"value of type {type(v).__name__} not allowed")
+        if type(dt) is not int:
+            raise _Bad(f"{where}[4]", "time delta is not an integer")
+        flags = row[5] if len(row) > 5 else 0
+        wadj = row[6] if len(row) > 6 else 0
+        reason = ""
+        if type(flags) is not int or not 0 <= flags <= 0x0F or flags & 3 == 3:
+            raise _Bad(f"{where}[5]", f"invalid flags {flags!r}")
+        if type(wadj) is not int:
+            raise _Bad(f"{where}[6]", "wall-clock adjustment is not an integer")
+        if len(row) > 7:
+            x = row[7]
+            if type(x) is not int or not 0 <= x < n:
+                raise _Bad(f"{where}[7]", f"string index {x!r} outside table of {n}")
+            reason = strings[x]
+        mono += dt
+        off += wadj
+        out.append(
+            Reading(
+                device=strings[d], point=strings[p], value=v, unit=strings[u],
+                ts_ns=mono + off, mono_ns=mono,
+                quality=QUALITY_OF_CODE[flags & F_QUALITY_MASK], reason=reason,
+                alarm=bool(flags & F_ALARM), clock_synced=not flags & F_UNSYNCED,
+            )
+        )  # fmt: skip
+    return tuple(out)
+
+
+def _decode(payload: bytes) -> BatchPayload:
+    try:
+        m = cbor2.loads(payload)
+    except Exception as exc:  # cbor2 raises several types on garbage; all mean "malformed"
+        raise _Bad("", f"not valid CBOR ({exc})") from None
+    if type(m) is not dict:
+        raise _Bad("", f"expected a map, got {type(m).__name__}")
+    version = _int(m, K_VERSION)
+    if version != FORMAT_VERSION:
+        raise _Bad(f"[{K_VERSION}]", f"unsupported format version {version}")
+    kind_code = _int(m, K_KIND)
+    if kind_code not in KIND_NAMES:
+        raise _Bad(f"[{K_KIND}]", f"unknown batch kind {kind_code}")
+    prev = _get(m, K_PREV, bytes)
+    if len(prev) != 32:
+        raise _Bad(f"[{K_PREV}]", f"prev is {len(prev)} bytes, not 32")
+    gateway = _get(m, K_GATEWAY, str)
+    if not gateway:
+        raise _Bad(f"[{K_GATEWAY}]", "empty gateway id")
+    boot = _get(m, K_BOOT, str)
+    seq = _int(m, K_SEQ, minimum=1)
+    created, created_mono = _int(m, K_CREATED), _int(m, K_CREATED_MONO)
+    synced = _get(m, K_SYNCED, bool)
+    kind = KIND_NAMES[kind_code]
+    if kind_code == KIND_DATA:
+        readings = _decode_readings(m)
+        return BatchPayload(
+            version, kind, gateway, boot, seq, prev, created, created_mono, synced, readings
+        )
+    gap = GapNotice(
+        first_seq=_int(m, K_GAP_FIRST, minimum=1), last_seq=_int(m, K_GAP_LAST, minimum=1),
+        readings=_int(m, K_GAP_READINGS, minimum=0), t_first_ns=_int(m, K_GAP_T_FIRST),
+        t_last_ns=_int(m, K_GAP_T_LAST), reason=_get(m, K_GAP_REASON, str),
+    )  # fmt: skip
+    if not gap.first_seq <= gap.last_seq < seq:
+        raise _Bad(f"[{K_GAP_FIRST}]", f"gap {gap.first_seq}..{gap.last_seq} not before seq {seq}")
+    return BatchPayload(
+        version, kind, gateway, boot, seq, prev, created, created_mono, synced, (), gap
+    )
+
+
+def decode_payload(payload: bytes) -> BatchPayload:
+    """Parse a batch payload; VerifyError naming the element path (``payload[12][3][4]``: map key
+    12, row 3, element 4) on anything malformed. Never raises another exception type."""
+    try:
+        return _decode(payload)
+    except _Bad as exc:
+        raise VerifyError(str(exc)) from None
+    except Exception as exc:  # defensive: untrusted shapes must only ever yield VerifyError
+        raise VerifyError(f"payload: malformed ({type(exc).__name__}: {exc})") from None
+
+
+class BatchSigner:
+    """Signs data batches and gap notices for one gateway and boot. Holds no chain state: the caller
+    (outbox) owns the ChainHead and persists it atomically with the batch."""
+
+    def __init__(self, key: Ed25519PrivateKey, gateway_id: str, boot_id: str) -> None:
+        if not gateway_id:
+            raise ValueError("gateway_id must not be empty")
+        self._key = key
+        self.kid = kid_of(key.public_key())
+        self.gateway_id = gateway_id
+        self.boot_id = boot_id
+
+    def _sign(self, p: BatchPayload) -> tuple[bytes, bytes]:
+        cose = sign1(encode_payload(p), self._key, self.kid)
+        return cose, hashlib.sha256(cose).digest()
+
+    def sign_readings(
+        self,
+        head: ChainHead,
+        readings: Sequence[Reading],
+        *,
+        created_ns: int,
+        clock_synced: bool,
+        created_mono_ns: int | None = None,
+    ) -> SignedBatch:
+        """Batch ``head.seq + 1`` chained to ``head.prev``. ``created_mono_ns`` defaults to now."""
+        mono = time.monotonic_ns() if created_mono_ns is None else created_mono_ns
+        p = BatchPayload(
+            FORMAT_VERSION, "data", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
+            created_ns, mono, clock_synced, tuple(readings),
+        )  # fmt: skip
+        cose, digest = self._sign(p)
+        if readings:
+            t_first = min(r.ts_ns for r in readings)
+            t_last = max(r.ts_ns for r in readings)
+        else:
+            t_first = t_last = created_ns
+        return SignedBatch(
+            seq=p.seq, cose=cose, digest=digest, kind="data", n_readings=len(readings),
+            alarm=any(r.alarm for r in readings), t_first_ns=t_first, t_last_ns=t_last,
+        )  # fmt: skip
+
+    def sign_gap(
+        self,
+        head: ChainHead,
+        *,
+        first_seq: int,
+        last_seq: int,
+        readings: int,
+        t_first_ns: int,
+        t_last_ns: int,
+        reason: str,
+        created_ns: int,
+        clock_synced: bool,
+        created_mono_ns: int | None = None,
+    ) -> SignedBatch:
+        """A gap notice (its own seq ``head.seq + 1``) saying batches first_seq..last_seq, holding
+        ``readings`` readings, were dropped. They must be already-used seqs: 1 <= first <= last
+        <= head.seq."""
+        if not 1 <= first_seq <= last_seq <= head.seq:
+            raise ValueError(f"gap {first_seq}..{last_seq} must lie within used seqs 1..{head.seq}")
+        if readings < 0:
+            raise ValueError("dropped readings count must be >= 0")
+        mono = time.monotonic_ns() if created_mono_ns is None else created_mono_ns
+        gap = GapNotice(first_seq, last_seq, readings, t_first_ns, t_last_ns, reason)
+        p = BatchPayload(
+            FORMAT_VERSION, "gap", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
+            created_ns, mono, clock_synced, (), gap,
+        )  # fmt: skip
+        cose, digest = self._sign(p)
+        return SignedBatch(
+            seq=p.seq, cose=cose, digest=digest, kind="gap", n_readings=0, alarm=False,
+            t_first_ns=t_first_ns, t_last_ns=t_last_ns,
+        )  # fmt: skip
+
+    @staticmethod
+    def next_head(batch: SignedBatch) -> ChainHead:
+        return ChainHead(batch.seq, batch.digest)
