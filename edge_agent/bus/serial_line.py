@@ -1,0 +1,368 @@
+"""The owner of one serial line: ``SerialPort`` (asyncio I/O on a pyserial fd) and
+``SerialRtuBus`` (Modbus RTU master on RS-485, one transaction at a time).
+
+No threads and no busy loops: the port's fd is non-blocking and watched by the event loop
+(``add_reader``); every byte is timestamped when read, so the bus knows when the line last carried
+a byte and can keep the 3.5-character silent interval (t3.5) exactly.
+
+Line discipline of ``SerialRtuBus``, per transaction, under one ``asyncio.Lock``:
+
+1. wait until the line has been silent for t3.5 since the last byte seen (an answer, stray bytes,
+   or the end of our own previous request), plus the turnaround after a broadcast. After a
+   failed transaction (timeout, bad frame) the next request to the *same* unit waits until the
+   line was quiet for max(that timeout, the bus's ``timeout_max_s``) counted from the failure,
+   so a late answer shows up and is thrown away instead of being taken for the next answer
+   (RTU has no transaction ids: an answer later than that is the one case this cannot catch);
+2. discard whatever arrived in between (logged), write the request;
+3. feed the answer to ``RtuResponseParser`` until it yields the frame or the caller's timeout ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import termios
+import time
+from collections.abc import Callable, Sequence
+
+import serial
+
+from edge_agent.bus.rtu import (
+    RtuFrame,
+    RtuRequest,
+    RtuResponseParser,
+    build_read,
+    build_write,
+    check_echo,
+    decode_read,
+)
+from edge_agent.config.model import SerialBus
+from edge_agent.errors import BusClosed, BusTimeout, FrameError, ModbusException
+from edge_agent.profiles.model import Table
+from edge_agent.retry import Backoff, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+_PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
+
+
+class SerialPort:
+    """A pyserial port read by the event loop. Bytes are buffered (or handed to ``listener``)
+    with the monotonic time of the last read, ``last_rx``."""
+
+    def __init__(self, cfg: SerialBus) -> None:
+        self.cfg = cfg
+        self.last_rx = 0.0
+        self.listener: Callable[[bytes], None] | None = None
+        self.on_error: Callable[[], None] | None = None
+        self._ser: serial.Serial | None = None
+        self._fd = -1
+        self._buf = bytearray()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self._ser is not None and not self._error
+
+    def open(self) -> None:
+        cfg = self.cfg
+        try:
+            self._ser = serial.Serial(
+                cfg.port,
+                baudrate=cfg.baud,
+                bytesize=cfg.bytesize,
+                parity=_PARITY.get(cfg.parity, serial.PARITY_NONE),
+                stopbits=cfg.stopbits,
+                timeout=0,
+                write_timeout=0,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise BusClosed(f"bus={cfg.name} port={cfg.port}: cannot open: {exc}") from exc
+        self._fd = self._ser.fileno()
+        try:
+            os.set_blocking(self._fd, False)
+            # pyserial's timeout=0 sets VMIN=0, where an empty read means "no data"; VMIN=1
+            # makes that EAGAIN, so an empty read is a real end of file (hang-up)
+            attrs = termios.tcgetattr(self._fd)
+            attrs[6][termios.VMIN], attrs[6][termios.VTIME] = 1, 0
+            termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
+        except (termios.error, OSError) as exc:
+            self._ser.close()
+            self._ser, self._fd = None, -1
+            raise BusClosed(f"bus={cfg.name} port={cfg.port}: not a serial line: {exc}") from exc
+        self._error = ""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._on_readable)
+        log.info("port_open bus=%s port=%s baud=%d", cfg.name, cfg.port, cfg.baud)
+
+    def close(self) -> None:
+        if self._ser is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        with contextlib.suppress(OSError, serial.SerialException):
+            self._ser.close()
+        self._ser = None
+        self._fd = -1
+        self._wake()
+
+    def _fail(self, why: str) -> None:
+        self._error = why
+        log.warning("port_lost bus=%s port=%s err=%s", self.cfg.name, self.cfg.port, why)
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+        self._wake()
+        if self.on_error is not None:
+            self.on_error()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _on_readable(self) -> None:
+        self.poll()
+        self._wake()
+
+    def poll(self) -> int:
+        """Read whatever the kernel holds now (non-blocking); returns the byte count."""
+        got = 0
+        while self._fd >= 0 and not self._error:
+            try:
+                data = os.read(self._fd, 4096)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # EIO: the other end of a pty / the USB adapter went away
+                self._fail(errno.errorcode.get(exc.errno or 0, str(exc)))
+                break
+            if not data:
+                self._fail("eof")
+                break
+            got += len(data)
+            self.last_rx = time.monotonic()
+            if self.listener is not None:
+                self.listener(data)
+            else:
+                self._buf += data
+        return got
+
+    def take(self) -> bytes:
+        """Everything buffered so far (and clear it)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def check(self) -> None:
+        if self._ser is None:
+            raise BusClosed(f"bus={self.cfg.name} port={self.cfg.port}: closed")
+        if self._error:
+            raise BusClosed(f"bus={self.cfg.name} port={self.cfg.port}: {self._error}")
+
+    async def wait_data(self, timeout_s: float) -> None:
+        """Return when bytes arrive, the port fails, or ``timeout_s`` passes."""
+        self.check()
+        if self._buf or timeout_s <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiter = fut
+        handle = loop.call_later(timeout_s, _resolve, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+    async def write(self, data: bytes) -> None:
+        self.check()
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                self._fail(errno.errorcode.get(exc.errno or 0, str(exc)))
+                self.check()
+                return
+            view = view[n:]
+            if view:  # kernel buffer full: wait until writable
+                loop = asyncio.get_running_loop()
+                fut: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(self._fd, _resolve, fut)
+                try:
+                    await fut
+                finally:
+                    loop.remove_writer(self._fd)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class SerialRtuBus:
+    """Modbus RTU master owning one RS-485 line (implements ``ModbusBus``)."""
+
+    def __init__(self, cfg: SerialBus, *, retry: RetryPolicy | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._port = SerialPort(cfg)
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._backoff = Backoff(retry or RetryPolicy())
+        self._reopen_at = 0.0
+        self._tx_end = 0.0  # when our last request left the wire (estimated)
+        self._after_broadcast = False
+        self._guard_unit = -1  # unit whose last transaction failed ...
+        self._guard_s = 0.0  # ... and how long the line must be quiet before asking it again
+        self.transactions = 0
+        self.stray_bytes = 0  # bytes discarded before a request (late answers, noise)
+
+    # -- ModbusBus -----------------------------------------------------------------------------
+
+    async def read(
+        self, unit: int, table: Table, address: int, count: int, *, timeout_s: float
+    ) -> list[int]:
+        req = build_read(unit, table, address, count)
+        frame = await self._transact(req, timeout_s)
+        assert frame is not None  # reads are never broadcast
+        return decode_read(frame, req, table)
+
+    async def write(
+        self, unit: int, table: Table, address: int, values: Sequence[int], *, timeout_s: float
+    ) -> None:
+        req = build_write(unit, table, address, values)
+        frame = await self._transact(req, timeout_s)
+        if frame is not None:
+            check_echo(frame, req)
+
+    def min_timeout_s(self, table: Table, count: int) -> float:
+        n = max(1, count)
+        answer = 5 + ((n + 7) // 8 if table.is_bits else 2 * n)  # unit fc count data.. crc crc
+        return (8 + answer) * self.cfg.char_time_s + self.cfg.turnaround_ms / 1000.0
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._lock:
+            self._port.close()
+
+    # -- one transaction -----------------------------------------------------------------------
+
+    async def _transact(self, req: RtuRequest, timeout_s: float) -> RtuFrame | None:
+        if self._closed:
+            raise BusClosed(f"bus={self.name} is closed")
+        async with self._lock:
+            self._ensure_open()
+            self.transactions += 1
+            try:
+                frame = await self._exchange(req, timeout_s)
+            except (BusTimeout, FrameError, asyncio.CancelledError):
+                if not req.is_broadcast:  # a late answer may still come: keep the unit guarded
+                    self._guard_unit = req.unit
+                    self._guard_s = max(timeout_s, self.cfg.timeout_max_s)
+                    self._tx_end = max(self._tx_end, time.monotonic())  # quiet counts from now
+                raise
+            return frame
+
+    def _ensure_open(self) -> None:
+        if self._port.is_open:
+            return
+        self._port.close()
+        now = time.monotonic()
+        if now < self._reopen_at:
+            raise BusClosed(f"bus={self.name} port={self.cfg.port}: down, retry pending")
+        try:
+            self._port.open()
+        except BusClosed:
+            self._reopen_at = now + self._backoff.next_delay()
+            raise
+        self._backoff.reset()
+        self._tx_end = time.monotonic()  # treat opening as line activity: wait t3.5 first
+
+    async def _exchange(self, req: RtuRequest, timeout_s: float) -> RtuFrame | None:
+        port = self._port
+        quiet = self.cfg.silent_interval_s
+        if self._after_broadcast:
+            quiet += self.cfg.turnaround_ms / 1000.0
+        if req.unit == self._guard_unit:
+            quiet = max(quiet, self._guard_s)
+        await self._wait_quiet(quiet, give_up=time.monotonic() + quiet + timeout_s)
+        stray = port.take()
+        if stray:
+            self.stray_bytes += len(stray)
+            log.warning("stray_bytes bus=%s n=%d before_unit=%d", self.name, len(stray), req.unit)
+        await port.write(req.frame)
+        sent = time.monotonic()
+        deadline = sent + timeout_s
+        self._tx_end = sent + len(req.frame) * self.cfg.char_time_s
+        self._after_broadcast = req.is_broadcast
+        if req.is_broadcast:
+            return None
+        parser = RtuResponseParser(req)
+        t35 = self.cfg.silent_interval_s
+        while True:
+            port.poll()
+            port.check()
+            data = port.take()
+            if data:
+                frame = parser.feed(data)
+                if frame is not None:
+                    return self._accept(frame, req)
+            now = time.monotonic()
+            # a complete candidate failed its CRC and the line then fell silent for t3.5: by RTU
+            # framing the answer is over, no need to wait out the timeout
+            if parser.crc_rejects and now - port.last_rx >= t35:
+                self._fail(req, "frame_error", parser)
+            if now >= deadline:
+                self._fail(req, "frame_error" if parser.received else "timeout", parser)
+            wait = deadline - now
+            if parser.crc_rejects:
+                wait = min(wait, port.last_rx + t35 - now)
+            await port.wait_data(max(wait, 0.0))
+
+    def _accept(self, frame: RtuFrame, req: RtuRequest) -> RtuFrame:
+        if req.unit == self._guard_unit:
+            self._guard_unit = -1  # an answer (even an exception) came: the unit is in step
+        if frame.skipped:
+            log.warning(
+                "garbage_skipped bus=%s unit=%d fc=%d n=%d", self.name, req.unit, req.fc,
+                frame.skipped,
+            )
+        if frame.exception_code is not None:
+            raise ModbusException(
+                frame.exception_code,
+                f"bus={self.name} unit={req.unit} fc={req.fc} exception={frame.exception_code}",
+            )
+        return frame
+
+    def _fail(self, req: RtuRequest, kind: str, parser: RtuResponseParser) -> None:
+        why = parser.describe()
+        log.warning("%s bus=%s unit=%d fc=%d %s", kind, self.name, req.unit, req.fc, why)
+        msg = f"bus={self.name} unit={req.unit} fc={req.fc}: {why}"
+        if kind == "timeout":
+            raise BusTimeout(msg)
+        raise FrameError(msg)
+
+    async def _wait_quiet(self, quiet_s: float, *, give_up: float) -> None:
+        """Until no byte was seen for ``quiet_s`` (nor our own request sent)."""
+        port = self._port
+        while True:
+            port.poll()
+            port.check()
+            now = time.monotonic()
+            remaining = max(port.last_rx, self._tx_end) + quiet_s - now
+            if remaining <= 0:
+                return
+            if now >= give_up:
+                raise BusTimeout(f"bus={self.name}: line never fell silent for {quiet_s:.4f}s")
+            await port.wait_data(min(remaining, give_up - now))
+            stray = port.take()  # bytes during the quiet wait: late answers, noise
+            if stray:
+                self.stray_bytes += len(stray)
+                log.warning("stray_bytes bus=%s n=%d while=quiet_wait", self.name, len(stray))

@@ -1,0 +1,289 @@
+"""``TcpEndpoint``: the owner of one Modbus TCP endpoint (implements ``ModbusBus``).
+
+A lean MBAP client on an ``asyncio.Protocol`` (no reader task, no per-request tasks). Requests
+issued in the same loop iteration leave in one ``send()`` (syscalls dominate the cost). Answers
+are matched to their future by transaction id as they arrive; an answer with an unknown or stale
+transaction id (one whose request already timed out) is discarded. At most ``cfg.concurrency``
+requests are in flight.
+
+Connection handling: connect on first use; when the connection fails or is lost, every request
+in flight fails with ``BusClosed`` and the next request reconnects, paced by
+``edge_agent.retry.Backoff`` (the first reconnect after a working session is immediate; while the
+endpoint stays down, requests fail fast with ``BusClosed`` until the next attempt is due).
+After ``STALL_LIMIT`` timeouts in a row with no answer in between, the connection is presumed
+half-open and dropped.
+
+Errors: BusTimeout (no answer in time), FrameError (malformed answer, wrong function code, echo
+mismatch), ModbusException (exception answer), BusClosed (no connection / closed owner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from edge_agent.bus.rtu import Pdu, decode_bits_or_regs, read_pdu, write_pdu
+from edge_agent.config.model import TcpBus
+from edge_agent.errors import (
+    BusClosed,
+    BusError,
+    BusTimeout,
+    CodecError,
+    FrameError,
+    ModbusException,
+)
+from edge_agent.profiles.model import Table
+from edge_agent.retry import Backoff, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+STALL_LIMIT = 3  # consecutive timeouts (no answer at all in between) before reconnecting
+MAX_PDU = 253
+
+_Waiter = asyncio.Future[bytes]
+
+
+class _MbapProtocol(asyncio.Protocol):
+    """Splits the byte stream into MBAP frames and hands each PDU to the endpoint."""
+
+    def __init__(self, owner: TcpEndpoint) -> None:
+        self._owner = owner
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._consumed = 0  # stream offset of _buf[0], for error messages
+        self.transport: asyncio.Transport | None = None
+
+    def send(self, frame: bytes) -> None:
+        """Queue a request; all requests queued in one loop iteration go out in one send()."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(frame)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        n = len(buf)
+        while n - pos >= 7:
+            length = (buf[pos + 4] << 8) | buf[pos + 5]
+            if buf[pos + 2] or buf[pos + 3] or not 2 <= length <= MAX_PDU + 1:
+                self._owner._protocol_error(
+                    f"bad MBAP header {bytes(buf[pos : pos + 7]).hex()} "
+                    f"at byte {self._consumed + pos} of the connection"
+                )
+                buf.clear()
+                return
+            end = pos + 6 + length
+            if end > n:
+                break
+            tid = (buf[pos] << 8) | buf[pos + 1]
+            self._owner._answer(tid, buf[pos + 6], bytes(buf[pos + 7 : end]))
+            pos = end
+        if pos:
+            del buf[:pos]
+            self._consumed += pos
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._lost(self, exc)
+
+
+class TcpEndpoint:
+    def __init__(self, cfg: TcpBus, *, retry: RetryPolicy | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._proto: _MbapProtocol | None = None
+        self._pending: dict[int, tuple[_Waiter, int]] = {}  # tid -> (future, unit)
+        self._tid = 0
+        self._slots: asyncio.Semaphore | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._backoff = Backoff(retry or RetryPolicy())
+        self._next_try = 0.0
+        self._stalls = 0
+        self._drop_reason = ""  # why we aborted the connection ourselves, for the loss message
+        self._closed = False
+        self.discarded = 0  # answers with unknown / stale transaction ids
+        self.reconnects = 0
+
+    # -- ModbusBus -----------------------------------------------------------------------------
+
+    async def read(
+        self, unit: int, table: Table, address: int, count: int, *, timeout_s: float
+    ) -> list[int]:
+        pdu = read_pdu(table, address, count)
+        data = await self._transact(unit, pdu, timeout_s)
+        if len(data) != pdu.answer_len - 1 or data[0] != pdu.answer_len - 2:
+            raise FrameError(
+                f"bus={self.name} unit={unit} fc={pdu.fc}: answer of {len(data) + 1} bytes "
+                f"(byte count {data[0] if data else '-'}), expected {pdu.answer_len}"
+            )
+        return decode_bits_or_regs(data, table, count)
+
+    async def write(
+        self, unit: int, table: Table, address: int, values: Sequence[int], *, timeout_s: float
+    ) -> None:
+        pdu = write_pdu(table, address, values)
+        data = await self._transact(unit, pdu, timeout_s)
+        if data[:4] != pdu.body[1:5]:
+            raise FrameError(
+                f"bus={self.name} unit={unit} fc={pdu.fc}: write echo mismatch "
+                f"sent={pdu.body[1:5].hex()} echoed={data[:4].hex()}"
+            )
+
+    def min_timeout_s(self, table: Table, count: int) -> float:
+        return 0.0
+
+    async def close(self) -> None:
+        self._closed = True
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+            await asyncio.sleep(0)  # let connection_lost run
+        self._fail_all(BusClosed(f"bus={self.name} closed"))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _transact(self, unit: int, pdu: Pdu, timeout_s: float) -> bytes:
+        if not 0 <= unit <= 255:
+            raise CodecError(f"modbus unit id {unit} outside 0..255")
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, self.cfg.concurrency))
+        async with self._slots:
+            proto = self._proto
+            if proto is None or proto.transport is None or proto.transport.is_closing():
+                proto = await self._connect(timeout_s)
+            assert proto.transport is not None
+            loop = asyncio.get_running_loop()
+            tid = self._next_tid()
+            fut: _Waiter = loop.create_future()
+            self._pending[tid] = (fut, unit)
+            header = tid.to_bytes(2, "big") + b"\x00\x00" + (len(pdu.body) + 1).to_bytes(2, "big")
+            proto.send(header + bytes((unit,)) + pdu.body)
+            handle = loop.call_later(timeout_s, self._expire, tid, unit, pdu.fc)
+            try:
+                answer = await fut
+            finally:
+                handle.cancel()
+                self._pending.pop(tid, None)
+        fc = answer[0]
+        if fc == pdu.fc | 0x80 and len(answer) >= 2:
+            raise ModbusException(
+                answer[1], f"bus={self.name} unit={unit} fc={pdu.fc} exception={answer[1]}"
+            )
+        if fc != pdu.fc:
+            raise FrameError(
+                f"bus={self.name} unit={unit}: answer function code {fc}, expected {pdu.fc}"
+            )
+        return answer[1:]
+
+    def _next_tid(self) -> int:
+        for _ in range(0x10000):
+            self._tid = (self._tid + 1) & 0xFFFF
+            if self._tid not in self._pending:
+                return self._tid
+        raise BusError(f"bus={self.name}: no free transaction id")  # pragma: no cover
+
+    async def _connect(self, timeout_s: float) -> _MbapProtocol:
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._closed:
+                raise BusClosed(f"bus={self.name} closed")
+            p = self._proto
+            if p is not None and p.transport is not None and not p.transport.is_closing():
+                return p  # another request connected meanwhile
+            now = time.monotonic()
+            where = f"{self.cfg.host}:{self.cfg.port}"
+            if now < self._next_try:
+                wait = self._next_try - now
+                raise BusClosed(f"bus={self.name} endpoint={where} down, next try in {wait:.1f}s")
+            loop = asyncio.get_running_loop()
+            try:
+                _, proto = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _MbapProtocol(self), self.cfg.host, self.cfg.port
+                    ),
+                    timeout=max(timeout_s, self.cfg.timeout_max_s),
+                )
+            except (OSError, TimeoutError) as exc:
+                delay = self._backoff.next_delay()
+                self._next_try = time.monotonic() + delay
+                log.warning(
+                    "connect_failed bus=%s endpoint=%s err=%s retry_in=%.1f",
+                    self.name, where, str(exc) or type(exc).__name__, delay,
+                )
+                why = str(exc) or type(exc).__name__
+                raise BusClosed(f"bus={self.name} endpoint={where}: connect failed: {why}") from exc
+            if self._closed:
+                assert proto.transport is not None
+                proto.transport.close()
+                raise BusClosed(f"bus={self.name} closed")
+            self._proto = proto
+            self._stalls = 0
+            self.reconnects += 1
+            log.info("connected bus=%s endpoint=%s", self.name, where)
+            return proto
+
+    def _answer(self, tid: int, unit: int, pdu: bytes) -> None:
+        entry = self._pending.get(tid)
+        if entry is None or entry[1] != unit or not pdu:
+            self.discarded += 1  # stale (its request timed out), unknown, or from the wrong unit
+            log.info("answer_discarded bus=%s tid=%d unit=%d", self.name, tid, unit)
+            return
+        self._stalls = 0
+        self._backoff.reset()
+        fut = entry[0]
+        if not fut.done():
+            fut.set_result(pdu)
+
+    def _expire(self, tid: int, unit: int, fc: int) -> None:
+        entry = self._pending.pop(tid, None)
+        if entry is None or entry[0].done():
+            return
+        entry[0].set_exception(BusTimeout(f"bus={self.name} unit={unit} fc={fc}: no answer"))
+        self._stalls += 1
+        if self._stalls >= STALL_LIMIT and self._proto is not None:
+            log.warning("stalled bus=%s timeouts=%d reconnecting", self.name, self._stalls)
+            self._drop("stalled")
+
+    def _protocol_error(self, why: str) -> None:
+        log.warning("frame_error bus=%s err=%s", self.name, why)
+        self._fail_all(FrameError(f"bus={self.name}: {why}"))
+        self._drop("protocol error")
+
+    def _drop(self, why: str) -> None:
+        proto, self._proto = self._proto, None
+        self._stalls = 0
+        self._drop_reason = why
+        if proto is not None and proto.transport is not None:
+            proto.transport.abort()
+
+    def _lost(self, proto: _MbapProtocol, exc: Exception | None) -> None:
+        if proto is self._proto:
+            self._proto = None
+        elif self._proto is not None or self._closed:
+            return  # an old, already replaced connection
+        # first loss after a working session: reconnect at once; repeated losses back off
+        first = self._backoff.attempt == 0
+        delay = self._backoff.next_delay()
+        self._next_try = time.monotonic() + (0.0 if first else delay)
+        why = str(exc) if exc else (self._drop_reason or "closed by peer")
+        self._drop_reason = ""
+        log.warning("connection_lost bus=%s err=%s", self.name, why)
+        self._fail_all(BusClosed(f"bus={self.name}: connection lost: {why}"))
+
+    def _fail_all(self, err: BusError) -> None:
+        pending, self._pending = self._pending, {}
+        for fut, _unit in pending.values():
+            if not fut.done():
+                fut.set_exception(err)

@@ -1,0 +1,1 @@
+"""Pipeline stages after polling: batching, signing, handing to the outbox."""

@@ -1,0 +1,1 @@
+"""MQTT uplink: topics, TLS settings and the store-and-forward session."""
