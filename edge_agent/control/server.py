@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.control.protocol import MAX_LINE, ControlTarget, reading_json
-from edge_agent.errors import BusError, CodecError, CommandRefused, EdgeAgentError
+from edge_agent.errors import BoundsError, BusError, CodecError, CommandRefused, EdgeAgentError
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,10 @@ class ControlServer:
             return {"ok": False, "error": "bad_request", "detail": f"missing or unknown {exc}"}
         except CommandRefused as exc:
             return {"ok": False, "error": exc.reason, "detail": exc.detail}
+        except BoundsError as exc:
+            return {"ok": False, "error": "out_of_bounds", "detail": str(exc)}
+        except CodecError as exc:
+            return {"ok": False, "error": "not_writable", "detail": str(exc)}
         except (CodecError, BusError, EdgeAgentError) as exc:
             return {"ok": False, "error": type(exc).__name__, "detail": str(exc)}
 

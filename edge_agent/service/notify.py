@@ -24,6 +24,7 @@ class Notifier:
             int(usec) / 2_000_000 if usec.isdigit() and int(usec) > 0 and mine else None
         )
         self._sock: socket.socket | None = None
+        self._dropping = False
 
     @property
     def enabled(self) -> bool:
@@ -38,8 +39,18 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # never block the main loop on a receiver that does not read (full queue)
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(fields).encode(), addr)
+            if self._dropping:
+                self._dropping = False
+                log.info("sd_notify_recovered")
             return True
+        except BlockingIOError:
+            if not self._dropping:  # first drop at warning, then quiet until recovered
+                self._dropping = True
+                log.warning("sd_notify_dropped reason=receiver_queue_full")
+            return False
         except OSError as exc:
             log.warning("sd_notify_failed err=%s", exc)
             return False

@@ -1,0 +1,91 @@
+"""Remote commands in the daemon: allowlist from the operators directory, replay store in the state
+directory, results published through the uplink. Messages arrive on the uplink's thread and are
+handed to the event loop, where they run through the poller's write path like any other write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.commands.audit import CommandService
+from edge_agent.commands.execute import CommandExecutor
+from edge_agent.commands.replay import ReplayGuard
+from edge_agent.commands.verify import CommandVerifier
+from edge_agent.errors import KeyFileError
+from edge_agent.trust.keys import kid_of, load_public_key
+
+if TYPE_CHECKING:
+    from edge_agent.service.daemon import Agent
+
+log = logging.getLogger(__name__)
+
+
+def load_allowlist(directory: Path | None) -> dict[bytes, Ed25519PublicKey]:
+    keys: dict[bytes, Ed25519PublicKey] = {}
+    if directory is None or not directory.is_dir():
+        return keys
+    for f in sorted(directory.iterdir()):
+        if f.suffix not in (".pem", ".pub"):
+            continue
+        try:
+            pub = load_public_key(f)
+        except KeyFileError as exc:
+            log.warning("operator_key_skipped file=%s err=%s", f, exc)
+            continue
+        keys[kid_of(pub)] = pub
+    return keys
+
+
+class RemoteCommands:
+    def __init__(self, service: CommandService, guard: ReplayGuard,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.service = service
+        self._guard = guard
+        self._loop = loop
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def publish_result(self) -> Callable[[bytes], None]:
+        return self.service.publish_result
+
+    @publish_result.setter
+    def publish_result(self, fn: Callable[[bytes], None]) -> None:
+        self.service.publish_result = fn
+
+    def submit(self, message: bytes) -> None:
+        """Thread-safe: called by the uplink thread for every message on the command topic."""
+        self._loop.call_soon_threadsafe(self._start, message)
+
+    def _start(self, message: bytes) -> None:
+        t = self._loop.create_task(self.service.handle(message))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        self._guard.close()
+
+
+def build_command_service(agent: Agent, loop: asyncio.AbstractEventLoop) -> RemoteCommands | None:
+    cfg = agent.cfg
+    allow = load_allowlist(cfg.keys.command_keys)
+    if not allow:
+        log.info("remote_commands_disabled reason=no_operator_keys dir=%s", cfg.keys.command_keys)
+        return None
+    guard = ReplayGuard(cfg.state_dir / "commands.db")
+    verifier = CommandVerifier(
+        allow, cfg.gateway_id, guard,
+        clock_synced=(lambda: True) if cfg.commands_allow_unsynced_clock
+        else (lambda: agent.clock.state().synced),
+    )
+    executor = CommandExecutor(lambda: agent.cfg, agent, agent.reload)
+    service = CommandService(verifier, executor, agent.key, agent.signer.kid, cfg.gateway_id,
+                             publish_result=lambda b: None)
+    log.info("remote_commands_enabled operators=%d", len(allow))
+    return RemoteCommands(service, guard, loop)

@@ -1,0 +1,225 @@
+"""The running agent: wires profiles → bus → poll → batch → sign → outbox → uplink, plus the
+command back-channel and the control socket, under one asyncio loop.
+
+Life cycle (systemd Type=notify): READY=1 once the config is loaded and the outbox is open;
+WATCHDOG=1 from the main loop only while the poller, the batcher and the uplink are alive.
+SIGTERM/SIGINT: stop polling, flush the open batch into the outbox, publish "offline", exit.
+SIGHUP: validate the new config; apply it when valid (buses, devices, profiles), else keep the
+running one and log why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from edge_agent.config.load import load_config
+from edge_agent.config.model import AgentConfig
+from edge_agent.control.server import ControlServer
+from edge_agent.errors import CommandRefused, ConfigError
+from edge_agent.outbox.store import Outbox
+from edge_agent.pipeline.batcher import Batcher, make_gap_signer
+from edge_agent.poll.clock import ClockProbe
+from edge_agent.poll.engine import Poller
+from edge_agent.readings import Reading, Value
+from edge_agent.service.buses import close_buses, make_buses
+from edge_agent.service.commands import RemoteCommands, build_command_service
+from edge_agent.service.export import export_batches
+from edge_agent.service.notify import Notifier
+from edge_agent.service.status import agent_status, device_rows
+from edge_agent.trust.batch import BatchSigner
+from edge_agent.trust.keys import load_signing_key
+from edge_agent.uplink.mqtt import MqttUplink
+
+log = logging.getLogger("edge_agent")
+
+
+class Agent:
+    def __init__(self, config_path: Path, *, notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.cfg: AgentConfig = load_config(config_path)  # ConfigError: refuse to start
+        self.key = load_signing_key(self.cfg.keys.signing_key)  # KeyFileError: refuse to start
+        self.clock = ClockProbe()
+        self.started_mono = time.monotonic()
+        self.signer = BatchSigner(self.key, self.cfg.gateway_id, self.clock.boot_id)
+        self.outbox = Outbox(self.cfg.outbox.path, cap_bytes=self.cfg.outbox.cap_bytes,
+                             gap_signer=make_gap_signer(self.signer))
+        self.batcher = Batcher(self.cfg.batch, self.signer, self.outbox)
+        self.uplink: MqttUplink | None = None
+        self.commands: RemoteCommands | None = None
+        self.buses: dict[str, Any] = {}
+        self.poller: Poller | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._subscribers: set[asyncio.Queue[Reading]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.last_errors: list[str] = []
+        self.control: ControlServer | None = None
+
+    # -- readings fan-out --------------------------------------------------------------------
+
+    def _sink(self, reading: Reading) -> None:
+        self.batcher.add(reading)
+        for q in self._subscribers:
+            if q.qsize() < q.maxsize:
+                q.put_nowait(reading)
+
+    async def subscribe(self) -> AsyncIterator[Reading]:
+        q: asyncio.Queue[Reading] = asyncio.Queue(maxsize=1000)
+        self._subscribers.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._subscribers.discard(q)
+
+    # -- control target ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return agent_status(self)
+
+    def devices(self) -> list[dict[str, Any]]:
+        return device_rows(self)
+
+    async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]:
+        if self.poller is None:
+            raise CommandRefused("not_running", "poller not started")
+        return await self.poller.read_now(device, point)
+
+    async def write(self, device: str, point: str, value: Value) -> Value:
+        if self.poller is None:
+            raise CommandRefused("not_running", "poller not started")
+        return await self.poller.write(device, point, value)
+
+    async def local_write(self, device: str, point: str, value: Value) -> Value:
+        confirmed = await self.write(device, point, value)
+        log.info("local_write_audit device=%s point=%s value=%r confirmed=%r", device, point,
+                 value, confirmed)
+        return confirmed
+
+    def buffer_stats(self) -> dict[str, Any]:
+        s = self.outbox.stats()
+        return {k: getattr(s, k) for k in s.__dataclass_fields__} | {
+            "written_per_reading": round(s.written_per_reading, 1)}
+
+    async def buffer_export(self, directory: str) -> dict[str, Any]:
+        return await asyncio.to_thread(export_batches, self.outbox, self.cfg.gateway_id,
+                                       Path(directory))
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def _start_poller(self) -> None:
+        self.buses = make_buses(self.cfg)
+        self.poller = Poller(self.cfg, self.buses, self._sink, clock=self.clock)
+        self._poll_task = asyncio.create_task(self.poller.run(), name="poller")
+
+    async def _stop_poller(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+        if self._poll_task is not None:
+            with contextlib.suppress(Exception):
+                await self._poll_task
+        await close_buses(self.buses)
+        self.poller, self._poll_task, self.buses = None, None, {}
+
+    async def reload(self) -> str:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.warning("config_reload_rejected problems=%d first=%r", len(exc.problems),
+                        str(exc.problems[0]))
+            self.notifier.ready("running (reload rejected)")
+            raise CommandRefused("reload_failed", str(exc.problems[0])) from None
+        restart_needed = [k for k in ("gateway_id", "uplink", "outbox", "keys", "batch")
+                          if getattr(new, k) != getattr(self.cfg, k)]
+        await self._stop_poller()
+        self.cfg = new
+        self._start_poller()
+        if restart_needed:
+            log.warning("config_reload_partial needs_restart=%s", ",".join(restart_needed))
+        log.info("config_reloaded devices=%d buses=%d", len(new.devices), len(new.buses))
+        self.notifier.ready("running")
+        return "reloaded" + (f" (restart needed for {', '.join(restart_needed)})"
+                             if restart_needed else "")
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def _healthy(self) -> bool:
+        poll_ok = self._poll_task is not None and not self._poll_task.done()
+        return poll_ok and self.batcher.alive and (self.uplink is None or self.uplink.alive)
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s or 10.0
+        while True:
+            await asyncio.sleep(interval)
+            if self._healthy():
+                self.notifier.watchdog()
+            else:
+                log.error("unhealthy watchdog_withheld=true")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_quietly()))
+        try:
+            self.commands = build_command_service(self, loop)
+            if self.cfg.uplink is not None:
+                self.uplink = MqttUplink(
+                    self.cfg.uplink, self.cfg.gateway_id, self.outbox,
+                    boot_id=self.clock.boot_id,
+                    on_command=self.commands.submit if self.commands else None)
+                self.uplink.start()
+                if self.commands is not None:
+                    self.commands.publish_result = self.uplink.publish_result
+            self.control = ControlServer(self.cfg.runtime_dir / "control.sock", self,
+                                         group="edge-agent")
+            await self.control.start()
+            self._start_poller()
+            self.notifier.ready(f"polling {len(self.cfg.devices)} devices")
+            log.info("agent_started gateway=%s devices=%d boot_id=%s", self.cfg.gateway_id,
+                     len(self.cfg.devices), self.clock.boot_id)
+            self._spawn(self._watchdog())
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                task = self._poll_task
+                if task is not None and task.done() and not task.cancelled() and task.exception():
+                    log.error("poller_crashed err=%r", task.exception())
+                    return 1
+            return 0
+        finally:
+            await self.shutdown()
+
+    async def _reload_quietly(self) -> None:
+        with contextlib.suppress(CommandRefused):
+            await self.reload()
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("agent_stopping")
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_poller()
+        await asyncio.to_thread(self.batcher.close, 15.0)
+        if self.uplink is not None:
+            await asyncio.to_thread(self.uplink.stop, 5.0)
+        if self.control is not None:
+            await self.control.stop()
+        if self.commands is not None:
+            self.commands.close()
+        self.outbox.close()
+        self.notifier.close()
+        log.info("agent_stopped")

@@ -1,0 +1,55 @@
+"""What `edge-agent status` / `devices` show, assembled from the running stages."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import edge_agent
+
+if TYPE_CHECKING:
+    from edge_agent.service.daemon import Agent
+
+
+def agent_status(agent: Agent) -> dict[str, Any]:
+    st = agent.outbox.stats()
+    devs = agent.poller.status() if agent.poller is not None else {}
+    up = sum(1 for d in devs.values() if d["consecutive_failures"] == 0 and d["last_good_ns"])
+    quarantined = sum(1 for d in devs.values() if d["quarantined"])
+    errors = [f"{n}: {d['last_error']}" for n, d in devs.items()
+              if d["consecutive_failures"] and d["last_error"]]
+    clock = agent.clock.state()
+    uplink: dict[str, Any] = {"configured": agent.uplink is not None}
+    if agent.uplink is not None:
+        s = agent.uplink.stats
+        uplink |= {"connected": s.connected, "sessions": s.sessions, "published": s.published,
+                   "acked": s.acked, "last_error": s.last_error or "-"}
+    return {
+        "gateway_id": agent.cfg.gateway_id,
+        "version": edge_agent.__version__,
+        "boot_id": clock.boot_id,
+        "uptime_s": round(time.monotonic() - agent.started_mono, 1),
+        "clock_synced": clock.synced,
+        "uplink": uplink,
+        "outbox": {"depth": st.depth, "bytes": st.bytes, "readings": st.readings,
+                   "oldest_age_s": round(st.oldest_age_s, 1), "head_seq": st.head_seq,
+                   "readings_dropped": st.readings_dropped, "gaps": st.gaps},
+        "devices": {"total": len(agent.cfg.devices), "up": up,
+                    "down": len(devs) - up, "quarantined": quarantined},
+        "batches_committed": agent.batcher.committed_batches,
+        "last_errors": errors[:10],
+    }
+
+
+def device_rows(agent: Agent) -> list[dict[str, Any]]:
+    devs = agent.poller.status() if agent.poller is not None else {}
+    classes = {d.name: agent.cfg.profiles[d.profile].component_class for d in agent.cfg.devices}
+    rows = []
+    for name, d in devs.items():
+        rows.append({
+            "name": name, "bus": d["bus"], "unit_id": d["unit"], "class": classes.get(name, ""),
+            "last_good_ns": d["last_good_ns"], "failures": d["failures"],
+            "quarantined": d["quarantined"], "missed_deadlines": d["missed_deadlines"],
+            "timeout_ms": round(d["timeout_s"] * 1000, 1), "last_error": d["last_error"],
+        })
+    return rows

@@ -1,0 +1,111 @@
+"""A running gateway for end-to-end tests: real mosquitto, simulators on TCP and ptys, the agent as
+its own process under a systemd-like notify socket, an operator key on its allowlist."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
+from simulators.scenario import BackgroundScenario, Scenario
+from tests.support_broker import Mosquitto
+
+HERE = Path(__file__).resolve().parent
+GW = "gw-e2e"
+
+
+@dataclass
+class Gateway:
+    dir: Path
+    config: Path
+    broker: Mosquitto
+    sim: Scenario
+    proc: subprocess.Popen[bytes]
+    notify: socket.socket
+    operator: Ed25519PrivateKey
+    gateway_key: Ed25519PrivateKey
+    log: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "run" / "control.sock"
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli.main", *args], capture_output=True,
+            text=True, timeout=timeout, check=False,
+            env=dict(os.environ, EDGE_AGENT_SOCKET=str(self.socket_path)))
+
+    def wait_notify(self, needle: str, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in n for n in self.notes):
+                return True
+            self.notify.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                self.notes.append(self.notify.recv(4096).decode())
+            except TimeoutError:
+                break
+        return any(needle in n for n in self.notes)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_agent(d: Path, config: Path, notify_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
+    with open(d / "agent.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli.main", "run", "--config", str(config)],
+            stdout=log, stderr=log, env=env)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    bg = BackgroundScenario.load(str(HERE / "mini.toml"))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        sim = bg.start()
+        d = tmp_path / "gw"
+        config = sim.write_config(d, mqtt_port=broker.port, gateway_id=GW)
+        ops = d / "operators"
+        ops.mkdir()
+        operator = generate_signing_key(tmp_path / "operator.key")
+        (ops / "operator.pub").write_bytes(public_pem(operator))
+        text = config.read_text().replace(
+            "[keys]\n",
+            f'[commands]\nallow_unsynced_clock = true\n\n[keys]\ncommand_keys = "{ops}"\n')
+        text = text.replace("[uplink]\n", "[uplink]\nstatus_interval = 1\n")
+        config.write_text(text + "\n[batch]\nmax_readings = 50\nmax_ms = 200\n")
+        notify_path = tmp_path / "notify.sock"
+        notify.bind(str(notify_path))
+        proc = start_agent(d, config, notify_path)
+        gw = Gateway(d, config, broker, sim, proc, notify, operator,
+                     load_signing_key(d / "signing.key"), d / "agent.log")
+        assert gw.wait_notify("READY=1", 30), gw.log_text()[-3000:]
+        yield gw
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        notify.close()
+        bg.stop()
+        broker.stop()
