@@ -114,7 +114,7 @@ class ControlServer:
             return {"ok": False, "error": "out_of_bounds", "detail": str(exc)}
         except CodecError as exc:
             return {"ok": False, "error": "not_writable", "detail": str(exc)}
-        except (CodecError, BusError, EdgeAgentError) as exc:
+        except (BusError, EdgeAgentError) as exc:
             return {"ok": False, "error": type(exc).__name__, "detail": str(exc)}
 
     async def _tail(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:

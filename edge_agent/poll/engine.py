@@ -1,0 +1,250 @@
+"""The Poller: profiles + bus owners in, readings out.
+
+Modbus devices (RTU or TCP owners) and AT modules (``AtClient``) alike. One ``BusScheduler`` per
+bus runs that bus's jobs earliest-deadline-first: a serial line (RTU or AT) strictly one at a
+time, a TCP endpoint up to its configured concurrency; buses run in parallel.
+Each device contributes one periodic job per interval group, with its first release spread
+uniformly over the interval. Readings pass the report-by-exception filter before reaching ``sink``.
+
+``stop()`` is a plain method (safe from a signal handler or another task); ``run()`` returns once
+every job has been cancelled and awaited. Bus owners belong to the caller and are not closed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from edge_agent.bus.at_points import AtCommander
+from edge_agent.bus.base import ModbusBus
+from edge_agent.config.model import AgentConfig, BusKind, SerialBus
+from edge_agent.errors import CodecError, CommandRefused, ConfigError, Problem
+from edge_agent.poll.at_poll import AtDevicePoller
+from edge_agent.poll.clock import ClockProbe
+from edge_agent.poll.device_plan import Group
+from edge_agent.poll.device_poll import DeviceBase, DevicePoller
+from edge_agent.poll.report import ReportFilter
+from edge_agent.poll.scheduler import BusScheduler, Job
+from edge_agent.poll.status import DeviceStatus, device_status
+from edge_agent.poll.write import write_point
+from edge_agent.profiles import codec
+from edge_agent.profiles.model import ModbusPoint, Protocol, Reporting
+from edge_agent.readings import Quality, Reading, Value
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Reading], None]
+
+
+@dataclass(slots=True)
+class _Slot:
+    poller: DeviceBase
+    group: Group
+    job: Job
+
+
+class Poller:
+    def __init__(
+        self,
+        config: AgentConfig,
+        buses: Mapping[str, ModbusBus | AtCommander],
+        sink: Sink,
+        *,
+        clock: ClockProbe | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._buses = buses
+        self._sink = sink
+        self._clock = clock or ClockProbe()
+        self._rng = rng or random.Random()
+        self._filter = ReportFilter()
+        self._stop = asyncio.Event()
+        self.readings_made = 0  # before the report filter
+        self.readings_emitted = 0  # after it
+        self.devices: dict[str, DeviceBase] = {}
+        self._slots: dict[str, list[_Slot]] = {}
+        self._by_job: dict[int, _Slot] = {}
+        self.schedulers: dict[str, BusScheduler] = {}
+        problems: list[Problem] = []
+        src = str(config.source)
+        for i, dev in enumerate(config.devices):
+            where = f"devices[{i}]"
+            profile = config.profiles.get(dev.profile)
+            bus_cfg = config.buses.get(dev.bus)
+            bus = buses.get(dev.bus)
+            if profile is None:
+                problems.append(
+                    Problem(src, f"{where}.profile", f"unknown profile {dev.profile!r}")
+                )
+                continue
+            if bus_cfg is None or bus is None:
+                problems.append(Problem(src, f"{where}.bus", f"no bus owner for {dev.bus!r}"))
+                continue
+            rng = random.Random(self._rng.random())
+            tmax = bus_cfg.timeout_max_s
+            if profile.protocol is Protocol.AT:
+                if not isinstance(bus_cfg, SerialBus) or bus_cfg.kind is not BusKind.AT:
+                    problems.append(Problem(src, f"{where}.bus",
+                                            f"AT device on {dev.bus!r}, which is not an AT line"))
+                    continue
+                self.devices[dev.name] = AtDevicePoller(
+                    dev, profile, cast(AtCommander, bus), dev.bus, tmax, self._emit, self._clock,
+                    rng)
+            else:
+                if isinstance(bus_cfg, SerialBus) and bus_cfg.kind is BusKind.AT:
+                    problems.append(Problem(src, f"{where}.bus",
+                                            f"Modbus device on AT line {dev.bus!r}"))
+                    continue
+                try:
+                    self.devices[dev.name] = DevicePoller(
+                        dev, profile, cast(ModbusBus, bus), tmax, self._emit, self._clock, rng)
+                except ValueError as e:  # the planner cannot read a point in one request
+                    problems.append(Problem(profile.source or src, f"{where}: {dev.name}", str(e)))
+                    continue
+            if dev.bus not in self.schedulers:
+                conc = 1 if isinstance(bus_cfg, SerialBus) else bus_cfg.concurrency
+                self.schedulers[dev.bus] = BusScheduler(dev.bus, conc, self._run_job)
+        if problems:
+            raise ConfigError(problems)
+
+    # -- readings ----------------------------------------------------------------------------
+
+    def _emit(self, reading: Reading, rep: Reporting) -> None:
+        self.readings_made += 1
+        if not self._filter.should_emit(reading, rep):
+            return
+        self.readings_emitted += 1
+        try:
+            self._sink(reading)
+        except Exception:
+            log.exception("sink_failed device=%s point=%s", reading.device, reading.point)
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _make_jobs(self, now: float) -> None:
+        self._slots = {}
+        for name, dp in self.devices.items():
+            phase = self._rng.random()  # same phase for all groups: a device's reads stay close
+            sched = self.schedulers[dp.device.bus]
+            slots = []
+            for g in dp.plan.groups:
+                if not g.requests and not g.at_points:
+                    continue
+                job = Job(name, g.interval_s, now + phase * g.interval_s,
+                          key=f"{name}@{g.interval_s:g}s")
+                slots.append(_Slot(dp, g, job))
+                sched.queue.add(job)
+            self._slots[name] = slots
+        self._by_job = {id(s.job): s for slots in self._slots.values() for s in slots}
+
+    async def _run_job(self, job: Job) -> None:
+        slot = self._by_job[id(job)]
+        await slot.poller.run_group(slot.group)
+
+    async def run(self) -> None:
+        """Poll until ``stop()``. A second concurrent ``run()`` is an error."""
+        if self._slots:
+            raise RuntimeError("Poller.run() is already running (or ran): make a new Poller")
+        self._make_jobs(time.monotonic())
+        log.info("poller_started devices=%d buses=%d", len(self.devices), len(self.schedulers))
+        tasks = [
+            asyncio.create_task(s.run(), name=f"bus:{name}") for name, s in self.schedulers.items()
+        ]
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stopper:
+                    t.result()  # a scheduler only ends by crashing: surface it
+        finally:
+            for t in (stopper, *tasks):
+                t.cancel()
+            await asyncio.gather(stopper, *tasks, return_exceptions=True)
+            log.info("poller_stopped readings=%d emitted=%d", self.readings_made,
+                     self.readings_emitted)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every scheduled job (one per device and interval group), once ``run()`` started."""
+        return [s.job for slots in self._slots.values() for s in slots]
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, DeviceStatus]:
+        out: dict[str, DeviceStatus] = {}
+        for name, dp in self.devices.items():
+            out[name] = device_status(
+                device=name,
+                bus=dp.bus_name,
+                unit=dp.device.unit_id,
+                health=dp.health,
+                jobs=[s.job for s in self._slots.get(name, [])],
+                timeout_s=dp.last_timeout_s,
+                requests=dp.requests_done,
+                breaks=len(dp.plan.breaks),
+            )
+        return out
+
+    # -- on demand --------------------------------------------------------------------------
+
+    async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]:
+        """Read ``device`` (every point, or ``point``) now, serialised with the polls, even when
+        quarantined. {point: value}, None for a point that read BAD; the readings also go through
+        the report filter to the sink. CommandRefused for an unknown device / point, BusError
+        when the device does not answer."""
+        dp = self.devices.get(device)
+        if dp is None:
+            raise CommandRefused("unknown_device", device)
+        if point is not None:
+            try:
+                dp.plan.profile.point(point)
+            except KeyError:
+                raise CommandRefused("unknown_point", f"{device}.{point}") from None
+        sched = self.schedulers[dp.device.bus]
+        async with sched.slots, dp.lock:
+            return await dp.read_now(point)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def write(self, device: str, point: str, value: Value) -> Value:
+        """Write ``value`` to ``device.point`` through the bus owner, serialised with the polls.
+
+        Returns the confirmed value read back. CommandRefused for an unknown device / point or a
+        non-Modbus point; CodecError / BoundsError for a read-only point or an out-of-bounds value
+        (checked before the bus is touched); BusError from the transaction.
+        """
+        dp = self.devices.get(device)
+        if dp is None:
+            raise CommandRefused("unknown_device", device)
+        if not isinstance(dp, DevicePoller):
+            raise CommandRefused("not_writable", f"{device} is not a Modbus device")
+        try:
+            p = dp.plan.profile.point(point)
+        except KeyError:
+            raise CommandRefused("unknown_point", f"{device}.{point}") from None
+        if not isinstance(p, ModbusPoint):
+            raise CommandRefused("not_writable", f"{device}.{point} is not a Modbus point")
+        if not p.writable:
+            raise CodecError(f"point {point!r} of device {device!r} is read-only")
+        codec.check_write(p, value)
+        sched = self.schedulers[dp.device.bus]
+        timeout = self._config.buses[dp.device.bus].timeout_max_s
+        async with sched.slots, dp.lock:
+            confirmed = await write_point(
+                dp.bus, dp.device.unit_id, p, value, timeout_s=timeout, device=device
+            )
+        synced = self._clock.state().synced
+        reading = Reading(device, p.name, confirmed, p.unit, time.time_ns(), time.monotonic_ns(),
+                          Quality.GOOD, "", p.reporting.alarm, synced)
+        dp.last_values[p.name] = confirmed
+        self._emit(reading, p.reporting)
+        return confirmed

@@ -1,0 +1,121 @@
+"""Per-device health: adaptive timeout (RFC 6298 style) and quarantine with backed-off probes.
+
+Timeout. Response times on one device differ mostly by how many bytes travel, so the estimator
+learns the *excess* over the bus's own lower bound (frame times + turnaround, from
+``bus.min_timeout_s``): ``timeout = min + srtt + max(G, 4 * rttvar)``, capped at the bus's
+``timeout_max_s``. After a timeout the estimate backs off (doubles, RFC 6298 5.5) until the next
+answer, so a device that merely got slower is relearnt instead of being declared dead.
+
+Quarantine. After ``QUARANTINE_AFTER`` consecutive failures the device is not polled; it is probed
+with one cheap read whenever its ``Backoff`` (edge_agent.retry) says so, but never sooner than the
+failed probe's own cost divided by ``PROBE_SHARE``: whatever the bus owner makes a dead unit cost
+(timeout, guard silence), a quarantined device takes at most 5 % of the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+from edge_agent.retry import Backoff, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+ALPHA = 1 / 8
+BETA = 1 / 4
+K = 4.0
+GRANULARITY_S = 0.1  # "G": floor of the variance term (timer, scheduler, GIL and host load)
+QUARANTINE_AFTER = 3
+PROBE_POLICY = RetryPolicy(initial_s=1.0, factor=2.0, max_s=60.0, jitter=0.2)
+PROBE_SHARE = 0.05  # a quarantined device may take at most this share of its bus's time
+
+
+@dataclass(slots=True)
+class RttEstimator:
+    """Smoothed excess response time and its deviation, in seconds."""
+
+    max_s: float
+    srtt: float | None = None
+    rttvar: float = 0.0
+    backoff: int = 0  # doublings after timeouts, reset by the next answer
+
+    def sample(self, excess_s: float) -> None:
+        r = max(0.0, excess_s)
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - r)
+            self.srtt = (1 - ALPHA) * self.srtt + ALPHA * r
+        self.backoff = 0
+
+    def on_timeout(self) -> None:
+        self.backoff = min(self.backoff + 1, 16)
+
+    def timeout(self, min_s: float) -> float:
+        """Timeout to use for a request whose bus-imposed minimum is ``min_s``."""
+        if self.srtt is None:
+            return max(min_s, self.max_s)
+        t = min_s + self.srtt + max(GRANULARITY_S, K * self.rttvar)
+        t *= 2.0**self.backoff
+        return min(self.max_s, max(min_s, t))
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    """Failure bookkeeping for one device. Times are ``time.monotonic()`` seconds."""
+
+    device: str
+    rtt: RttEstimator
+    backoff: Backoff = field(default_factory=lambda: Backoff(PROBE_POLICY))
+    consecutive: int = 0
+    failures: int = 0
+    successes: int = 0
+    probes: int = 0
+    quarantined: bool = False
+    next_probe_at: float = 0.0
+    last_good_mono: float | None = None
+    last_good_ns: int | None = None
+    last_error: str = ""
+    probe_time_s: float = 0.0  # bus time spent on probes (and their timeouts)
+    failed_time_s: float = 0.0  # bus time spent on failed transactions (probes included)
+
+    @classmethod
+    def create(cls, device: str, timeout_max_s: float, rng: random.Random) -> DeviceHealth:
+        return cls(device, RttEstimator(timeout_max_s), Backoff(PROBE_POLICY, rng))
+
+    def probe_due(self, now: float) -> bool:
+        return self.quarantined and now >= self.next_probe_at
+
+    def on_success(self, now: float, wall_ns: int) -> bool:
+        """Record an answer (any answer: an exception response proves the device is alive).
+        Returns True when this ends a quarantine."""
+        recovered = self.quarantined or self.consecutive > 0
+        if recovered:
+            log.info(
+                "device_recovered device=%s after_failures=%d quarantined=%s",
+                self.device, self.consecutive, self.quarantined,
+            )
+        was_quarantined = self.quarantined
+        self.consecutive = 0
+        self.successes += 1
+        self.quarantined = False
+        self.backoff.reset()
+        self.last_good_mono = now
+        self.last_good_ns = wall_ns
+        return was_quarantined
+
+    def on_failure(self, now: float, err: str, bus: str, cost_s: float = 0.0) -> None:
+        """Record a failed transaction that took ``cost_s`` of bus time."""
+        self.failures += 1
+        self.consecutive += 1
+        self.failed_time_s += cost_s
+        self.last_error = err
+        if self.consecutive == 1:
+            log.warning("device_down device=%s bus=%s err=%s", self.device, bus, err)
+        if self.quarantined or self.consecutive >= QUARANTINE_AFTER:
+            if not self.quarantined:
+                log.debug("device_quarantined device=%s bus=%s", self.device, bus)
+            self.quarantined = True
+            self.next_probe_at = now + max(self.backoff.next_delay(), cost_s / PROBE_SHARE)

@@ -1,0 +1,162 @@
+"""Earliest-deadline-first scheduling of periodic poll jobs, one scheduler per bus.
+
+A ``Job`` is one device's group of requests sharing an interval ``T``. It is *released* at ``r``
+and should complete by its deadline ``r + T``. Among released jobs the one with the earliest
+deadline runs next. First releases are spread uniformly over the interval (``phase``), so a thousand
+devices never fire in the same millisecond. A job completing after its deadline counts the periods
+it missed and is re-released in the period it finished in, so an overloaded or stalled bus
+degrades into round-robin instead of bursting catch-up reads.
+
+A bus runs at most ``concurrency`` jobs at once: 1 for a serial line (strictly one transaction at a
+time), the endpoint's in-flight limit for TCP. ``slots`` is shared with the write path, so a write
+waits for the running poll transaction and is then serialised with the polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    device: str
+    interval_s: float
+    release: float  # monotonic seconds
+    key: str = ""  # e.g. "meter-3@10.0s"
+    missed: int = 0
+    runs: int = 0
+
+    @property
+    def deadline(self) -> float:
+        return self.release + self.interval_s
+
+    def complete(self, finished_at: float) -> None:
+        """Count missed deadlines and set the next release."""
+        self.runs += 1
+        t = self.interval_s
+        if t <= 0:  # as fast as possible: no deadlines to miss
+            self.release = finished_at
+            return
+        if finished_at <= self.deadline:
+            self.release += t
+            return
+        periods = math.floor((finished_at - self.release) / t)
+        self.missed += periods
+        self.release += periods * t
+
+
+class EdfQueue:
+    """Jobs waiting for their release (by release time) and released ones (by deadline)."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[float, int, Job]] = []
+        self._ready: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
+        self.changed = asyncio.Event()
+        self.wake_at = math.inf  # the release a waiting worker sleeps until
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._ready)
+
+    def add(self, job: Job) -> None:
+        heapq.heappush(self._pending, (job.release, next(self._seq), job))
+        if job.release < self.wake_at:  # earlier than what the workers sleep until: wake them
+            self.changed.set()
+
+    def pop(self, now: float) -> Job | None:
+        """The released job with the earliest deadline, or None if none is released yet."""
+        while self._pending and self._pending[0][0] <= now:
+            _, seq, job = heapq.heappop(self._pending)
+            heapq.heappush(self._ready, (job.deadline, seq, job))
+        if not self._ready:
+            return None
+        return heapq.heappop(self._ready)[2]
+
+    def next_release(self) -> float | None:
+        if self._ready:
+            return -math.inf
+        return self._pending[0][0] if self._pending else None
+
+
+RunJob = Callable[[Job], Awaitable[None]]
+
+
+class BusScheduler:
+    """Dispatches one bus's jobs EDF, at most ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        bus: str,
+        concurrency: int,
+        run_job: RunJob,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.queue = EdfQueue()
+        self._concurrency = max(1, concurrency)
+        self.slots = asyncio.Semaphore(self._concurrency)
+        self._run_job = run_job
+        self._clock = clock
+        self.busy_s = 0.0  # time spent inside jobs (summed over concurrent slots)
+
+    async def _next_job(self) -> Job:
+        while True:
+            now = self._clock()
+            job = self.queue.pop(now)
+            if job is not None:
+                return job
+            nxt = self.queue.next_release()
+            self.queue.wake_at = math.inf if nxt is None else nxt
+            delay = None if nxt is None else max(0.0, nxt - now)
+            try:
+                async with asyncio.timeout(delay):
+                    await self.queue.changed.wait()
+            except TimeoutError:
+                pass
+            self.queue.changed.clear()
+
+    async def _execute(self, job: Job) -> None:
+        async with self.slots:
+            started = self._clock()
+            try:
+                await self._run_job(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("poll_job_failed bus=%s job=%s", self.bus, job.key)
+            finally:
+                finished = self._clock()
+                self.busy_s += finished - started
+                job.complete(finished)
+                self.queue.add(job)
+
+    async def _worker(self) -> None:
+        while True:
+            job = await self._next_job()
+            await self._execute(job)
+            if job.interval_s <= 0:  # always released: let the loop breathe between runs
+                await asyncio.sleep(0)
+
+    async def run(self) -> None:
+        """Dispatch until cancelled, with ``concurrency`` workers; a running job is cancelled too.
+
+        A worker takes the slot only once it holds a released job, so a write waiting for a slot
+        (``slots`` is FIFO) goes before the next poll.
+        """
+        workers = [asyncio.create_task(self._worker(), name=f"bus:{self.bus}:{i}")
+                   for i in range(self._concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,139 @@
+"""Fixtures for the node code on CPython: the ``machine`` shim, node modules imported fresh from
+firmware_bridge/node (or with a generated map from a test directory), a node running in a thread
+behind a pty, all torn down after the test."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import firmware_bridge
+from firmware_bridge import shim
+from firmware_bridge.shim import machine
+
+NODE_DIR = Path(firmware_bridge.__file__).resolve().parent / "node"
+REPO = NODE_DIR.parents[1]
+PROFILES = REPO / "device_profiles"
+NODE_MODULES = ("crc16", "regmap", "modbus_slave", "node", "main", "device_map")
+
+
+def load_file(path: Path, name: str) -> ModuleType:
+    """Import one node module from its file under a private name (needs the shim installed)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def regmap_mod() -> Iterator[ModuleType]:
+    """node/regmap.py, for pure-logic tests (hypothesis needs a non-function fixture)."""
+    shim.install()
+    try:
+        yield load_file(NODE_DIR / "regmap.py", "fw_regmap")
+    finally:
+        shim.uninstall()
+
+
+@dataclass
+class NodeModules:
+    crc16: ModuleType
+    regmap: ModuleType
+    modbus_slave: ModuleType
+    node: ModuleType
+    main: ModuleType
+    device_map: ModuleType
+
+
+NodeLoader = Callable[..., NodeModules]
+
+
+@pytest.fixture
+def node_env() -> Iterator[NodeLoader]:
+    """``load(map_dir=None)``: import the node modules as the board would (top-level names),
+    with ``device_map`` from ``map_dir`` if given."""
+    shim.install()
+    added: list[str] = []
+
+    def load(map_dir: Path | None = None) -> NodeModules:
+        for name in NODE_MODULES:
+            sys.modules.pop(name, None)
+        for p in (str(NODE_DIR), *([str(map_dir)] if map_dir else [])):
+            sys.path.insert(0, p)
+            added.append(p)
+        return NodeModules(*(importlib.import_module(n) for n in NODE_MODULES))
+
+    try:
+        yield load
+    finally:
+        for p in added:
+            sys.path.remove(p)
+        for name in NODE_MODULES:
+            sys.modules.pop(name, None)
+        machine.detach_all()
+        shim.uninstall()
+
+
+@dataclass
+class NodeThread:
+    """Runs ``node.run`` in a thread until ``stop()``; re-raises what the node raised."""
+
+    node: Any
+    error: list[BaseException] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> NodeThread:
+        self._thread = threading.Thread(target=self._run, name="fw-node", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.node.run(self._stop.is_set)
+        except BaseException as exc:  # handed to the test
+            self.error.append(exc)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(5)
+        self._thread = None
+        if self.error:
+            first = self.error[0]
+            self.error.clear()  # handed over: the fixture does not report it again
+            raise first
+
+
+@pytest.fixture
+def run_node() -> Iterator[Callable[[Any], NodeThread]]:
+    started: list[NodeThread] = []
+
+    def start(node: Any) -> NodeThread:
+        t = NodeThread(node).start()
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        t._stop.set()
+        t.join(5)
+    errors = [e for t in started for e in t.error]
+    if errors:
+        raise AssertionError(f"the node thread raised: {errors!r}")

@@ -1,0 +1,102 @@
+"""Test helpers: AgentConfig builders and an in-memory ModbusBus (for pure-logic engine tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_agent.config.model import (
+    AgentConfig,
+    BatchConfig,
+    Bus,
+    DeviceConfig,
+    KeysConfig,
+    OutboxConfig,
+)
+from edge_agent.errors import BusTimeout, ModbusException
+from edge_agent.profiles.load import load_profile
+from edge_agent.profiles.model import Profile, Table
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ROOT / "device_profiles"
+
+
+def profile(name: str) -> Profile:
+    return load_profile(PROFILES / f"{name}.toml")
+
+
+def make_config(
+    buses: Sequence[Bus], devices: Sequence[DeviceConfig], profiles: Sequence[Profile]
+) -> AgentConfig:
+    tmp = Path("/nonexistent/edge-agent-test")
+    return AgentConfig(
+        source=tmp / "agent.toml",
+        gateway_id="gw-test",
+        buses={b.name: b for b in buses},
+        devices=tuple(devices),
+        profiles={p.name: p for p in profiles},
+        uplink=None,
+        batch=BatchConfig(),
+        outbox=OutboxConfig(tmp / "outbox.db"),
+        keys=KeysConfig(tmp / "key"),
+        state_dir=tmp,
+        runtime_dir=tmp,
+    )
+
+
+class FakeBus:
+    """Registers in dicts; ``dead`` units time out, ``strict`` units refuse unmapped addresses."""
+
+    def __init__(self, name: str, latency_s: float = 0.002) -> None:
+        self.name = name
+        self.latency_s = latency_s
+        self.regs: dict[tuple[int, Table, int], int] = {}
+        self.dead: set[int] = set()
+        self.strict: dict[int, set[tuple[Table, int]]] = {}
+        self.calls: list[tuple[str, int, Table, int, int, float]] = []
+        self.times: list[float] = []  # time.monotonic() of each transaction
+        self.active = 0
+        self.peak = 0
+
+    async def _enter(self, kind: str, unit: int, table: Table, address: int, count: int,
+                     timeout_s: float) -> None:
+        self.calls.append((kind, unit, table, address, count, timeout_s))
+        self.times.append(time.monotonic())
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            if unit in self.dead:
+                await asyncio.sleep(timeout_s)
+                raise BusTimeout(f"unit {unit}: no answer in {timeout_s:.3f}s")
+            await asyncio.sleep(self.latency_s)
+        finally:
+            self.active -= 1
+        mapped = self.strict.get(unit)
+        if mapped is not None and any(
+            (table, a) not in mapped for a in range(address, address + count)
+        ):
+            raise ModbusException(ModbusException.ILLEGAL_DATA_ADDRESS)
+
+    async def read(
+        self, unit: int, table: Table, address: int, count: int, *, timeout_s: float
+    ) -> list[int]:
+        await self._enter("read", unit, table, address, count, timeout_s)
+        return [self.regs.get((unit, table, a), 0) for a in range(address, address + count)]
+
+    async def write(
+        self, unit: int, table: Table, address: int, values: Sequence[int], *, timeout_s: float
+    ) -> None:
+        await self._enter("write", unit, table, address, len(values), timeout_s)
+        for i, v in enumerate(values):
+            self.regs[(unit, table, address + i)] = v
+
+    def min_timeout_s(self, table: Table, count: int) -> float:
+        return 0.001
+
+    async def close(self) -> None:
+        pass
+
+    def reads_of(self, unit: int) -> list[tuple[Table, int, int]]:
+        return [(t, a, c) for k, u, t, a, c, _ in self.calls if k == "read" and u == unit]

@@ -1,0 +1,117 @@
+"""Adaptive timeout and quarantine bookkeeping (pure logic)."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent.poll.health import (
+    GRANULARITY_S,
+    PROBE_POLICY,
+    QUARANTINE_AFTER,
+    DeviceHealth,
+    RttEstimator,
+)
+
+
+def test_no_samples_uses_the_bus_maximum() -> None:
+    assert RttEstimator(max_s=1.5).timeout(0.02) == 1.5
+
+
+def test_steady_samples_converge_to_mean_plus_floor() -> None:
+    est = RttEstimator(max_s=2.0)
+    for _ in range(200):
+        est.sample(0.050)
+    assert est.srtt == pytest.approx(0.050)
+    assert est.rttvar < 1e-6
+    assert est.timeout(0.1) == pytest.approx(0.1 + 0.050 + GRANULARITY_S)
+
+
+def test_jittery_samples_widen_the_timeout() -> None:
+    steady, jittery = RttEstimator(2.0), RttEstimator(2.0)
+    rng = random.Random(1)
+    for _ in range(100):
+        steady.sample(0.05)
+        jittery.sample(0.1 + rng.uniform(-0.09, 0.09))
+    assert jittery.timeout(0.0) > steady.timeout(0.0) + 0.1
+
+
+def test_timeout_backs_off_and_a_sample_resets() -> None:
+    est = RttEstimator(max_s=1.0)
+    for _ in range(50):
+        est.sample(0.05)
+    base = est.timeout(0.0)
+    est.on_timeout()
+    assert est.timeout(0.0) == pytest.approx(2 * base)
+    for _ in range(10):
+        est.on_timeout()
+    assert est.timeout(0.0) == 1.0
+    est.sample(0.05)
+    assert est.timeout(0.0) < 2 * base
+
+
+@given(st.lists(st.floats(0, 10), min_size=0, max_size=40), st.floats(0, 0.5),
+       st.integers(0, 20))
+def test_timeout_always_within_bounds(samples: list[float], lo: float, timeouts: int) -> None:
+    est = RttEstimator(max_s=1.0)
+    for s in samples:
+        est.sample(s)
+    for _ in range(timeouts):
+        est.on_timeout()
+    t = est.timeout(lo)
+    assert lo <= t <= max(lo, 1.0)
+
+
+def test_quarantine_after_n_failures_and_backed_off_probes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = DeviceHealth.create("m1", 1.0, random.Random(3))
+    caplog.set_level(logging.INFO, logger="edge_agent.poll.health")
+    now = 100.0
+    for i in range(QUARANTINE_AFTER - 1):
+        h.on_failure(now + i, "timeout", "rs485")
+        assert not h.quarantined
+    h.on_failure(now + 5, "timeout", "rs485")
+    assert h.quarantined and not h.probe_due(now + 5)
+    first_gap = h.next_probe_at - (now + 5)
+    lo = PROBE_POLICY.initial_s * (1 - PROBE_POLICY.jitter)
+    assert lo <= first_gap <= PROBE_POLICY.initial_s * (1 + PROBE_POLICY.jitter)
+    gaps = []
+    t = h.next_probe_at
+    for _ in range(10):
+        assert h.probe_due(t)
+        h.on_failure(t, "timeout", "rs485")
+        gaps.append(h.next_probe_at - t)
+        t = h.next_probe_at
+    assert gaps[-1] <= PROBE_POLICY.max_s and gaps[5] > 4 * first_gap
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "device_down device=m1" in warnings[0].getMessage()
+    assert h.on_success(t, 123)
+    assert not h.quarantined and h.consecutive == 0 and h.last_good_ns == 123
+    assert any("device_recovered device=m1" in r.getMessage() for r in caplog.records)
+    assert h.failures == QUARANTINE_AFTER + 10
+    h.on_failure(t + 1, "crc", "rs485")
+    assert not h.quarantined  # the backoff and count start over
+
+
+def test_costly_probes_are_spaced_to_the_share_cap() -> None:
+    from edge_agent.poll.health import PROBE_SHARE
+
+    h = DeviceHealth.create("m1", 1.0, random.Random(3))
+    t = 0.0
+    for _ in range(QUARANTINE_AFTER):
+        h.on_failure(t, "timeout", "rs485", cost_s=0.5)
+    assert h.quarantined
+    assert h.next_probe_at - t == pytest.approx(0.5 / PROBE_SHARE)
+    busy = 0.0
+    t = h.next_probe_at
+    start = t
+    for _ in range(20):
+        h.on_failure(t, "timeout", "rs485", cost_s=1.2)
+        busy += 1.2
+        t = h.next_probe_at
+    assert busy / (t - start) <= PROBE_SHARE + 1e-9

@@ -1,0 +1,97 @@
+"""Report-by-exception rules (pure logic)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent.poll.report import ReportFilter, moved
+from edge_agent.profiles.model import Deadband, Reporting
+from edge_agent.readings import Quality, Reading, Value
+
+S = 1_000_000_000
+
+
+def r(value: Value, t_s: float, quality: Quality = Quality.GOOD, reason: str = "") -> Reading:
+    return Reading("d", "p", value, "", ts_ns=0, mono_ns=int(t_s * S), quality=quality,
+                   reason=reason)
+
+
+def emitted(rep: Reporting, readings: list[Reading]) -> list[Value]:
+    f = ReportFilter()
+    return [x.value for x in readings if f.should_emit(x, rep)]
+
+
+def test_absolute_deadband_is_against_last_reported() -> None:
+    rep = Reporting(deadband=Deadband(1.0))
+    # creeping by 0.4 never passes against the previous sample, but does against the last report
+    values = [10.0, 10.4, 10.8, 11.2, 11.3, 9.9]
+    assert emitted(rep, [r(v, i) for i, v in enumerate(values)]) == [10.0, 11.2, 9.9]
+
+
+def test_percent_deadband() -> None:
+    rep = Reporting(deadband=Deadband(10.0, percent=True))
+    values = [100.0, 109.0, 111.0, 121.0, 123.0]
+    assert emitted(rep, [r(v, i) for i, v in enumerate(values)]) == [100.0, 111.0, 123.0]
+
+
+def test_heartbeat_reemits_unchanged_value() -> None:
+    rep = Reporting(deadband=Deadband(5.0), heartbeat_s=10.0)
+    got = emitted(rep, [r(1.0, t) for t in (0, 4, 9.9, 10, 15, 19.9, 20.1)])
+    assert got == [1.0, 1.0, 1.0]
+
+
+def test_quality_and_reason_changes_always_emit() -> None:
+    rep = Reporting(deadband=Deadband(100.0))
+    f = ReportFilter()
+    seq = [
+        r(1.0, 0), r(None, 1, Quality.BAD, "timeout"), r(None, 2, Quality.BAD, "timeout"),
+        r(None, 3, Quality.BAD, "crc"), r(1.0, 4, Quality.STALE), r(1.0, 5, Quality.STALE),
+        r(1.0, 6),
+    ]
+    assert [f.should_emit(x, rep) for x in seq] == [True, True, False, True, True, False, True]
+
+
+def test_alarm_reports_every_change_despite_deadband() -> None:
+    rep = Reporting(deadband=Deadband(10.0), alarm=True)
+    assert emitted(rep, [r(v, i) for i, v in enumerate([0, 1, 1, 0, 0, 1])]) == [0, 1, 0, 1]
+
+
+def test_non_numeric_values_compare_by_equality() -> None:
+    rep = Reporting(deadband=Deadband(1.0))
+    seq: list[Value] = ["open", "open", "closed", True, True, False]
+    assert emitted(rep, [r(v, i) for i, v in enumerate(seq)]) == ["open", "closed", True, False]
+
+
+def test_devices_are_independent_and_forget() -> None:
+    rep = Reporting()
+    f = ReportFilter()
+    a = Reading("a", "p", 1, "", 0, 0)
+    b = Reading("b", "p", 1, "", 0, 0)
+    assert f.should_emit(a, rep) and f.should_emit(b, rep)
+    assert not f.should_emit(a, rep)
+    f.forget("a")
+    assert f.should_emit(a, rep) and not f.should_emit(b, rep)
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=50),
+    st.floats(0.001, 1000),
+)
+def test_reported_series_tracks_within_deadband(values: list[float], band: float) -> None:
+    """Every suppressed sample is within the band of the last reported one."""
+    rep = Reporting(deadband=Deadband(band))
+    f = ReportFilter()
+    last: float | None = None
+    for i, v in enumerate(values):
+        if f.should_emit(r(v, i), rep):
+            last = v
+        else:
+            assert last is not None and abs(v - last) <= band
+
+
+def test_nan_is_a_change_once() -> None:
+    rep = Reporting(deadband=Deadband(1.0))
+    assert moved(1.0, float("nan"), rep)
+    assert not moved(float("nan"), float("nan"), rep)
+    assert not moved(float("nan"), float("nan"), Reporting())

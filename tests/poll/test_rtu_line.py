@@ -1,0 +1,204 @@
+"""The Poller on a real (pty) RS-485 line: SerialRtuBus against simulated devices on an RtuLine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from edge_agent.bus.serial_line import SerialRtuBus
+from edge_agent.config.model import DeviceConfig, SerialBus
+from edge_agent.poll.clock import ClockProbe
+from edge_agent.poll.engine import Poller
+from edge_agent.profiles.model import Table
+from edge_agent.readings import Quality, Reading
+from simulators.faults import DeviceFault
+from tests.poll.conftest import LineFactory, sim_devices
+from tests.poll.fakes import make_config, profile
+
+
+def serial_cfg(path: str) -> SerialBus:
+    return SerialBus("rs485", path, baud=9600, timeout_max_s=0.3)
+
+
+class RecordingBus(SerialRtuBus):
+    """The real SerialRtuBus, noting when each successful read completed, per unit."""
+
+    def __init__(self, cfg: SerialBus) -> None:
+        super().__init__(cfg)
+        self.done: list[tuple[float, int]] = []
+
+    async def read(
+        self, unit: int, table: Table, address: int, count: int, *, timeout_s: float
+    ) -> list[int]:
+        regs = await super().read(unit, table, address, count, timeout_s=timeout_s)
+        self.done.append((time.monotonic(), unit))
+        return regs
+
+    def rate(self, units: set[int], t0: float, t1: float) -> float:
+        """Reads/s of ``units`` in [t0, t1], from the first to the last completion inside it
+        (no quantisation at the window's edges)."""
+        ts = [t for t, u in self.done if u in units and t0 <= t <= t1]
+        return (len(ts) - 1) / (ts[-1] - ts[0])
+
+
+async def with_poller(
+    cfg_bus: SerialBus, devs: list[DeviceConfig], profile_name: str, out: list[Reading],
+    body: Callable[[Poller], Awaitable[None]], bus: RecordingBus | None = None,
+) -> None:
+    bus = bus or RecordingBus(cfg_bus)
+    cfg = make_config([cfg_bus], devs, [profile(profile_name)])
+    poller = Poller(cfg, {"rs485": bus}, out.append, clock=ClockProbe(boot_id="b"))
+    task = asyncio.create_task(poller.run())
+    try:
+        await body(poller)
+    finally:
+        poller.stop()
+        await task
+        await bus.close()
+
+
+@pytest.mark.timeout(40)
+def test_ten_meters_one_dead_costs_only_its_probe_share(rtu_line: LineFactory) -> None:
+    wm = profile("water_meter")
+    sims = sim_devices(wm, range(1, 11), "wm")
+    line = rtu_line(sims)
+    cfg_bus = serial_cfg(line.path)
+    # interval below the ~0.95 s a full cycle takes on the line: the line is saturated and any
+    # time the dead unit takes comes out of the others' cadence
+    devs = [DeviceConfig(f"wm{u}", "water_meter", "rs485", unit_id=u, interval_s=0.5)
+            for u in range(1, 11)]
+    out: list[Reading] = []
+    numbers: dict[str, float] = {}
+    bus = RecordingBus(cfg_bus)
+    alive = set(range(1, 10))
+
+    async def body(poller: Poller) -> None:
+        await asyncio.sleep(1.0)  # warm-up: adaptive timeouts learnt
+        t_a = time.monotonic()
+        await asyncio.sleep(3.0)
+        t_b = time.monotonic()
+        sims[-1].faults.kind = DeviceFault.DEAD
+        while not poller.status()["wm10"]["quarantined"]:
+            await asyncio.sleep(0.05)
+        t_c = time.monotonic()
+        lost_c = poller.status()["wm10"]["failed_time_s"]
+        await asyncio.sleep(4.0)
+        t_d = time.monotonic()
+        lost_d = poller.status()["wm10"]["failed_time_s"]
+        numbers["rate_all_alive"] = bus.rate(alive, t_a, t_b)
+        numbers["rate_one_dead"] = bus.rate(alive, t_c, t_d)
+        numbers["dead_share"] = (lost_d - lost_c) / (t_d - t_c)
+        numbers["quarantine_s"] = t_c - t_b
+        # from the kill on, quarantine entry included
+        numbers["rate_since_kill"] = bus.rate(alive, t_b, t_d)
+        numbers["share_since_kill"] = lost_d / (t_d - t_b)
+
+    asyncio.run(with_poller(cfg_bus, devs, "water_meter", out, body, bus))
+    # the nine live meters had 9/10 of the line; with the tenth dead they may use all of it
+    # except what its probes cost
+    expected = numbers["rate_all_alive"] * 10 / 9
+    degradation = 1 - numbers["rate_one_dead"] / expected
+    degradation_since_kill = 1 - numbers["rate_since_kill"] / expected
+    print(f"poll-share numbers: {numbers} degradation={degradation:.3f} "
+          f"since_kill={degradation_since_kill:.3f}")
+    assert numbers["dead_share"] <= 0.05 + 1e-6
+    assert degradation <= numbers["dead_share"] + 0.04  # +-4 %: scheduling noise
+    assert degradation_since_kill <= numbers["share_since_kill"] + 0.06  # two noisy rates
+    assert numbers["share_since_kill"] < 0.3  # three failed transactions, then nothing
+    assert numbers["quarantine_s"] < 6.0  # three failed cycles
+    assert line.violations == []
+    bad = {r.reason for r in out if r.quality is not Quality.GOOD and r.device != "wm10"}
+    assert bad == set()
+    wm10 = [r for r in out if r.device == "wm10"]
+    assert wm10[-1].quality is Quality.STALE and wm10[-1].reason == "quarantined"
+
+
+@pytest.mark.timeout(20)
+def test_strict_cover_refuses_merged_read_and_plan_splits(rtu_line: LineFactory) -> None:
+    mc = profile("manhole_cover")
+    sims = sim_devices(mc, [7], "mc")
+    assert sims[0].strict
+    line = rtu_line(sims)
+    cfg_bus = serial_cfg(line.path)
+    # a plan with a bigger gap than the profile allows: reads through unmapped 4, 6 and 7
+    devs = [DeviceConfig("mc7", "manhole_cover", "rs485", unit_id=7, max_gap=8, interval_s=0.2)]
+    out: list[Reading] = []
+    steady: list[tuple[int, int]] = []
+
+    async def body(poller: Poller) -> None:
+        await asyncio.sleep(1.2)
+        steady.extend((r.address, r.count) for r in poller.devices["mc7"].plan.requests)
+        st = poller.status()["mc7"]
+        assert st["breaks"] == 2 and st["failures"] == 0
+
+    asyncio.run(with_poller(cfg_bus, devs, "manhole_cover", out, body))
+    assert steady == [(0, 4), (5, 1), (8, 1)]
+    stats = line.stats.per_unit[7]
+    assert stats.exceptions == 2  # the merged read and its left half, once each
+    assert {r.point for r in out} == {p.name for p in mc.points}
+    assert all(r.quality is Quality.GOOD for r in out)
+    assert line.violations == []
+
+
+@pytest.mark.timeout(20)
+def test_dimming_write_changes_the_simulated_lamps_power(rtu_line: LineFactory) -> None:
+    lamp = profile("street_lamp")
+    sims = sim_devices(lamp, [3], "lamp")
+    line = rtu_line(sims)
+    cfg_bus = serial_cfg(line.path)
+    devs = [DeviceConfig("lamp3", "street_lamp", "rs485", unit_id=3, interval_s=0.2)]
+    out: list[Reading] = []
+    powers: dict[int, float] = {}
+
+    async def power_after(poller: Poller, dim: int) -> float:
+        assert await poller.write("lamp3", "dimming", dim) == dim
+        n = len(out)
+        await asyncio.sleep(0.6)
+        got = [r.value for r in out[n:] if r.point == "power"]
+        assert got, "power did not change after the write"
+        value = got[-1]
+        assert isinstance(value, float)
+        return value
+
+    async def body(poller: Poller) -> None:
+        await asyncio.sleep(0.3)
+        assert await poller.write("lamp3", "light_mode", "manual") == "manual"
+        assert await poller.write("lamp3", "lamp_on", True) is True
+        for dim in (30, 80):
+            powers[dim] = await power_after(poller, dim)
+
+    asyncio.run(with_poller(cfg_bus, devs, "street_lamp", out, body))
+    assert sims[0].snapshot()["dimming"] == 80
+    assert powers[30] == pytest.approx(120.0 * 0.30, rel=0.02)
+    assert powers[80] == pytest.approx(120.0 * 0.80, rel=0.02)
+    assert line.violations == []
+
+
+@pytest.mark.timeout(20)
+def test_bad_crc_gives_bad_readings_for_that_meter_only(rtu_line: LineFactory) -> None:
+    wm = profile("water_meter")
+    sims = sim_devices(wm, [1, 2], "wm")
+    line = rtu_line(sims)
+    devs = [DeviceConfig(f"wm{u}", "water_meter", "rs485", unit_id=u, interval_s=0.25)
+            for u in (1, 2)]
+    out: list[Reading] = []
+    marks: dict[str, int] = {}
+
+    async def body(poller: Poller) -> None:
+        await asyncio.sleep(0.6)
+        sims[1].faults.kind = DeviceFault.BAD_CRC
+        marks["fault"] = len(out)
+        await asyncio.sleep(0.7)
+        sims[1].faults.clear()
+        marks["clear"] = len(out)
+        await asyncio.sleep(1.2)
+
+    asyncio.run(with_poller(serial_cfg(line.path), devs, "water_meter", out, body))
+    during = out[marks["fault"]:marks["clear"]]
+    assert {r.reason for r in during if r.device == "wm2"} == {"crc"}
+    assert all(r.quality is Quality.GOOD for r in out if r.device == "wm1")
+    after = {r.point: r for r in out[marks["clear"]:] if r.device == "wm2"}
+    assert after and all(r.quality is Quality.GOOD for r in after.values())

@@ -1,0 +1,116 @@
+"""EDF ordering, missed-deadline counting and the per-bus dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent.poll.scheduler import BusScheduler, EdfQueue, Job
+
+
+def test_released_job_with_earliest_deadline_runs_first() -> None:
+    q = EdfQueue()
+    slow = Job("a", interval_s=10.0, release=0.0, key="a")
+    fast = Job("b", interval_s=1.0, release=0.5, key="b")
+    later = Job("c", interval_s=0.1, release=5.0, key="c")
+    for j in (slow, fast, later):
+        q.add(j)
+    assert q.pop(0.4) is slow  # only released job
+    q.add(slow)
+    assert q.pop(1.0) is fast  # deadline 1.5 < 10
+    assert q.pop(1.0) is slow
+    assert q.pop(1.0) is None and q.next_release() == 5.0
+
+
+def test_missed_deadlines_are_counted_per_period() -> None:
+    j = Job("a", interval_s=1.0, release=10.0)
+    j.complete(10.2)
+    assert (j.missed, j.release) == (0, 11.0)
+    j.complete(12.5)  # deadline 12.0 missed; period [12, 13) is the current one
+    assert (j.missed, j.release) == (1, 12.0)
+    j.complete(15.1)  # deadlines 13, 14, 15 missed
+    assert (j.missed, j.release) == (4, 15.0)
+
+
+@given(st.floats(0.01, 100), st.lists(st.floats(0, 10), min_size=1, max_size=30))
+def test_release_never_runs_ahead_and_misses_match_lateness(
+    interval: float, durations: list[float]
+) -> None:
+    j = Job("a", interval_s=interval, release=0.0)
+    t = 0.0
+    for d in durations:
+        start = max(t, j.release)
+        finish = start + d
+        before = j.release
+        j.complete(finish)
+        t = finish
+        assert j.release <= max(finish, before + interval) + 1e-9
+        assert j.release > finish - interval - 1e-9
+    assert j.runs == len(durations)
+
+
+@pytest.mark.timeout(10)
+def test_dispatcher_serialises_and_interleaves_by_deadline() -> None:
+    log: list[tuple[str, str]] = []
+    active = 0
+    peak = 0
+
+    async def run_job(job: Job) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        log.append(("start", job.device))
+        await asyncio.sleep(0.01)
+        active -= 1
+
+    async def main() -> BusScheduler:
+        s = BusScheduler("line", 1, run_job)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        s.queue.add(Job("fast", 0.05, now, key="fast"))
+        s.queue.add(Job("slow", 0.2, now, key="slow"))
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(0.45)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return s
+
+    s = asyncio.run(main())
+    fast = sum(1 for _, d in log if d == "fast")
+    slow = sum(1 for _, d in log if d == "slow")
+    assert peak == 1
+    assert 7 <= fast <= 10 and 2 <= slow <= 4
+    assert s.busy_s > 0.1
+
+
+@pytest.mark.timeout(10)
+def test_tcp_concurrency_limit_and_spread() -> None:
+    active = 0
+    peak = 0
+
+    async def run_job(job: Job) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.02)
+        active -= 1
+
+    async def main() -> list[Job]:
+        s = BusScheduler("tcp", 3, run_job)
+        jobs = [Job(f"d{i}", 0.1, 0.0, key=f"d{i}") for i in range(12)]
+        for j in jobs:
+            s.queue.add(j)
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return jobs
+
+    jobs = asyncio.run(main())
+    assert peak == 3
+    assert all(j.runs >= 1 for j in jobs)
+    assert sum(j.missed for j in jobs) > 0  # 12 x 20 ms / 3 slots > 100 ms interval
