@@ -15,6 +15,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
     st = agent.outbox.stats()
     devs = agent.poller.status() if agent.poller is not None else {}
     up = sum(1 for d in devs.values() if d["consecutive_failures"] == 0 and d["last_good_ns"])
+    down = sum(1 for d in devs.values() if d["consecutive_failures"] > 0)
     quarantined = sum(1 for d in devs.values() if d["quarantined"])
     errors = [f"{n}: {d['last_error']}" for n, d in devs.items()
               if d["consecutive_failures"] and d["last_error"]]
@@ -34,8 +35,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "outbox": {"depth": st.depth, "bytes": st.bytes, "readings": st.readings,
                    "oldest_age_s": round(st.oldest_age_s, 1), "head_seq": st.head_seq,
                    "readings_dropped": st.readings_dropped, "gaps": st.gaps},
-        "devices": {"total": len(agent.cfg.devices), "up": up,
-                    "down": len(devs) - up, "quarantined": quarantined},
+        "devices": {"total": len(agent.cfg.devices), "up": up, "down": down,
+                    "not_yet_polled": len(devs) - up - down, "quarantined": quarantined},
         "batches_committed": agent.batcher.committed_batches,
         "last_errors": errors[:10],
     }
