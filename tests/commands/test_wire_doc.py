@@ -38,7 +38,7 @@ def test_command_example_matches_code() -> None:
     assert kid_of(op.public_key()).hex() in block
     assert _hex_after("command (166 B)", block) == msg.hex()
     assert len(msg) == 166 and len(payload) == 73
-    kid, got = verify1(msg, {kid_of(op.public_key()): op.public_key()})
+    _kid, got = verify1(msg, {kid_of(op.public_key()): op.public_key()})
     assert decode_command(got) == cmd
     res = Result(cmd.id, "gw-demo", True, "", 1_800_000_001_000_000_000,
                  kid_of(op.public_key()), 40)
