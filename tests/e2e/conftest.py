@@ -78,6 +78,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     bg = BackgroundScenario.load(str(HERE / "mini.toml"))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     proc: subprocess.Popen[bytes] | None = None
+    gw: Gateway | None = None
     try:
         sim = bg.start()
         d = tmp_path / "gw"
@@ -99,6 +100,8 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         assert gw.wait_notify("READY=1", 30), gw.log_text()[-3000:]
         yield gw
     finally:
+        if gw is not None:
+            proc = gw.proc  # tests may have restarted the agent
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
