@@ -40,7 +40,7 @@ SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "kB": 1000
 MIN_OUTBOX_BYTES = 1 << 20
 
 TOP_KEYS = ("gateway_id", "profiles_dir", "state_dir", "runtime_dir", "buses", "devices",
-            "uplink", "batch", "outbox", "keys", "commands")
+            "uplink", "batch", "outbox", "keys", "commands", "health")
 TCP_KEYS = ("host", "port", "concurrency", "timeout_max")
 SERIAL_KEYS = ("port", "baud", "parity", "stopbits", "bytesize", "turnaround_ms", "timeout_max")
 BUS_KEYS = ("name", "kind", *TCP_KEYS, *SERIAL_KEYS)
@@ -86,6 +86,12 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
     if commands_t is not None:
         allow_unsynced = commands_t.boolean("allow_unsynced_clock")
         commands_t.finish(("allow_unsynced_clock",))
+    textfile = None
+    health_t = top.table("health")
+    if health_t is not None:
+        if health_t.has("prometheus_textfile"):
+            textfile = loader.path(health_t, "prometheus_textfile")
+        health_t.finish(("prometheus_textfile",))
     top.finish(TOP_KEYS)
 
     broken: set[str] = set()
@@ -98,7 +104,8 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
     return AgentConfig(source=_abs(path), gateway_id=gateway_id, buses=bus_map,
                        devices=tuple(d.config for d in devices), profiles=profiles, uplink=uplink,
                        batch=batch, outbox=outbox, keys=keys, state_dir=state_dir,
-                       runtime_dir=runtime_dir, commands_allow_unsynced_clock=allow_unsynced)
+                       runtime_dir=runtime_dir, commands_allow_unsynced_clock=allow_unsynced,
+                       prometheus_textfile=textfile)
 
 
 def parse_size(text: str) -> int | None:

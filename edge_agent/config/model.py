@@ -119,3 +119,4 @@ class AgentConfig:
     state_dir: Path
     runtime_dir: Path
     commands_allow_unsynced_clock: bool = False  # [commands] allow_unsynced_clock
+    prometheus_textfile: Path | None = None  # [health] prometheus_textfile (node_exporter)

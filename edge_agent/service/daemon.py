@@ -31,6 +31,7 @@ from edge_agent.readings import Reading, Value
 from edge_agent.service.buses import close_buses, make_buses
 from edge_agent.service.commands import RemoteCommands, build_command_service
 from edge_agent.service.export import export_batches
+from edge_agent.service.metrics import write_metrics
 from edge_agent.service.notify import Notifier
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
@@ -159,6 +160,21 @@ class Agent:
         poll_ok = self._poll_task is not None and not self._poll_task.done()
         return poll_ok and self.batcher.alive and (self.uplink is None or self.uplink.alive)
 
+    async def _metrics(self, path: Path) -> None:
+        interval = self.cfg.uplink.status_interval_s if self.cfg.uplink else 15.0
+        failing = False
+        while True:
+            try:
+                await asyncio.to_thread(write_metrics, self, path)
+                if failing:
+                    failing = False
+                    log.info("metrics_recovered path=%s", path)
+            except OSError as exc:
+                if not failing:
+                    failing = True
+                    log.warning("metrics_write_failed path=%s err=%s", path, exc)
+            await asyncio.sleep(interval)
+
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s or 10.0
         while True:
@@ -191,6 +207,8 @@ class Agent:
             log.info("agent_started gateway=%s devices=%d boot_id=%s", self.cfg.gateway_id,
                      len(self.cfg.devices), self.clock.boot_id)
             self._spawn(self._watchdog())
+            if self.cfg.prometheus_textfile is not None:
+                self._spawn(self._metrics(self.cfg.prometheus_textfile))
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)

@@ -91,7 +91,8 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
             "[keys]\n",
             f'[commands]\nallow_unsynced_clock = true\n\n[keys]\ncommand_keys = "{ops}"\n')
         text = text.replace("[uplink]\n", "[uplink]\nstatus_interval = 1\n")
-        config.write_text(text + "\n[batch]\nmax_readings = 50\nmax_ms = 200\n")
+        config.write_text(text + "\n[batch]\nmax_readings = 50\nmax_ms = 200\n"
+                          '\n[health]\nprometheus_textfile = "metrics.prom"\n')
         notify_path = tmp_path / "notify.sock"
         notify.bind(str(notify_path))
         proc = start_agent(d, config, notify_path)

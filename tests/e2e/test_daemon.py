@@ -130,6 +130,11 @@ def test_technician_cli(gateway: Gateway, tmp_path: Path) -> None:
     assert wait(lambda: json.loads(gw.cli("status", "--json").stdout)["uplink"]["connected"], 20)
     devs = json.loads(gw.cli("devices", "--json").stdout)
     assert {d["name"] for d in devs} >= {"lamp-01", "meter-02", "nbiot-1"}
+    metrics = gw.dir / "metrics.prom"
+    assert wait(lambda: metrics.exists(), 10)
+    text = metrics.read_text()
+    assert 'edge_agent_devices{gateway="gw-e2e",state="up"}' in text
+    assert 'edge_agent_device_failures_total{gateway="gw-e2e",device="meter-01"' in text
     table = gw.cli("devices").stdout
     assert "meter-01" in table and "rs485-water" in table
     w = gw.cli("write", "lamp-02", "dimming", "30", "--yes", "--json")

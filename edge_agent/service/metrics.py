@@ -1,0 +1,55 @@
+"""Optional Prometheus textfile output ([health] prometheus_textfile), for node_exporter's
+textfile collector. Written atomically (temp file + rename) every status interval."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_agent.service.daemon import Agent
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def render_metrics(agent: Agent) -> str:
+    st = agent.status()
+    ob, dv, up = st["outbox"], st["devices"], st["uplink"]
+    gw = _label(agent.cfg.gateway_id)
+    lines = [
+        "# HELP edge_agent_outbox_batches Signed batches waiting for the broker's PUBACK.",
+        "# TYPE edge_agent_outbox_batches gauge",
+        f'edge_agent_outbox_batches{{gateway="{gw}"}} {ob["depth"]}',
+        "# TYPE edge_agent_outbox_bytes gauge",
+        f'edge_agent_outbox_bytes{{gateway="{gw}"}} {ob["bytes"]}',
+        "# TYPE edge_agent_outbox_oldest_age_seconds gauge",
+        f'edge_agent_outbox_oldest_age_seconds{{gateway="{gw}"}} {ob["oldest_age_s"]}',
+        "# HELP edge_agent_readings_dropped_total Readings dropped by the outbox cap.",
+        "# TYPE edge_agent_readings_dropped_total counter",
+        f'edge_agent_readings_dropped_total{{gateway="{gw}"}} {ob["readings_dropped"]}',
+        "# TYPE edge_agent_batches_committed_total counter",
+        f'edge_agent_batches_committed_total{{gateway="{gw}"}} {st["batches_committed"]}',
+        "# TYPE edge_agent_uplink_connected gauge",
+        f'edge_agent_uplink_connected{{gateway="{gw}"}} {int(bool(up.get("connected")))}',
+        "# TYPE edge_agent_clock_synced gauge",
+        f'edge_agent_clock_synced{{gateway="{gw}"}} {int(bool(st["clock_synced"]))}',
+        "# TYPE edge_agent_devices gauge",
+    ]
+    for state in ("up", "down", "not_yet_polled", "quarantined"):
+        lines.append(f'edge_agent_devices{{gateway="{gw}",state="{state}"}} {dv[state]}')
+    lines += ["# TYPE edge_agent_device_failures_total counter",
+              "# TYPE edge_agent_device_missed_deadlines_total counter"]
+    for d in agent.devices():
+        lab = f'gateway="{gw}",device="{_label(d["name"])}",bus="{_label(d["bus"])}"'
+        lines.append(f"edge_agent_device_failures_total{{{lab}}} {d['failures']}")
+        lines.append(f"edge_agent_device_missed_deadlines_total{{{lab}}} {d['missed_deadlines']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(agent: Agent, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(render_metrics(agent))
+    os.replace(tmp, path)
