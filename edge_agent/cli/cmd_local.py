@@ -13,8 +13,10 @@ import time
 from typing import Any
 
 from edge_agent.cli.common import (
+    EXIT_FAIL,
     EXIT_NO_DAEMON,
     EXIT_OK,
+    EXIT_TIMEOUT,
     EXIT_USAGE,
     add_common,
     emit,
@@ -23,11 +25,15 @@ from edge_agent.cli.common import (
     table,
 )
 from edge_agent.control.client import ControlClient, ControlUnavailable
+from edge_agent.errors import UplinkError
+
+DEVICE_OPS_TIMEOUT_S = 20.0  # read/write wait for the bus (queued behind polls, adaptive timeouts)
 
 
 def _call(args: argparse.Namespace, op: str, **kw: Any) -> dict[str, Any]:
+    slow = op in ("read", "write", "buffer_export")
     with ControlClient(socket_path(args)) as c:
-        return c.call(op, **kw)
+        return c.call(op, timeout_s=DEVICE_OPS_TIMEOUT_S if slow else None, **kw)
 
 
 def _age(ns: int | None) -> str:
@@ -119,6 +125,15 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _buffer(args: argparse.Namespace) -> int:
+    if args.buffer_op == "import":
+        from edge_agent.cli.importer import import_batches
+
+        host, _, port = args.broker.rpartition(":")
+        counts = import_batches(args.dir, host or "127.0.0.1", int(port), prefix=args.prefix,
+                                tls_ca=args.tls_ca)
+        emit(args, counts, "\n".join(f"{gw}: {n} batches published and acknowledged"
+                                      for gw, n in counts.items()))
+        return EXIT_OK
     if args.buffer_op == "export":
         r = _call(args, "buffer_export", dir=str(args.dir.resolve()))
         if not r.get("ok"):
@@ -141,6 +156,11 @@ def _guard(func: Any) -> Any:
         except ControlUnavailable as exc:
             return fail(f"{exc}\n(is the daemon running? `systemctl status edge-agent`)",
                         EXIT_NO_DAEMON)
+        except UplinkError as exc:
+            return fail(f"{exc}", EXIT_FAIL)
+        except TimeoutError:
+            return fail("the daemon did not answer in time (busy bus or hung daemon; "
+                        "`journalctl -u edge-agent`)", EXIT_TIMEOUT)
     return run
 
 
@@ -180,5 +200,13 @@ def register(sub: Any) -> None:
     e = bsub.add_parser("export", help="write the signed batches to DIR (e.g. a USB stick)")
     add_common(e)
     e.add_argument("dir", type=Path)
+    i = bsub.add_parser("import", help="publish exported batches (DIR/<gw>/<seq>.cose) to a "
+                        "broker, in seq order, QoS 1 (no daemon needed)")
+    i.add_argument("dir", type=Path)
+    i.add_argument("--broker", required=True, help="HOST:PORT")
+    i.add_argument("--prefix", default="edge")
+    i.add_argument("--tls-ca")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_guard(_buffer), buffer_op="import")
     p.set_defaults(func=_guard(_buffer), buffer_op=None)
     e.set_defaults(func=_guard(_buffer), buffer_op="export")

@@ -16,7 +16,7 @@ class ControlUnavailable(EdgeAgentError):
 
 
 class ControlClient:
-    def __init__(self, path: Path, timeout_s: float = 30.0) -> None:
+    def __init__(self, path: Path, timeout_s: float = 5.0) -> None:
         self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout_s)
@@ -27,7 +27,11 @@ class ControlClient:
             raise ControlUnavailable(f"cannot reach the daemon at {path}: {exc}") from exc
         self._file = self._sock.makefile("rb")
 
-    def call(self, op: str, **args: Any) -> dict[str, Any]:
+    def call(self, op: str, *, timeout_s: float | None = None, **args: Any) -> dict[str, Any]:
+        """One request/reply. ``timeout_s`` overrides the connection's (reads and writes wait
+        for the device, queries answer at once)."""
+        if timeout_s is not None:
+            self._sock.settimeout(timeout_s)
         self._sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
         line = self._file.readline()
         if not line:

@@ -24,7 +24,8 @@ from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
 from edge_agent.errors import CommandRefused, ConfigError
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.batcher import Batcher, make_gap_signer
+from edge_agent.outbox.writer import SigningWriter, make_gap_signer
+from edge_agent.pipeline.batcher import Batcher
 from edge_agent.poll.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
@@ -40,6 +41,9 @@ from edge_agent.uplink.mqtt import MqttUplink
 
 log = logging.getLogger("edge_agent")
 
+RESTART_ONLY = ("gateway_id", "uplink", "outbox", "keys", "batch", "state_dir", "runtime_dir")
+STOP_BUDGET_S = 15.0
+
 
 class Agent:
     def __init__(self, config_path: Path, *, notifier: Notifier | None = None) -> None:
@@ -52,7 +56,7 @@ class Agent:
         self.signer = BatchSigner(self.key, self.cfg.gateway_id, self.clock.boot_id)
         self.outbox = Outbox(self.cfg.outbox.path, cap_bytes=self.cfg.outbox.cap_bytes,
                              gap_signer=make_gap_signer(self.signer))
-        self.batcher = Batcher(self.cfg.batch, self.signer, self.outbox)
+        self.batcher = Batcher(self.cfg.batch, SigningWriter(self.signer, self.outbox))
         self.uplink: MqttUplink | None = None
         self.commands: RemoteCommands | None = None
         self.buses: dict[str, Any] = {}
@@ -131,25 +135,34 @@ class Agent:
         self.poller, self._poll_task, self.buses = None, None, {}
 
     async def reload(self) -> str:
+        """Apply a changed config (buses, devices, profiles, commands, health) or refuse it whole.
+
+        Sections bound to the identity and the durable state (gateway_id, uplink, outbox, keys,
+        batch, state/runtime dirs) need a restart: a reload that changes them is refused and the
+        running config is kept, so what `status` shows is always what runs."""
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            log.warning("config_reload_rejected problems=%d first=%r", len(exc.problems),
-                        str(exc.problems[0]))
-            self.notifier.ready("running (reload rejected)")
-            raise CommandRefused("reload_failed", str(exc.problems[0])) from None
-        restart_needed = [k for k in ("gateway_id", "uplink", "outbox", "keys", "batch")
-                          if getattr(new, k) != getattr(self.cfg, k)]
-        await self._stop_poller()
-        self.cfg = new
-        self._start_poller()
-        if restart_needed:
-            log.warning("config_reload_partial needs_restart=%s", ",".join(restart_needed))
-        log.info("config_reloaded devices=%d buses=%d", len(new.devices), len(new.buses))
-        self.notifier.ready("running")
-        return "reloaded" + (f" (restart needed for {', '.join(restart_needed)})"
-                             if restart_needed else "")
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                for p in exc.problems:
+                    log.warning("config_reload_problem %s", p)
+                log.warning("config_reload_rejected problems=%d keeping=running_config",
+                            len(exc.problems))
+                raise CommandRefused("reload_failed", "; ".join(map(str, exc.problems))) from None
+            fixed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.cfg, k)]
+            if fixed:
+                log.warning("config_reload_rejected needs_restart=%s keeping=running_config",
+                            ",".join(fixed))
+                raise CommandRefused("reload_failed",
+                                     f"restart needed to change {', '.join(fixed)}")
+            await self._stop_poller()
+            self.cfg = new
+            self._start_poller()
+            log.info("config_reloaded devices=%d buses=%d", len(new.devices), len(new.buses))
+            return "reloaded"
+        finally:
+            self.notifier.ready("running")
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.create_task(coro)
@@ -225,17 +238,33 @@ class Agent:
             await self.reload()
 
     async def shutdown(self) -> None:
+        """Stop within the unit's TimeoutStopSec (20 s): every stage gets a share of a 15 s
+        budget, and a stage that fails or overruns never keeps the next one from closing."""
         self.notifier.stopping()
         log.info("agent_stopping")
+        deadline = time.monotonic() + STOP_BUDGET_S
+
+        def left(share: float) -> float:
+            return max(0.5, min(share, deadline - time.monotonic()))
+
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._stop_poller()
-        await asyncio.to_thread(self.batcher.close, 15.0)
-        if self.uplink is not None:
-            await asyncio.to_thread(self.uplink.stop, 5.0)
-        if self.control is not None:
-            await self.control.stop()
+        steps: list[tuple[str, Any]] = [
+            ("poller", lambda: asyncio.wait_for(self._stop_poller(), left(3.0))),
+            # flush the batch being formed into the outbox: accepted = committed
+            ("batcher", lambda: asyncio.to_thread(self.batcher.close, left(8.0))),
+            # publishes the retained "offline" status
+            ("uplink", lambda: asyncio.to_thread(self.uplink.stop, left(3.0))
+             if self.uplink is not None else asyncio.sleep(0)),
+            ("control", lambda: self.control.stop() if self.control is not None
+             else asyncio.sleep(0)),
+        ]
+        for name, step in steps:
+            try:
+                await step()
+            except Exception as exc:  # keep closing the rest; say what did not stop cleanly
+                log.error("stop_step_failed step=%s err=%r", name, exc)
         if self.commands is not None:
             self.commands.close()
         self.outbox.close()

@@ -10,12 +10,16 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from edge_agent.commands.model import Action, Command, decode_result, encode_command
 from edge_agent.readings import Reading
-from edge_agent.trust.cose import sign1, verify1
+from edge_agent.trust.cose import bstr_head, sign1, verify1
 from edge_agent.trust.keys import kid_of, public_pem
 from edge_agent.trust.verify import ChainVerifier
 from tests.support_broker import Subscriber
@@ -112,9 +116,39 @@ def test_remote_commands(gateway: Gateway) -> None:
         assert send(command(gw, Action.WRITE, 5, device="lamp-99", point="dimming",
                             value=1))["reason"] == "unknown_device"
         assert send(b"\xd2\x84garbage")["reason"] == "malformed"
-        assert send(command(gw, Action.PING, 6))["value"] == "pong"
+        forged = bytearray(command(gw, Action.WRITE, 7, device="lamp-01", point="dimming",
+                                   value=10))
+        forged[-1] ^= 1
+        assert send(bytes(forged))["reason"] == "bad_signature"
+        stranger = Ed25519PrivateKey.generate()
+        now = int(time.time())
+        alien = Command(os.urandom(16), now, now + 60, 8, GW, Action.PING)
+        assert send(sign1(encode_command(alien), stranger, kid_of(stranger.public_key())))[
+            "reason"] == "unknown_kid"
+        kid = kid_of(gw.operator.public_key())
+        protected = cbor2.dumps({1: -7, 4: kid}, canonical=True)
+        body = encode_command(alien)
+        es256 = (b"\xd2\x84" + bstr_head(len(protected)) + protected + b"\xa0"
+                 + bstr_head(len(body)) + body + b"\x58\x40" + bytes(64))
+        assert send(es256)["reason"] == "wrong_alg"
+        old = Command(os.urandom(16), now - 4000, now - 1000, 9, GW, Action.PING)
+        assert send(sign1(encode_command(old), gw.operator, kid))["reason"] == "expired"
+        future = Command(os.urandom(16), now + 4000, now + 4100, 10, GW, Action.PING)
+        assert send(sign1(encode_command(future), gw.operator, kid))["reason"] == (
+            "not_yet_valid")
+        assert send(command(gw, Action.WRITE, 11, device="lamp-01", point="brightness",
+                            value=1))["reason"] == "unknown_point"
+        assert send(command(gw, Action.WRITE, 12, device="lamp-01", point="light_mode",
+                            value="disco"))["reason"] == "out_of_bounds"
+        assert send(command(gw, Action.WRITE, 13, device="lamp-01", point="light_mode",
+                            value="manual"))["value"] == "manual"
+        assert send(command(gw, Action.PING, 14))["value"] == "pong"
         log = gw.log_text()
-        assert "command_audit" in log and "reason=out_of_bounds" in log
+        for reason in ("replayed_id", "replayed_counter", "out_of_bounds", "not_writable",
+                       "unknown_device", "malformed", "bad_signature", "unknown_kid", "wrong_alg",
+                       "expired", "not_yet_valid", "unknown_point"):
+            assert f"accepted=false reason={reason}" in log, reason
+        assert log.count("command_audit") == 17
         assert json.loads(gw.cli("read", "lamp-01", "dimming", "--json").stdout)["dimming"] == 70
     finally:
         sub.close()
@@ -155,13 +189,26 @@ def test_technician_cli(gateway: Gateway, tmp_path: Path) -> None:
     pub.write_bytes(public_pem(gw.gateway_key))
     v = gw.cli("verify", "--dir", str(export), "--key", str(pub))
     assert v.returncode == 0, v.stdout + v.stderr
+    # back at the office: publish the stick's batches to a broker, in seq order, acknowledged
+    gw.broker.start()
+    sub = Subscriber(gw.broker.port, f"edge/{GW}/data")
+    try:
+        imp = gw.cli("buffer", "import", str(export), "--broker", f"127.0.0.1:{gw.broker.port}",
+                     "--json")
+        assert imp.returncode == 0, imp.stderr
+        n = json.loads(imp.stdout)[GW]
+        assert n == len(list((export / GW).iterdir()))
+        files = {f.read_bytes() for f in (export / GW).iterdir()}
+        assert wait(lambda: files <= set(sub.payloads()), 10)
+    finally:
+        sub.close()
     # tamper with one exported batch: verify fails loudly
     victim = sorted((export / GW).iterdir())[1]
     data = bytearray(victim.read_bytes())
     data[-5] ^= 0xFF
     victim.write_bytes(bytes(data))
     assert gw.cli("verify", "--dir", str(export), "--key", str(pub)).returncode != 0
-    gw.broker.start()  # the uplink's backoff may be up to its cap away from the next attempt
+    # the uplink's backoff may be up to its cap away from the next attempt
     assert wait(lambda: json.loads(gw.cli("buffer", "--json").stdout)["depth"] == 0, 75)
 
 
@@ -174,6 +221,11 @@ def test_reload(gateway: Gateway) -> None:
     assert wait(lambda: "config_reload_rejected" in gw.log_text(), 15)
     assert "street_lamp" in gw.log_text() or "did you mean" in gw.log_text()
     assert gw.cli("status").returncode == 0 and gw.proc.poll() is None
+    # changing the uplink needs a restart: the reload is refused whole, the running config kept
+    gw.config.write_text(good.replace("status_interval = 1", "status_interval = 2"))
+    gw.proc.send_signal(signal.SIGHUP)
+    assert wait(lambda: "needs_restart=uplink" in gw.log_text(), 15)
+    assert "config_reloaded" not in gw.log_text()
     # a valid change (one pole less) is applied
     lines = good.split("\n[[devices]]")
     kept = [b for b in lines if 'name = "env-02"' not in b]
