@@ -297,7 +297,7 @@ class AtClient:
                     self._deliver(line)
                 else:
                     self.stale_lines += 1
-                    log.info("at_unsolicited_dropped at=%s line=%r", self.name, line[:80])
+                    log.debug("at_unsolicited_dropped at=%s line=%r", self.name, line[:80])
                 continue
             n_urcs = len(ex.urcs)
             done = ex.feed(line)

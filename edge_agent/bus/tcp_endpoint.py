@@ -238,7 +238,7 @@ class TcpEndpoint:
         entry = self._pending.get(tid)
         if entry is None or entry[1] != unit or not pdu:
             self.discarded += 1  # stale (its request timed out), unknown, or from the wrong unit
-            log.info("answer_discarded bus=%s tid=%d unit=%d", self.name, tid, unit)
+            log.debug("answer_discarded bus=%s tid=%d unit=%d", self.name, tid, unit)
             return
         self._stalls = 0
         self._backoff.reset()

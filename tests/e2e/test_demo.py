@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
 def test_demo_scripted_run_verifies(broker: str) -> None:
-    args = [sys.executable, "-m", "edge_agent.cli.main", "demo", "--duration", "14", "--chaos"]
+    # README command 1 itself (the venv exists: the tests run in it)
+    args = [str(ROOT / "scripts" / "demo"), "--duration", "14", "--chaos"]
     if broker == "embedded":
         args.append("--embedded-broker")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=140, check=False,
