@@ -296,7 +296,7 @@ class SerialRtuBus:
         stray = port.take()
         if stray:
             self.stray_bytes += len(stray)
-            log.warning("stray_bytes bus=%s n=%d before_unit=%d", self.name, len(stray), req.unit)
+            log.debug("stray_bytes bus=%s n=%d before_unit=%d", self.name, len(stray), req.unit)
         await port.write(req.frame)
         sent = time.monotonic()
         deadline = sent + timeout_s
@@ -330,7 +330,7 @@ class SerialRtuBus:
         if req.unit == self._guard_unit:
             self._guard_unit = -1  # an answer (even an exception) came: the unit is in step
         if frame.skipped:
-            log.warning(
+            log.debug(
                 "garbage_skipped bus=%s unit=%d fc=%d n=%d", self.name, req.unit, req.fc,
                 frame.skipped,
             )
@@ -343,7 +343,7 @@ class SerialRtuBus:
 
     def _fail(self, req: RtuRequest, kind: str, parser: RtuResponseParser) -> None:
         why = parser.describe()
-        log.warning("%s bus=%s unit=%d fc=%d %s", kind, self.name, req.unit, req.fc, why)
+        log.debug("%s bus=%s unit=%d fc=%d %s", kind, self.name, req.unit, req.fc, why)
         msg = f"bus={self.name} unit={req.unit} fc={req.fc}: {why}"
         if kind == "timeout":
             raise BusTimeout(msg)
@@ -365,4 +365,4 @@ class SerialRtuBus:
             stray = port.take()  # bytes during the quiet wait: late answers, noise
             if stray:
                 self.stray_bytes += len(stray)
-                log.warning("stray_bytes bus=%s n=%d while=quiet_wait", self.name, len(stray))
+                log.debug("stray_bytes bus=%s n=%d while=quiet_wait", self.name, len(stray))
