@@ -36,7 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.config.model import BatchConfig, UplinkConfig
 from edge_agent.outbox.records import Stats
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.batcher import Batcher, make_gap_signer
+from edge_agent.outbox.writer import SigningWriter, make_gap_signer
+from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.readings import Reading
 from edge_agent.trust.batch import BatchSigner, ChainHead
@@ -65,7 +66,9 @@ def rig(max_readings: int = 200, inflight: int = 32, start_uplink: bool = True) 
         broker.start()
         signer = BatchSigner(Ed25519PrivateKey.generate(), GATEWAY, "bench-boot")
         box = Outbox(d / "outbox.db", cap_bytes=4 << 30, gap_signer=make_gap_signer(signer))
-        batcher = Batcher(BatchConfig(max_readings=max_readings, max_ms=1000), signer, box)
+        batcher = Batcher(
+            BatchConfig(max_readings=max_readings, max_ms=1000), SigningWriter(signer, box)
+        )
         cfg = UplinkConfig(host="127.0.0.1", port=broker.port, inflight=inflight)
         uplink = MqttUplink(cfg, GATEWAY, box, boot_id="bench-boot")
         if start_uplink:

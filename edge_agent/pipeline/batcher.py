@@ -1,13 +1,14 @@
-"""Readings → signed batches → outbox.
+"""Readings → closed batches → a ``commit`` callable (stage 3: knows nothing of signing or storage).
 
 ``Batcher.add`` is cheap and never blocks on disk, so the poll loop (asyncio) can call it directly.
 A batch closes at ``batch.max_readings``, after ``batch.max_ms`` from its first reading, or at once
-when an alarm reading arrives. One worker thread signs closed batches and commits them to the
-outbox; when several closed batches are waiting it signs them as one chain and commits them in a
-single transaction (group commit: one fsync for all). A reading counts as accepted only after
-that commit; ``flush`` waits for it. If the outbox refuses a commit (disk full, I/O error) the
-same readings are re-signed and retried with the project's one backoff policy; nothing is
-silently discarded.
+when an alarm reading arrives. One worker thread hands closed batches to ``commit``; when several
+closed batches are waiting it hands them over together (up to ``max_group``), so the committer can
+make them durable in a single transaction (group commit: one fsync for all). The daemon passes
+``edge_agent.outbox.writer.SigningWriter``, which signs the group as one chain and appends it to
+the outbox. A reading counts as accepted only after ``commit`` returned; ``flush`` waits for it.
+If ``commit`` raises ``OutboxError`` (disk full, I/O error) the same group is handed over again
+after the project's one backoff policy; nothing is silently discarded.
 """
 
 from __future__ import annotations
@@ -20,49 +21,22 @@ from collections.abc import Callable, Iterable
 
 from edge_agent.config.model import BatchConfig
 from edge_agent.errors import OutboxError
-from edge_agent.outbox.records import GapSigner
-from edge_agent.outbox.runs import DropRun
-from edge_agent.outbox.store import Outbox
 from edge_agent.readings import Reading
 from edge_agent.retry import Backoff, RetryPolicy
-from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
 
 log = logging.getLogger(__name__)
 
-GAP_REASON = "outbox_full"
-
-
-def make_gap_signer(
-    signer: BatchSigner,
-    *,
-    reason: str = GAP_REASON,
-    clock_synced: Callable[[], bool] = lambda: True,
-) -> GapSigner:
-    """Bridge the outbox's drop runs to ``BatchSigner.sign_gap``; ``clock_synced()`` tells whether
-    the wall clock can be trusted at signing time (poll.clock knows)."""
-
-    def sign(head_seq: int, head_prev: bytes, run: DropRun) -> SignedBatch:
-        return signer.sign_gap(
-            ChainHead(head_seq, head_prev),
-            first_seq=run.first_seq,
-            last_seq=run.last_seq,
-            readings=run.readings,
-            t_first_ns=run.t_first_ns,
-            t_last_ns=run.t_last_ns,
-            reason=reason,
-            created_ns=time.time_ns(),
-            clock_synced=clock_synced(),
-        )
-
-    return sign
+# Takes a group of closed batches (oldest first) and makes them durable, all or nothing. Raising
+# OutboxError means "not committed, retry the same readings after a backoff"; anything else is a
+# bug and ends the worker (``alive`` turns False, which the daemon's watchdog sees).
+Commit = Callable[[list[list[Reading]]], None]
 
 
 class Batcher:
     def __init__(
         self,
         cfg: BatchConfig,
-        signer: BatchSigner,
-        outbox: Outbox,
+        commit: Commit,
         *,
         max_group: int = 32,
         retry: RetryPolicy | None = None,
@@ -70,8 +44,7 @@ class Batcher:
         if cfg.max_readings < 1 or cfg.max_ms < 1:
             raise ValueError("batch.max_readings and batch.max_ms must be >= 1")
         self.cfg = cfg
-        self.signer = signer
-        self.outbox = outbox
+        self._commit = commit
         self.max_group = max_group
         self._retry = retry or RetryPolicy(initial_s=0.1, max_s=5.0)
         self._cond = threading.Condition()
@@ -148,10 +121,11 @@ class Batcher:
         done = self.flush(timeout)
         with self._cond:
             self._stopping = True
-            lost = len(self._open) + sum(len(b) for b in self._closed)
             self._cond.notify_all()
         self._stop_now.set()
-        self._thread.join()
+        self._thread.join()  # a worker stuck in its retry loop gives its group back first
+        with self._cond:
+            lost = len(self._open) + sum(len(b) for b in self._closed)
         if not done or lost:
             log.error("batcher_close_uncommitted readings=%d", lost)
 
@@ -189,7 +163,7 @@ class Batcher:
                 except OutboxError as exc:
                     delay = backoff.next_delay()
                     log.error(
-                        "outbox_append_failed batches=%d err=%s retry_s=%.2f",
+                        "batch_commit_failed batches=%d err=%s retry_s=%.2f",
                         len(group), exc, delay,
                     )  # fmt: skip
                     if self._stop_now.wait(delay):
@@ -201,16 +175,3 @@ class Batcher:
                 self._committed += n
                 self._batches_committed += len(group)
                 self._cond.notify_all()
-
-    def _commit(self, group: list[list[Reading]]) -> None:
-        h = self.outbox.head
-        head = ChainHead(h.seq, h.prev)
-        signed: list[SignedBatch] = []
-        now = time.time_ns()
-        for readings in group:
-            b = self.signer.sign_readings(
-                head, readings, created_ns=now, clock_synced=readings[-1].clock_synced
-            )
-            signed.append(b)
-            head = BatchSigner.next_head(b)
-        self.outbox.append(signed)

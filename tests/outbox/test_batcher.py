@@ -1,8 +1,10 @@
-"""Batcher on a real outbox: closing rules, timer, alarms, flush, group commit, retry."""
+"""Batcher: closing rules, timer, alarms, flush, group commit, retry — on a real outbox through
+``SigningWriter``, plus the hand-over contract itself with a recording ``commit`` callable."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,8 +16,10 @@ from edge_agent.config.model import BatchConfig
 from edge_agent.errors import OutboxError
 from edge_agent.outbox.records import BatchLike
 from edge_agent.outbox.store import Outbox
+from edge_agent.outbox.writer import SigningWriter
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.synthetic import synthetic_readings
+from edge_agent.readings import Reading
 from edge_agent.retry import RetryPolicy
 from edge_agent.trust.batch import BatchSigner
 from tests.outbox.chains import verify_all
@@ -38,7 +42,7 @@ def make_batcher(outbox: Outbox, signer: BatchSigner) -> Iterator[MakeBatcher]:
     made: list[Batcher] = []
 
     def make(cfg: BatchConfig) -> Batcher:
-        made.append(Batcher(cfg, signer, outbox))
+        made.append(Batcher(cfg, SigningWriter(signer, outbox)))
         return made[-1]
 
     yield make
@@ -118,7 +122,7 @@ def test_refused_commit_is_retried_with_the_same_readings(
     box = Flaky(tmp_path / "o.db", cap_bytes=1 << 20)
     with box:
         b = Batcher(
-            BatchConfig(max_readings=5, max_ms=60_000), signer, box,
+            BatchConfig(max_readings=5, max_ms=60_000), SigningWriter(signer, box),
             retry=RetryPolicy(initial_s=0.01, max_s=0.05),
         )  # fmt: skip
         try:
@@ -134,7 +138,7 @@ def test_refused_commit_is_retried_with_the_same_readings(
 
 @pytest.mark.timeout(20)
 def test_add_after_close_is_refused(outbox: Outbox, signer: BatchSigner) -> None:
-    b = Batcher(BatchConfig(max_readings=5, max_ms=100), signer, outbox)
+    b = Batcher(BatchConfig(max_readings=5, max_ms=100), SigningWriter(signer, outbox))
     b.add_many(synthetic_readings(3))
     b.close()
     assert b.committed_readings == 3  # close flushed
@@ -144,4 +148,87 @@ def test_add_after_close_is_refused(outbox: Outbox, signer: BatchSigner) -> None
 
 def test_bad_config_is_refused(outbox: Outbox, signer: BatchSigner) -> None:
     with pytest.raises(ValueError, match="max_readings"):
-        Batcher(dataclasses.replace(BatchConfig(), max_readings=0), signer, outbox)
+        Batcher(dataclasses.replace(BatchConfig(), max_readings=0), SigningWriter(signer, outbox))
+
+
+# -- the hand-over contract, with a recording commit (pure logic: no signing, no disk) -------------
+
+
+class Recorder:
+    """A ``commit`` that records every group it is handed; ``fail`` first calls raise OutboxError;
+    while ``gate`` is clear, calls block (so closed batches pile up behind the first one)."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls: list[list[list[Reading]]] = []
+        self.committed: list[list[Reading]] = []
+
+    def __call__(self, group: list[list[Reading]]) -> None:
+        self.calls.append([list(b) for b in group])
+        self.gate.wait(10)
+        if self.fail:
+            self.fail -= 1
+            raise OutboxError("injected: refused")
+        self.committed.extend(group)
+
+
+@pytest.mark.timeout(20)
+def test_refused_group_is_handed_over_again_unchanged() -> None:
+    rec = Recorder(fail=3)
+    b = Batcher(
+        BatchConfig(max_readings=4, max_ms=60_000), rec,
+        retry=RetryPolicy(initial_s=0.01, max_s=0.02),
+    )  # fmt: skip
+    try:
+        readings = list(synthetic_readings(4))
+        b.add_many(readings)
+        assert b.flush(5.0)
+    finally:
+        b.close()
+    assert len(rec.calls) == 4
+    assert all(call == [readings] for call in rec.calls)
+    assert rec.committed == [readings]
+    assert (b.committed_readings, b.committed_batches) == (4, 1)
+
+
+@pytest.mark.timeout(20)
+def test_waiting_batches_are_handed_over_as_one_group_of_at_most_max_group() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+    b = Batcher(BatchConfig(max_readings=2, max_ms=60_000), rec, max_group=3)
+    try:
+        readings = list(synthetic_readings(16))
+        b.add_many(readings[:2])  # the worker takes this one and blocks in commit
+        assert _wait(lambda: len(rec.calls) == 1)
+        b.add_many(readings[2:])  # 7 more closed batches wait meanwhile
+        rec.gate.set()
+        assert b.flush(5.0)
+    finally:
+        b.close()
+    assert [len(c) for c in rec.calls] == [1, 3, 3, 1]
+    assert [r for batch in rec.committed for r in batch] == readings
+    assert b.committed_batches == 8
+
+
+@pytest.mark.timeout(20)
+def test_close_gives_up_on_a_commit_that_keeps_failing_and_counts_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rec = Recorder(fail=1_000_000)
+    b = Batcher(
+        BatchConfig(max_readings=3, max_ms=60_000), rec,
+        retry=RetryPolicy(initial_s=0.01, max_s=0.02),
+    )  # fmt: skip
+    b.add_many(synthetic_readings(7))
+    assert not b.flush(0.3)
+    t0 = time.monotonic()
+    b.close(timeout=0.2)
+    assert time.monotonic() - t0 < 2.0
+    assert not b.alive
+    assert (b.committed_readings, b.committed_batches) == (0, 0)
+    assert rec.committed == [] and len(rec.calls) >= 2
+    assert "batcher_close_uncommitted readings=7" in caplog.text
+    with pytest.raises(OutboxError, match="closed"):
+        b.add(next(synthetic_readings(1)))

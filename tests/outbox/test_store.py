@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.errors import OutboxError
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.batcher import make_gap_signer
+from edge_agent.outbox.writer import make_gap_signer
 from edge_agent.trust.batch import BatchSigner, decode_payload
 from edge_agent.trust.cose import parse1
 from tests.outbox.chains import sign_chain, verify_all

@@ -17,7 +17,7 @@ def test_leaks_are_reported(tmp_path: Path) -> None:
     (tmp_path / "test_leaky.py").write_text(
         textwrap.dedent(
             """
-            import socket, subprocess, threading, time
+            import asyncio, socket, subprocess, threading, time
 
             def test_thread():
                 threading.Thread(target=time.sleep, args=(6,), daemon=True).start()
@@ -28,6 +28,13 @@ def test_leaks_are_reported(tmp_path: Path) -> None:
             def test_port():
                 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
                 test_port.keep = s
+
+            def test_loop():
+                loop = asyncio.new_event_loop()
+                task = loop.create_task(asyncio.sleep(6))
+                loop.run_until_complete(asyncio.sleep(0))  # the task has started and now waits
+                assert not task.done()
+                test_loop.keep = (loop, task)
 
             def test_clean():
                 assert True
@@ -43,4 +50,9 @@ def test_leaks_are_reported(tmp_path: Path) -> None:
     assert "threads left running" in out
     assert "child processes left running" in out
     assert "listening sockets left open" in out
-    assert "3 errors" in out, out
+    lines = out.splitlines()
+    loops = [i for i, line in enumerate(lines) if "unclosed event loop" in line]
+    assert len(loops) == 1, out  # only the test that left one, and only once
+    assert "ERROR at teardown of test_loop" in lines[loops[0] - 1], out
+    assert "closed=False" in lines[loops[0]] and "with 1 pending task(s)" in lines[loops[0]], out
+    assert "4 errors" in out, out

@@ -1,4 +1,4 @@
-"""kill -9 an agent-shaped process (``edge_agent.pipeline.soak``) at random moments, many times.
+"""kill -9 an agent-shaped process (``tests.uplink.soak``) at random moments, many times.
 
 Each cycle starts the soak agent on the same outbox (synthetic readings → batcher → outbox →
 uplink → real mosquitto), waits a random 0.1-0.7 s and SIGKILLs it. A last run drains the outbox
@@ -50,7 +50,7 @@ class ChaosResult:
 
 def _soak(port: int, outbox: Path, key: Path, *extra: str) -> subprocess.Popen[str]:
     cmd = [
-        sys.executable, "-m", "edge_agent.pipeline.soak", "--outbox", str(outbox),
+        sys.executable, "-m", "tests.uplink.soak", "--outbox", str(outbox),
         "--key", str(key), "--port", str(port), "--gateway", GATEWAY, *extra,
     ]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.config.model import UplinkConfig
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.batcher import make_gap_signer
+from edge_agent.outbox.writer import make_gap_signer
 from edge_agent.retry import RetryPolicy
 from edge_agent.trust.batch import BatchSigner
 from edge_agent.uplink.mqtt import MqttUplink

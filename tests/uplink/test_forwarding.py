@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.batcher import make_gap_signer
+from edge_agent.outbox.writer import make_gap_signer
 from edge_agent.trust.batch import BatchSigner
 from tests.outbox.chains import verify_all
 from tests.support_broker import Mosquitto

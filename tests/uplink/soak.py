@@ -1,9 +1,10 @@
 """An agent-shaped process without devices: synthetic readings → batcher → outbox → MQTT uplink.
 
-Run as ``python -m edge_agent.pipeline.soak --outbox F --key K --port P``. The chaos test and
+Run as ``python -m tests.uplink.soak --outbox F --key K --port P``. The chaos test and
 ``scripts/chaos`` kill it with SIGKILL at random moments and restart it on the same outbox; a last
 run with ``--count 0 --drain`` empties the outbox and exits. Prints ``ready`` once the pipeline is
-up and ``done head=<seq> depth=<n>`` at a clean exit.
+up and ``done head=<seq> depth=<n>`` at a clean exit. A test/chaos helper, not part of the agent:
+it lives here, next to ``chaos.py``, so the product package holds no test drivers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from edge_agent.config.model import BatchConfig, UplinkConfig
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.batcher import Batcher, make_gap_signer
+from edge_agent.outbox.writer import SigningWriter, make_gap_signer
+from edge_agent.pipeline.batcher import Batcher
 from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.retry import RetryPolicy
 from edge_agent.trust.batch import BatchSigner
@@ -26,7 +28,7 @@ from edge_agent.uplink.mqtt import MqttUplink
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m edge_agent.pipeline.soak")
+    ap = argparse.ArgumentParser(prog="python -m tests.uplink.soak")
     ap.add_argument("--outbox", type=Path, required=True)
     ap.add_argument("--key", type=Path, required=True)
     ap.add_argument("--gateway", default="gw-soak")
@@ -56,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         retry=RetryPolicy(initial_s=0.05, max_s=0.5),
     )
     uplink.start()
-    batcher = Batcher(BatchConfig(args.max_readings, args.max_ms), signer, outbox)
+    batcher = Batcher(BatchConfig(args.max_readings, args.max_ms), SigningWriter(signer, outbox))
     print("ready", flush=True)
     chunk = 100
     made = 0

@@ -1,0 +1,72 @@
+"""Sign-and-append: the glue between the batcher's closed groups, the signer and the store.
+
+``SigningWriter`` is what the daemon hands to ``pipeline.batcher.Batcher`` as its ``commit``
+callable: it signs a group of closed batches as one chain starting at the outbox's head and
+appends them in one transaction (group commit: one fsync for all). The store raising
+``OutboxError`` (disk full, I/O error) propagates, which the batcher takes as "retry the same
+readings with backoff"; on retry the group is re-signed from the then-current head.
+
+``make_gap_signer`` bridges the store's drop runs to ``BatchSigner.sign_gap`` so the store can
+append a signed gap notice when the byte cap forces it to drop batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from edge_agent.outbox.records import GapSigner
+from edge_agent.outbox.runs import DropRun
+from edge_agent.outbox.store import Outbox
+from edge_agent.readings import Reading
+from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
+
+GAP_REASON = "outbox_full"
+
+
+def make_gap_signer(
+    signer: BatchSigner,
+    *,
+    reason: str = GAP_REASON,
+    clock_synced: Callable[[], bool] = lambda: True,
+) -> GapSigner:
+    """Bridge the outbox's drop runs to ``BatchSigner.sign_gap``; ``clock_synced()`` tells whether
+    the wall clock can be trusted at signing time (poll.clock knows)."""
+
+    def sign(head_seq: int, head_prev: bytes, run: DropRun) -> SignedBatch:
+        return signer.sign_gap(
+            ChainHead(head_seq, head_prev),
+            first_seq=run.first_seq,
+            last_seq=run.last_seq,
+            readings=run.readings,
+            t_first_ns=run.t_first_ns,
+            t_last_ns=run.t_last_ns,
+            reason=reason,
+            created_ns=time.time_ns(),
+            clock_synced=clock_synced(),
+        )
+
+    return sign
+
+
+class SigningWriter:
+    """Callable ``(group of closed batches) -> None``: sign them as one chain, append them in one
+    transaction. Call it from one thread only (the batcher's worker): the chain head is read
+    from the store, so two concurrent writers would sign the same seq twice."""
+
+    def __init__(self, signer: BatchSigner, outbox: Outbox) -> None:
+        self.signer = signer
+        self.outbox = outbox
+
+    def __call__(self, group: Sequence[Sequence[Reading]]) -> None:
+        h = self.outbox.head
+        head = ChainHead(h.seq, h.prev)
+        signed: list[SignedBatch] = []
+        now = time.time_ns()
+        for readings in group:
+            b = self.signer.sign_readings(
+                head, readings, created_ns=now, clock_synced=readings[-1].clock_synced
+            )
+            signed.append(b)
+            head = BatchSigner.next_head(b)
+        self.outbox.append(signed)
