@@ -1,13 +1,19 @@
 """Fixtures for the node code on CPython: the ``machine`` shim, node modules imported fresh from
 firmware_bridge/node (or with a generated map from a test directory), a node running in a thread
-behind a pty, all torn down after the test."""
+behind a pty, and the real agent (``edge-agent run``) as a child process polling it; all torn down
+after the test."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +23,7 @@ from typing import Any
 import pytest
 
 import firmware_bridge
+from edge_agent.trust.keys import generate_signing_key
 from firmware_bridge import shim
 from firmware_bridge.shim import machine
 
@@ -137,3 +144,96 @@ def run_node() -> Iterator[Callable[[Any], NodeThread]]:
     errors = [e for t in started for e in t.error]
     if errors:
         raise AssertionError(f"the node thread raised: {errors!r}")
+
+
+# The technician CLI, niced: its interpreter start-up must not starve the node thread (a board
+# answers in microseconds; a CPython thread on a busy host can miss the agent's timeout).
+CLI = ("nice", "-n", "10", sys.executable, "-m", "edge_agent.cli.main")
+
+
+@dataclass
+class AgentProcess:
+    """``edge-agent run --config DIR/agent.toml`` under a systemd-like notify socket."""
+
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    notify: socket.socket
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "run" / "control.sock"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, EDGE_AGENT_SOCKET=str(self.socket_path))
+
+    def cli(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args],
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              env=self.env)
+
+    def log_text(self) -> str:
+        return (self.dir / "agent.log").read_text(errors="replace")
+
+    def wait_notify(self, needle: str, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not any(needle in n for n in self.notes) and self.proc.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.notify.settimeout(min(left, 0.5))
+            try:
+                self.notes.append(self.notify.recv(4096).decode())
+            except TimeoutError:
+                continue
+        return any(needle in n for n in self.notes)
+
+
+AgentStarter = Callable[[str], AgentProcess]
+
+
+@pytest.fixture
+def rtu_agent(tmp_path: Path, run_node: Any) -> Iterator[AgentStarter]:
+    """``start(devices_and_buses_toml)``: write agent.toml (state, runtime dir, outbox and a fresh
+    signing key under tmp_path; no [uplink]) with the given [[buses]]/[[devices]] text, start the
+    agent and wait for READY=1. Stopped with SIGTERM before the node threads (``run_node``)."""
+    started: list[AgentProcess] = []
+
+    def start(body: str) -> AgentProcess:
+        d = tmp_path / f"agent{len(started)}"
+        d.mkdir()
+        key = d / "signing.key"
+        generate_signing_key(key)
+        config = d / "agent.toml"
+        config.write_text(
+            f'gateway_id = "gw-fw-node"\nprofiles_dir = "{PROFILES}"\n'
+            f'state_dir = "{d / "state"}"\nruntime_dir = "{d / "run"}"\n\n{body}\n'
+            f'[outbox]\npath = "{d / "state" / "outbox.sqlite"}"\n\n'
+            f'[batch]\nmax_ms = 200\n\n[keys]\nsigning_key = "{key}"\n')
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            notify.bind(str(d / "notify.sock"))
+            env = dict(os.environ, NOTIFY_SOCKET=str(d / "notify.sock"))
+            with open(d / "agent.log", "ab") as log:  # the child keeps its own descriptor
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "edge_agent.cli.main", "run", "--config", str(config)],
+                    stdout=log, stderr=log, env=env)
+        except BaseException:
+            notify.close()
+            raise
+        agent = AgentProcess(d, proc, notify)
+        started.append(agent)
+        assert agent.wait_notify("READY=1", 30), agent.log_text()[-3000:]
+        return agent
+
+    yield start
+    for agent in started:
+        if agent.proc.poll() is None:
+            agent.proc.send_signal(signal.SIGTERM)
+            try:
+                agent.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                agent.proc.kill()
+                agent.proc.wait()
+        agent.notify.close()
