@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
 
 from edge_agent.bus.serial_line import SerialRtuBus
 from edge_agent.config.model import DeviceConfig, SerialBus
@@ -40,12 +38,10 @@ from edge_agent.poll.engine import Poller
 from edge_agent.profiles.load import load_profile
 from edge_agent.profiles.model import Profile, Table
 from edge_agent.profiles.planner import ReadRequest, one_per_point, plan, rtu_frame_bytes
-from simulators.clock import SimClock
-from simulators.devices.catalog import make_device
 from simulators.faults import DeviceFault
-from simulators.transports.rtu_line import RtuLine
 from simulators.transports.rtu_timing import LineTiming
 from tests.poll.fakes import PROFILES, make_config
+from tests.poll.line_process import LineProcess
 
 BAUD = 9600
 TURNAROUND_S = 0.005
@@ -118,41 +114,6 @@ def _row(name: str, secs: float, bus: MeteredBus, reqs: Sequence[ReadRequest], l
     )
 
 
-def _serve_line(conn: Connection) -> None:
-    """Child process: the ten meters on an RtuLine; obeys "dead" / "stop" from the parent."""
-    profile = load_profile(PROFILES / "water_meter.toml")
-    clock = SimClock()
-    sims = [make_device(f"wm{u}", u, profile, clock, seed=1) for u in UNITS]
-    with RtuLine(sims, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
-        conn.send(line.path)
-        while (msg := conn.recv()) != "stop":
-            if msg == "dead":
-                sims[-1].faults.kind = DeviceFault.DEAD
-        conn.send(len(line.violations))
-
-
-class LineProcess:
-    """The simulated line in its own process, so the agent's loop never competes for its GIL."""
-
-    def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_line, args=(child,), daemon=True)
-
-    def __enter__(self) -> LineProcess:
-        self._proc.start()
-        self.path: str = self._conn.recv()
-        return self
-
-    def kill_last_unit(self) -> None:
-        self._conn.send("dead")
-
-    def __exit__(self, *exc: object) -> None:
-        self._conn.send("stop")
-        self.violations: int = self._conn.recv()
-        self._proc.join(10)
-
-
 async def _poll(profile: Profile, line: LineProcess, seconds: float, dead: bool) -> list[Row]:
     bus_cfg = SerialBus("rs485", line.path, baud=BAUD, timeout_max_s=0.3)
     devs = [DeviceConfig(f"wm{u}", profile.name, "rs485", unit_id=u, interval_s=0.05)
@@ -166,7 +127,7 @@ async def _poll(profile: Profile, line: LineProcess, seconds: float, dead: bool)
     try:
         await asyncio.sleep(1.0)  # warm-up: timeouts learnt
         if dead:
-            line.kill_last_unit()
+            line.fault(UNITS[-1], DeviceFault.DEAD)
             t_kill, before = time.monotonic(), bus.ideal_s
             while not poller.status()[f"wm{UNITS[-1]}"]["quarantined"]:
                 await asyncio.sleep(0.01)
@@ -227,12 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     violations = 0
     for dead in (False, True):
-        with LineProcess() as line:
+        with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
             rows.extend(asyncio.run(_poll(profile, line, args.seconds, dead)))
-        violations += line.violations
-    with LineProcess() as line:
+        violations += line.final.violations
+    with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
         rows.append(asyncio.run(_naive(profile, line, args.seconds)))
-    violations += line.violations
+    violations += line.final.violations
     print(f"silent-interval violations recorded by the line: {violations}")
     rows.append(line_limit())
     planned = plan(profile.modbus_points, max_gap=profile.max_gap)

@@ -1,0 +1,1 @@
+"""The polling engine: profiles + bus owners in, readings out (see ``engine.Poller``)."""

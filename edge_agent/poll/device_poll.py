@@ -27,7 +27,7 @@ from edge_agent.errors import BusClosed, BusError, BusTimeout, CodecError, Frame
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.poll.clock import ClockProbe
 from edge_agent.poll.device_plan import DevicePlan, Group
-from edge_agent.poll.health import DeviceHealth
+from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
 from edge_agent.profiles import codec
 from edge_agent.profiles.model import Point, Profile, Reporting
 from edge_agent.profiles.planner import ReadRequest, split
@@ -68,11 +68,14 @@ class DeviceBase:
         emit: Emit,
         clock: ClockProbe,
         rng: random.Random | None = None,
+        granularity_s: float = GRANULARITY_S,
     ) -> None:
         self.device = device
         self.bus_name = bus_name
         self.plan = DevicePlan(device, profile)
-        self.health = DeviceHealth.create(device.name, timeout_max_s, rng or random.Random())
+        self.health = DeviceHealth.create(
+            device.name, timeout_max_s, rng or random.Random(), granularity_s
+        )
         self.lock = asyncio.Lock()  # polls and writes of this device, one at a time
         self._emit = emit
         self._clock = clock
@@ -146,8 +149,10 @@ class DevicePoller(DeviceBase):
         emit: Emit,
         clock: ClockProbe,
         rng: random.Random | None = None,
+        granularity_s: float = GRANULARITY_S,
     ) -> None:
-        super().__init__(device, profile, bus.name, timeout_max_s, emit, clock, rng)
+        super().__init__(device, profile, bus.name, timeout_max_s, emit, clock, rng,
+                         granularity_s)
         self.bus = bus
 
     def _good(self, req: ReadRequest, regs: Sequence[int]) -> None:

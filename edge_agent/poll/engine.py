@@ -28,6 +28,7 @@ from edge_agent.poll.at_poll import AtDevicePoller
 from edge_agent.poll.clock import ClockProbe
 from edge_agent.poll.device_plan import Group
 from edge_agent.poll.device_poll import DeviceBase, DevicePoller
+from edge_agent.poll.health import GRANULARITY_S, NETWORK_GRANULARITY_S
 from edge_agent.poll.report import ReportFilter
 from edge_agent.poll.scheduler import BusScheduler, Job
 from edge_agent.poll.status import DeviceStatus, device_status
@@ -101,9 +102,11 @@ class Poller:
                     problems.append(Problem(src, f"{where}.bus",
                                             f"Modbus device on AT line {dev.bus!r}"))
                     continue
+                gran = GRANULARITY_S if isinstance(bus_cfg, SerialBus) else NETWORK_GRANULARITY_S
                 try:
                     self.devices[dev.name] = DevicePoller(
-                        dev, profile, cast(ModbusBus, bus), tmax, self._emit, self._clock, rng)
+                        dev, profile, cast(ModbusBus, bus), tmax, self._emit, self._clock, rng,
+                        gran)
                 except ValueError as e:  # the planner cannot read a point in one request
                     problems.append(Problem(profile.source or src, f"{where}: {dev.name}", str(e)))
                     continue

@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 ALPHA = 1 / 8
 BETA = 1 / 4
 K = 4.0
-GRANULARITY_S = 0.1  # "G": floor of the variance term (timer, scheduler, GIL and host load)
+GRANULARITY_S = 0.2  # "G": floor of the variance term (timer, scheduler, GIL and host load)
+# on a network (Modbus TCP) a timeout costs one in-flight slot, not the line: be more patient with
+# jitter from switches, cellular backhaul and the endpoint's own scheduling
+NETWORK_GRANULARITY_S = 0.5
 QUARANTINE_AFTER = 3
 PROBE_POLICY = RetryPolicy(initial_s=1.0, factor=2.0, max_s=60.0, jitter=0.2)
 PROBE_SHARE = 0.05  # a quarantined device may take at most this share of its bus's time
@@ -36,6 +39,7 @@ class RttEstimator:
     """Smoothed excess response time and its deviation, in seconds."""
 
     max_s: float
+    granularity_s: float = GRANULARITY_S
     srtt: float | None = None
     rttvar: float = 0.0
     backoff: int = 0  # doublings after timeouts, reset by the next answer
@@ -57,7 +61,7 @@ class RttEstimator:
         """Timeout to use for a request whose bus-imposed minimum is ``min_s``."""
         if self.srtt is None:
             return max(min_s, self.max_s)
-        t = min_s + self.srtt + max(GRANULARITY_S, K * self.rttvar)
+        t = min_s + self.srtt + max(self.granularity_s, K * self.rttvar)
         t *= 2.0**self.backoff
         return min(self.max_s, max(min_s, t))
 
@@ -82,8 +86,11 @@ class DeviceHealth:
     failed_time_s: float = 0.0  # bus time spent on failed transactions (probes included)
 
     @classmethod
-    def create(cls, device: str, timeout_max_s: float, rng: random.Random) -> DeviceHealth:
-        return cls(device, RttEstimator(timeout_max_s), Backoff(PROBE_POLICY, rng))
+    def create(
+        cls, device: str, timeout_max_s: float, rng: random.Random,
+        granularity_s: float = GRANULARITY_S,
+    ) -> DeviceHealth:
+        return cls(device, RttEstimator(timeout_max_s, granularity_s), Backoff(PROBE_POLICY, rng))
 
     def probe_due(self, now: float) -> bool:
         return self.quarantined and now >= self.next_probe_at

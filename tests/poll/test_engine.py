@@ -127,22 +127,32 @@ def test_dead_unit_is_quarantined_probed_and_recovers(caplog: pytest.LogCaptureF
                       [profile("water_meter")])
     out: list[Reading] = []
     poller = Poller(cfg, {"rs485": bus}, out.append, clock=clock(), rng=random.Random(7))
+    waited: dict[str, float] = {}
 
     async def main() -> None:
         task = asyncio.create_task(poller.run())
-        await asyncio.sleep(1.5)
+        async with asyncio.timeout(5):
+            while not poller.status()["m2"]["quarantined"]:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
         st = poller.status()
         assert st["m2"]["quarantined"] and st["m2"]["consecutive_failures"] >= 3
         assert not st["m1"]["quarantined"] and st["m1"]["failures"] == 0
         bus.dead.clear()
-        await asyncio.sleep(1.5)
+        t0 = time.monotonic()
+        async with asyncio.timeout(6):  # the next probe: >= 0.1 s timeout / 5 % share = 2 s
+            while poller.status()["m2"]["quarantined"]:
+                await asyncio.sleep(0.02)
+        waited["recovery_s"] = time.monotonic() - t0
+        await asyncio.sleep(0.3)
         poller.stop()
         await task
 
     asyncio.run(main())
     dead_reads = bus.reads_of(2)
     live_reads = bus.reads_of(1)
-    # 3 failures + backed-off probes (1 s, then 2 s ...) before the revival at 1.5 s
+    # 3 failures + one probe, no sooner than the 5 % share allows (>= 2 s after the last)
+    assert waited["recovery_s"] > 0.5
     assert bus.peak == 1
     assert len(live_reads) > 40
     st = poller.status()["m2"]
@@ -242,30 +252,25 @@ def test_read_now_reads_through_the_owner_even_when_quarantined() -> None:
     out: list[Reading] = []
     poller = Poller(cfg, {"rs485": bus}, out.append, clock=clock())
 
-    async def main() -> None:
-        task = asyncio.create_task(poller.run())
-        try:
-            got = await poller.read_now("lamp")
-            assert got["dimming"] == 55 and got["power"] == pytest.approx(45.6)
-            assert set(got) == {p.name for p in profile("street_lamp").points}
-            n = len(bus.calls)
-            assert await poller.read_now("lamp", "dimming") == {"dimming": 55}
-            assert len(bus.calls) == n + 1  # only the request holding the point
-            with pytest.raises(CommandRefused):
-                await poller.read_now("lamp", "nope")
-            with pytest.raises(CommandRefused):
-                await poller.read_now("nolamp")
-            bus.dead.add(4)
-            for _ in range(3):
-                with pytest.raises(BusTimeout):
-                    await poller.read_now("lamp", "dimming")
-            assert poller.status()["lamp"]["quarantined"]
-            bus.dead.clear()
-            assert await poller.read_now("lamp", "power") == {"power": pytest.approx(45.6)}
-            assert not poller.status()["lamp"]["quarantined"]
-        finally:
-            poller.stop()
-            await task
+    async def main() -> None:  # no run(): read_now alone, so every bus call is its own
+        got = await poller.read_now("lamp")
+        assert got["dimming"] == 55 and got["power"] == pytest.approx(45.6)
+        assert set(got) == {p.name for p in profile("street_lamp").points}
+        n = len(bus.calls)
+        assert await poller.read_now("lamp", "dimming") == {"dimming": 55}
+        assert len(bus.calls) == n + 1  # only the request holding the point
+        with pytest.raises(CommandRefused):
+            await poller.read_now("lamp", "nope")
+        with pytest.raises(CommandRefused):
+            await poller.read_now("nolamp")
+        bus.dead.add(4)
+        for _ in range(3):
+            with pytest.raises(BusTimeout):
+                await poller.read_now("lamp", "dimming")
+        assert poller.status()["lamp"]["quarantined"]
+        bus.dead.clear()
+        assert await poller.read_now("lamp", "power") == {"power": pytest.approx(45.6)}
+        assert not poller.status()["lamp"]["quarantined"]
 
     asyncio.run(main())
     assert next(r.value for r in out if r.point == "dimming") == 55  # also reported

@@ -32,7 +32,7 @@ def test_steady_samples_converge_to_mean_plus_floor() -> None:
 
 
 def test_jittery_samples_widen_the_timeout() -> None:
-    steady, jittery = RttEstimator(2.0), RttEstimator(2.0)
+    steady, jittery = RttEstimator(2.0, 0.01), RttEstimator(2.0, 0.01)
     rng = random.Random(1)
     for _ in range(100):
         steady.sample(0.05)

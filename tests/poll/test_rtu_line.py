@@ -17,6 +17,7 @@ from edge_agent.readings import Quality, Reading
 from simulators.faults import DeviceFault
 from tests.poll.conftest import LineFactory, sim_devices
 from tests.poll.fakes import make_config, profile
+from tests.poll.line_process import LineProcess
 
 
 def serial_cfg(path: str) -> SerialBus:
@@ -61,10 +62,13 @@ async def with_poller(
 
 
 @pytest.mark.timeout(40)
-def test_ten_meters_one_dead_costs_only_its_probe_share(rtu_line: LineFactory) -> None:
-    wm = profile("water_meter")
-    sims = sim_devices(wm, range(1, 11), "wm")
-    line = rtu_line(sims)
+def test_ten_meters_one_dead_costs_only_its_probe_share() -> None:
+    with LineProcess("water_meter", range(1, 11)) as line:
+        ten_meters_one_dead(line)
+    assert line.final.violations == 0
+
+
+def ten_meters_one_dead(line: LineProcess) -> None:
     cfg_bus = serial_cfg(line.path)
     # interval below the ~0.95 s a full cycle takes on the line: the line is saturated and any
     # time the dead unit takes comes out of the others' cadence
@@ -74,20 +78,24 @@ def test_ten_meters_one_dead_costs_only_its_probe_share(rtu_line: LineFactory) -
     numbers: dict[str, float] = {}
     bus = RecordingBus(cfg_bus)
     alive = set(range(1, 10))
+    wm10_status: dict[str, object] = {}
 
     async def body(poller: Poller) -> None:
         await asyncio.sleep(1.0)  # warm-up: adaptive timeouts learnt
         t_a = time.monotonic()
         await asyncio.sleep(3.0)
         t_b = time.monotonic()
-        sims[-1].faults.kind = DeviceFault.DEAD
+        line.fault(10, DeviceFault.DEAD)
         while not poller.status()["wm10"]["quarantined"]:
             await asyncio.sleep(0.05)
         t_c = time.monotonic()
         lost_c = poller.status()["wm10"]["failed_time_s"]
+        asked_c = line.stats().requests[10]
         await asyncio.sleep(4.0)
         t_d = time.monotonic()
         lost_d = poller.status()["wm10"]["failed_time_s"]
+        numbers["asked_dead_unit"] = line.stats().requests[10] - asked_c
+        wm10_status.update(poller.status()["wm10"])
         numbers["rate_all_alive"] = bus.rate(alive, t_a, t_b)
         numbers["rate_one_dead"] = bus.rate(alive, t_c, t_d)
         numbers["dead_share"] = (lost_d - lost_c) / (t_d - t_c)
@@ -105,11 +113,13 @@ def test_ten_meters_one_dead_costs_only_its_probe_share(rtu_line: LineFactory) -
     print(f"poll-share numbers: {numbers} degradation={degradation:.3f} "
           f"since_kill={degradation_since_kill:.3f}")
     assert numbers["dead_share"] <= 0.05 + 1e-6
-    assert degradation <= numbers["dead_share"] + 0.04  # +-4 %: scheduling noise
-    assert degradation_since_kill <= numbers["share_since_kill"] + 0.06  # two noisy rates
+    assert numbers["asked_dead_unit"] <= 1, (numbers, wm10_status)  # at most one probe in 4 s
+    # rates measured seconds apart on a shared host scatter by about +-5 %; a dead unit that is
+    # not quarantined would cost ~50 % here (three timeouts per 0.85 s cycle)
+    assert degradation <= numbers["dead_share"] + 0.08
+    assert degradation_since_kill <= numbers["share_since_kill"] + 0.08
     assert numbers["share_since_kill"] < 0.3  # three failed transactions, then nothing
     assert numbers["quarantine_s"] < 6.0  # three failed cycles
-    assert line.violations == []
     bad = {r.reason for r in out if r.quality is not Quality.GOOD and r.device != "wm10"}
     assert bad == set()
     wm10 = [r for r in out if r.device == "wm10"]
@@ -117,12 +127,9 @@ def test_ten_meters_one_dead_costs_only_its_probe_share(rtu_line: LineFactory) -
 
 
 @pytest.mark.timeout(20)
-def test_strict_cover_refuses_merged_read_and_plan_splits(rtu_line: LineFactory) -> None:
+def test_strict_cover_refuses_merged_read_and_plan_splits() -> None:
     mc = profile("manhole_cover")
-    sims = sim_devices(mc, [7], "mc")
-    assert sims[0].strict
-    line = rtu_line(sims)
-    cfg_bus = serial_cfg(line.path)
+    assert mc.max_gap == 0  # the simulated cover is strict: unmapped addresses -> exception 2
     # a plan with a bigger gap than the profile allows: reads through unmapped 4, 6 and 7
     devs = [DeviceConfig("mc7", "manhole_cover", "rs485", unit_id=7, max_gap=8, interval_s=0.2)]
     out: list[Reading] = []
@@ -134,13 +141,13 @@ def test_strict_cover_refuses_merged_read_and_plan_splits(rtu_line: LineFactory)
         st = poller.status()["mc7"]
         assert st["breaks"] == 2 and st["failures"] == 0
 
-    asyncio.run(with_poller(cfg_bus, devs, "manhole_cover", out, body))
+    with LineProcess("manhole_cover", [7]) as line:
+        asyncio.run(with_poller(serial_cfg(line.path), devs, "manhole_cover", out, body))
     assert steady == [(0, 4), (5, 1), (8, 1)]
-    stats = line.stats.per_unit[7]
-    assert stats.exceptions == 2  # the merged read and its left half, once each
+    assert line.final.exceptions[7] == 2  # the merged read and its left half, once each
     assert {r.point for r in out} == {p.name for p in mc.points}
     assert all(r.quality is Quality.GOOD for r in out)
-    assert line.violations == []
+    assert line.final.violations == 0
 
 
 @pytest.mark.timeout(20)
@@ -178,10 +185,7 @@ def test_dimming_write_changes_the_simulated_lamps_power(rtu_line: LineFactory) 
 
 
 @pytest.mark.timeout(20)
-def test_bad_crc_gives_bad_readings_for_that_meter_only(rtu_line: LineFactory) -> None:
-    wm = profile("water_meter")
-    sims = sim_devices(wm, [1, 2], "wm")
-    line = rtu_line(sims)
+def test_bad_crc_gives_bad_readings_for_that_meter_only() -> None:
     devs = [DeviceConfig(f"wm{u}", "water_meter", "rs485", unit_id=u, interval_s=0.25)
             for u in (1, 2)]
     out: list[Reading] = []
@@ -189,14 +193,15 @@ def test_bad_crc_gives_bad_readings_for_that_meter_only(rtu_line: LineFactory) -
 
     async def body(poller: Poller) -> None:
         await asyncio.sleep(0.6)
-        sims[1].faults.kind = DeviceFault.BAD_CRC
+        line.fault(2, DeviceFault.BAD_CRC)
         marks["fault"] = len(out)
         await asyncio.sleep(0.7)
-        sims[1].faults.clear()
+        line.fault(2, DeviceFault.NONE)
         marks["clear"] = len(out)
         await asyncio.sleep(1.2)
 
-    asyncio.run(with_poller(serial_cfg(line.path), devs, "water_meter", out, body))
+    with LineProcess("water_meter", [1, 2]) as line:
+        asyncio.run(with_poller(serial_cfg(line.path), devs, "water_meter", out, body))
     during = out[marks["fault"]:marks["clear"]]
     assert {r.reason for r in during if r.device == "wm2"} == {"crc"}
     assert all(r.quality is Quality.GOOD for r in out if r.device == "wm1")
