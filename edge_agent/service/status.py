@@ -38,6 +38,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "devices": {"total": len(agent.cfg.devices), "up": up, "down": down,
                     "not_yet_polled": len(devs) - up - down, "quarantined": quarantined},
         "batches_committed": agent.batcher.committed_batches,
+        "readings_polled": agent.poller.readings_made if agent.poller is not None else 0,
+        "readings_emitted": agent.poller.readings_emitted if agent.poller is not None else 0,
         "last_errors": errors[:10],
     }
 
