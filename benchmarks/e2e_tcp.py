@@ -27,9 +27,9 @@ not change and whose heartbeat is not quite due are still filtered (report by ex
 Measured over the window after the warm-up: agent CPU (utime+stime from /proc/PID/stat, children
 excluded), readings committed to the outbox (signed, fsync'd; control socket ``buffer``), readings
 verified at the consumer, resident set (VmRSS sampled each second, VmHWM), and the poller's own
-count of readings polled (before report by exception) when the status carries it (``poller``
-section: ``readings_made``). The poller also logs its totals at exit (``poller_stopped``): "whole
-run" divides those by the agent's CPU from start to exit (start-up and shutdown included).
+count of readings polled (before report by exception; status ``readings_polled``). The poller
+also logs its totals at exit (``poller_stopped``): "whole run" divides those by the agent's CPU
+from start to exit (start-up and shutdown included).
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def scenario_for(workdir: Path, poles: int) -> str:
         return "district"
     src = ROOT / "simulators" / "scenarios" / "district.toml"
     text = re.sub(r"(?m)^count = \d+$", f"count = {poles}", src.read_text())
-    text = f'profiles_dir = "{PROFILES}"\n' + text
+    if not re.search(r"(?m)^profiles_dir\s*=", text):  # relative to the copy's new home
+        text = f"profiles_dir = {_q(PROFILES)}\n" + text
     path = workdir / "district_subset.toml"
     path.write_text(text)
     return str(path)
@@ -204,14 +205,13 @@ class Run:
 
 
 def _polled(status: dict[str, Any]) -> int | None:
-    """The poller's readings_made, if the agent's status carries it (``poller`` section)."""
-    poller = status.get("poller")
-    made = poller.get("readings_made") if isinstance(poller, dict) else None
+    """The poller's count of readings polled (before report by exception), if the status has it."""
+    made = status.get("readings_polled")
     return made if isinstance(made, int) else None
 
 
 def run_mode(mode: str, args: argparse.Namespace, workdir: Path, sim: Child,
-             sim_cfg: dict[str, Any], broker: Mosquitto, cores: tuple[set[int] | None, ...]
+             sim_cfg: dict[str, Any], broker: Mosquitto, agent_cores: set[int] | None
              ) -> dict[str, Any]:
     d = workdir / mode
     interval = args.interval if mode == "block" else args.point_interval
@@ -222,7 +222,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path, sim: Child,
     pub = key.public_key()
     consumer = VerifyingConsumer(broker.port, f"edge/bench-{mode}/data", pub, kid_of(pub))
     try:
-        run = Run(d, config, cores[0], sim, broker, consumer)
+        run = Run(d, config, agent_cores, sim, broker, consumer)
         try:
             up = run.wait_up(n_dev, 30)
             ready_cpu = cpu_seconds(run.agent.pid)
@@ -238,7 +238,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path, sim: Child,
             final_cpu = run.agent.stop()
         log = run.agent.tail(200_000)
         stopped = STOPPED_RE.findall(log)
-        polled, emitted = (int(stopped[-1][0]), int(stopped[-1][1])) if stopped else (0, 0)
+        polled, emitted = (int(stopped[-1][0]), int(stopped[-1][1])) if stopped else (None, None)
         last = consumer.counts()[1]  # wait for the last batches (flushed at stop) to arrive
         while consumer.wait_readings(last + 1, 2.0):
             last = consumer.counts()[1]
@@ -265,7 +265,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path, sim: Child,
         "polled_per_cpu_s": None if win_polled is None or not cpu else win_polled / cpu,
         "run_polled": polled, "run_emitted": emitted, "startup_cpu_s": ready_cpu,
         "run_cpu_s": final_cpu,
-        "run_polled_per_cpu_s": polled / final_cpu if final_cpu else None,
+        "run_polled_per_cpu_s": polled / final_cpu if final_cpu and polled else None,
         "verified_total": rep.readings, "verify_ok": rep.ok and consumer.rejected == 0,
         "verify_detail": (f"batches={rep.batches} dup={rep.duplicates} forged={rep.forged} "
                           f"broken={rep.broken_chain} gaps={rep.gaps_unexplained}"),
@@ -345,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         sim, sim_cfg = start_sim(workdir, scenario_for(workdir, poles), broker.port, sim_cores)
         try:
             for mode in modes:
-                results.append(run_mode(mode, args, workdir, sim, sim_cfg, broker,
-                                        (agent_cores,)))
+                results.append(run_mode(mode, args, workdir, sim, sim_cfg, broker, agent_cores))
         finally:
             sim.stop()
     finally:

@@ -75,7 +75,11 @@ def test_short_run_prints_the_table() -> None:
                                               for line in out.splitlines())}
     per_cpu = rows["READINGS PER AGENT CPU-SECOND"]
     assert len(per_cpu) == 2 and all(float(v.replace(",", "")) > 0 for v in per_cpu)
+    polled = rows["POLLED PER AGENT CPU-SECOND"]  # the status' readings_polled, per window
+    assert len(polled) == 2 and all(float(v.replace(",", "")) > 0 for v in polled), out
     assert rows["chain + signatures ok"] == ["True", "True"]
     verified = [int(v.replace(",", "")) for v in rows["verified readings total"]]
     assert all(v > 0 for v in verified), out
-    assert re.search(r"verify\[block\]: batches=\d+ dup=0 forged=0 broken=0 gaps=0", out), out
+    for mode in ("block", "point"):
+        pattern = rf"verify\[{mode}\]: batches=\d+ dup=\d+ forged=0 broken=0 gaps=0"
+        assert re.search(pattern, out), out
