@@ -1,8 +1,11 @@
 """A small embedded MQTT 3.1.1 broker so the demo runs where mosquitto is not installed.
 
-Supports what the demo needs and nothing more: CONNECT (clean session, will), PUBLISH QoS 0/1
-(PUBACK), retained messages, SUBSCRIBE/UNSUBSCRIBE with + and # wildcards (granted QoS = min),
-PINGREQ, DISCONNECT. Not for production: no persistence, no auth, no QoS 2, loopback only.
+Supports what the demo needs and nothing more: CONNECT (clean or persistent session, will),
+PUBLISH QoS 0/1 (PUBACK), retained messages, SUBSCRIBE/UNSUBSCRIBE with + and # wildcards (granted
+QoS = min), PINGREQ, DISCONNECT. Persistent sessions (clean_session = 0) keep their subscriptions
+and queue QoS 1 messages while the client is away — also across ``stop()``/``start()`` of the same
+Broker object, which is how the demo "kills" it. Not for production: in memory only, no auth, no
+QoS 2, loopback only.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class _Client:
     client_id: str = ""
     subs: dict[str, int] = field(default_factory=dict)
     will: tuple[str, bytes, int, bool] | None = None
+    clean: bool = True
     next_mid: int = 1
 
     def mid(self) -> int:
@@ -65,6 +69,8 @@ class Broker:
         self._server: asyncio.Server | None = None
         self._clients: set[_Client] = set()
         self._retained: dict[str, tuple[bytes, int]] = {}
+        self._sessions: dict[str, dict[str, int]] = {}  # persistent client id -> subscriptions
+        self._queued: dict[str, list[tuple[str, bytes, int]]] = {}  # ... -> messages while away
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -114,6 +120,9 @@ class Broker:
             pass
         finally:
             self._clients.discard(client)
+            if not client.clean and client.client_id:
+                self._sessions[client.client_id] = client.subs
+                self._queued.setdefault(client.client_id, [])
             if client.will is not None and not clean:
                 topic, payload, qos, retain = client.will
                 self._route(topic, payload, qos, retain)
@@ -136,8 +145,18 @@ class Broker:
             n = struct.unpack("!H", body[pos : pos + 2])[0]
             payload = body[pos + 2 : pos + 2 + n]
             client.will = (topic, payload, (flags >> 3) & 3, bool(flags & 0x20))
+        client.clean = bool(flags & 0x02)
+        present = 0
+        if client.clean:
+            self._sessions.pop(client.client_id, None)
+            self._queued.pop(client.client_id, None)
+        elif client.client_id in self._sessions:
+            client.subs = self._sessions.pop(client.client_id)
+            present = 1
         self._clients.add(client)
-        client.writer.write(b"\x20\x02\x00\x00")
+        client.writer.write(bytes((0x20, 0x02, present, 0x00)))
+        for topic, payload, qos in self._queued.pop(client.client_id, []):
+            self._send(client, topic, payload, qos, False)
 
     async def _publish_in(self, client: _Client, flags: int, body: bytes) -> None:
         qos = (flags >> 1) & 3
@@ -164,6 +183,10 @@ class Broker:
             )
             if granted >= 0:
                 self._send(c, topic, payload, min(qos, granted), False)
+        for cid, subs in self._sessions.items():  # persistent sessions whose client is away
+            granted = max((q for p, q in subs.items() if topic_matches(p, topic)), default=-1)
+            if min(qos, granted) >= 1:
+                self._queued.setdefault(cid, []).append((topic, payload, 1))
 
     def _send(self, c: _Client, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         var = _str(topic) + (struct.pack("!H", c.mid()) if qos else b"")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,11 @@ def mosquitto_path() -> str | None:
 
 
 class DemoBroker:
-    """start() / stop() / restart(); ``kind`` says which broker runs. Loopback only."""
+    """start() / kill() / stop(); ``kind`` says which broker runs. Loopback only.
+
+    Both keep persistent sessions across a kill: mosquitto with persistence on and a graceful
+    SIGTERM, the embedded broker by keeping its state in memory. So the demo's verifying consumer
+    (a persistent session) gets every batch the broker acknowledged to the agent, outage or not."""
 
     def __init__(self, workdir: Path, *, prefer_mosquitto: bool = True) -> None:
         self.workdir = workdir
@@ -38,54 +43,55 @@ class DemoBroker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: Broker | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None or self._broker is not None
+        self.running = False
 
     def start(self) -> None:
         if self.exe:
             conf = self.workdir / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                            "persistence false\nmax_queued_messages 100000\n")
+            lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                     "persistence true", f"persistence_location {self.workdir}/",
+                     "max_queued_messages 100000"]
+            if os.geteuid() == 0:  # keep the invoking user: it owns the persistence directory
+                lines.append("user root")
+            conf.write_text("\n".join(lines) + "\n")
             self._proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL)
         else:
-            self._loop = asyncio.new_event_loop()
-            self._broker = Broker(port=self.port)
-            self._loop.run_until_complete(self._broker.start())
-            self._thread = threading.Thread(target=self._loop.run_forever, name="demo-broker",
-                                            daemon=True)
-            self._thread.start()
+            if self._broker is None:
+                self._loop = asyncio.new_event_loop()
+                self._broker = Broker(port=self.port)
+                self._thread = threading.Thread(target=self._loop.run_forever,
+                                                name="demo-broker", daemon=True)
+                self._thread.start()
+            assert self._loop is not None
+            asyncio.run_coroutine_threadsafe(self._broker.start(), self._loop).result(5)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
                                                                         timeout=0.2):
+                self.running = True
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{self.kind} broker did not start on port {self.port}")
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """A broker outage (sessions survive, as with a persistent production broker)."""
+        self.running = False
         if self._proc is not None:
             self._proc.terminate()
             try:
-                self._proc.wait(5)
+                self._proc.wait(10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
-        if self._broker is not None and self._loop is not None and self._thread is not None:
+        elif self._broker is not None and self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._broker.stop(), self._loop).result(5)
+
+    def stop(self) -> None:
+        self.kill()
+        if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
             self._loop.close()
-            self._broker = self._loop = self._thread = None
-
-    def kill(self) -> None:
-        """Broker outage: kill -9 (mosquitto) or stop (embedded)."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-        else:
-            self.stop()
+        self._broker = self._loop = self._thread = None

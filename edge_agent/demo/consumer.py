@@ -24,7 +24,11 @@ class VerifyingConsumer:
         self.status: dict[str, str] = {}
         self._lock = threading.Lock()
         self._topic = topic
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-verifier")
+        # a persistent session: the broker queues batches for us while we reconnect after an outage
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-verifier",
+                                   clean_session=False)
+        self.subscribed = threading.Event()
+        self._client.on_subscribe = lambda c, u, mid, rc, props: self.subscribed.set()
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(1, 2)

@@ -54,6 +54,8 @@ class Demo:
         self.consumer = VerifyingConsumer(self.broker.port, {kid_of(key.public_key()):
                                                              key.public_key()})
         self.consumer.start()
+        if not self.consumer.subscribed.wait(10):
+            raise RuntimeError("the verifying consumer could not subscribe")
         with open(self.workdir / "agent.log", "wb") as log:  # the child keeps its own descriptor
             self.agent = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent.cli.main", "run", "--config", str(self.config)],

@@ -79,3 +79,41 @@ def test_publish_subscribe_retained_and_will(broker_port: int) -> None:
         pub.disconnect()
         sub.disconnect()
         sub.loop_stop()
+
+
+@pytest.mark.timeout(30)
+def test_persistent_session_survives_a_broker_restart() -> None:
+    loop = asyncio.new_event_loop()
+    broker = Broker()
+    port = loop.run_until_complete(broker.start())
+    t = threading.Thread(target=loop.run_forever, name="test-broker")
+    t.start()
+    got: list[bytes] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="keeper", clean_session=False)
+    sub.on_message = lambda c, u, m: got.append(bytes(m.payload))
+    sub.reconnect_delay_set(1, 1)
+    try:
+        sub.connect("127.0.0.1", port)
+        sub.subscribe("edge/+/data", qos=1)
+        sub.loop_start()
+        time.sleep(0.3)
+        # outage: the broker stops (the subscriber drops), comes back, and a publisher sends
+        # before the subscriber has reconnected: the session queues it
+        asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(5)
+        asyncio.run_coroutine_threadsafe(broker.start(), loop).result(5)
+        pub = _client(broker.port, "pub")
+        for i in range(5):
+            pub.publish("edge/gw/data", bytes([i]), qos=1).wait_for_publish(5)
+        pub.disconnect()
+        pub.loop_stop()
+        deadline = time.monotonic() + 10
+        while len(got) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == [bytes([i]) for i in range(5)]
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+        asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        loop.close()
