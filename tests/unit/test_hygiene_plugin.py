@@ -50,9 +50,13 @@ def test_leaks_are_reported(tmp_path: Path) -> None:
     assert "threads left running" in out
     assert "child processes left running" in out
     assert "listening sockets left open" in out
+    # the ERRORS section: a header per errored test, then its message
     lines = out.splitlines()
-    loops = [i for i, line in enumerate(lines) if "unclosed event loop" in line]
-    assert len(loops) == 1, out  # only the test that left one, and only once
-    assert "ERROR at teardown of test_loop" in lines[loops[0] - 1], out
-    assert "closed=False" in lines[loops[0]] and "with 1 pending task(s)" in lines[loops[0]], out
+    reports = {ln.split("ERROR at teardown of ")[1].strip(" _"): lines[i + 1]
+               for i, ln in enumerate(lines) if "ERROR at teardown of " in ln}
+    assert set(reports) == {"test_thread", "test_process", "test_port", "test_loop"}, out
+    loops = [name for name, msg in reports.items() if "unclosed event loop" in msg]
+    assert loops == ["test_loop"], out  # only the test that left one, and only once
+    assert "closed=False" in reports["test_loop"], out
+    assert "with 1 pending task(s)" in reports["test_loop"], out
     assert "4 errors" in out, out
