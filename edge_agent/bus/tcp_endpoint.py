@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Sequence
 
@@ -43,6 +44,8 @@ STALL_LIMIT = 3  # consecutive timeouts (no answer at all in between) before rec
 MAX_PDU = 253
 
 _Waiter = asyncio.Future[bytes]
+_MBAP = struct.Struct(">HHHB")  # transaction id, protocol 0, length, unit
+_READS_MAX = 1024  # cached read PDUs per endpoint (one per distinct request of its devices)
 
 
 class _MbapProtocol(asyncio.Protocol):
@@ -114,26 +117,48 @@ class TcpEndpoint:
         self._closed = False
         self.discarded = 0  # answers with unknown / stale transaction ids
         self.reconnects = 0
+        # (table, address, count) -> request PDU and, for registers, the answer's decoder
+        self._reads: dict[tuple[Table, int, int], tuple[Pdu, struct.Struct | None]] = {}
 
     # -- ModbusBus -----------------------------------------------------------------------------
 
     async def read(
         self, unit: int, table: Table, address: int, count: int, *, timeout_s: float
     ) -> list[int]:
-        pdu = read_pdu(table, address, count)
-        data = await self._transact(unit, pdu, timeout_s)
+        key = (table, address, count)
+        pdu, regs = self._read_pdu(key)
+        answer = await self._transact(unit, pdu, timeout_s)
+        return self._read_answer(unit, key, pdu, regs, answer)
+
+    def _read_pdu(self, key: tuple[Table, int, int]) -> tuple[Pdu, struct.Struct | None]:
+        """The request PDU of a read and, for registers, the struct of its answer (cached)."""
+        cached = self._reads.get(key)
+        if cached is None:
+            table, address, count = key
+            pdu = read_pdu(table, address, count)  # CodecError for a bad range: not cached
+            if len(self._reads) >= _READS_MAX:
+                self._reads.clear()
+            cached = self._reads[key] = (
+                pdu, None if table.is_bits else struct.Struct(f">x{count}H"))
+        return cached
+
+    def _read_answer(self, unit: int, key: tuple[Table, int, int], pdu: Pdu,
+                     regs: struct.Struct | None, answer: bytes) -> list[int]:
+        data = self._check_answer(unit, pdu, answer)
         if len(data) != pdu.answer_len - 1 or data[0] != pdu.answer_len - 2:
             raise FrameError(
                 f"bus={self.name} unit={unit} fc={pdu.fc}: answer of {len(data) + 1} bytes "
                 f"(byte count {data[0] if data else '-'}), expected {pdu.answer_len}"
             )
-        return decode_bits_or_regs(data, table, count)
+        if regs is not None:
+            return list(regs.unpack(data))
+        return decode_bits_or_regs(data, key[0], key[2])
 
     async def write(
         self, unit: int, table: Table, address: int, values: Sequence[int], *, timeout_s: float
     ) -> None:
         pdu = write_pdu(table, address, values)
-        data = await self._transact(unit, pdu, timeout_s)
+        data = self._check_answer(unit, pdu, await self._transact(unit, pdu, timeout_s))
         if data[:4] != pdu.body[1:5]:
             raise FrameError(
                 f"bus={self.name} unit={unit} fc={pdu.fc}: write echo mismatch "
@@ -153,28 +178,42 @@ class TcpEndpoint:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _transact(self, unit: int, pdu: Pdu, timeout_s: float) -> bytes:
+    @staticmethod
+    def _check_unit(unit: int) -> None:
         if not 0 <= unit <= 255:
             raise CodecError(f"modbus unit id {unit} outside 0..255")
+
+    def _get_slots(self) -> asyncio.Semaphore:
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.cfg.concurrency))
-        async with self._slots:
-            proto = self._proto
-            if proto is None or proto.transport is None or proto.transport.is_closing():
-                proto = await self._connect(timeout_s)
-            assert proto.transport is not None
+        return self._slots
+
+    def _live_proto(self) -> _MbapProtocol | None:
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.transport.is_closing():
+            return None
+        return proto
+
+    async def _transact(self, unit: int, pdu: Pdu, timeout_s: float) -> bytes:
+        """Send one request; the answer PDU (function code first). Raw: the caller checks it."""
+        self._check_unit(unit)
+        async with self._get_slots():
+            proto = self._live_proto() or await self._connect(timeout_s)
             loop = asyncio.get_running_loop()
             tid = self._next_tid()
             fut: _Waiter = loop.create_future()
             self._pending[tid] = (fut, unit)
-            header = tid.to_bytes(2, "big") + b"\x00\x00" + (len(pdu.body) + 1).to_bytes(2, "big")
-            proto.send(header + bytes((unit,)) + pdu.body)
+            proto.send(_MBAP.pack(tid, 0, len(pdu.body) + 1, unit) + pdu.body)
             handle = loop.call_later(timeout_s, self._expire, tid, unit, pdu.fc)
             try:
                 answer = await fut
             finally:
                 handle.cancel()
                 self._pending.pop(tid, None)
+        return answer
+
+    def _check_answer(self, unit: int, pdu: Pdu, answer: bytes) -> bytes:
+        """The answer's data after the function code; ModbusException / FrameError."""
         fc = answer[0]
         if fc == pdu.fc | 0x80 and len(answer) >= 2:
             raise ModbusException(

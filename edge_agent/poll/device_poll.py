@@ -29,13 +29,19 @@ from edge_agent.poll.clock import ClockProbe
 from edge_agent.poll.device_plan import DevicePlan, Group
 from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
 from edge_agent.profiles import codec
-from edge_agent.profiles.model import Point, Profile, Reporting
+from edge_agent.profiles.model import ModbusPoint, Point, Profile, Reporting
 from edge_agent.profiles.planner import ReadRequest, split
 from edge_agent.readings import Quality, Reading, Value
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Reading, Reporting], None]
+# The hot path's emit: (device, point, value, quality, reason, mono_ns, wall_ns, clock_synced);
+# the receiver builds the Reading only if the report filter lets it through.
+Offer = Callable[[str, Point, Value, Quality, str, int, int, bool], None]
+# a request's points with their register slice and compiled decoder
+_Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder], ...]
+_DECODINGS_MAX = 256
 
 
 def failure_reason(exc: BusError) -> str:
@@ -69,6 +75,7 @@ class DeviceBase:
         clock: ClockProbe,
         rng: random.Random | None = None,
         granularity_s: float = GRANULARITY_S,
+        offer: Offer | None = None,
     ) -> None:
         self.device = device
         self.bus_name = bus_name
@@ -78,6 +85,7 @@ class DeviceBase:
         )
         self.lock = asyncio.Lock()  # polls and writes of this device, one at a time
         self._emit = emit
+        self._offer = offer
         self._clock = clock
         self.last_values: dict[str, Value] = {}
         self.requests_done = 0
@@ -87,10 +95,13 @@ class DeviceBase:
 
     def _reading(self, p: Point, value: Value, q: Quality, reason: str, mono: int,
                  wall: int, synced: bool) -> None:
-        r = Reading(self.device.name, p.name, value, p.unit, wall, mono, q, reason,
-                    p.reporting.alarm, synced)
         if self._collect is not None:
             self._collect[p.name] = value
+        if self._offer is not None:
+            self._offer(self.device.name, p, value, q, reason, mono, wall, synced)
+            return
+        r = Reading(self.device.name, p.name, value, p.unit, wall, mono, q, reason,
+                    p.reporting.alarm, synced)
         self._emit(r, p.reporting)
 
     async def read_now(self, point: str | None = None) -> dict[str, Value]:
@@ -150,22 +161,57 @@ class DevicePoller(DeviceBase):
         clock: ClockProbe,
         rng: random.Random | None = None,
         granularity_s: float = GRANULARITY_S,
+        offer: Offer | None = None,
     ) -> None:
         super().__init__(device, profile, bus.name, timeout_max_s, emit, clock, rng,
-                         granularity_s)
+                         granularity_s, offer)
         self.bus = bus
+        self._decodings: dict[int, tuple[ReadRequest, _Decoding]] = {}
+        self._answer_mono_ns = 0  # when the last answer arrived (set by _answered)
+        self._answer_wall_ns = 0
+
+    def _decoding(self, req: ReadRequest) -> _Decoding:
+        """``req``'s points with their slice of the answer and decoder, computed once."""
+        entry = self._decodings.get(id(req))
+        if entry is None or entry[0] is not req:
+            if len(self._decodings) >= _DECODINGS_MAX:
+                self._decodings.clear()
+            a = req.address
+            entry = (req, tuple((p, p.address - a, p.end - a, codec.decoder(p))
+                                for p in req.points))
+            self._decodings[id(req)] = entry
+        return entry[1]
 
     def _good(self, req: ReadRequest, regs: Sequence[int]) -> None:
-        mono, wall = time.monotonic_ns(), time.time_ns()
+        """Decode an answer (one clock read per request, taken when it arrived)."""
+        if len(regs) < req.count:
+            raise ValueError(f"response has {len(regs)} values, request read {req.count}")
+        mono, wall = self._answer_mono_ns, self._answer_wall_ns
         synced = self._clock.state().synced
-        for p, raw in req.slices(regs):
+        last_values = self.last_values
+        reading = self._reading
+        good = Quality.GOOD
+        name = self.device.name
+        # straight to the poller's filter, unless read_now collects the values
+        offer = self._offer if self._collect is None else None
+        for p, lo, hi, dec in self._decoding(req):
             try:
-                value = codec.decode(p, raw)
+                value = dec(regs[lo:hi])
             except CodecError as e:
-                log.debug("decode_failed device=%s point=%s err=%s", self.device.name, p.name, e)
-                self._reading(p, None, Quality.BAD, "decode", mono, wall, synced)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("decode_failed device=%s point=%s err=%s", self.device.name,
+                              p.name, e)
+                reading(p, None, Quality.BAD, "decode", mono, wall, synced)
                 continue
-            self._value(p, value, mono, wall, synced)
+            if value.__class__ is float and not math.isfinite(value):
+                reading(p, None, Quality.BAD, "nan" if math.isnan(value) else "inf",
+                        mono, wall, synced)
+                continue
+            last_values[p.name] = value
+            if offer is not None:
+                offer(name, p, value, good, "", mono, wall, synced)
+            else:
+                reading(p, value, good, "", mono, wall, synced)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -179,47 +225,61 @@ class DevicePoller(DeviceBase):
             regs = await self.bus.read(
                 self.device.unit_id, req.table, req.address, req.count, timeout_s=timeout
             )
-        except ModbusExc:
-            self._answered(t0, floor)
-            raise
         except BusError as e:
-            if isinstance(e, BusTimeout):
-                self.health.rtt.on_timeout()
-            now = time.monotonic()
-            self.health.on_failure(now, failure_reason(e), self.bus.name, now - t0)
+            self._account(req, e, t0, floor)
             raise
-        self._answered(t0, floor)
-        self.requests_done += 1
-        self.registers_read += req.count
+        self._account(req, regs, t0, floor)
         return regs
 
+    def _account(self, req: ReadRequest, result: list[int] | BusError, t0: float,
+                 floor: float) -> None:
+        """Health and RTT bookkeeping of one finished transaction started at ``t0``."""
+        if isinstance(result, list):
+            self._answered(t0, floor)
+            self.requests_done += 1
+            self.registers_read += req.count
+        elif isinstance(result, ModbusExc):  # an answer: the device is alive
+            self._answered(t0, floor)
+        else:
+            if isinstance(result, BusTimeout):
+                self.health.rtt.on_timeout()
+            now = time.monotonic()
+            self.health.on_failure(now, failure_reason(result), self.bus.name, now - t0)
+
     def _answered(self, t0: float, floor: float) -> None:
-        now = time.monotonic()
+        mono_ns = self._answer_mono_ns = time.monotonic_ns()
+        wall_ns = self._answer_wall_ns = time.time_ns()
+        now = mono_ns / 1e9
         self.health.rtt.sample(now - t0 - floor)
-        self.health.on_success(now, time.time_ns())
+        self.health.on_success(now, wall_ns)
 
     async def read_request(self, req: ReadRequest) -> bool:
         """Read ``req`` and emit its readings. False when the device failed (not answered)."""
         try:
             regs = await self._transact(req)
         except ModbusExc as e:
-            if e.code == ModbusExc.ILLEGAL_DATA_ADDRESS and len(req.points) > 1:
-                try:
-                    parts, brk = split(req)
-                except ValueError:  # points sharing registers: nothing to split
-                    parts = []
-                if parts:
-                    self.plan.add_break(brk)
-                    for part in parts:
-                        if not await self.read_request(part):
-                            return False
-                    return True
-            self._bad(req.points, failure_reason(e))
-            return True
+            return await self._refused(req, e)
         except BusError as e:
             self._bad(req.points, failure_reason(e))
             return False
         self._good(req, regs)
+        return True
+
+    async def _refused(self, req: ReadRequest, e: ModbusExc) -> bool:
+        """An exception answer: split a merged read refused with ILLEGAL_DATA_ADDRESS and read
+        the parts, else BAD ``exc:N``. False when the device failed meanwhile."""
+        if e.code == ModbusExc.ILLEGAL_DATA_ADDRESS and len(req.points) > 1:
+            try:
+                parts, brk = split(req)
+            except ValueError:  # points sharing registers: nothing to split
+                parts = []
+            if parts:
+                self.plan.add_break(brk)
+                for part in parts:
+                    if not await self.read_request(part):
+                        return False
+                return True
+        self._bad(req.points, failure_reason(e))
         return True
 
     async def _read_now(self, point: str | None) -> bool:

@@ -52,21 +52,28 @@ class ReportFilter:
         self._last: dict[tuple[str, str], _Last] = {}
 
     def should_emit(self, reading: Reading, rep: Reporting) -> bool:
-        key = (reading.device, reading.point)
+        return self.offer(reading.device, reading.point, reading.value, reading.quality,
+                          reading.reason, reading.mono_ns, rep)
+
+    def offer(self, device: str, point: str, value: Value, quality: str, reason: str,
+              mono_ns: int, rep: Reporting) -> bool:
+        """``should_emit`` for a reading not built yet (the poll loop's hot path)."""
+        key = (device, point)
         last = self._last.get(key)
-        emit = (
-            last is None
-            or last.quality != reading.quality
-            or last.reason != reading.reason
-            or (rep.heartbeat_s is not None
-                and reading.mono_ns - last.mono_ns >= int(rep.heartbeat_s * 1e9))
-            or moved(last.value, reading.value, rep)
-        )
-        if emit:
-            self._last[key] = _Last(
-                reading.value, reading.quality, reading.reason, reading.mono_ns
-            )
-        return emit
+        if last is None:
+            self._last[key] = _Last(value, quality, reason, mono_ns)
+            return True
+        hb = rep.heartbeat_s
+        if (
+            last.quality == quality
+            and last.reason == reason
+            and (hb is None or mono_ns - last.mono_ns < int(hb * 1e9))
+            # equal values never moved (NaN != NaN falls through to ``moved``)
+            and (last.value == value or not moved(last.value, value, rep))
+        ):
+            return False
+        last.value, last.quality, last.reason, last.mono_ns = value, quality, reason, mono_ns
+        return True
 
     def forget(self, device: str) -> None:
         for key in [k for k in self._last if k[0] == device]:

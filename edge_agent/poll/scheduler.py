@@ -61,7 +61,10 @@ class EdfQueue:
         self._pending: list[tuple[float, int, Job]] = []
         self._ready: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()
-        self.changed = asyncio.Event()
+        # set by add() when the workers must look again; waiting workers' futures are woken
+        # (plain futures and one timer, no asyncio.timeout: it costs a cancellation per wake-up)
+        self.changed = False
+        self.waiters: set[asyncio.Future[None]] = set()
         self.wake_at = math.inf  # the release a waiting worker sleeps until
 
     def __len__(self) -> int:
@@ -70,7 +73,9 @@ class EdfQueue:
     def add(self, job: Job) -> None:
         heapq.heappush(self._pending, (job.release, next(self._seq), job))
         if job.release < self.wake_at:  # earlier than what the workers sleep until: wake them
-            self.changed.set()
+            self.changed = True
+            for fut in self.waiters:
+                _wake(fut)
 
     def pop(self, now: float) -> Job | None:
         """The released job with the earliest deadline, or None if none is released yet."""
@@ -90,6 +95,11 @@ class EdfQueue:
 RunJob = Callable[[Job], Awaitable[None]]
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class BusScheduler:
     """Dispatches one bus's jobs EDF, at most ``concurrency`` at a time."""
 
@@ -99,8 +109,14 @@ class BusScheduler:
         concurrency: int,
         run_job: RunJob,
         clock: Callable[[], float] = time.monotonic,
+        tick_s: float = 0.0,
     ) -> None:
         self.bus = bus
+        # > 0: an idle worker wakes on the next multiple of tick_s (of ``clock``) after the next
+        # release, so the jobs of many buses start in one loop iteration (fewer epoll wake-ups);
+        # the workers of one bus use grids shifted apart, so two of its jobs rarely start in one
+        # iteration (their requests would leave in one segment: some servers read only the first)
+        self.tick_s = tick_s
         self.queue = EdfQueue()
         self._concurrency = max(1, concurrency)
         self.slots = asyncio.Semaphore(self._concurrency)
@@ -108,21 +124,33 @@ class BusScheduler:
         self._clock = clock
         self.busy_s = 0.0  # time spent inside jobs (summed over concurrent slots)
 
-    async def _next_job(self) -> Job:
+    async def _next_job(self, worker: int = 0) -> Job:
+        queue = self.queue
         while True:
             now = self._clock()
-            job = self.queue.pop(now)
+            job = queue.pop(now)
             if job is not None:
                 return job
-            nxt = self.queue.next_release()
-            self.queue.wake_at = math.inf if nxt is None else nxt
-            delay = None if nxt is None else max(0.0, nxt - now)
-            try:
-                async with asyncio.timeout(delay):
-                    await self.queue.changed.wait()
-            except TimeoutError:
-                pass
-            self.queue.changed.clear()
+            nxt = queue.next_release()
+            queue.wake_at = math.inf if nxt is None else nxt
+            if not queue.changed:
+                loop = asyncio.get_running_loop()
+                fut: asyncio.Future[None] = loop.create_future()
+                timer = None
+                if nxt is not None:
+                    wake = nxt
+                    if self.tick_s > 0:  # worker i on the grid shifted by i/concurrency ticks
+                        off = self.tick_s * worker / self._concurrency
+                        wake = math.ceil((nxt - off) / self.tick_s) * self.tick_s + off
+                    timer = loop.call_later(max(0.0, wake - now), _wake, fut)
+                queue.waiters.add(fut)
+                try:
+                    await fut
+                finally:
+                    queue.waiters.discard(fut)
+                    if timer is not None:
+                        timer.cancel()
+            queue.changed = False
 
     async def _execute(self, job: Job) -> None:
         async with self.slots:
@@ -139,9 +167,9 @@ class BusScheduler:
                 job.complete(finished)
                 self.queue.add(job)
 
-    async def _worker(self) -> None:
+    async def _worker(self, i: int) -> None:
         while True:
-            job = await self._next_job()
+            job = await self._next_job(i)
             await self._execute(job)
             if job.interval_s <= 0:  # always released: let the loop breathe between runs
                 await asyncio.sleep(0)
@@ -152,7 +180,7 @@ class BusScheduler:
         A worker takes the slot only once it holds a released job, so a write waiting for a slot
         (``slots`` is FIFO) goes before the next poll.
         """
-        workers = [asyncio.create_task(self._worker(), name=f"bus:{self.bus}:{i}")
+        workers = [asyncio.create_task(self._worker(i), name=f"bus:{self.bus}:{i}")
                    for i in range(self._concurrency)]
         try:
             await asyncio.gather(*workers)
