@@ -23,12 +23,12 @@ import os
 import select
 import threading
 import time
-import tty
 from collections.abc import Callable
 
 from simulators.clock import SimClock
 from simulators.devices.nbiot import HOME, ROAMING, NbiotState
 from simulators.faults import DeviceFault
+from simulators.transports.pty_thread import PtyThread
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _error(cme: int | None = None) -> _Reply:
     return _Reply(final="ERROR" if cme is None else f"+CME ERROR: {cme}")
 
 
-class AtModem:
+class AtModem(PtyThread):
     def __init__(
         self,
         state: NbiotState,
@@ -69,7 +69,7 @@ class AtModem:
         self.tz_quarters = tz_quarters
         self.cereg_n = 0
         self.cmee = 1
-        self.path = ""
+        super().__init__()
         self.commands: list[str] = []  # every command line received, for tests
         self._lock = threading.Lock()
         self._rx = bytearray()
@@ -79,39 +79,18 @@ class AtModem:
         self._busy: tuple[float, bytes] | None = None  # (due, answer) being "computed"
         self._last_reg = state.reg_state
         self._t0 = time.monotonic()
-        self._master = self._slave = self._wake_r = self._wake_w = -1
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- public ---------------------------------------------------------------------------------
 
     def start(self) -> str:
-        if self._thread is not None:
-            raise RuntimeError("AtModem already started")
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._master)
-        tty.setraw(self._slave)  # kept open: the module stays up while the gateway reopens
-        self._wake_r, self._wake_w = os.pipe()
-        self.path = os.ttyname(self._slave)
         self._t0 = time.monotonic()
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name=f"at-modem {self.path}", daemon=True)
-        self._thread.start()
+        self._open("at-modem")
         log.info("at_modem_started path=%s device=%s", self.path, self.state.name)
         return self.path
 
     def stop(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stopping.set()
-        os.write(self._wake_w, b"x")
-        thread.join(timeout=5.0)
-        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._master = self._slave = self._wake_r = self._wake_w = -1
-        log.info("at_modem_stopped path=%s", self.path)
+        if self._close():
+            log.info("at_modem_stopped path=%s", self.path)
 
     def __enter__(self) -> AtModem:
         self.start()

@@ -15,14 +15,12 @@ every slave on the line. A pty has no baud rate, so the line models the wire its
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import os
 import select
 import threading
 import time
-import tty
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -31,6 +29,7 @@ from edge_agent.bus.crc import crc_ok
 from edge_agent.errors import ModbusException
 from edge_agent.profiles.model import Table
 from simulators.faults import DeviceFault, FaultState
+from simulators.transports.pty_thread import PtyThread
 from simulators.transports.rtu_timing import (
     KNOWN_FCS,
     MAX_UNIT,
@@ -100,7 +99,7 @@ class _Pending:
     unit: int = field(compare=False)
 
 
-class RtuLine:
+class RtuLine(PtyThread):
     def __init__(
         self,
         devices: Iterable[RtuDevice],
@@ -123,7 +122,7 @@ class RtuLine:
                 other = self._devices[dev.unit_id].name
                 raise ValueError(f"devices {other} and {dev.name} share unit id {dev.unit_id}")
             self._devices[dev.unit_id] = dev
-        self.path = ""
+        super().__init__()
         self._lock = threading.Lock()
         self._violations: list[Violation] = []
         self._stats = LineStats(per_unit={u: UnitStats() for u in self._devices})
@@ -133,25 +132,12 @@ class RtuLine:
         self._wire_end = float("-inf")  # end of the last frame on the wire
         self._tx_free = float("-inf")  # when the last scheduled answer finishes
         self._pending: list[_Pending] = []
-        self._master = self._slave = -1
-        self._wake_r = self._wake_w = -1
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- public ---------------------------------------------------------------------------------
 
     def start(self) -> str:
         """Open the pty and start serving; returns the slave path for the gateway to open."""
-        if self._thread is not None:
-            raise RuntimeError("RtuLine already started")
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._master)
-        tty.setraw(self._slave)  # kept open so the line survives the gateway closing the port
-        self._wake_r, self._wake_w = os.pipe()
-        self.path = os.ttyname(self._slave)
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name=f"rtu-line {self.path}", daemon=True)
-        self._thread.start()
+        self._open("rtu-line")
         log.info(
             "rtu_line_started path=%s baud=%d parity=%s stopbits=%d units=%s",
             self.path, self.timing.baud, self.timing.parity, self.timing.stopbits,
@@ -160,17 +146,8 @@ class RtuLine:
         return self.path
 
     def stop(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stopping.set()
-        os.write(self._wake_w, b"x")
-        thread.join(timeout=5.0)
-        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._master = self._slave = self._wake_r = self._wake_w = -1
-        log.info("rtu_line_stopped path=%s", self.path)
+        if self._close():
+            log.info("rtu_line_stopped path=%s", self.path)
 
     def __enter__(self) -> RtuLine:
         self.start()
