@@ -198,7 +198,6 @@ class AtClient:
         self._guard_s = RESYNC_QUIET_S
         self._closed = False
         self._backoff = Backoff(retry or RetryPolicy())
-        self._reopen_at = 0.0
         self.stale_lines = 0
 
     @classmethod
@@ -264,18 +263,7 @@ class AtClient:
             self._port.close()
 
     def _ensure_open(self) -> None:
-        if self._port.is_open:
-            return
-        self._port.close()
-        now = time.monotonic()
-        if now < self._reopen_at:
-            raise BusClosed(f"at={self.name}: port down, retry pending")
-        try:
-            self._port.open()
-        except BusClosed:
-            self._reopen_at = now + self._backoff.next_delay()
-            raise
-        self._backoff.reset()
+        self._port.ensure_open(self._backoff)
 
     async def _wait_quiet(self, *, give_up: float) -> None:
         """After a timeout: until nothing arrived for the guard time, counted from the failure

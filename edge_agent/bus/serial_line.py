@@ -64,6 +64,24 @@ class SerialPort:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._error: str = ""
+        self._reopen_at = 0.0  # when a lost port may be tried again (RetryPolicy backoff)
+
+    def ensure_open(self, backoff: Backoff) -> bool:
+        """Open the port if it is not; pace re-opens of a lost port with ``backoff``.
+        True if it was (re)opened just now. BusClosed while down or not yet due."""
+        if self.is_open:
+            return False
+        self.close()
+        now = time.monotonic()
+        if now < self._reopen_at:
+            raise BusClosed(f"port={self.cfg.port}: down, retry pending")
+        try:
+            self.open()
+        except BusClosed:
+            self._reopen_at = now + backoff.next_delay()
+            raise
+        backoff.reset()
+        return True
 
     @property
     def is_open(self) -> bool:
@@ -216,7 +234,6 @@ class SerialRtuBus:
         self._lock = asyncio.Lock()
         self._closed = False
         self._backoff = Backoff(retry or RetryPolicy())
-        self._reopen_at = 0.0
         self._tx_end = 0.0  # when our last request left the wire (estimated)
         self._after_broadcast = False
         self._guard_unit = -1  # unit whose last transaction failed ...
@@ -271,19 +288,8 @@ class SerialRtuBus:
             return frame
 
     def _ensure_open(self) -> None:
-        if self._port.is_open:
-            return
-        self._port.close()
-        now = time.monotonic()
-        if now < self._reopen_at:
-            raise BusClosed(f"bus={self.name} port={self.cfg.port}: down, retry pending")
-        try:
-            self._port.open()
-        except BusClosed:
-            self._reopen_at = now + self._backoff.next_delay()
-            raise
-        self._backoff.reset()
-        self._tx_end = time.monotonic()  # treat opening as line activity: wait t3.5 first
+        if self._port.ensure_open(self._backoff):
+            self._tx_end = time.monotonic()  # treat opening as line activity: wait t3.5 first
 
     async def _exchange(self, req: RtuRequest, timeout_s: float) -> RtuFrame | None:
         port = self._port
