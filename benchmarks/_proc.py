@@ -9,34 +9,21 @@ taken from the zombie, after the process exited but before it is reaped, so it i
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from edge_agent.demo.brokers import free_port, mosquitto_path, wait_port
+
+MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
 
 
 def cpu_seconds(pid: int) -> float:

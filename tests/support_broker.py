@@ -11,9 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,24 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from edge_agent.demo.brokers import free_port, mosquitto_path, wait_port
+
+MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,22 @@ from edge_agent.demo.broker import Broker
 
 
 def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (demo, tests and benchmarks share this)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``; TimeoutError after that."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
+                                                                    timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
 
 
 def mosquitto_path() -> str | None:
@@ -65,14 +77,11 @@ class DemoBroker:
                 self._thread.start()
             assert self._loop is not None
             asyncio.run_coroutine_threadsafe(self._broker.start(), self._loop).result(5)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
-                                                                        timeout=0.2):
-                self.running = True
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} broker did not start on port {self.port}")
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            raise RuntimeError(f"{self.kind} broker did not start on port {self.port}") from None
+        self.running = True
 
     def kill(self) -> None:
         """A broker outage (sessions survive, as with a persistent production broker)."""
