@@ -72,17 +72,7 @@ class AtDevicePoller(DeviceBase):
     async def probe(self, points: Sequence[AtPoint]) -> bool:
         if not points:
             return True
-        self.health.probes += 1
-        t0 = time.monotonic()
-        try:
-            await self._command(points[0].command)
-        except AtError:
-            return True
-        except BusError:
-            return False
-        finally:
-            self.health.probe_time_s += time.monotonic() - t0
-        return True
+        return await self._timed_probe(self._command(points[0].command), AtError)
 
     async def run_group(self, group: Group) -> None:
         points = group.at_points

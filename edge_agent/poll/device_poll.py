@@ -14,12 +14,13 @@ Failure rules:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import DeviceConfig
@@ -62,7 +63,7 @@ def judge(value: Value) -> tuple[Quality, str]:
     return Quality.GOOD, ""
 
 
-class DeviceBase:
+class DeviceBase(abc.ABC):
     """What every polled device has: a plan, a health record, a lock and the reading helpers."""
 
     def __init__(
@@ -118,8 +119,9 @@ class DeviceBase:
             self._collect = None
         return got if point is None else {point: got.get(point)}
 
+    @abc.abstractmethod
     async def _read_now(self, point: str | None) -> bool:
-        raise NotImplementedError
+        """Each kind of device / transport provides this."""
 
     def _value(self, p: Point, value: Value, mono: int, wall: int, synced: bool) -> None:
         """A decoded value: GOOD, or BAD when it is NaN / infinite."""
@@ -144,8 +146,25 @@ class DeviceBase:
             else:
                 self._reading(p, None, Quality.BAD, "quarantined", mono, wall, synced)
 
+    @abc.abstractmethod
     async def run_group(self, group: Group) -> None:
-        raise NotImplementedError
+        """Each kind of device / transport provides this."""
+
+    async def _timed_probe(self, ask: Awaitable[object],
+                           answered: type[BusError]) -> bool:
+        """One probe of a quarantined device with its bus time accounted. True when the device
+        answered; an ``answered`` error (a Modbus exception, an AT ERROR) is an answer too."""
+        self.health.probes += 1
+        t0 = time.monotonic()
+        try:
+            await ask
+        except answered:
+            return True
+        except BusError:
+            return False
+        finally:
+            self.health.probe_time_s += time.monotonic() - t0
+        return True
 
 
 class DevicePoller(DeviceBase):
@@ -295,17 +314,7 @@ class DevicePoller(DeviceBase):
         req = self.plan.smallest_request()
         if req is None:
             return True
-        self.health.probes += 1
-        t0 = time.monotonic()
-        try:
-            await self._transact(req)
-        except ModbusExc:
-            return True
-        except BusError:
-            return False
-        finally:
-            self.health.probe_time_s += time.monotonic() - t0
-        return True
+        return await self._timed_probe(self._transact(req), ModbusExc)
 
     async def run_group(self, group: Group) -> None:
         """The scheduled job: poll one interval group (or probe / go stale when quarantined)."""

@@ -8,6 +8,7 @@ layer (``ProfileDevice``) encodes them into registers with the profile codec.
 
 from __future__ import annotations
 
+import abc
 import math
 import random
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class Event:
         return False
 
 
-class Behaviour:
+class Behaviour(abc.ABC):
     """Subclasses set ``values`` in ``__init__`` and implement ``_step(t, dt)``."""
 
     step_s: float = 10.0
@@ -72,8 +73,9 @@ class Behaviour:
             self._step(self.t, self.step_s)
             self.t += self.step_s
 
+    @abc.abstractmethod
     def _step(self, t: float, dt: float) -> None:
-        raise NotImplementedError
+        """Each kind of device / transport provides this."""
 
     def write(self, point: str, value: Value) -> None:
         """A write from the bus, already decoded and bounds-checked. Default: store it."""
@@ -88,7 +90,7 @@ class Behaviour:
             raise KeyError(f"{type(self).__name__} has no event {event!r}; known: {self.events}")
         ev.until = self.t + (ev.duration_s if duration_s is None else duration_s)
 
-    def reboot(self) -> None:
+    def reboot(self) -> None:  # noqa: B027 - a deliberate no-op default, not abstract
         """Power cycle: volatile state back to defaults (subclasses say which)."""
 
     def out_of_range(self, point: str) -> float | None:

@@ -7,21 +7,23 @@ thread for a prompt stop.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import threading
 import tty
 
 
-class PtyThread:
+class PtyThread(abc.ABC):
     def __init__(self) -> None:
         self.path = ""
         self._master = self._slave = self._wake_r = self._wake_w = -1
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abc.abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """Each kind of device / transport provides this."""
 
     def _open(self, what: str) -> str:
         """Open the pty (raw on both sides) and start the serving thread; the slave path."""
