@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
 
 from edge_agent.bus.tcp_endpoint import STALL_LIMIT, TcpEndpoint
 from edge_agent.config.model import TcpBus
+from edge_agent.demo.brokers import free_port
 from edge_agent.errors import BusClosed, BusTimeout, FrameError, ModbusException
 from edge_agent.profiles.model import Table
 from edge_agent.retry import RetryPolicy
@@ -151,16 +151,10 @@ def test_garbage_stream_is_frame_error_and_recovers() -> None:
     asyncio.run(main())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.timeout(20)
 def test_refused_backs_off_then_connects_when_endpoint_returns() -> None:
     async def main() -> None:
-        port = _free_port()
+        port = free_port()
         ep = endpoint(port)
         srv = RawServer()
         try:
