@@ -25,7 +25,7 @@ from typing import Any
 
 from edge_agent.bus.tcp_endpoint import TcpEndpoint
 from edge_agent.config.model import DeviceConfig, TcpBus
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.profiles.load import load_profiles
 from tests.poll.fakes import PROFILES, make_config

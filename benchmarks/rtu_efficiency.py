@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from edge_agent.bus.serial_line import SerialRtuBus
 from edge_agent.config.model import DeviceConfig, SerialBus
 from edge_agent.errors import BusError
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.profiles.load import load_profile
 from edge_agent.profiles.model import Profile, Table

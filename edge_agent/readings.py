@@ -22,7 +22,7 @@ class Quality(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ClockState:
-    """Wall-clock trust at one instant. ``synced`` comes from adjtimex (see poll.clock)."""
+    """Wall-clock trust at one instant. ``synced`` comes from adjtimex (see platform.clock)."""
 
     synced: bool
     boot_id: str

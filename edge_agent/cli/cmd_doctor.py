@@ -91,7 +91,7 @@ def check_broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Check:
 
 
 def check_clock() -> Check:
-    from edge_agent.poll.clock import kernel_clock_synced
+    from edge_agent.platform.clock import kernel_clock_synced
 
     if kernel_clock_synced():
         return Check("clock", True, "kernel reports synchronised")

@@ -31,7 +31,7 @@ def make_gap_signer(
     clock_synced: Callable[[], bool] = lambda: True,
 ) -> GapSigner:
     """Bridge the outbox's drop runs to ``BatchSigner.sign_gap``; ``clock_synced()`` tells whether
-    the wall clock can be trusted at signing time (poll.clock knows)."""
+    the wall clock can be trusted at signing time (platform.clock knows)."""
 
     def sign(head_seq: int, head_prev: bytes, run: DropRun) -> SignedBatch:
         return signer.sign_gap(

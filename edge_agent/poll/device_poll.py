@@ -26,7 +26,7 @@ from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import DeviceConfig
 from edge_agent.errors import BusClosed, BusError, BusTimeout, CodecError, FrameError
 from edge_agent.errors import ModbusException as ModbusExc
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.device_plan import DevicePlan, Group
 from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
 from edge_agent.profiles import codec

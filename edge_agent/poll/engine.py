@@ -24,8 +24,8 @@ from edge_agent.bus.at_points import AtCommander
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import AgentConfig, BusKind, SerialBus
 from edge_agent.errors import CodecError, CommandRefused, ConfigError, Problem
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.at_poll import AtDevicePoller
-from edge_agent.poll.clock import ClockProbe
 from edge_agent.poll.device_plan import Group
 from edge_agent.poll.device_poll import DeviceBase, DevicePoller
 from edge_agent.poll.health import GRANULARITY_S, NETWORK_GRANULARITY_S

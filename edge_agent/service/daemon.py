@@ -26,14 +26,14 @@ from edge_agent.errors import CommandRefused, ConfigError
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
 from edge_agent.pipeline.batcher import Batcher
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
+from edge_agent.platform.notify import Notifier
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
 from edge_agent.service.buses import close_buses, make_buses
 from edge_agent.service.commands import RemoteCommands, build_command_service
 from edge_agent.service.export import export_batches
 from edge_agent.service.metrics import write_metrics
-from edge_agent.service.notify import Notifier
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
 from edge_agent.trust.keys import load_signing_key

@@ -10,7 +10,7 @@ import pytest
 from edge_agent.bus.at import AtClient
 from edge_agent.config.model import BusKind, DeviceConfig, SerialBus
 from edge_agent.errors import AtError, BusError, BusTimeout
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Quality, Reading
 from simulators.devices.nbiot import NbiotState

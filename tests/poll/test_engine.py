@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.config.model import DeviceConfig, SerialBus, TcpBus
 from edge_agent.errors import BoundsError, BusTimeout, CodecError, CommandRefused
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.profiles import codec
 from edge_agent.profiles.model import ModbusPoint, Table

@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.bus.serial_line import SerialRtuBus
 from edge_agent.config.model import DeviceConfig, SerialBus
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.profiles.model import Table
 from edge_agent.readings import Quality, Reading

@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.bus.tcp_endpoint import TcpEndpoint
 from edge_agent.config.model import DeviceConfig, TcpBus
-from edge_agent.poll.clock import ClockProbe
+from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading
 from simulators.clock import SimClock

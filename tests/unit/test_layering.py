@@ -1,9 +1,11 @@
 """The data flows one way: a stage may import its own stage or an earlier one, never a later one.
 
-Stages: profiles, config (0) → bus (1) → poll (2) → pipeline (3) → trust (4) → outbox (5) →
-uplink (6). Outer layers (service, cli, control, commands, demo) wire stages together and may
-import anything; no stage may import them. Shared leaf modules (readings, errors, retry and the
-package ``__init__``) are importable by all and import no stage and no outer layer.
+Stages: platform (base, -1) → profiles, config (0) → bus (1) → poll (2) → pipeline (3) → trust (4)
+→ outbox (5) → uplink (6). ``platform`` (what the OS and the service sandbox constrain: clock
+state, sd_notify ...) is the base layer every stage may import; it imports no stage. Outer layers
+(service, cli, control, commands, demo) wire stages together and may import anything; no stage
+may import them. Shared leaf modules (readings, errors, retry and the package ``__init__``) are
+importable by all and import no stage and no outer layer.
 
 Every module under edge_agent/ is parsed with ``ast``; every import counts wherever it sits
 (module level, inside a function, under ``if TYPE_CHECKING``), relative imports are resolved, and
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "edge_agent"
 
 STAGES: dict[str, int] = {
+    "platform": -1,  # base layer: importable by every stage, imports none
     "profiles": 0,
     "config": 0,
     "bus": 1,
@@ -44,7 +47,7 @@ class Layer:
 
     def __str__(self) -> str:
         if self.kind == "stage":
-            return f"{self.name} (stage {self.stage})"
+            return f"{self.name} ({'base' if self.stage < 0 else 'stage'} {self.stage})"
         return f"{self.name} ({self.kind})"
 
 
@@ -243,6 +246,20 @@ BAD: list[tuple[str, str, str, int, str]] = [
         "from edge_agent.profiles.model import Profile",
     ),
     (
+        "edge_agent.platform.clock",
+        "from edge_agent.profiles.model import Profile\n",
+        "later stage profiles (stage 0)",
+        1,
+        "from edge_agent.profiles.model import Profile",
+    ),
+    (
+        "edge_agent.readings",
+        "from edge_agent.platform.clock import ClockProbe\n",
+        "shared leaf readings (shared) must not import a stage: platform (base -1)",
+        1,
+        "from edge_agent.platform.clock import ClockProbe",
+    ),
+    (
         "edge_agent.poll.health",
         "from edge_agent.pipeline.batcher import Batcher\n",
         "later stage pipeline (stage 3)",
@@ -269,6 +286,9 @@ GOOD: list[tuple[str, str, bool]] = [
     ("edge_agent.outbox", "from . import store\n", True),
     ("edge_agent.uplink.topics", "import edge_agent\nfrom edge_agent import __version__\n", False),
     ("edge_agent.pipeline.batcher", "from edge_agent.config.model import BatchConfig\n", False),
+    ("edge_agent.poll.engine", "from edge_agent.platform.clock import ClockProbe\n", False),
+    ("edge_agent.profiles.model", "from edge_agent.platform import clock\n", False),
+    ("edge_agent.platform.notify", "from edge_agent.errors import ConfigError\n", False),
     ("edge_agent.config.model", "from edge_agent.profiles.model import Profile\n", False),
     ("edge_agent.service.daemon", "from edge_agent.uplink.mqtt import MqttUplink\n", False),
     (

@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from edge_agent.poll.clock import (
+from edge_agent.platform.clock import (
     STA_UNSYNC,
     TIME_ERROR,
     ClockProbe,
