@@ -4,18 +4,41 @@
     ├── ConfigError            bad profile / agent.toml; carries every Problem (file, key path)
     ├── CodecError             a value cannot be encoded/decoded for a point's type
     │   └── BoundsError        a write outside the profile's min/max/step/allowed values
+    ├── PlanError              the planner cannot cover a point in one request (too large for
+    │                          the caps) -- a profile problem the engine reports as ConfigError
     ├── BusError               anything that went wrong talking to a device
     │   ├── BusTimeout         no (complete) answer within the timeout
-    │   ├── FrameError         garbage, bad CRC, truncated, wrong unit id / function code
+    │   ├── FrameError         garbage, truncated, wrong unit id / function code, echo mismatch
+    │   │   └── CrcError       a complete candidate answer failed its CRC
     │   ├── ModbusException    the device answered with an exception code (.code)
     │   ├── AtError            an AT module answered ERROR / +CME ERROR (.cme)
     │   └── BusClosed          the bus owner is shut down or the port vanished
     ├── TrustError             keys, signatures, chain
     │   ├── KeyFileError       missing / unreadable / too-permissive key file
-    │   └── VerifyError        a signature, seq or prev-chain check failed
+    │   └── VerifyError        a signature, seq or prev-chain check failed; malformed COSE
+    │       ├── WrongAlgorithm the protected header names an algorithm other than EdDSA
+    │       ├── UnknownKid     no key is known (allowlisted) for the message's kid
+    │       └── BadSignature   the signature does not verify under the kid's key
     ├── OutboxError            the durable store cannot accept or return a batch
     ├── UplinkError            MQTT session problems that the caller must see
-    └── CommandRefused         a remote/local command was refused (.reason)
+    ├── CommandRefused         a remote/local command was refused (.reason)
+    ├── CommandStoreError      the command state (replay guard, durable results) cannot be
+    │                          opened, read or written (the SQLite file is broken or unwritable)
+    └── ContractError          an internal API used against its documented contract (a Poller
+                               run twice, a RetryPolicy with factor < 1): a bug in the caller,
+                               never bad input from outside -- bad input is one of the above
+
+Rules (checked by tests/unit/test_exception_tree.py, which walks every ``raise`` in edge_agent/):
+
+* raise only these classes (or a module-private subclass of one of them); never ``ValueError``,
+  ``RuntimeError``, ``OSError`` or a library's exception across a module boundary -- translate it
+  at the place it happens (``raise BusClosed(...) from exc``);
+* callers branch on the class, never on the message text: add a subclass when code needs to tell
+  two failures apart (``CrcError`` vs other ``FrameError``; ``WrongAlgorithm`` vs other
+  ``VerifyError``);
+* exempt: a bare ``raise`` / re-raising the exception an ``except`` clause caught; the few
+  protocol-mandated ones listed with their reason in the test's allowlist (``KeyError`` from a
+  mapping's ``__getitem__``, ``argparse.ArgumentTypeError`` from an argparse type function).
 """
 
 from __future__ import annotations
@@ -56,6 +79,10 @@ class BoundsError(CodecError):
     pass
 
 
+class PlanError(EdgeAgentError):
+    """The read planner cannot cover a point (or overlapping points) in one request."""
+
+
 class BusError(EdgeAgentError):
     pass
 
@@ -66,6 +93,10 @@ class BusTimeout(BusError):
 
 class FrameError(BusError):
     pass
+
+
+class CrcError(FrameError):
+    """A complete candidate answer (right unit, function code and length) failed its CRC."""
 
 
 class ModbusException(BusError):
@@ -105,6 +136,18 @@ class VerifyError(TrustError):
     pass
 
 
+class WrongAlgorithm(VerifyError):
+    """The COSE protected header names an algorithm other than EdDSA (or none)."""
+
+
+class UnknownKid(VerifyError):
+    """No key is known (allowlisted) for the message's kid."""
+
+
+class BadSignature(VerifyError):
+    """The signature does not verify under the key of the message's kid."""
+
+
 class OutboxError(EdgeAgentError):
     pass
 
@@ -118,3 +161,13 @@ class CommandRefused(EdgeAgentError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class CommandStoreError(EdgeAgentError):
+    """The command state store (replay guard, durable results) cannot be opened, read or
+    written. A command that meets it is refused ``replay_store_unavailable``, still audited."""
+
+
+class ContractError(EdgeAgentError):
+    """An internal API used against its documented contract: a bug in the caller, never bad
+    input from outside (that is one of the other classes)."""
