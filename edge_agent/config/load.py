@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.config.checks import BusEntry, DeviceEntry, cross_check
@@ -27,6 +27,7 @@ from edge_agent.config.model import (
     TlsConfig,
     UplinkConfig,
 )
+from edge_agent.config.permissions import check_config_files
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.profiles.fields import Problems, Table, read_toml
 from edge_agent.profiles.load import MIN_INTERVAL_S, collect_profiles
@@ -46,7 +47,7 @@ SERIAL_KEYS = ("port", "baud", "parity", "stopbits", "bytesize", "turnaround_ms"
 BUS_KEYS = ("name", "kind", *TCP_KEYS, *SERIAL_KEYS)
 DEVICE_KEYS = ("name", "profile", "bus", "unit_id", "tags", "max_gap", "interval")
 UPLINK_KEYS = ("host", "port", "protocol", "topic_prefix", "client_id", "keepalive", "inflight",
-               "status_interval", "username", "password_file", "tls")
+               "status_interval", "username", "password_file", "tls", "insecure_plaintext")
 TLS_KEYS = ("ca_file", "cert_file", "key_file")
 
 
@@ -93,6 +94,7 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
             textfile = loader.path(health_t, "prometheus_textfile")
         health_t.finish(("prometheus_textfile",))
     top.finish(TOP_KEYS)
+    check_config_files(_abs(path), uplink, keys, problems)
 
     broken: set[str] = set()
     if profiles is None:
@@ -105,7 +107,7 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
                        devices=tuple(d.config for d in devices), profiles=profiles, uplink=uplink,
                        batch=batch, outbox=outbox, keys=keys, state_dir=state_dir,
                        runtime_dir=runtime_dir, commands_allow_unsynced_clock=allow_unsynced,
-                       prometheus_textfile=textfile)
+                       prometheus_textfile=textfile, warnings=tuple(loader.warnings))
 
 
 def parse_size(text: str) -> int | None:
@@ -122,6 +124,7 @@ def _abs(path: Path) -> Path:
 class _Loader:
     source: Path
     problems: Problems
+    warnings: list[Problem] = field(default_factory=list)
 
     def ident(self, t: Table, key: str) -> str | None:
         value = t.string(key, required=True)
@@ -235,9 +238,29 @@ class _Loader:
             topic_prefix=prefix, client_id=client_id,
             keepalive_s=t.integer("keepalive", 30, lo=5, hi=65535) or 30,
             inflight=t.integer("inflight", 32, lo=1, hi=65535) or 32,
-            status_interval_s=t.number("status_interval", 60.0, lo=1) or 60.0)
+            status_interval_s=t.number("status_interval", 60.0, lo=1) or 60.0,
+            insecure_plaintext=t.boolean("insecure_plaintext"))
+        self._plaintext(t, cfg)
         t.finish(UPLINK_KEYS)
         return cfg if len(self.problems.items) == before else None
+
+    def _plaintext(self, t: Table, cfg: UplinkConfig) -> None:
+        """Secure by default: MQTT to anything but loopback is TLS unless explicitly waived."""
+        if not cfg.host:
+            return  # reported as missing
+        if cfg.tls is not None and cfg.insecure_plaintext:
+            t.error("insecure_plaintext", "insecure_plaintext = true contradicts [uplink.tls]; "
+                    "remove insecure_plaintext")
+        elif cfg.plaintext_remote and not cfg.insecure_plaintext:
+            t.error("tls", f"required: MQTT to {cfg.host}:{cfg.port} without TLS would send the "
+                    "gateway id, credentials and readings in clear",
+                    'add [uplink.tls] with ca_file = "/etc/edge-agent/ca.pem"; only on a '
+                    "closed lab network: insecure_plaintext = true in [uplink]")
+        elif cfg.plaintext_remote:
+            self.warnings.append(Problem(
+                self.problems.file, t.at("insecure_plaintext"),
+                f"plaintext MQTT to {cfg.host}:{cfg.port}: gateway id, credentials and readings "
+                "travel in clear", "configure [uplink.tls] and remove insecure_plaintext"))
 
     def batch(self, t: Table | None) -> BatchConfig:
         if t is None:

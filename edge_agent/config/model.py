@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent.errors import Problem
 from edge_agent.profiles.model import Profile
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address that never leaves this machine (no DNS lookup is made: a
+    name other than ``localhost`` counts as remote)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class BusKind(enum.StrEnum):
@@ -85,6 +100,12 @@ class UplinkConfig:
     keepalive_s: int = 30
     inflight: int = 32
     status_interval_s: float = 60.0
+    insecure_plaintext: bool = False  # [uplink] insecure_plaintext: plaintext to a remote host
+
+    @property
+    def plaintext_remote(self) -> bool:
+        """MQTT without TLS to a host that is not this machine (needs ``insecure_plaintext``)."""
+        return self.tls is None and not is_loopback(self.host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +141,6 @@ class AgentConfig:
     runtime_dir: Path
     commands_allow_unsynced_clock: bool = False  # [commands] allow_unsynced_clock
     prometheus_textfile: Path | None = None  # [health] prometheus_textfile (node_exporter)
+    # accepted but unsafe settings (insecure_plaintext...): check-config prints them, the daemon
+    # logs them at start; not part of what a reload compares
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)

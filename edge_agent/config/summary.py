@@ -68,6 +68,7 @@ class Summary:
     outbox: str
     batch: str
     buses: list[BusInfo]
+    warnings: list[str] = field(default_factory=list)  # accepted but unsafe settings
 
     @property
     def devices(self) -> int:
@@ -103,10 +104,13 @@ def summarize(cfg: AgentConfig) -> Summary:
         scheme = "mqtts" if up.tls else "mqtt"
         uplink = (f"{scheme}://{up.host}:{up.port} MQTT {up.protocol} topic "
                   f"{up.topic_prefix}/{cfg.gateway_id}/...")
+        if up.plaintext_remote:
+            uplink += " -- PLAINTEXT (insecure_plaintext = true)"
     return Summary(
         gateway_id=cfg.gateway_id, source=str(cfg.source), profiles=sorted(cfg.profiles),
         uplink=uplink, outbox=f"{cfg.outbox.path} cap {_size(cfg.outbox.cap_bytes)}",
-        batch=f"<= {cfg.batch.max_readings} readings / {cfg.batch.max_ms} ms", buses=buses)
+        batch=f"<= {cfg.batch.max_readings} readings / {cfg.batch.max_ms} ms", buses=buses,
+        warnings=[str(w) for w in cfg.warnings])
 
 
 def profile_info(profile: Profile) -> ProfileInfo:
@@ -118,6 +122,7 @@ def profile_info(profile: Profile) -> ProfileInfo:
 
 def render(s: Summary) -> str:
     lines = [f"config ok: gateway {s.gateway_id} ({s.source})",
+             *(f"WARNING:  {w}" for w in s.warnings),
              *_pack(f"profiles: {len(s.profiles)} loaded: ", s.profiles, " "),
              f"uplink:   {s.uplink}",
              f"outbox:   {s.outbox}; batch {s.batch}", ""]

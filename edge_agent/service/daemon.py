@@ -50,6 +50,8 @@ class Agent:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.cfg: AgentConfig = load_config(config_path)  # ConfigError: refuse to start
+        for warning in self.cfg.warnings:  # accepted but unsafe (insecure_plaintext...)
+            log.warning("config_warning %s", warning)
         self.key = load_signing_key(self.cfg.keys.signing_key)  # KeyFileError: refuse to start
         self.clock = ClockProbe()
         self.started_mono = time.monotonic()

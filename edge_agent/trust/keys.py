@@ -1,8 +1,10 @@
 """Ed25519 key files: load, generate (0600, atomic, never overwriting), public PEM, kid.
 
 A signing key file is either PEM PKCS#8 (``-----BEGIN PRIVATE KEY-----``, unencrypted) or the raw
-32-byte Ed25519 seed. It must not be readable or writable by group or others: a key the whole box
-can read is not a gateway identity, so loading refuses it (``chmod 600 FILE``).
+32-byte Ed25519 seed. A key the whole box can read is not a gateway identity: loading applies the
+secret-file rules of ``config.permissions`` (owner root / the service user / whoever runs the
+command; no access for others; group read only for the service group) and refuses it with the
+``chmod`` / ``chown`` that fixes it.
 
 A public key file is PEM SubjectPublicKeyInfo (``-----BEGIN PUBLIC KEY-----``) or the raw 32 bytes.
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge_agent.config.permissions import Kind, file_problem
 from edge_agent.errors import KeyFileError
 
 KID_LEN = 16
@@ -66,11 +69,10 @@ def _read(path: Path, *, private: bool) -> bytes:
         raise KeyFileError(f"{path}: cannot stat key file: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(f"{path}: not a regular file")
-    if private and st.st_mode & 0o077:
-        raise KeyFileError(
-            f"{path}: signing key is accessible by group/others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
-        )
+    if private:
+        why = file_problem(path, Kind.SECRET, "signing key")
+        if why is not None:
+            raise KeyFileError(why)
     if st.st_size > _MAX_KEY_FILE:
         raise KeyFileError(f"{path}: {st.st_size} bytes is too large for a key file")
     try:

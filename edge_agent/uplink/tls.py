@@ -2,18 +2,19 @@
 
 When ``[uplink.tls]`` is configured the broker's certificate is always verified against
 ``ca_file`` (chain and host name); there is no option to turn that off and no plaintext fallback.
-An optional client certificate/key gives mutual TLS.
+An optional client certificate/key gives mutual TLS. The client key and the password file are
+checked with the secret-file rules of ``config.permissions`` (the same ones ``check-config`` and the
+daemon's config loading apply) before they are read.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
-import stat
 from pathlib import Path
 from typing import Any
 
 from edge_agent.config.model import TlsConfig, UplinkConfig
+from edge_agent.config.permissions import Kind, file_problem
 from edge_agent.errors import UplinkError
 
 
@@ -48,6 +49,10 @@ def tls_context(tls: TlsConfig) -> TrackingContext:
     if tls.cert_file is not None or tls.key_file is not None:
         if tls.cert_file is None:
             raise UplinkError("uplink.tls.key_file is set but uplink.tls.cert_file is not")
+        if tls.key_file is not None:
+            why = file_problem(tls.key_file, Kind.SECRET, "TLS client key")
+            if why is not None:
+                raise UplinkError(f"uplink.tls.key_file: {why}")
         try:
             ctx.load_cert_chain(
                 str(tls.cert_file), None if tls.key_file is None else str(tls.key_file)
@@ -66,15 +71,13 @@ def read_password(cfg: UplinkConfig) -> str | None:
         return None
     if cfg.username is None:
         raise UplinkError(f"uplink.password_file {path}: set uplink.username too")
+    why = file_problem(path, Kind.SECRET, "MQTT password file")
+    if why is not None:
+        raise UplinkError(f"uplink.password_file: {why}")
     try:
-        st = os.stat(path)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UplinkError(f"uplink.password_file {path}: {exc}") from exc
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UplinkError(
-            f"uplink.password_file {path}: readable by group/others (chmod 600 {path})"
-        )
     lines = text.splitlines()
     if not lines or not lines[0]:
         raise UplinkError(f"uplink.password_file {path}: empty")

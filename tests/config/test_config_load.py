@@ -78,9 +78,10 @@ def test_parse_size(text: str, size: int | None) -> None:
 
 
 def test_uplink_port_defaults_follow_tls(write: Writer, config: Doc, tmp_path: Path) -> None:
-    config["uplink"] = {"host": "broker"}
+    config["uplink"] = {"host": "broker", "insecure_plaintext": True}
     cfg = load_config(write("a.toml", config))
     assert cfg.uplink is not None and cfg.uplink.port == 1883 and cfg.uplink.tls is None
+    del config["uplink"]["insecure_plaintext"]
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     config["uplink"]["tls"] = {"ca_file": "ca.pem"}
@@ -121,22 +122,23 @@ SECTION_CASES = [
     (_top(outbox={"cap": "lots"}), "outbox.cap", "not a size", ""),
     (_top(outbox={"cap": "1KiB"}), "outbox.cap", "below the minimum", ""),
     (_top(outbox={"cap": "1GiB", "cap_bytes": 1 << 30}), "outbox.cap", "not both", ""),
-    (_top(uplink={"host": "b", "protocol": 5}), "uplink.protocol", "(a string)",
+    (_top(uplink={"host": "localhost", "protocol": 5}), "uplink.protocol", "(a string)",
      "did you mean '5'?"),
-    (_top(uplink={"host": "b", "protocol": "3.1"}), "uplink.protocol", "is not one of",
+    (_top(uplink={"host": "localhost", "protocol": "3.1"}), "uplink.protocol", "is not one of",
      "did you mean '3.1.1'?"),
-    (_top(uplink={"host": "b", "keepalive": 0}), "uplink.keepalive", "out of range", ""),
-    (_top(uplink={"host": "b", "topic_prefix": "city/#"}), "uplink.topic_prefix",
+    (_top(uplink={"host": "localhost", "keepalive": 0}), "uplink.keepalive", "out of range", ""),
+    (_top(uplink={"host": "localhost", "topic_prefix": "city/#"}), "uplink.topic_prefix",
      "not a valid topic prefix", ""),
-    (_top(uplink={"host": "b", "qos": 1}), "uplink.qos", "unknown key", ""),
+    (_top(uplink={"host": "localhost", "qos": 1}), "uplink.qos", "unknown key", ""),
     (_top(uplink={"port": 1883}), "uplink.host", "required key missing", ""),
-    (_top(uplink={"host": "b", "tls": {"ca_file": "/nonexistent/ca.pem"}}),
+    (_top(uplink={"host": "localhost", "tls": {"ca_file": "/nonexistent/ca.pem"}}),
      "uplink.tls.ca_file", "file does not exist", ""),
-    (_top(uplink={"host": "b", "tls": {"ca_file": "/etc/hostname", "cert_file": "/etc/hostname"}}),
+    (_top(uplink={"host": "localhost",
+                  "tls": {"ca_file": "/etc/hostname", "cert_file": "/etc/hostname"}}),
      "uplink.tls.key_file", "needs both cert_file and key_file", ""),
-    (_top(uplink={"host": "b", "username": "u", "password_file": "nope.txt"}),
+    (_top(uplink={"host": "localhost", "username": "u", "password_file": "nope.txt"}),
      "uplink.password_file", "file does not exist", ""),
-    (_top(uplink={"host": "b", "password_file": "/etc/hostname"}), "uplink.password_file",
+    (_top(uplink={"host": "localhost", "password_file": "/etc/hostname"}), "uplink.password_file",
      "without username", ""),
     (_set("buses", 0, baud=9601), "buses[0].baud", "not a standard rate", "did you mean 9600?"),
     (_set("buses", 0, parity="X"), "buses[0].parity", "is not one of", ""),

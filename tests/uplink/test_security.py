@@ -126,7 +126,7 @@ def test_bad_security_settings_name_the_key(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text("x\n")
     os.chmod(pw, 0o644)
-    with pytest.raises(UplinkError, match=r"password_file .*group/others"):
+    with pytest.raises(UplinkError, match=r"password_file: .*accessible by .*chmod 600"):
         read_password(UplinkConfig(host="h", username="u", password_file=pw))
     with pytest.raises(UplinkError, match=r"set uplink\.username"):
         read_password(UplinkConfig(host="h", password_file=pw))

@@ -1,0 +1,166 @@
+"""Who may change (or read) the files the agent trusts: the one rule set for file permissions.
+
+Used by ``config.load.load_config`` (so by ``check-config``, by the daemon at start and at every
+reload, and by ``doctor``), by ``trust.keys`` when it loads a signing key and by ``uplink.tls``.
+
+What a hardened Debian gateway expects (``scripts/install`` + ``edge-agent provision``): root
+installs and owns the configuration (``/etc/edge-agent`` is ``root:edge-agent 0750``), the service
+runs as the unprivileged ``edge-agent`` user, which owns its state and its signing key (0600).
+
+- Every checked file or directory (the config file, the signing key, operator public keys and
+  their directory, the TLS CA / client certificate / client key, the MQTT password file) must be
+  owned by root, by the service user ``edge-agent`` or by the user running the command, and must
+  not be writable by its group or by others: anyone who can rewrite an operator key can send
+  commands, anyone who can rewrite the CA or the config can redirect the uplink.
+- A secret (a private key, the password file) must also not be readable by others. Its group may
+  read it only when that group is the service group (``root:edge-agent 0640`` is how root hands a
+  key to the service without letting it change the key); any other group must have no access.
+
+Each refusal names the file, its mode and owner, and the exact ``chmod`` / ``chown`` that fixes it.
+"""
+
+from __future__ import annotations
+
+import enum
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path
+
+from edge_agent.config.model import KeysConfig, UplinkConfig
+from edge_agent.profiles.fields import Problems
+
+SERVICE_USER = "edge-agent"  # systemd/edge-agent.sysusers; also the group of that user
+
+
+class Kind(enum.Enum):
+    """What a file is, for the wording of the message and the rule that applies."""
+
+    CONFIG = "config file"
+    DIRECTORY = "directory"
+    PUBLIC = "public file"  # a certificate, a CA bundle, an operator's public key
+    SECRET = "private file"  # a private key, the password file
+
+    @property
+    def secret(self) -> bool:
+        return self is Kind.SECRET
+
+
+def _uid(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _gid(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def allowed_owners() -> set[int]:
+    """root, the service user (when the account exists) and the user running this process."""
+    owners = {0, os.geteuid()}
+    service = _uid(SERVICE_USER)
+    if service is not None:
+        owners.add(service)
+    return owners
+
+
+def secret_owner() -> str:
+    """Who should own a secret: the service user if the account exists, else whoever runs this."""
+    return SERVICE_USER if _uid(SERVICE_USER) is not None else _user(os.geteuid())
+
+
+def file_problem(path: Path, kind: Kind, what: str = "") -> str | None:
+    """Why ``path`` may not be trusted as ``kind`` (mode, owner and the fix), or None if it may.
+    A missing file is not this function's business (None): callers report existence themselves.
+    ``what`` names the file in the message ("operator key", "TLS client key"...)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{what or kind.value} {path}: cannot stat: {exc.strerror or exc}"
+    label = f"{what or kind.value} {path}"
+    mode = stat.S_IMODE(st.st_mode)
+    found = f"mode {mode:04o}, owner {_user(st.st_uid)}:{_group(st.st_gid)}"
+    if kind is Kind.DIRECTORY and not stat.S_ISDIR(st.st_mode):
+        return f"{label} is not a directory"
+    if kind is not Kind.DIRECTORY and not stat.S_ISREG(st.st_mode):
+        return f"{label} is not a regular file"
+    if st.st_uid not in allowed_owners():
+        owner = secret_owner() if kind.secret else "root"
+        return (f"{label} is owned by {_user(st.st_uid)}, not by root or the service "
+                f"user {SERVICE_USER} ({found}); fix: chown {owner} {path}")
+    if kind.secret:
+        service_gid = _gid(SERVICE_USER)
+        group_may_read = service_gid is not None and st.st_gid == service_gid
+        group_bad = stat.S_IRWXG & ~(stat.S_IRGRP if group_may_read else 0)
+        who = [w for w, bits in (("group", group_bad), ("others", stat.S_IRWXO)) if mode & bits]
+        if who:
+            keep = 0o640 if group_may_read and mode & stat.S_IRGRP else 0o600
+            return (f"{label} is accessible by {' and '.join(who)} ({found}); "
+                    f"fix: chmod {keep:o} {path}")
+        return None
+    who = [w for w, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if mode & bit]
+    if who:
+        return f"{label} is writable by {' and '.join(who)} ({found}); fix: chmod go-w {path}"
+    return None
+
+
+OPERATOR_KEY_SUFFIXES = (".pem", ".pub")  # what the daemon loads from keys.command_keys
+
+
+def check_config_files(source: Path, uplink: UplinkConfig | None, keys: KeysConfig | None,
+                       problems: Problems) -> None:
+    """Add a problem for every file named by the config (and the config itself) that fails the
+    rules above, at the key path that names it. The signing key is checked where it is loaded
+    (``trust.keys.load_signing_key``: the daemon at start, ``doctor``), files that do not exist
+    are reported by the loader (``must_exist``) or not at all (an operators directory that is
+    absent means "no remote commands")."""
+    checks: list[tuple[str, Path, Kind, str]] = [("", source, Kind.CONFIG, "config file")]
+    if uplink is not None:
+        if uplink.tls is not None:
+            checks.append(("uplink.tls.ca_file", uplink.tls.ca_file, Kind.PUBLIC, "TLS CA file"))
+            if uplink.tls.cert_file is not None:
+                checks.append(("uplink.tls.cert_file", uplink.tls.cert_file, Kind.PUBLIC,
+                               "TLS client certificate"))
+            if uplink.tls.key_file is not None:
+                checks.append(("uplink.tls.key_file", uplink.tls.key_file, Kind.SECRET,
+                               "TLS client key"))
+        if uplink.password_file is not None:
+            checks.append(("uplink.password_file", uplink.password_file, Kind.SECRET,
+                           "MQTT password file"))
+    if keys is not None and keys.command_keys is not None:
+        directory = keys.command_keys
+        checks.append(("keys.command_keys", directory, Kind.DIRECTORY, "operator key directory"))
+        try:
+            listed = sorted(directory.iterdir()) if directory.is_dir() else []
+        except OSError as exc:
+            problems.add("keys.command_keys", f"operator key directory {directory}: cannot list: "
+                                              f"{exc.strerror or exc}")
+            listed = []
+        checks += [("keys.command_keys", f, Kind.PUBLIC, "operator key")
+                   for f in listed if f.suffix in OPERATOR_KEY_SUFFIXES]
+    for key_path, path, kind, what in checks:
+        why = file_problem(path, kind, what)
+        if why is not None:
+            problems.add(key_path, why)
