@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.demo.brokers import free_port, mosquitto_path, wait_port
+from edge_agent.errors import UplinkError
 
 MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -116,7 +117,7 @@ class Mosquitto:
         self.child = Child([MOSQUITTO, "-c", str(conf)], directory / "mosquitto.log", cores=cores)
         try:
             wait_port(self.port)
-        except TimeoutError:
+        except UplinkError:
             self.child.stop(signal.SIGKILL)
             raise RuntimeError(f"mosquitto did not start: {self.child.tail()}") from None
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from edge_agent.errors import ContractError
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -19,9 +21,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.initial_s <= 0 or self.factor < 1 or self.max_s < self.initial_s:
-            raise ValueError("RetryPolicy needs initial_s > 0, factor >= 1, max_s >= initial_s")
+            raise ContractError("RetryPolicy needs initial_s > 0, factor >= 1, max_s >= initial_s")
         if not 0 <= self.jitter < 1:
-            raise ValueError("RetryPolicy jitter must be in [0, 1)")
+            raise ContractError("RetryPolicy jitter must be in [0, 1)")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before retry number ``attempt`` (0-based), jittered, capped at ``max_s``."""

@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.demo.brokers import free_port, mosquitto_path, wait_port
+from edge_agent.errors import UplinkError
 
 MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"
 
@@ -191,7 +192,7 @@ class Mosquitto:
         try:
             wait_port(self.port)
             wait_port(self.plain_port)
-        except TimeoutError:
+        except UplinkError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start: {self.log.read_text()[-2000:]}") from None
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.errors import KeyFileError
+from edge_agent.errors import EdgeAgentError, KeyFileError
 from edge_agent.retry import RetryPolicy
 from edge_agent.trust.keys import kid_of, load_public_key
 from edge_agent.trust.verify import ChainVerifier, VerifyReport
@@ -33,7 +33,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class _Usage(Exception):
+class _Usage(EdgeAgentError):
     pass
 
 

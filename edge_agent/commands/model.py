@@ -29,7 +29,7 @@ from typing import Any
 
 import cbor2
 
-from edge_agent.errors import CommandRefused
+from edge_agent.errors import CommandRefused, VerifyError
 from edge_agent.readings import Value
 
 VERSION = 1
@@ -137,7 +137,16 @@ def encode_result(res: Result) -> bytes:
 
 
 def decode_result(payload: bytes) -> Result:
-    m = cbor2.loads(payload)
+    """Parse a result payload (already signature-checked by the caller); VerifyError for anything
+    that is not one."""
+    try:
+        m = cbor2.loads(payload)
+    except Exception as exc:  # cbor2 raises many types on garbage
+        raise VerifyError(f"result payload is not CBOR ({type(exc).__name__})") from None
     if not isinstance(m, dict) or m.get(1) != VERSION:
-        raise ValueError("not a command result payload")
-    return Result(m[2], m[3], bool(m[4]), m[5], m[6], m.get(7, b""), m.get(8))
+        raise VerifyError("not a command result payload")
+    cid, gw, ok, reason, t_ns, kid = m.get(2), m.get(3), m.get(4), m.get(5), m.get(6), m.get(7, b"")
+    if not (isinstance(cid, bytes) and isinstance(gw, str) and isinstance(ok, bool)
+            and isinstance(reason, str) and type(t_ns) is int and isinstance(kid, bytes)):
+        raise VerifyError("result payload: a required key is missing or has the wrong type")
+    return Result(cid, gw, ok, reason, t_ns, kid, m.get(8))

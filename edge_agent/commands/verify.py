@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.commands.model import Command, decode_command
 from edge_agent.commands.replay import ReplayGuard
-from edge_agent.errors import CommandRefused, VerifyError
+from edge_agent.errors import CommandRefused, VerifyError, WrongAlgorithm
 from edge_agent.trust.cose import parse1, sig_structure
 
 
@@ -53,7 +53,7 @@ class CommandVerifier:
         try:
             kid, protected, payload, signature = parse1(message)
         except VerifyError as exc:
-            reason = "wrong_alg" if "algorithm" in str(exc) else "malformed"
+            reason = "wrong_alg" if isinstance(exc, WrongAlgorithm) else "malformed"
             raise CommandRefused(reason, str(exc)) from None
         pub = self._keys.get(kid)
         if pub is None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from edge_agent.demo.broker import Broker
+from edge_agent.errors import UplinkError
 
 
 def free_port() -> int:
@@ -24,14 +25,14 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    """Until something accepts connections on 127.0.0.1:``port``; TimeoutError after that."""
+    """Until something accepts connections on 127.0.0.1:``port``; UplinkError after that."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
                                                                     timeout=0.2):
             return
         time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+    raise UplinkError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
 
 
 def mosquitto_path() -> str | None:
@@ -79,8 +80,8 @@ class DemoBroker:
             asyncio.run_coroutine_threadsafe(self._broker.start(), self._loop).result(5)
         try:
             wait_port(self.port)
-        except TimeoutError:
-            raise RuntimeError(f"{self.kind} broker did not start on port {self.port}") from None
+        except UplinkError:
+            raise UplinkError(f"{self.kind} broker did not start on port {self.port}") from None
         self.running = True
 
     def kill(self) -> None:

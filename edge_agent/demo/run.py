@@ -25,6 +25,7 @@ from edge_agent.control.client import ControlClient, ControlUnavailable
 from edge_agent.demo.brokers import DemoBroker
 from edge_agent.demo.consumer import VerifyingConsumer
 from edge_agent.demo.view import render
+from edge_agent.errors import UplinkError
 from edge_agent.trust.keys import kid_of, load_signing_key
 from simulators.faults import DeviceFault
 from simulators.scenario import BackgroundScenario
@@ -55,7 +56,7 @@ class Demo:
                                                              key.public_key()})
         self.consumer.start()
         if not self.consumer.subscribed.wait(10):
-            raise RuntimeError("the verifying consumer could not subscribe")
+            raise UplinkError("the verifying consumer could not subscribe")
         with open(self.workdir / "agent.log", "wb") as log:  # the child keeps its own descriptor
             self.agent = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent.cli.main", "run", "--config", str(self.config)],

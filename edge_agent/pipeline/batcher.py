@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from edge_agent.config.model import BatchConfig
-from edge_agent.errors import OutboxError
+from edge_agent.errors import ContractError, OutboxError
 from edge_agent.readings import Reading
 from edge_agent.retry import Backoff, RetryPolicy
 
@@ -42,7 +42,7 @@ class Batcher:
         retry: RetryPolicy | None = None,
     ) -> None:
         if cfg.max_readings < 1 or cfg.max_ms < 1:
-            raise ValueError("batch.max_readings and batch.max_ms must be >= 1")
+            raise ContractError("batch.max_readings and batch.max_ms must be >= 1")
         self.cfg = cfg
         self._commit = commit
         self.max_group = max_group

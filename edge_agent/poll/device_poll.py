@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import DeviceConfig
-from edge_agent.errors import BusClosed, BusError, BusTimeout, CodecError, FrameError
+from edge_agent.errors import BusClosed, BusError, BusTimeout, CodecError, CrcError, FrameError
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.device_plan import DevicePlan, Group
@@ -51,7 +51,7 @@ def failure_reason(exc: BusError) -> str:
     if isinstance(exc, ModbusExc):
         return f"exc:{exc.code}"
     if isinstance(exc, FrameError):
-        return "crc" if "crc" in str(exc).lower() else "frame"
+        return "crc" if isinstance(exc, CrcError) else "frame"
     if isinstance(exc, BusClosed):
         return "closed"
     return "bus"
@@ -112,8 +112,10 @@ class DeviceBase(abc.ABC):
         try:
             if not await self._read_now(point):
                 why = self.health.last_error or "timeout"
-                cls = BusTimeout if why == "timeout" else BusError
-                raise cls(f"device={self.device.name} bus={self.bus_name}: {why}")
+                msg = f"device={self.device.name} bus={self.bus_name}: {why}"
+                if why == "timeout":
+                    raise BusTimeout(msg)
+                raise BusError(msg)
             got = self._collect
         finally:
             self._collect = None
@@ -204,7 +206,7 @@ class DevicePoller(DeviceBase):
     def _good(self, req: ReadRequest, regs: Sequence[int]) -> None:
         """Decode an answer (one clock read per request, taken when it arrived)."""
         if len(regs) < req.count:
-            raise ValueError(f"response has {len(regs)} values, request read {req.count}")
+            raise FrameError(f"response has {len(regs)} values, request read {req.count}")
         mono, wall = self._answer_mono_ns, self._answer_wall_ns
         synced = self._clock.state().synced
         last_values = self.last_values
@@ -288,11 +290,9 @@ class DevicePoller(DeviceBase):
         """An exception answer: split a merged read refused with ILLEGAL_DATA_ADDRESS and read
         the parts, else BAD ``exc:N``. False when the device failed meanwhile."""
         if e.code == ModbusExc.ILLEGAL_DATA_ADDRESS and len(req.points) > 1:
-            try:
-                parts, brk = split(req)
-            except ValueError:  # points sharing registers: nothing to split
-                parts = []
-            if parts:
+            cut = split(req)  # None: one point (or points sharing registers), nothing to split
+            if cut is not None:
+                parts, brk = cut
                 self.plan.add_break(brk)
                 for part in parts:
                     if not await self.read_request(part):

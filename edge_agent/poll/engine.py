@@ -8,6 +8,13 @@ uniformly over the interval. Readings pass the report-by-exception filter before
 
 ``stop()`` is a plain method (safe from a signal handler or another task); ``run()`` returns once
 every job has been cancelled and awaited. Bus owners belong to the caller and are not closed here.
+
+Errors (all from edge_agent.errors): the constructor raises ``ConfigError`` with every problem
+(a device on the wrong kind of bus, a point the planner cannot read in one request); ``run()``
+raises ``ContractError`` when called twice on one Poller; ``read_now`` / ``write`` raise
+``CommandRefused`` (unknown device / point, not writable), ``CodecError`` / ``BoundsError`` (a
+read-only point, a value out of bounds: checked before the bus is touched) and ``BusError`` from the
+transaction. Device failures during polling never escape: they become BAD / STALE readings.
 """
 
 from __future__ import annotations
@@ -23,7 +30,14 @@ from typing import cast
 from edge_agent.bus.at_points import AtCommander
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import AgentConfig, BusKind, SerialBus
-from edge_agent.errors import CodecError, CommandRefused, ConfigError, Problem
+from edge_agent.errors import (
+    CodecError,
+    CommandRefused,
+    ConfigError,
+    ContractError,
+    PlanError,
+    Problem,
+)
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.at_poll import AtDevicePoller
 from edge_agent.poll.device_plan import Group
@@ -110,7 +124,7 @@ class Poller:
                     self.devices[dev.name] = DevicePoller(
                         dev, profile, cast(ModbusBus, bus), tmax, self._emit, self._clock, rng,
                         gran, self._offer)
-                except ValueError as e:  # the planner cannot read a point in one request
+                except PlanError as e:  # the planner cannot read a point in one request
                     problems.append(Problem(profile.source or src, f"{where}: {dev.name}", str(e)))
                     continue
             if dev.bus not in self.schedulers:
@@ -174,7 +188,7 @@ class Poller:
     async def run(self) -> None:
         """Poll until ``stop()``. A second concurrent ``run()`` is an error."""
         if self._slots:
-            raise RuntimeError("Poller.run() is already running (or ran): make a new Poller")
+            raise ContractError("Poller.run() is already running (or ran): make a new Poller")
         self._make_jobs(time.monotonic())
         log.info("poller_started devices=%d buses=%d", len(self.devices), len(self.schedulers))
         tasks = [

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
+from edge_agent.errors import ContractError, FrameError, PlanError
 from edge_agent.profiles.model import ModbusPoint, Table
 
 MAX_REGISTERS = 125  # Modbus application protocol: read holding/input registers quantity
@@ -39,7 +40,7 @@ class ReadRequest:
     def slices(self, regs: Sequence[int]) -> Iterator[tuple[ModbusPoint, Sequence[int]]]:
         """Each point with its own registers cut from this request's response ``regs``."""
         if len(regs) < self.count:
-            raise ValueError(f"response has {len(regs)} values, request read {self.count}")
+            raise FrameError(f"response has {len(regs)} values, request read {self.count}")
         for p in self.points:
             yield p, regs[p.address - self.address : p.end - self.address]
 
@@ -62,7 +63,7 @@ def _clusters(points: Sequence[ModbusPoint]) -> list[_Cluster]:
     start = end = 0
     for p in sorted(points, key=_sort_key):
         if p.count < 1:
-            raise ValueError(f"point {p.name!r} occupies {p.count} registers")
+            raise PlanError(f"point {p.name!r} occupies {p.count} registers")
         if group and p.address < end:
             group.append(p)
             end = max(end, p.end)
@@ -86,7 +87,7 @@ def _plan_table(
     for c in cl:
         if c.end - c.start > cap:
             names = ", ".join(p.name for p in c.points)
-            raise ValueError(
+            raise PlanError(
                 f"{table.value} {c.start}..{c.end - 1} ({names}) spans {c.end - c.start}, "
                 f"more than one request may read ({cap})"
             )
@@ -145,11 +146,11 @@ def plan(
     ``max_gap`` is the largest run of unmapped registers (or bits) one request may read through
     (0: never read an unmapped address). A break ``(table, addr)`` forbids any request holding
     both an address below ``addr`` and one at or above it (a break inside a point is ignored:
-    points are never split). ValueError if a point (or group of overlapping points) is larger
-    than one request may read.
+    points are never split). PlanError if a point (or group of overlapping points) is larger
+    than one request may read; ContractError for nonsensical caps.
     """
     if max_gap < 0 or max_registers < 1 or max_bits < 1:
-        raise ValueError("plan needs max_gap >= 0, max_registers >= 1, max_bits >= 1")
+        raise ContractError("plan needs max_gap >= 0, max_registers >= 1, max_bits >= 1")
     out: list[ReadRequest] = []
     for table in sorted({p.table for p in points}):
         pts = [p for p in points if p.table is table]
@@ -159,18 +160,16 @@ def plan(
     return out
 
 
-def split(request: ReadRequest) -> tuple[list[ReadRequest], tuple[Table, int]]:
+def split(request: ReadRequest) -> tuple[list[ReadRequest], tuple[Table, int]] | None:
     """Split a merged request in two; return the parts and the break to remember.
 
     The cut goes into the largest unmapped gap between its points (ties: nearest the middle), or,
-    with no gap at all, at the point boundary nearest the middle of the request. ValueError if the
-    request holds a single point (or only points sharing registers).
+    with no gap at all, at the point boundary nearest the middle of the request. None if the
+    request holds a single point (or only points sharing registers): nothing to split.
     """
     cl = _clusters(request.points)
     if len(cl) < 2:
-        raise ValueError(
-            f"{request.table.value} {request.address}+{request.count}: one point, cannot split"
-        )
+        return None
     middle = request.address + request.count / 2
 
     def rank(k: int) -> tuple[int, float, int]:
@@ -203,6 +202,6 @@ def rtu_frame_bytes(table: Table, count: int) -> tuple[int, int]:
     count, data, CRC (2); data is 2 bytes per register or one bit per coil/input, rounded up.
     """
     if count < 1:
-        raise ValueError(f"a read needs count >= 1, got {count}")
+        raise ContractError(f"a read needs count >= 1, got {count}")
     data = (count + 7) // 8 if table.is_bits else 2 * count
     return 8, 5 + data

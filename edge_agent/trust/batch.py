@@ -214,7 +214,7 @@ def encode_payload(p: BatchPayload) -> bytes:
     return cbor2.dumps(m, canonical=True)
 
 
-class _Bad(Exception):
+class _Bad(VerifyError):  # private: decode_payload turns it into a plain VerifyError
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"payload{path}: {message}")
 

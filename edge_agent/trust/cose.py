@@ -23,7 +23,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge_agent.errors import VerifyError
+from edge_agent.errors import BadSignature, UnknownKid, VerifyError, WrongAlgorithm
 
 ALG_EDDSA = -8
 HDR_ALG = 1
@@ -125,7 +125,7 @@ def _parse_protected(protected: bytes) -> bytes:
         raise VerifyError("COSE_Sign1: protected header is not a map")
     alg = hdr.get(HDR_ALG)
     if type(alg) is not int or alg != ALG_EDDSA:
-        raise VerifyError(f"COSE_Sign1: algorithm {alg!r} is not EdDSA (-8)")
+        raise WrongAlgorithm(f"COSE_Sign1: algorithm {alg!r} is not EdDSA (-8)")
     if HDR_CRIT in hdr:
         raise VerifyError("COSE_Sign1: critical header parameters are not supported")
     kid = hdr.get(HDR_KID)
@@ -160,13 +160,14 @@ def verify1(msg: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> tuple[bytes, 
     """(kid, payload) of a COSE_Sign1 message whose signature checks under ``keys[kid]``.
 
     Raises VerifyError (and only VerifyError) for: not tag 18, malformed structure, wrong
-    algorithm, unknown kid, bad signature."""
+    algorithm (``WrongAlgorithm``), unknown kid (``UnknownKid``), bad signature
+    (``BadSignature``)."""
     kid, protected, payload, signature = parse1(msg)
     pub = keys.get(kid)
     if pub is None:
-        raise VerifyError(f"COSE_Sign1: unknown kid {kid.hex()}")
+        raise UnknownKid(f"COSE_Sign1: unknown kid {kid.hex()}")
     try:
         pub.verify(signature, sig_structure(protected, payload))
     except InvalidSignature:
-        raise VerifyError(f"COSE_Sign1: bad signature (kid {kid.hex()})") from None
+        raise BadSignature(f"COSE_Sign1: bad signature (kid {kid.hex()})") from None
     return kid, payload

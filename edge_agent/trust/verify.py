@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.errors import VerifyError
+from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.batch import GENESIS_PREV, BatchPayload, decode_payload
 from edge_agent.trust.cose import verify1
 
@@ -118,7 +118,7 @@ class ChainVerifier:
         ones are given up as a gap. ``memory``: linked batches remembered per gateway for
         duplicate / conflict detection and late fill-in."""
         if window < 1 or memory < window:
-            raise ValueError("need window >= 1 and memory >= window")
+            raise ContractError("need window >= 1 and memory >= window")
         self._keys = dict(public_keys)
         self._gw_kids: dict[str, set[bytes]] = {}
         self._kid_owner: dict[bytes, str] = {}

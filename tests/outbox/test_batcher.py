@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.config.model import BatchConfig
-from edge_agent.errors import OutboxError
+from edge_agent.errors import ContractError, OutboxError
 from edge_agent.outbox.records import BatchLike
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter
@@ -147,7 +147,7 @@ def test_add_after_close_is_refused(outbox: Outbox, signer: BatchSigner) -> None
 
 
 def test_bad_config_is_refused(outbox: Outbox, signer: BatchSigner) -> None:
-    with pytest.raises(ValueError, match="max_readings"):
+    with pytest.raises(ContractError, match="max_readings"):
         Batcher(dataclasses.replace(BatchConfig(), max_readings=0), SigningWriter(signer, outbox))
 
 

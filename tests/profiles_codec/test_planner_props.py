@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_agent.errors import PlanError
 from edge_agent.profiles.model import DataType, ModbusPoint, Table
 from edge_agent.profiles.planner import ReadRequest, one_per_point, plan, split
 from tests.profiles_codec.telegraf_ref import max_insert
@@ -106,7 +107,7 @@ def test_plan_invariants(
         if end - start > cap(t, max_registers, max_bits)
     }
     if big:
-        with pytest.raises(ValueError, match="more than one request may read"):
+        with pytest.raises(PlanError, match="more than one request may read"):
             plan(points, max_gap=max_gap, max_registers=max_registers, max_bits=max_bits)
     points = [p for p in points if p.table not in big]
     reqs = plan(
@@ -194,7 +195,9 @@ def test_split_and_remembered_break(points: list[ModbusPoint], max_gap: int) -> 
         splittable = any(not straddles(list(r.points), a) and a > r.address for a in starts)
         if not splittable:
             continue
-        parts, brk = split(r)
+        cut = split(r)
+        assert cut is not None
+        parts, brk = cut
         assert brk[0] is r.table and r.address < brk[1] < r.end
         assert Counter(id(p) for q in parts for p in q.points) == Counter(id(p) for p in r.points)
         left, right = parts

@@ -19,6 +19,7 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
+from edge_agent.errors import FrameError, PlanError
 from edge_agent.profiles.model import DataType, ModbusPoint, Table
 from edge_agent.profiles.planner import (
     ReadRequest,
@@ -29,6 +30,12 @@ from edge_agent.profiles.planner import (
 )
 
 H = Table.HOLDING
+
+
+def must_split(r: ReadRequest) -> tuple[list[ReadRequest], tuple[Table, int]]:
+    cut = split(r)
+    assert cut is not None
+    return cut
 
 
 def p(name: str, address: int, t: DataType = DataType.UINT16, **kw: int) -> ModbusPoint:
@@ -58,8 +65,7 @@ def test_bit_points_share_their_register() -> None:
     (req,) = plan(pts, max_gap=0)
     assert (req.address, req.count) == (40, 2)
     assert sorted(x.name for x in req.points) == ["s0", "s1", "s3", "x"]
-    with pytest.raises(ValueError, match="cannot split"):
-        split(ReadRequest(H, 40, 1, req.points[:3]))
+    assert split(ReadRequest(H, 40, 1, req.points[:3])) is None  # one register: nothing to split
 
 
 def test_register_cap_and_fewest_registers() -> None:
@@ -80,7 +86,7 @@ def test_bits_cap_is_separate() -> None:
 
 
 def test_point_larger_than_a_request_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"holding 0\.\.129 \(long\) spans 130"):
+    with pytest.raises(PlanError, match=r"holding 0\.\.129 \(long\) spans 130"):
         plan([p("long", 0, DataType.STRING, length=130)])
 
 
@@ -99,7 +105,7 @@ def test_tables_in_order_and_deterministic() -> None:
 def test_break_is_respected_and_split_finds_the_gap() -> None:
     pts = [p("a", 0), p("b", 1), p("c", 6), p("d", 7), p("e", 9)]
     (merged,) = plan(pts)
-    parts, brk = split(merged)
+    parts, brk = must_split(merged)
     assert brk == (H, 6)  # the largest gap: 2..5
     assert shape(parts) == [("holding", 0, 2, ["a", "b"]), ("holding", 6, 4, ["c", "d", "e"])]
     assert shape(plan(pts, breaks=[brk])) == shape(parts)
@@ -108,14 +114,14 @@ def test_break_is_respected_and_split_finds_the_gap() -> None:
 
 def test_split_prefers_the_gap_over_the_middle() -> None:
     pts = [p("a", 0), p("b", 3), p("c", 4), p("d", 5), p("e", 6), p("f", 7)]
-    parts, brk = split(plan(pts)[0])
+    parts, brk = must_split(plan(pts)[0])
     assert brk == (H, 3)
     assert [(r.address, r.count) for r in parts] == [(0, 1), (3, 5)]
 
 
 def test_split_contiguous_at_the_middle() -> None:
     pts = [p(n, i) for i, n in enumerate("abcdef")]
-    parts, brk = split(plan(pts)[0])
+    parts, brk = must_split(plan(pts)[0])
     assert brk == (H, 3)
     assert [(r.address, r.count) for r in parts] == [(0, 3), (3, 3)]
 
@@ -130,7 +136,7 @@ def test_slices_cut_each_point() -> None:
     (req,) = plan(pts)
     got = {x.name: list(regs) for x, regs in req.slices([1, 2, 3, 4])}
     assert got == {"a": [1], "b": [3, 4]}
-    with pytest.raises(ValueError, match="response has 3 values"):
+    with pytest.raises(FrameError, match="response has 3 values"):
         list(req.slices([1, 2, 3]))
 
 
