@@ -40,7 +40,7 @@ from edge_agent.bus.rtu import (
     decode_read,
 )
 from edge_agent.config.model import SerialBus
-from edge_agent.errors import BusClosed, BusTimeout, FrameError, ModbusException
+from edge_agent.errors import BusClosed, BusTimeout, CrcError, FrameError, ModbusException
 from edge_agent.profiles.model import Table
 from edge_agent.retry import Backoff, RetryPolicy
 
@@ -353,6 +353,8 @@ class SerialRtuBus:
         msg = f"bus={self.name} unit={req.unit} fc={req.fc}: {why}"
         if kind == "timeout":
             raise BusTimeout(msg)
+        if parser.crc_rejects:  # a whole candidate answer came and failed its CRC
+            raise CrcError(msg)
         raise FrameError(msg)
 
     async def _wait_quiet(self, quiet_s: float, *, give_up: float) -> None:

@@ -11,7 +11,14 @@ import pytest
 
 from edge_agent.bus.serial_line import SerialRtuBus
 from edge_agent.config.model import SerialBus
-from edge_agent.errors import BusClosed, BusTimeout, CodecError, FrameError, ModbusException
+from edge_agent.errors import (
+    BusClosed,
+    BusTimeout,
+    CodecError,
+    CrcError,
+    FrameError,
+    ModbusException,
+)
 from edge_agent.profiles.model import Table
 from tests.bus.conftest import SlaveFactory
 from tests.bus.pty_slave import Unit
@@ -111,9 +118,11 @@ def test_bad_answers_are_frame_errors_and_the_line_recovers(
 
     async def body(bus: SerialRtuBus) -> float:
         t0 = time.monotonic()
-        with pytest.raises(FrameError):
+        with pytest.raises(FrameError) as caught:
             await bus.read(1, Table.HOLDING, 0, 3, timeout_s=1.0)
         took = time.monotonic() - t0
+        # typed, never told apart by message text: only a bad CRC is a CrcError
+        assert isinstance(caught.value, CrcError) == (fault == "bad_crc")
         unit.fault = "none"
         assert await bus.read(1, Table.HOLDING, 0, 1, timeout_s=0.4) == [42]
         return took
