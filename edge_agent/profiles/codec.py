@@ -5,7 +5,10 @@ Two layers:
 * ``raw_decode`` / ``raw_encode`` convert between a list of 16-bit registers and the *raw* value
   of a :class:`DataType` in an :class:`Order` (no scaling, enum raw stays an int).
 * ``decode`` / ``encode`` / ``check_write`` work on a :class:`ModbusPoint`: order, then
-  ``engineering = raw * scale + offset``, enum labels, string padding, write bounds.
+  ``engineering = raw * scale + offset``, enum labels, string padding, write bounds. An integer
+  type whose scale and offset are both whole numbers decodes to an ``int`` (a ``uint16`` with
+  ``offset = 1000`` reads 1014, not 1014.0), computed exactly; otherwise scaled values are
+  ``float``.
 
 Byte orders (A = most significant byte): ``ABCD`` big-endian words and bytes; ``CDAB`` word order
 reversed (low word first), bytes big-endian; ``BADC`` words big-endian, bytes of each word swapped;
@@ -263,6 +266,13 @@ def _compile_decoder(p: ModbusPoint) -> Decoder:
     scale, offset = p.scale, p.offset
     if scale == 1 and offset == 0:
         return raw_of
+    if t in INT_TYPES and integral_scaling(scale, offset):
+        iscale, ioffset = int(scale), int(offset)
+
+        def dec_int_scaled(regs: Sequence[int]) -> Value:
+            return int(raw_of(regs)) * iscale + ioffset
+
+        return dec_int_scaled
 
     def dec_scaled(regs: Sequence[int]) -> Value:
         return raw_of(regs) * scale + offset
@@ -295,8 +305,20 @@ def decode(point: ModbusPoint, regs: Sequence[int]) -> Value:
     return decoder(point)(regs)
 
 
+def integral_scaling(scale: float, offset: float) -> bool:
+    """True when ``raw * scale + offset`` of an integer type is an integer for every raw value:
+    such points decode to ``int`` (exactly, even for 64-bit raw values), not to ``float``."""
+    return float(scale).is_integer() and float(offset).is_integer() and scale != 0
+
+
 def _round_half_away(x: float) -> int:
     return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def _div_round_half_away(num: int, den: int) -> int:
+    """``num / den`` rounded half away from zero, in exact integer arithmetic (den != 0)."""
+    q = (2 * abs(num) + abs(den)) // (2 * abs(den))
+    return -q if (num < 0) != (den < 0) else q
 
 
 def _coerce(p: ModbusPoint, value: Value) -> Value:
@@ -358,6 +380,8 @@ def _raw_of(p: ModbusPoint, value: Value) -> Raw:
         return value
     if p.scale == 0:
         raise CodecError(f"point {p.name!r}: scale 0 cannot be inverted for a write")
+    if isinstance(value, int) and t in INT_TYPES and integral_scaling(p.scale, p.offset):
+        return _div_round_half_away(value - int(p.offset), int(p.scale))
     try:
         x = float(value) if unscaled else (value - p.offset) / p.scale
     except OverflowError:

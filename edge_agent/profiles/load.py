@@ -166,9 +166,11 @@ def _modbus_point(t: Table, default_order: Order) -> ModbusPoint | None:
         t.error("type", f'"bool" is for coil/discrete points; in a {table.value} register use '
                         'type "bit" with bit = N')
         dtype = DataType.UINT16  # go on as a whole register: fewer follow-up complaints
-    order = default_order
+    # strings are character runs in register order: a profile-wide byte_order (a device's word
+    # order for numbers) does not apply to them, only their own ``order`` does
+    order = Order.ABCD if dtype is DataType.STRING else default_order
     if not bits:
-        order = t.choice("order", Order, default_order) or default_order
+        order = t.choice("order", Order, order) or order
     scale, offset = _scale(t, dtype)
     unit = t.string("unit", "", nonempty=False) or ""
     access = t.choice("access", Access, Access.R) or Access.R

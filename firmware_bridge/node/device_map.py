@@ -21,7 +21,7 @@ POINTS = (
     ('tamper', 3, 6, 1, 10, 3, 1.0, 0.0, 0, (), False),  # input bit CDAB
     ('leak', 3, 6, 1, 10, 3, 1.0, 0.0, 1, (), False),  # input bit CDAB
     ('reverse_flow', 3, 6, 1, 10, 3, 1.0, 0.0, 2, (), False),  # input bit CDAB
-    ('serial_number', 3, 10, 6, 9, 3, 1.0, 0.0, 0, (), False),  # input string CDAB
+    ('serial_number', 3, 10, 6, 9, 0, 1.0, 0.0, 0, (), False),  # input string ABCD
     ('valve', 0, 0, 1, 0, 3, 1.0, 0.0, 0, (), True),  # coil bool
 )
-# sha256 of everything above: 44e4e68acb3ec23bb6d257b399d4a62b35ceb89de89a5542f03f0dd0aad912b5
+# sha256 of everything above: a5ad7e503040e79d4258442333c2e2296046c50d0b4377abd5074d2785ef70e4

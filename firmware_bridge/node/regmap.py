@@ -7,7 +7,8 @@ A generated map module (``edge-agent firmware gen``) describes every point as a 
 with the integer codes below. ``RegisterMap.set(name, value)`` turns an engineering value into
 the point's registers exactly as the gateway's codec (``edge_agent.profiles.codec.encode``) would,
 so the gateway's ``decode`` gives the value back: ``raw = round_half_away((value - offset) /
-scale)`` for integer types, IEEE754 for floats, UTF-8 NUL-padded strings, enum labels to their raw
+scale)`` for integer types (exact integer arithmetic, and ``get`` gives an ``int``, when scale and
+offset are whole numbers), IEEE754 for floats, UTF-8 NUL-padded strings, enum labels to their raw
 value, and the byte order ABCD / DCBA / BADC / CDAB (A = most significant byte).
 
 The Modbus slave serves requests with ``check``, ``read_into`` and ``write_from``; those only
@@ -175,9 +176,12 @@ class RegisterMap:
                 if code == raw:
                     return label
             return int(raw)
-        if p[6] == 1 and p[7] == 0:
+        scale, offset = p[6], p[7]
+        if scale == 1 and offset == 0:
             return raw  # type: ignore[no-any-return]
-        return raw * p[6] + p[7]  # type: ignore[no-any-return]
+        if t <= UINT64 and _whole(scale) and _whole(offset):
+            return raw * int(scale) + int(offset)  # type: ignore[no-any-return]
+        return raw * scale + offset  # type: ignore[no-any-return]
 
     def regs(self, name: str) -> "list[int]":
         """The point's registers (or bits) as 16-bit ints, as they go on the wire."""
@@ -319,6 +323,10 @@ def _raw(p: "Point", value: "Value") -> "int | float":
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("point %s: expected a number, got %r" % (name, value))
     floaty = t == FLOAT32 or t == FLOAT64
+    if isinstance(value, int) and t <= UINT64 and scale and _whole(scale) and _whole(offset):
+        num, den = value - int(offset), int(scale)  # exact, as the codec does
+        r = (2 * abs(num) + abs(den)) // (2 * abs(den))
+        return _in_range(p, -r if (num < 0) != (den < 0) else r)
     if scale == 1 and offset == 0:
         if floaty:
             return float(value)
@@ -333,6 +341,11 @@ def _raw(p: "Point", value: "Value") -> "int | float":
         raise ValueError("point %s: %r cannot go into an integer register" % (name, value))
     r = int(abs(x) + 0.5)
     return _in_range(p, -r if x < 0 else r)
+
+
+def _whole(x: float) -> bool:
+    """``x`` is a whole number (then integer points scale exactly and read back as ``int``)."""
+    return x == int(x)
 
 
 def _in_range(p: "Point", raw: int) -> int:

@@ -93,6 +93,7 @@ def assert_same(m: Any, p: ModbusPoint, value: Value) -> None:
         assert node_view == got
     else:
         assert got == value and node_view == value, (p, value, got, node_view)
+        assert type(node_view) is type(got), (p, value, got, node_view)  # 1014, not 1014.0
 
 
 SHIPPED_POINTS = [(prof, p) for prof in MODBUS for p in prof.modbus_points]
@@ -132,8 +133,8 @@ def synthetic(type_: DataType, order: Order, scale: float, offset: float, bit: i
 @given(
     st.sampled_from(list(DataType)),
     st.sampled_from(list(Order)),
-    st.sampled_from([1.0, 0.1, 0.01, 10.0, 0.5]),
-    st.sampled_from([0.0, -40.0, 2.5]),
+    st.sampled_from([1.0, 0.1, 0.01, 10.0, 0.5, -3.0]),
+    st.sampled_from([0.0, -40.0, 2.5, 1000.0]),
     st.integers(0, 15),
     st.data(),
 )

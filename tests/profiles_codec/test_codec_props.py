@@ -146,6 +146,21 @@ def test_scaled_round_trip(
     assert encode(p, eng) == regs
 
 
+@SETTINGS
+@given(st.sampled_from(list(INT_RANGES)), orders, st.integers(-1000, 1000).filter(bool),
+       st.integers(-(2**40), 2**40), st.data())
+def test_whole_scaling_of_integers_is_exact_and_int(
+    t: DataType, order: Order, scale: int, offset: int, data: st.DataObject
+) -> None:
+    lo, hi = INT_RANGES[t]
+    raw = data.draw(st.integers(lo, hi))
+    p = point(t, order, scale=float(scale), offset=float(offset))
+    regs = raw_encode(t, order, raw)
+    eng = decode(p, regs)
+    assert type(eng) is int and eng == raw * scale + offset
+    assert encode(p, eng) == regs
+
+
 # --- cross-check against pymodbus --------------------------------------------------------------
 
 

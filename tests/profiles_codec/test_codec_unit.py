@@ -68,7 +68,8 @@ def test_unscaled_int_stays_int_and_large_ints_are_exact() -> None:
     p = pt(DataType.INT64)
     v = decode(p, encode(p, -(2**63) + 1))
     assert v == -(2**63) + 1 and type(v) is int
-    assert type(decode(pt(DataType.UINT16, scale=2.0), [3])) is float
+    assert type(decode(pt(DataType.UINT16, scale=0.5), [3])) is float
+    assert decode(pt(DataType.UINT16, scale=2.0), [3]) == 6  # whole scale: int (see below)
 
 
 def test_float_nan_and_inf_pass_through() -> None:
@@ -174,3 +175,43 @@ def test_check_write_read_only() -> None:
     with pytest.raises(CodecError, match="'p' is read-only") as info:
         check_write(pt(DataType.UINT16), 1)
     assert not isinstance(info.value, BoundsError)
+
+
+# --- integer points with whole-number scale / offset stay integers -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("t", "scale", "offset", "regs", "want"),
+    [
+        (DataType.UINT16, 1.0, 1000.0, [14], 1014),  # e.g. a pressure in hPa stored as hPa - 1000
+        (DataType.INT16, 10.0, 0.0, [0xFFFE], -20),
+        (DataType.UINT32, -1.0, 5.0, [0, 7], -2),
+        (DataType.UINT64, 2.0, 1.0, [0xFFFF] * 4, 2 * (2**64 - 1) + 1),  # exact past 2**53
+    ],
+)
+def test_integer_type_with_whole_scale_and_offset_decodes_to_int(
+    t: DataType, scale: float, offset: float, regs: list[int], want: int
+) -> None:
+    p = pt(t, scale=scale, offset=offset)
+    got = decode(p, regs)
+    assert type(got) is int and got == want
+    assert encode(p, want) == regs  # exact inverse, no float rounding on the way back
+
+
+@pytest.mark.parametrize(
+    ("t", "scale", "offset"),
+    [(DataType.UINT16, 0.1, 0.0), (DataType.UINT16, 1.0, 0.5), (DataType.FLOAT32, 1.0, 1000.0)],
+)
+def test_fractional_scaling_or_float_types_decode_to_float(
+    t: DataType, scale: float, offset: float
+) -> None:
+    p = pt(t, scale=scale, offset=offset)
+    assert type(decode(p, encode(p, 14))) is float
+
+
+def test_write_to_integer_offset_point_reads_back_as_int() -> None:
+    p = pt(DataType.UINT16, offset=1000.0, access=Access.RW, bounds=Bounds(min=1000, max=2000))
+    assert check_write(p, 1014) == 1014 and type(check_write(p, "1014")) is int
+    assert encode(p, 1014.4) == [14] and encode(p, 1014.5) == [15]
+    with pytest.raises(BoundsError):
+        check_write(p, 999)
