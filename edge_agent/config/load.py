@@ -285,8 +285,17 @@ class _Loader:
                 t.error("cap", f"{text} is below the minimum of 1MiB")
             if t.has("cap_bytes"):
                 t.error("cap", "give cap or cap_bytes, not both")
-        t.finish(("path", "cap_bytes", "cap"))
-        return OutboxConfig(path=path, cap_bytes=cap or default.cap_bytes)
+        reserve = None
+        rtext = t.string("reserve")
+        if rtext is not None:
+            reserve = parse_size(rtext)
+            if reserve is None:
+                t.error("reserve", f"{rtext!r} is not a size like \"1MiB\" or \"512KiB\"")
+            elif reserve < 64 * 1024 or reserve * 4 > (cap or default.cap_bytes):
+                t.error("reserve", f"{rtext} must be at least 64KiB and at most a quarter of cap")
+                reserve = None
+        t.finish(("path", "cap_bytes", "cap", "reserve"))
+        return OutboxConfig(path=path, cap_bytes=cap or default.cap_bytes, reserve_bytes=reserve)
 
     def keys(self, t: Table | None) -> KeysConfig | None:
         if t is None:

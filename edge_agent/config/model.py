@@ -117,7 +117,8 @@ class BatchConfig:
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
     path: Path
-    cap_bytes: int = 256 * 1024 * 1024
+    cap_bytes: int = 256 * 1024 * 1024  # the whole footprint on disk (database, WAL, reserve)
+    reserve_bytes: int | None = None  # kept free for drops and acks; None: cap/16, 64 KiB..4 MiB
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,17 @@ class Stats:
     readings_appended: int  # data readings appended since open
     append_commits: int = 0  # transactions since open
     ack_commits: int = 0
+    # the footprint cap (see outbox.space)
+    footprint_bytes: int = 0  # database + WAL + WAL index + journal + reserve file, on disk now
+    used_bytes: int = 0  # what counts against the cap: live pages + WAL allowance + reserve
+    cap_bytes: int = 0  # configured cap
+    budget_bytes: int = 0  # the cap as the filesystem allows it now: min(cap, files + free)
+    disk_free_bytes: int = -1  # free on the outbox's filesystem (-1: unknown)
+    reserve_bytes: int = 0
+    reserve_held: bool = False
+    held_through: int = 0  # batches up to this seq may have reached the broker: never dropped
+    commit_error: str | None = None  # last error of a failing commit streak
+    commit_failing_s: float | None = None  # how long commits have been failing
 
     @property
     def written_per_reading(self) -> float:

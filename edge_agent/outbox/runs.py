@@ -2,7 +2,7 @@
 
 Pure logic, no I/O. Victims are chosen oldest first by class: non-alarm data batches, then alarm
 data batches, then (last resort) older gap notices, whose announcement is then lost: the store
-frees a generous chunk per drop (see ``store.drop_target``) so notices stay few. A run is a maximal
+frees a generous chunk per drop (see ``drops.drop_target``) so notices stay few. A run is a maximal
 set of consecutive seqs among the victims; each run gets one signed gap notice, so the planner
 keeps room for one notice per run.
 """

@@ -1,23 +1,28 @@
 """The outbox: signed batches in SQLite (WAL, synchronous=FULL) until the broker acknowledges them.
 
 One table of batches keyed by ``seq`` (each row also keeps its digest) and a one-row ``head`` table
-(chain head seq/prev and the persistent drop counters). The chain head is the newest batch row; the
-head row holds it whenever the table is empty (an ack that deletes the newest batch rewrites the
-head row in the same transaction). So a batch and the new head always commit in ONE transaction,
-while an append writes no extra page for the head, and ``seq`` only ever grows over the gateway's
-life, across restarts and power cuts. ``append`` returns only after that transaction
-committed and the WAL was fsynced: that is the moment a batch counts as accepted.
+(chain head seq/prev and the persistent drop counters); see ``schema``. The chain head is the
+newest batch row; the head row holds it whenever the table is empty (an ack that deletes the
+newest batch rewrites the head row in the same transaction). So a batch and the new head always
+commit in ONE transaction, while an append writes no extra page for the head, and ``seq`` only
+ever grows over the gateway's life, across restarts and power cuts. ``append`` returns only after
+that transaction committed and the WAL was fsynced: that is the moment a batch counts as accepted.
 
-Byte cap: when an append would go over ``cap_bytes`` the oldest non-alarm data batches are dropped
-first, then alarm ones, then (last resort) old gap notices; for every run of consecutive dropped
-seqs a signed gap notice (kind "gap") is appended in the same transaction and the persistent
-counters grow. Acks run at synchronous=NORMAL: losing one in a power cut only means a resend
-(at-least-once), and the next FULL commit syncs the WAL including them.
+The cap is the real footprint on disk (``space``): database pages in use + the WAL allowance +
+the WAL index + the reserve file, never more than the filesystem can hold. An append is written,
+measured inside its transaction (SQLite's page and freelist counts), and when it would go over,
+rolled back and redone with the oldest batches dropped first (non-alarm data, then alarm data,
+then — last resort — older gap notices), one signed gap notice (kind "gap") per run of dropped
+seqs in the same transaction. A commit that fails for want of space (SQLITE_FULL / ENOSPC) is
+treated the same way: the reserve file is released and the append is redone, dropping as needed.
+
+Exact gap notices: batches up to ``held_through`` (recorded durably by ``hold_through`` before
+the uplink publishes them) may have reached the broker, so they are never dropped: a notice names
+only batches the broker never saw. Acks run at synchronous=NORMAL: losing one in a power cut only
+means a resend (at-least-once), and the next FULL commit syncs the WAL including them.
 
 Disk-write accounting (``Stats.bytes_written``) is the kernel's per-thread ``write_bytes`` delta
-around every transaction of this store (see ``iostat``). Two settings keep it low: 1 KiB pages
-(a commit rewrites whole pages) and ``secure_delete=OFF`` (Debian's SQLite zeroes deleted pages,
-writing every acked batch a second time).
+around every transaction of this store (see ``iostat``). Every error leaves as ``OutboxError``.
 """
 
 from __future__ import annotations
@@ -29,52 +34,30 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from edge_agent.errors import OutboxError
+from edge_agent.outbox import drops
+from edge_agent.outbox.drops import GAP_RESERVE_BYTES, drop_target, pragma
+from edge_agent.outbox.health import CommitHealth
 from edge_agent.outbox.iostat import thread_write_bytes
 from edge_agent.outbox.records import BatchLike, GapSigner, Head, Stats, StoredBatch
-from edge_agent.outbox.runs import plan_drops
+from edge_agent.outbox.runs import DropRun
+from edge_agent.outbox.schema import INSERT, PAGE_SIZE, connect, create, is_full, load_state, row
+from edge_agent.outbox.space import (
+    Footprint,
+    Reserve,
+    default_reserve,
+    disk_size,
+    measure,
+    wal_limit,
+)
 
 log = logging.getLogger(__name__)
 
-GENESIS_PREV = bytes(32)
-GAP_RESERVE_BYTES = 512  # room kept for one gap notice when planning a drop
-DROP_CHUNK_MAX = 4 * 1024 * 1024
-# a commit rewrites whole pages (leaf, interior, header, freelist): with 1 KiB pages a lone
-# 200-reading batch costs ~3x its size on disk, with 4 KiB ~6x (benchmarks.pipeline bytes)
-PAGE_SIZE = 1024
-SCHEMA_VERSION = 1
-_INSERT = "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?)"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    n_readings INTEGER NOT NULL,
-    alarm INTEGER NOT NULL,
-    t_first INTEGER NOT NULL,
-    t_last INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    created INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    cose BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS head (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    seq INTEGER NOT NULL,
-    prev BLOB NOT NULL,
-    batches_dropped INTEGER NOT NULL,
-    readings_dropped INTEGER NOT NULL,
-    bytes_dropped INTEGER NOT NULL,
-    gaps INTEGER NOT NULL
-);
-"""
-
-
-def drop_target(over: int, cap_bytes: int) -> int:
-    """Bytes to free when ``over`` the cap: a chunk of the cap (1/16, at most 4 MiB) at a time, so
-    a long outage produces one gap notice per chunk rather than one per new batch."""
-    return max(over, min(cap_bytes // 16, DROP_CHUNK_MAX))
+SHM_BYTES = 32 * 1024  # the WAL index of a small database
+MAX_ROUNDS = 8  # tries of one append (over budget or disk full -> drop more, try again)
+_T = TypeVar("_T")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -88,63 +71,68 @@ def _fsync_dir(directory: Path) -> None:
 class Outbox:
     """Thread-safe: one writer connection (appends, acks) and one reader connection (pending)."""
 
-    def __init__(self, path: Path, *, cap_bytes: int, gap_signer: GapSigner | None = None) -> None:
-        if cap_bytes <= GAP_RESERVE_BYTES:
-            raise OutboxError(f"{path}: outbox.cap_bytes {cap_bytes} is too small")
+    def __init__(
+        self,
+        path: Path,
+        *,
+        cap_bytes: int,
+        gap_signer: GapSigner | None = None,
+        reserve_bytes: int | None = None,
+    ) -> None:
         self.path = path
         self.cap_bytes = cap_bytes
         self.gap_signer = gap_signer
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"{path}: cannot open outbox: {exc}") from exc
+        base = min(cap_bytes, disk_size(path.parent))  # a disk smaller than the cap sizes them
+        self.wal_limit = wal_limit(base)
+        size = default_reserve(base) if reserve_bytes is None else reserve_bytes
+        self.reserve = Reserve(Path(f"{path}.reserve"), size)
+        floor = self._fixed_overhead() + 16 * PAGE_SIZE + GAP_RESERVE_BYTES
+        if cap_bytes < floor:
+            raise OutboxError(
+                f"{path}: outbox cap {cap_bytes} is too small: the WAL allowance ({self.wal_limit})"
+                f" and the reserve ({size}) need at least {floor}"
+            )
+        self.health = CommitHealth(str(path))
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not path.exists()
-            self._w = self._connect()
-            self._w.executescript(_SCHEMA)
-            self._w.execute(
-                "INSERT OR IGNORE INTO head VALUES (0, 0, ?, 0, 0, 0, 0)", (GENESIS_PREV,)
-            )
-            self._w.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._w.commit()
-            if fresh:
-                _fsync_dir(path.parent)
-            self._r = self._connect()
-        except sqlite3.DatabaseError as exc:
+            self._open()
+        except OSError as exc:
             raise OutboxError(f"{path}: cannot open outbox: {exc}") from exc
-        row = self._w.execute(
-            "SELECT seq, prev, batches_dropped, readings_dropped, bytes_dropped, gaps"
-            " FROM head WHERE id = 0"
-        ).fetchone()
-        self._head = Head(int(row[0]), bytes(row[1]))
-        self._counters = [int(row[2]), int(row[3]), int(row[4]), int(row[5])]
-        depth, readings, total = self._w.execute(
-            "SELECT count(*), coalesce(sum(CASE kind WHEN 'data' THEN n_readings ELSE 0 END), 0),"
-            " coalesce(sum(bytes), 0) FROM batches"
-        ).fetchone()
-        self._depth, self._readings, self._total_bytes = int(depth), int(readings), int(total)
-        top = self._w.execute(
-            "SELECT seq, digest FROM batches ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        if top is not None and int(top[0]) > self._head.seq:
-            self._head = Head(int(top[0]), bytes(top[1]))
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{path}: cannot open outbox: {exc}") from exc
+        self.reserve.ensure(force=True)
         self._written = 0 if thread_write_bytes() >= 0 else -1
         self._appended_readings = 0
         self._commits = [0, 0]  # appends, acks
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise OutboxError(f"{self.path}: SQLite refused WAL mode (got {mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        # Debian builds SQLite with secure_delete on: every acked batch's pages would be zeroed,
-        # i.e. written a second time. Signed readings are not secrets.
-        conn.execute("PRAGMA secure_delete=OFF")
-        conn.execute("PRAGMA journal_size_limit=8388608")
-        conn.execute("PRAGMA busy_timeout=10000")
-        return conn
+    def _open(self) -> None:
+        fresh = not self.path.exists()
+        for attempt in (0, 1):
+            try:
+                self._w = connect(self.path, self.wal_limit)
+                create(self._w)
+                break
+            except sqlite3.Error as exc:
+                if hasattr(self, "_w"):
+                    self._w.close()
+                if attempt == 0 and is_full(exc) and self.reserve.release():
+                    continue
+                raise
+        if fresh:
+            _fsync_dir(self.path.parent)
+        self._r = connect(self.path, self.wal_limit)
+        st = load_state(self._w)
+        self._head, self._counters, self._held = st.head, st.counters, st.held
+        self._depth, self._readings, self._total_bytes = st.depth, st.readings, st.total_bytes
+
+    def _fixed_overhead(self) -> int:
+        return self.wal_limit + self.reserve.size + SHM_BYTES
 
     # -- observers -------------------------------------------------------------------------
 
@@ -161,14 +149,18 @@ class Outbox:
     def head(self) -> Head:
         return self._head
 
+    @property
+    def held_through(self) -> int:
+        return self._held
+
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, batches: Sequence[BatchLike]) -> list[BatchLike]:
         """Commit ``batches`` (consecutive seqs after the head) durably in one transaction.
 
-        Returns the gap notices appended because the byte cap forced drops. Raises OutboxError
-        (and commits nothing) on a seq that does not follow the head or a batch over the cap.
-        """
+        Returns the gap notices appended because the cap forced drops. Raises OutboxError (and
+        commits nothing) on a seq that does not follow the head, a group over the cap, or when no
+        room can be made (everything left is held for the broker, or the disk fails)."""
         if not batches:
             return []
         with self._wlock:
@@ -180,154 +172,187 @@ class Outbox:
                     )
                 expect += 1
             incoming = sum(len(b.cose) for b in batches)
-            if incoming + GAP_RESERVE_BYTES > self.cap_bytes:
+            room = self.cap_bytes - self._fixed_overhead() - GAP_RESERVE_BYTES
+            if incoming > room:
                 raise OutboxError(
                     f"{self.path}: {incoming} bytes of batches exceed outbox.cap_bytes"
-                    f" {self.cap_bytes}"
+                    f" {self.cap_bytes} (room for batches: {room})"
                 )
             w0 = thread_write_bytes()
-            gaps: list[BatchLike] = []
+            try:
+                gaps = self._append_rounds(batches, incoming)
+            except OutboxError as exc:
+                self.health.failed("append", str(exc))
+                raise
+            self.health.ok("append")
+            self._appended_readings += sum(b.n_readings for b in batches if b.kind == "data")
+            self._commits[0] += 1
+            self._charge(w0)
+            self.reserve.ensure()
+        for fn in list(self._listeners):
+            fn()
+        return gaps
+
+    def _append_rounds(self, batches: Sequence[BatchLike], incoming: int) -> list[BatchLike]:
+        rows = [row(b) for b in batches]
+        first, last = batches[0], batches[-1]
+        drop, why = 0, ""
+        for _ in range(MAX_ROUNDS):
+            fp = self._measure()
+            budget = min(self.cap_bytes, fp.disk_budget)
             try:
                 self._w.execute("BEGIN IMMEDIATE")
-                rows = [self._row(b) for b in batches]
-                self._w.executemany(_INSERT, rows)
-                head = Head(batches[-1].seq, batches[-1].digest)
-                total = self._total_bytes + incoming
-                counters = list(self._counters)
-                depth = self._depth + len(batches)
-                readings = self._readings + sum(b.n_readings for b in batches if b.kind == "data")
-                over = total + GAP_RESERVE_BYTES - self.cap_bytes
+                pages0 = pragma(self._w, "page_count")
+                runs, exhausted = self._victims(drop, first.seq)
+                drops.delete_runs(self._w, runs)
+                self._w.executemany(INSERT, rows)
+                gaps = (drops.sign_gaps(self._w, self.gap_signer, runs, Head(last.seq, last.digest),
+                                  str(self.path)) if runs and self.gap_signer else [])
+                over = drops.over_budget(self._w, fp, pages0, cap=self.cap_bytes,
+                                   wal_limit=self.wal_limit, reserve=self.reserve.size)
                 if over > 0:
-                    head, total, counters, depth, readings, gaps = self._drop(
-                        drop_target(over, self.cap_bytes),
-                        head,
-                        total,
-                        counters,
-                        depth,
-                        readings,
-                        batches[0].seq,
-                    )
+                    self._rollback()
+                    if exhausted:
+                        raise OutboxError(
+                            f"{self.path}: outbox full: {over} bytes over a budget of {budget}"
+                            f" and only batches held for the broker (seq <= {self._held}) or"
+                            " being appended are left"
+                        )
+                    drop, why = drop + drop_target(over, budget), f"{over} bytes over budget"
+                    continue
+                counters = drops.counted(self._counters, runs, gaps)
+                if runs:
                     self._w.execute(
                         "UPDATE head SET batches_dropped=?, readings_dropped=?, bytes_dropped=?,"
                         " gaps=? WHERE id = 0",
                         counters,
                     )
                 self._w.execute("COMMIT")
-            except BaseException as exc:
-                if self._w.in_transaction:
-                    self._w.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+            except sqlite3.Error as exc:
+                self._rollback()
+                if not is_full(exc):
                     raise OutboxError(f"{self.path}: append failed: {exc}") from exc
-                raise
-            self._head, self._total_bytes, self._counters = head, total, counters
-            self._depth, self._readings = depth, readings
-            self._appended_readings += sum(b.n_readings for b in batches if b.kind == "data")
-            self._commits[0] += 1
-            self._charge(w0)
-        for fn in list(self._listeners):
-            fn()
-        return gaps
+                if not why.startswith("disk full"):  # one line per append, not per try
+                    log.warning("outbox_disk_full path=%s free=%d files=%d", self.path,
+                                fp.fs_free, fp.files)
+                why = f"disk full: {exc}"
+                if not self.reserve.release():  # no new room: make room inside the files
+                    drop += drop_target(0, budget)
+                continue
+            self._applied(batches, incoming, runs, gaps, counters)
+            return gaps
+        raise OutboxError(f"{self.path}: append failed after {MAX_ROUNDS} tries: {why}")
 
-    @staticmethod
-    def _row(b: BatchLike) -> tuple[int, str, int, int, int, int, int, int, bytes, bytes]:
-        return (
-            b.seq, b.kind, b.n_readings, int(b.alarm), b.t_first_ns, b.t_last_ns, len(b.cose),
-            time.time_ns(), b.digest, b.cose,
-        )  # fmt: skip
-
-    def _drop(
-        self,
-        over: int,
-        head: Head,
-        total: int,
-        counters: list[int],
-        depth: int,
-        readings: int,
-        protect_from: int,
-    ) -> tuple[Head, int, list[int], int, int, list[BatchLike]]:
-        """Inside the append transaction: drop old batches, append signed gap notices."""
+    def _victims(self, target: int, before: int) -> tuple[list[DropRun], bool]:
+        if not target:
+            return [], False
         if self.gap_signer is None:
-            raise OutboxError(f"{self.path}: outbox full ({total} bytes) and no gap signer")
-        candidates = self._w.execute(
-            "SELECT seq, kind, alarm, n_readings, bytes, t_first, t_last FROM batches"
-            " WHERE seq < ? ORDER BY seq",
-            (protect_from,),
-        ).fetchall()
-        runs = plan_drops(candidates, over, GAP_RESERVE_BYTES)
-        if not runs:
-            raise OutboxError(f"{self.path}: outbox full and nothing left to drop")
-        if any(r.notices for r in runs):
-            log.error("outbox_gap_notices_dropped cap_bytes=%d (cap too small)", self.cap_bytes)
-        gaps: list[BatchLike] = []
-        for run in runs:
-            self._w.executemany("DELETE FROM batches WHERE seq = ?", [(s,) for s in run.seqs])
-            total -= run.bytes
-            depth -= len(run.seqs)
-            readings -= run.readings
-            counters[0] += len(run.seqs)
-            counters[1] += run.readings
-            counters[2] += run.bytes
-            gap = self.gap_signer(head.seq, head.prev, run)
-            if gap.seq != head.seq + 1 or gap.kind != "gap":
-                raise OutboxError(f"{self.path}: gap signer returned seq {gap.seq}/{gap.kind}")
-            self._w.execute(_INSERT, self._row(gap))
-            head = Head(gap.seq, gap.digest)
-            total += len(gap.cose)
-            depth += 1
-            counters[3] += 1
-            gaps.append(gap)
-            log.warning(
-                "outbox_drop first_seq=%d last_seq=%d batches=%d readings=%d bytes=%d gap_seq=%d",
-                run.first_seq, run.last_seq, len(run.seqs), run.readings, run.bytes, gap.seq,
-            )  # fmt: skip
-        return head, total, counters, depth, readings, gaps
+            raise OutboxError(f"{self.path}: outbox full and no gap signer")
+        return drops.choose_victims(self._w, target, held_through=self._held, before=before)
+
+    def _applied(
+        self,
+        batches: Sequence[BatchLike],
+        incoming: int,
+        runs: list[DropRun],
+        gaps: list[BatchLike],
+        counters: list[int],
+    ) -> None:
+        """The in-memory mirror of a committed append."""
+        last = gaps[-1] if gaps else batches[-1]
+        self._head = Head(last.seq, last.digest)
+        self._counters = counters
+        self._total_bytes += incoming + sum(len(g.cose) for g in gaps) - sum(r.bytes for r in runs)
+        self._depth += len(batches) + len(gaps) - sum(len(r.seqs) for r in runs)
+        self._readings += sum(b.n_readings for b in batches if b.kind == "data")
+        self._readings -= sum(r.readings for r in runs)
+        drops.log_drops(runs, gaps, self.cap_bytes)
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete acknowledged batches; returns how many were still present."""
-        keys = [(s,) for s in seqs]
+        keys = sorted(set(seqs))
         if not keys:
             return 0
         with self._wlock:
             w0 = thread_write_bytes()
             try:
                 self._w.execute("PRAGMA synchronous=NORMAL")
-                self._w.execute("BEGIN IMMEDIATE")
-                placeholders = ",".join("?" * len(keys))
-                found = self._w.execute(
-                    "SELECT count(*), coalesce(sum(bytes), 0),"
-                    " coalesce(sum(CASE kind WHEN 'data' THEN n_readings ELSE 0 END), 0)"
-                    f" FROM batches WHERE seq IN ({placeholders})",
-                    [k[0] for k in keys],
-                ).fetchone()
-                n, nbytes, nread = int(found[0]), int(found[1]), int(found[2])
-                self._w.execute(
-                    f"DELETE FROM batches WHERE seq IN ({placeholders})", [k[0] for k in keys]
-                )
-                if (
-                    n
-                    and self._w.execute(
-                        "SELECT 1 FROM batches WHERE seq >= ?", (self._head.seq,)
-                    ).fetchone()
-                    is None
-                ):  # the newest batch went: the head row keeps the head
-                    self._w.execute(
-                        "UPDATE head SET seq=?, prev=? WHERE id = 0",
-                        (self._head.seq, self._head.prev),
-                    )
-                total = self._total_bytes - nbytes
-                self._w.execute("COMMIT")
+                n, nbytes, nread = self._commit("ack", lambda: self._delete(keys))
             except sqlite3.Error as exc:
-                if self._w.in_transaction:
-                    self._w.execute("ROLLBACK")
                 raise OutboxError(f"{self.path}: ack failed: {exc}") from exc
             finally:
-                self._w.execute("PRAGMA synchronous=FULL")
-            self._total_bytes = total
+                try:
+                    self._w.execute("PRAGMA synchronous=FULL")
+                except sqlite3.Error as exc:  # only on a closed or broken connection
+                    log.error("outbox_pragma_failed path=%s err=%s", self.path, exc)
+            self._total_bytes -= nbytes
             self._depth -= n
             self._readings -= nread
             self._commits[1] += 1
             self._charge(w0)
             return n
+
+    def _delete(self, keys: list[int]) -> tuple[int, int, int]:
+        marks = ",".join("?" * len(keys))
+        found = self._w.execute(
+            "SELECT count(*), coalesce(sum(bytes), 0),"
+            " coalesce(sum(CASE kind WHEN 'data' THEN n_readings ELSE 0 END), 0)"
+            f" FROM batches WHERE seq IN ({marks})",
+            keys,
+        ).fetchone()
+        n = int(found[0])
+        self._w.execute(f"DELETE FROM batches WHERE seq IN ({marks})", keys)
+        newest_gone = n and self._w.execute(
+            "SELECT 1 FROM batches WHERE seq >= ?", (self._head.seq,)
+        ).fetchone() is None
+        if newest_gone:  # the head row keeps the head
+            self._w.execute(
+                "UPDATE head SET seq=?, prev=? WHERE id = 0", (self._head.seq, self._head.prev)
+            )
+        return n, int(found[1]), int(found[2])
+
+    def hold_through(self, seq: int) -> None:
+        """Durably record that batches up to ``seq`` may reach the broker from now on: they are
+        never dropped (a gap notice must not name a batch the consumer may have). The uplink
+        calls it before publishing past the previous mark, a few dozen batches ahead."""
+        with self._wlock:
+            if seq <= self._held:
+                return
+            self._commit("hold", lambda: self._w.execute(
+                "UPDATE held SET seq = ? WHERE id = 0", (seq,)))  # fmt: skip
+            self._held = seq
+
+    def _commit(self, kind: str, body: Callable[[], _T]) -> _T:
+        """``body`` in one write transaction; on a full disk the reserve is released and it is
+        tried once more. Records the outcome in ``health``; raises OutboxError."""
+        for attempt in (0, 1):
+            try:
+                self._w.execute("BEGIN IMMEDIATE")
+                out = body()
+                self._w.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                if attempt == 0 and is_full(exc) and self.reserve.release():
+                    continue
+                msg = f"{self.path}: {kind} failed: {exc}"
+                self.health.failed(kind, msg)
+                raise OutboxError(msg) from exc
+            self.health.ok(kind)
+            return out
+        raise OutboxError(f"{self.path}: {kind} failed")  # not reached
+
+    def _rollback(self) -> None:
+        try:
+            if self._w.in_transaction:
+                self._w.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # SQLite may have rolled back already
+            log.debug("outbox_rollback path=%s err=%s", self.path, exc)
+
+    def _measure(self) -> Footprint:
+        try:
+            return measure(self.path, self.reserve.path)
+        except OSError as exc:
+            raise OutboxError(f"{self.path}: cannot measure the outbox files: {exc}") from exc
 
     def _charge(self, w0: int) -> None:
         if self._written >= 0 and w0 >= 0:
@@ -354,16 +379,14 @@ class Outbox:
     def stats(self) -> Stats:
         with self._rlock:
             try:
-                row = self._r.execute("SELECT min(created) FROM batches").fetchone()
+                row0 = self._r.execute("SELECT min(created) FROM batches").fetchone()
+                pages, free = pragma(self._r, "page_count"), pragma(self._r, "freelist_count")
             except sqlite3.Error as exc:
                 raise OutboxError(f"{self.path}: read failed: {exc}") from exc
-        oldest = 0.0 if row[0] is None else max(0.0, (time.time_ns() - int(row[0])) / 1e9)
-        file_bytes = 0
-        for suffix in ("", "-wal"):
-            try:
-                file_bytes += os.stat(f"{self.path}{suffix}").st_size
-            except FileNotFoundError:
-                pass
+        fp = self._measure()
+        oldest = 0.0 if row0[0] is None else max(0.0, (time.time_ns() - int(row0[0])) / 1e9)
+        used = (pages - free) * PAGE_SIZE + max(fp.wal, self.wal_limit) + fp.shm + fp.journal
+        err, failing = self.health.state()
         c = self._counters
         return Stats(
             depth=self._depth,
@@ -375,17 +398,30 @@ class Outbox:
             readings_dropped=c[1],
             bytes_dropped=c[2],
             gaps=c[3],
-            file_bytes=file_bytes,
+            file_bytes=fp.db + fp.wal,
             bytes_written=self._written,
             readings_appended=self._appended_readings,
             append_commits=self._commits[0],
             ack_commits=self._commits[1],
+            footprint_bytes=fp.files,
+            used_bytes=used + self.reserve.size,
+            cap_bytes=self.cap_bytes,
+            budget_bytes=min(self.cap_bytes, fp.disk_budget),
+            disk_free_bytes=fp.fs_free,
+            reserve_bytes=self.reserve.size,
+            reserve_held=self.reserve.held,
+            held_through=self._held,
+            commit_error=err,
+            commit_failing_s=failing,
         )
 
     def close(self) -> None:
         with self._wlock, self._rlock:
-            self._r.close()
-            self._w.close()
+            try:
+                self._r.close()
+                self._w.close()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self.path}: close failed: {exc}") from exc
 
     def __enter__(self) -> Outbox:
         return self

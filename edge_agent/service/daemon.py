@@ -57,7 +57,8 @@ class Agent:
         self.started_mono = time.monotonic()
         self.signer = BatchSigner(self.key, self.cfg.gateway_id, self.clock.boot_id)
         self.outbox = Outbox(self.cfg.outbox.path, cap_bytes=self.cfg.outbox.cap_bytes,
-                             gap_signer=make_gap_signer(self.signer))
+                             gap_signer=make_gap_signer(self.signer),
+                             reserve_bytes=self.cfg.outbox.reserve_bytes)
         self.batcher = Batcher(self.cfg.batch, SigningWriter(self.signer, self.outbox))
         self.uplink: MqttUplink | None = None
         self.commands: RemoteCommands | None = None

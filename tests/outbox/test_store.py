@@ -87,18 +87,20 @@ def test_cap_drops_oldest_non_alarm_first_with_signed_gap_notices(
     tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
 ) -> None:
     path = tmp_path / "small.db"
-    box = Outbox(path, cap_bytes=8000, gap_signer=make_gap_signer(signer))
+    cap = 256 * 1024
+    box = Outbox(path, cap_bytes=cap, gap_signer=make_gap_signer(signer))
     sent: list[bytes] = []
     try:
-        size = len(sign_chain(signer, box, 1, per_batch=20)[0].cose)
-        for i in range(30):
+        for i in range(400):
             (b,) = sign_chain(signer, box, 1, per_batch=20, alarm_at=(0,) if i == 2 else ())
             gaps = box.append([b])
-            assert box.stats().bytes <= 8000
+            st = box.stats()
+            # the real files, not just the payload, stay under the cap
+            assert st.used_bytes <= cap and st.footprint_bytes <= cap, st
             sent.append(b.cose)
             sent.extend(g.cose for g in gaps)
         st = box.stats()
-        assert st.gaps >= 1 and st.batches_dropped >= 30 - 8000 // size
+        assert st.gaps >= 1 and st.batches_dropped >= 100
         assert (
             st.readings_dropped
             == 20 * sum(1 for b in sent if decode_payload(parse1(b)[2]).kind == "data")
@@ -116,7 +118,7 @@ def test_cap_drops_oldest_non_alarm_first_with_signed_gap_notices(
         assert report.readings_dropped == st.readings_dropped
     finally:
         box.close()
-    with Outbox(path, cap_bytes=8000, gap_signer=make_gap_signer(signer)) as again:
+    with Outbox(path, cap_bytes=cap, gap_signer=make_gap_signer(signer)) as again:
         assert again.stats().batches_dropped == st.batches_dropped  # counters are persisted
         assert again.stats().readings_dropped == st.readings_dropped
 
@@ -124,22 +126,27 @@ def test_cap_drops_oldest_non_alarm_first_with_signed_gap_notices(
 def test_full_without_gap_signer_refuses_and_keeps_everything(
     tmp_path: Path, signer: BatchSigner
 ) -> None:
-    with Outbox(tmp_path / "o.db", cap_bytes=3000) as box:
+    with Outbox(tmp_path / "o.db", cap_bytes=256 * 1024) as box:
         box.append(sign_chain(signer, box, 1, per_batch=20))
         before = box.stats()
         with pytest.raises(OutboxError, match="no gap signer"):
-            for _ in range(20):
+            for _ in range(1000):
                 box.append(sign_chain(signer, box, 1, per_batch=20))
         assert box.stats().depth >= before.depth
         assert box.stats().batches_dropped == 0
+        assert box.stats().commit_error is not None  # a failing append shows
 
 
-def test_batch_larger_than_cap_is_refused(tmp_path: Path, signer: BatchSigner) -> None:
+def test_cap_too_small_or_group_larger_than_cap_is_refused(
+    tmp_path: Path, signer: BatchSigner
+) -> None:
+    with pytest.raises(OutboxError, match=r"outbox cap 1000 is too small"):
+        Outbox(tmp_path / "tiny.db", cap_bytes=1000)
     with (
-        Outbox(tmp_path / "o.db", cap_bytes=1000) as box,
-        pytest.raises(OutboxError, match=r"exceed outbox\.cap_bytes 1000"),
+        Outbox(tmp_path / "o.db", cap_bytes=200 * 1024) as box,
+        pytest.raises(OutboxError, match=r"exceed outbox\.cap_bytes 204800"),
     ):
-        box.append(sign_chain(signer, box, 1, per_batch=200))
+        box.append(sign_chain(signer, box, 20, per_batch=200))
 
 
 def test_stats_measure_real_disk_writes(outbox: Outbox, signer: BatchSigner) -> None:

@@ -144,10 +144,10 @@ def test_tiny_cap_during_outage_sends_gap_notices_the_verifier_accepts(
     tmp_path: Path, broker: Mosquitto, signer: BatchSigner, key: Ed25519PrivateKey,
     subscribe: MakeSub, make_uplink: MakeUplink,
 ) -> None:  # fmt: skip
-    box = Outbox(tmp_path / "tiny.db", cap_bytes=40_000, gap_signer=make_gap_signer(signer))
+    box = Outbox(tmp_path / "tiny.db", cap_bytes=256 * 1024, gap_signer=make_gap_signer(signer))
     try:
         sub = subscribe(broker.port)
-        append_batches(signer, box, 300)  # outage: nobody forwards yet
+        append_batches(signer, box, 1000)  # outage: nobody forwards yet
         st = box.stats()
         assert st.gaps >= 1 and st.batches_dropped > 0
         up = make_uplink(broker.port, box=box)
@@ -160,7 +160,7 @@ def test_tiny_cap_during_outage_sends_gap_notices_the_verifier_accepts(
         assert report.gaps_unexplained == 0 and report.broken_chain == 0 and report.forged == 0
         assert 0 < report.gaps_explained <= st.batches_dropped  # not counted before the 1st seen
         assert report.readings_dropped == st.readings_dropped
-        assert report.readings + report.readings_dropped == 300 * 20  # every reading accounted
+        assert report.readings + report.readings_dropped == 1000 * 20  # every reading accounted
     finally:
         box.close()
 
