@@ -124,7 +124,7 @@ SECTION_CASES = [
     (_top(outbox={"cap": "1GiB", "cap_bytes": 1 << 30}), "outbox.cap", "not both", ""),
     (_top(outbox={"cap": "4MiB", "reserve": "2MiB"}), "outbox.reserve", "quarter of cap", ""),
     (_top(outbox={"reserve": "some"}), "outbox.reserve", "not a size", ""),
-        (_top(uplink={"host": "localhost", "protocol": 5}), "uplink.protocol", "(a string)",
+    (_top(uplink={"host": "localhost", "protocol": 5}), "uplink.protocol", "(a string)",
      "did you mean '5'?"),
     (_top(uplink={"host": "localhost", "protocol": "3.1"}), "uplink.protocol", "is not one of",
      "did you mean '3.1.1'?"),
