@@ -9,6 +9,10 @@ in seq order, from the outbox (at-least-once; the chain lets the consumer drop d
 The window: at most ``uplink.inflight`` data batches unacknowledged, always the lowest waiting
 seqs, published in seq order, so the wire order equals the chain order. A batch is deleted from
 the outbox when paho reports ``on_publish`` for its mid (the PUBACK), never on ``publish()``.
+Before a batch past the outbox's ``held_through`` mark is published the mark is moved, so the
+outbox never drops what may have reached the broker and its gap notices name only batches the
+broker never saw. An ack or a mark that cannot commit (disk full) never ends the session: see
+``acks``.
 
 Reconnects wait ``edge_agent.retry`` backoff delays (jittered, exponential, reset after a session
 reached CONNACK). Birth status (retained, "online") after every CONNACK, the same periodically, a
@@ -34,9 +38,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config.model import UplinkConfig
-from edge_agent.errors import UplinkError
+from edge_agent.errors import OutboxError, UplinkError
 from edge_agent.outbox.store import Outbox
 from edge_agent.retry import Backoff, RetryPolicy
+from edge_agent.uplink.acks import OutboxWrites
 from edge_agent.uplink.tls import read_password, tls_context
 from edge_agent.uplink.topics import Topics, status_payload
 
@@ -73,7 +78,9 @@ class UplinkStats:
     sessions: int = 0  # sessions that reached CONNACK
     attempts: int = 0
     published: int = 0  # data batches handed to the socket (incl. resends)
-    acked: int = 0  # data batches PUBACKed and deleted
+    acked: int = 0  # data batches PUBACKed
+    ack_pending: int = 0  # PUBACKed, delete not committed yet (disk full, I/O error)
+    ack_failures: int = 0  # failed delete commits (retried)
     last_error: str = ""
 
 
@@ -115,6 +122,7 @@ class MqttUplink:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
+        self._writes = OutboxWrites(outbox)
         outbox.add_listener(self.wake)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -300,11 +308,14 @@ class MqttUplink:
             timeout = min(1.0, max(0.0, next_status - now))
             if sess.acked:
                 timeout = min(timeout, ACK_DELAY_S)
+            due = self._writes.due_in(now)
+            if due is not None:
+                timeout = min(timeout, due)
             if self._pump(client, timeout) != OK:
                 break
             if len(sess.acked) >= ACK_GROUP or (
                 sess.acked and time.monotonic() - sess.acked_since >= ACK_DELAY_S
-            ):
+            ) or self._writes.due_in(time.monotonic()) == 0.0:
                 self._flush_acks(sess)
         if sess.failed:
             self.stats.last_error = sess.failed
@@ -312,10 +323,16 @@ class MqttUplink:
 
     def _fill_window(self, sess: _Session) -> None:
         free = self.cfg.inflight - len(sess.inflight)
-        if free <= 0:
+        unsaved = self._writes.unsaved
+        if free <= 0 or self._writes.full:
             return
         topic = self.topics.data
-        for b in self.outbox.pending(after_seq=sess.last_sent, limit=free):
+        for b in self.outbox.pending(after_seq=sess.last_sent, limit=free + len(unsaved)):
+            if b.seq in unsaved:  # acknowledged already, only its delete is pending
+                sess.last_sent = b.seq
+                continue
+            if free <= 0 or not self._writes.held(b.seq):
+                return
             info = sess.client.publish(topic, b.cose, qos=1)
             if info.rc != OK:
                 sess.lost = True
@@ -323,15 +340,25 @@ class MqttUplink:
             sess.inflight[info.mid] = b.seq
             sess.last_sent = b.seq
             self.stats.published += 1
+            free -= 1
 
-    def _flush_acks(self, sess: _Session) -> None:
-        if sess.acked:
-            acked, sess.acked = sess.acked, []
-            self.outbox.ack(acked)
-            self.stats.acked += len(acked)
+    def _flush_acks(self, sess: _Session, *, force: bool = False) -> None:
+        acked, sess.acked = sess.acked, []
+        self.stats.acked += len(acked)
+        failures = self._writes.failures
+        self._writes.ack(acked, force=force)
+        self.stats.ack_pending = len(self._writes.unsaved)
+        if self._writes.failures != failures:
+            self.stats.ack_failures += self._writes.failures - failures
+            self.stats.last_error = self._writes.last_error
 
     def _publish_status(self, sess: _Session, state: str) -> int:
-        st = self.outbox.stats()
+        try:
+            st = self.outbox.stats()
+        except OutboxError as exc:  # the status goes out anyway, without the outbox's figures
+            log.debug("uplink_status_without_outbox err=%s", exc)
+            payload = status_payload(state, gateway_id=self.gateway_id, boot_id=self.boot_id)
+            return sess.client.publish(self.topics.status, payload, qos=1, retain=True).mid
         payload = status_payload(
             state, gateway_id=self.gateway_id, boot_id=self.boot_id,
             outbox_depth=st.depth, outbox_bytes=st.bytes, readings_dropped=st.readings_dropped,
@@ -345,7 +372,7 @@ class MqttUplink:
         while not (sess.offline_acked or sess.lost) and time.monotonic() < deadline:
             if self._pump(sess.client, 0.05) != OK:
                 return
-        self._flush_acks(sess)
+        self._flush_acks(sess, force=True)
         sess.client.disconnect()
         while sess.client.want_write() and time.monotonic() < deadline + 1.0:
             if self._pump(sess.client, 0.05) != OK:
