@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.demo.brokers import free_port, mosquitto_path, wait_port
+from simulators.loopback import free_port, mosquitto_path, wait_port
 from edge_agent.errors import UplinkError
 
 MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"

@@ -51,10 +51,11 @@ from typing import Any
 from benchmarks._consumer import VerifyingConsumer
 from benchmarks._proc import Child, Mosquitto, cpu_seconds, memory
 from edge_agent.control.client import ControlClient, ControlUnavailable
+from edge_agent.profiles.shipped import shipped_dir
 from edge_agent.trust.keys import kid_of, load_signing_key
+from simulators.scenario_spec import SCENARIO_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-PROFILES = ROOT / "device_profiles"
+PROFILES = shipped_dir()
 DISTRICT_POLES = 500
 MODES = ("block", "point")
 STOPPED_RE = re.compile(r"poller_stopped readings=(\d+) emitted=(\d+)")
@@ -91,7 +92,7 @@ def scenario_for(workdir: Path, poles: int) -> str:
     """The shipped district, or a copy of it with fewer poles."""
     if poles >= DISTRICT_POLES:
         return "district"
-    src = ROOT / "simulators" / "scenarios" / "district.toml"
+    src = SCENARIO_DIR / "district.toml"
     text = re.sub(r"(?m)^count = \d+$", f"count = {poles}", src.read_text())
     if not re.search(r"(?m)^profiles_dir\s*=", text):  # relative to the copy's new home
         text = f"profiles_dir = {_q(PROFILES)}\n" + text

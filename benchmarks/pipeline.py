@@ -38,10 +38,10 @@ from edge_agent.outbox.records import Stats
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
 from edge_agent.pipeline.batcher import Batcher
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.readings import Reading
 from edge_agent.trust.batch import BatchSigner, ChainHead
 from edge_agent.uplink.mqtt import MqttUplink
+from simulators.synthetic import synthetic_readings
 from tests.support_broker import Mosquitto
 
 POOL = list(synthetic_readings(20_000))

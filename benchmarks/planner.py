@@ -22,8 +22,9 @@ from edge_agent.profiles.codec import decode, encode
 from edge_agent.profiles.load import load_profiles
 from edge_agent.profiles.model import DataType, ModbusPoint, Profile
 from edge_agent.profiles.planner import ReadRequest, one_per_point, plan, rtu_frame_bytes
+from edge_agent.profiles.shipped import shipped_dir
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "device_profiles"
+DEFAULT_DIR = shipped_dir()
 BITS_PER_CHAR = 10  # 8N1: start + 8 data + stop
 
 

@@ -6,7 +6,7 @@ Format (every key is checked; mistakes are reported with file and key path)::
     seed = 1                     # default seed; `edge-sim run --seed` overrides
     speed = 1.0                  # simulated seconds per real second
     start_hour = 18.0            # simulated time of day at start
-    profiles_dir = "../../device_profiles"   # optional, relative to this file
+    profiles_dir = "profiles"    # optional, relative to this file; default: the shipped ones
 
     [[tcp]]                      # `count` endpoints named <name>-01.., each serving every unit
     name = "pole"
@@ -39,9 +39,9 @@ from typing import Any
 
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.profiles.fields import Problems, Table, read_toml
+from edge_agent.profiles.shipped import shipped_dir
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-DEFAULT_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
 TOP_KEYS = ("description", "seed", "speed", "start_hour", "profiles_dir", "tcp", "rtu", "at",
             "params")
 
@@ -153,7 +153,7 @@ def load_scenario(name_or_path: str) -> ScenarioSpec:
     speed = top.number("speed", 1.0, lo=0) or 0.0
     start_hour = top.number("start_hour", 6.0, lo=0, hi=24) or 0.0
     pdir = top.string("profiles_dir")
-    profiles_dir = DEFAULT_PROFILES if pdir is None else (path.parent / pdir).resolve()
+    profiles_dir = shipped_dir() if pdir is None else (path.parent / pdir).resolve()
     endpoints: list[EndpointSpec] = []
     for t in top.tables("tcp"):
         name = t.string("name", required=True) or "?"

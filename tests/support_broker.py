@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.demo.brokers import free_port, mosquitto_path, wait_port
+from simulators.loopback import free_port, mosquitto_path, wait_port
 from edge_agent.errors import UplinkError
 
 MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"

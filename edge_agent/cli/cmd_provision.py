@@ -9,6 +9,7 @@ default credentials anywhere: the skeleton has no uplink password, the key is ma
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import re
@@ -27,7 +28,7 @@ SKELETON = """\
 # Relative paths are relative to this file. See docs/profiles.md for every key.
 
 gateway_id = "{gw}"
-profiles_dir = "{profiles}"
+{profiles}
 state_dir = "{state}"
 runtime_dir = "{runtime}"
 
@@ -57,6 +58,13 @@ path = "{state}/outbox.db"
 signing_key = "{key}"
 command_keys = "{operators}"
 """
+
+
+def _profiles_line(profiles_dir: str | None) -> str:
+    if profiles_dir is None:
+        return ('# profiles_dir = "/etc/edge-agent/profiles"   '
+                "# unset: the profiles shipped with edge-agent")
+    return f"profiles_dir = {json.dumps(profiles_dir)}"
 
 
 def _chown(path: Path, user: str | None) -> None:
@@ -94,7 +102,7 @@ def _provision(args: argparse.Namespace) -> int:
     wrote_cfg = False
     if not cfg.exists():
         cfg.write_text(SKELETON.format(
-            gw=args.gateway_id, cfg=cfg, profiles=args.profiles_dir, state=state,
+            gw=args.gateway_id, cfg=cfg, profiles=_profiles_line(args.profiles_dir), state=state,
             runtime=args.runtime_dir, key=key_path, operators=operators))
         wrote_cfg = True
     pub = key.public_key()
@@ -122,7 +130,8 @@ def register(sub: Any) -> None:
     p.add_argument("--config-dir", type=Path, default=Path("/etc/edge-agent"))
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/edge-agent"))
     p.add_argument("--runtime-dir", type=Path, default=Path("/run/edge-agent"))
-    p.add_argument("--profiles-dir", default="/opt/edge-agent/device_profiles")
+    p.add_argument("--profiles-dir",
+                   help="profiles_dir for the skeleton (default: unset, the shipped profiles)")
     p.add_argument("--user", default="edge-agent", help="owner of the key (when run as root)")
     p.add_argument("--force", action="store_true", help="replace an existing key (new identity!)")
     p.add_argument("--json", action="store_true")

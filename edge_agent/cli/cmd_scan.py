@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, emit, table
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, emit, table
 from edge_agent.config.model import SerialBus
 from edge_agent.errors import BusError, ModbusException
 from edge_agent.profiles.model import Profile, Protocol, Table
@@ -97,9 +97,16 @@ def _units(text: str) -> range:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    from edge_agent.errors import ConfigError
     from edge_agent.profiles.load import load_profiles
+    from edge_agent.profiles.shipped import shipped_dir
 
-    profiles = load_profiles(args.profiles) if args.profiles.exists() else {}
+    try:
+        profiles = load_profiles(args.profiles if args.profiles is not None else shipped_dir())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
     bauds = list(STANDARD_BAUDS) if args.sweep else [args.baud]
     parities = ["N", "E", "O"] if args.sweep else [args.parity]
     found = asyncio.run(scan(args.port, bauds, parities, args.units, profiles, args.timeout,
@@ -120,6 +127,6 @@ def register(sub: Any) -> None:
     p.add_argument("--units", type=_units, default=range(1, 248), help="e.g. 1-247 or 5-12")
     p.add_argument("--timeout", type=float, default=0.1, help="seconds per probe")
     p.add_argument("--profiles", type=Path,
-                   default=Path(__file__).resolve().parents[2] / "device_profiles")
+                   help="profiles to try (default: the profiles shipped with the agent)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_scan)

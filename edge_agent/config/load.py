@@ -1,6 +1,7 @@
 """Load ``agent.toml`` (format in docs/profiles.md, "Gateway config") into an ``AgentConfig``.
 
-``load_config(path)`` parses every section, loads the profiles from ``profiles_dir`` (unless given),
+``load_config(path)`` parses every section, loads the profiles from ``profiles_dir`` (unless given;
+unset: the profiles shipped with the agent, ``edge_agent.profiles.shipped``),
 runs the cross-checks of ``config.checks`` and raises one ``ConfigError`` with ALL problems found,
 in the config and in the profiles. Unknown keys are errors; nothing is silently repaired. Relative
 paths are resolved against the directory of the config file.
@@ -32,6 +33,7 @@ from edge_agent.errors import ConfigError, Problem
 from edge_agent.profiles.fields import Problems, Table, read_toml
 from edge_agent.profiles.load import MIN_INTERVAL_S, collect_profiles
 from edge_agent.profiles.model import Profile
+from edge_agent.profiles.shipped import shipped_dir
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe in MQTT topics and file names
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
@@ -61,7 +63,7 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
     loader = _Loader(path, problems)
     top = Table(data, "", problems)
     gateway_id = loader.ident(top, "gateway_id")
-    profiles_dir = loader.path(top, "profiles_dir", "device_profiles")
+    profiles_dir = loader.path(top, "profiles_dir") if top.has("profiles_dir") else None
     state_dir = loader.path(top, "state_dir", "/var/lib/edge-agent")
     runtime_dir = loader.path(top, "runtime_dir", "/run/edge-agent")
     buses: list[BusEntry] = []
@@ -98,7 +100,13 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
 
     broken: set[str] = set()
     if profiles is None:
-        profiles, broken = collect_profiles(profiles_dir, sink)
+        try:
+            if profiles_dir is None:
+                profiles_dir = shipped_dir()
+            profiles, broken = collect_profiles(profiles_dir, sink)
+        except ConfigError as exc:
+            sink.extend(exc.problems)
+            profiles = {}
     bus_map = cross_check(buses, devices, profiles, problems, broken_profiles=broken,
                           broken_buses=broken_buses)
     if sink or gateway_id is None or keys is None:

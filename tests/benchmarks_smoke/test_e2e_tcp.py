@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.e2e_tcp import ROOT, write_agent_config
+from benchmarks.e2e_tcp import write_agent_config
 from edge_agent.config.load import load_config
 from edge_agent.poll.device_plan import DevicePlan
 
@@ -66,7 +66,7 @@ def test_short_run_prints_the_table() -> None:
         [sys.executable, "-m", "benchmarks.e2e_tcp", "--seconds", "2", "--warmup", "1",
          "--devices", "4", "--interval", "0.5",
          "--point-interval", "0.5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=80)
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=80)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.startswith("metric"))

@@ -9,10 +9,10 @@ import pytest
 
 from edge_agent.bus.tcp_endpoint import STALL_LIMIT, TcpEndpoint
 from edge_agent.config.model import TcpBus
-from edge_agent.demo.brokers import free_port
 from edge_agent.errors import BusClosed, BusTimeout, FrameError, ModbusException
 from edge_agent.profiles.model import Table
 from edge_agent.retry import RetryPolicy
+from simulators.loopback import free_port
 from tests.bus.tcp_servers import RawServer, pymodbus_server
 
 FAST_RETRY = RetryPolicy(initial_s=0.05, factor=2.0, max_s=0.2, jitter=0.0)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
 from edge_agent.trust.keys import kid_of
 from edge_agent.trust.verify import ChainVerifier, VerifyReport
+from simulators.synthetic import synthetic_readings
 
 GATEWAY = "gw-outbox-test"
 

@@ -18,10 +18,10 @@ from edge_agent.outbox.records import BatchLike
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter
 from edge_agent.pipeline.batcher import Batcher
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.readings import Reading
 from edge_agent.retry import RetryPolicy
 from edge_agent.trust.batch import BatchSigner
+from simulators.synthetic import synthetic_readings
 from tests.outbox.chains import verify_all
 
 

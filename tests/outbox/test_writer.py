@@ -13,9 +13,9 @@ from edge_agent.outbox.records import BatchLike
 from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import GAP_REASON, SigningWriter, make_gap_signer
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.trust.batch import GENESIS_PREV, BatchSigner, GapNotice, decode_payload
 from edge_agent.trust.cose import parse1
+from simulators.synthetic import synthetic_readings
 from tests.outbox.chains import verify_all
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import make_gap_signer
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.trust.batch import BatchSigner, ChainHead
 from edge_agent.trust.keys import load_signing_key
+from simulators.synthetic import synthetic_readings
 
 
 def main() -> int:

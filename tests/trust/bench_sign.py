@@ -3,7 +3,7 @@
     python -m tests.trust.bench_sign
 
 Readings shapes: ``poller`` (4 points per Modbus request share one clock pair, values like 231.4,
-20 devices), ``synthetic`` (edge_agent.pipeline.synthetic), ``worst`` (every reading its own clock
+20 devices), ``synthetic`` (simulators.synthetic), ``worst`` (every reading its own clock
 reads, all doubles).
 """
 
@@ -13,10 +13,10 @@ import random
 import time
 from collections.abc import Callable
 
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.readings import Reading
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
 from edge_agent.trust.verify import ChainVerifier
+from simulators.synthetic import synthetic_readings
 from tests.trust.helpers import fixed_key, keyring
 
 WALL0 = 1_763_000_000_000_000_000

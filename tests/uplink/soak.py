@@ -20,11 +20,11 @@ from edge_agent.config.model import BatchConfig, UplinkConfig
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
 from edge_agent.pipeline.batcher import Batcher
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.retry import RetryPolicy
 from edge_agent.trust.batch import BatchSigner
 from edge_agent.trust.keys import load_signing_key
 from edge_agent.uplink.mqtt import MqttUplink
+from simulators.synthetic import synthetic_readings
 
 
 def _parser() -> argparse.ArgumentParser:

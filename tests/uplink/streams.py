@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.outbox.store import Outbox
-from edge_agent.pipeline.synthetic import synthetic_readings
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch, decode_payload
 from edge_agent.trust.cose import parse1
 from edge_agent.trust.verify import VerifyReport
+from simulators.synthetic import synthetic_readings
 from tests.outbox.chains import verify_all
 
 

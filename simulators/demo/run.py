@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.control.client import ControlClient, ControlUnavailable
-from edge_agent.demo.brokers import DemoBroker
-from edge_agent.demo.consumer import VerifyingConsumer
-from edge_agent.demo.view import render
 from edge_agent.errors import UplinkError
 from edge_agent.trust.keys import kid_of, load_signing_key
+from simulators.demo.brokers import DemoBroker, NoBroker
+from simulators.demo.consumer import VerifyingConsumer
+from simulators.demo.view import render
 from simulators.faults import DeviceFault
 from simulators.scenario import BackgroundScenario
 
@@ -34,9 +34,9 @@ FAULT_DEVICE = "meter-03"
 
 
 class Demo:
-    def __init__(self, workdir: Path, *, seed: int, prefer_mosquitto: bool) -> None:
+    def __init__(self, workdir: Path, *, seed: int, broker: str) -> None:
         self.workdir = workdir
-        self.broker = DemoBroker(workdir, prefer_mosquitto=prefer_mosquitto)
+        self.broker = DemoBroker(workdir, kind=broker)
         self.sim = BackgroundScenario.load("street", seed=seed)
         self.agent: subprocess.Popen[bytes] | None = None
         self.consumer: VerifyingConsumer | None = None
@@ -52,7 +52,7 @@ class Demo:
         self.config = self.sim.scenario.write_config(cfg_dir, mqtt_port=self.broker.port,
                                                      gateway_id="gw-demo")
         key = load_signing_key(cfg_dir / "signing.key")
-        self.consumer = VerifyingConsumer(self.broker.port, {kid_of(key.public_key()):
+        self.consumer = VerifyingConsumer(self.broker.consumer_port, {kid_of(key.public_key()):
                                                              key.public_key()})
         self.consumer.start()
         if not self.consumer.subscribed.wait(10):
@@ -70,10 +70,11 @@ class Demo:
     def toggle_broker(self) -> None:
         if self.broker.running:
             self.broker.kill()
-            self.event("broker killed: the outbox keeps every batch")
+            self.event(f"{self.broker.outage}: the outbox keeps every batch")
         else:
             self.broker.start()
-            self.event("broker back: backlog drains in seq order")
+            back = "broker back" if self.broker.kind == "mosquitto" else "link back"
+            self.event(f"{back}: backlog drains in seq order")
 
     def toggle_meter(self) -> None:
         self.meter_dead = not self.meter_dead
@@ -117,12 +118,18 @@ class Demo:
         self.broker.stop()
 
 
-def run_demo(duration: float | None, seed: int, chaos: bool, prefer_mosquitto: bool,
+def run_demo(duration: float | None, seed: int, chaos: bool, broker: str = "auto",
              workdir: Path | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="edge-demo-") if workdir is None else None
     wd = Path(tmp.name) if tmp is not None else workdir
     assert wd is not None
-    demo = Demo(wd, seed=seed, prefer_mosquitto=prefer_mosquitto)
+    try:
+        demo = Demo(wd, seed=seed, broker=broker)
+    except NoBroker as exc:
+        print(f"edge-agent demo: {exc}", file=sys.stderr)
+        if tmp is not None:
+            tmp.cleanup()
+        return 2
     interactive = duration is None and sys.stdin.isatty() and sys.stdout.isatty()
     old_tty = termios.tcgetattr(sys.stdin) if interactive else None
     plan = {0.2: demo.toggle_meter, 0.3: demo.toggle_broker, 0.5: demo.toggle_broker,

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edge_agent.demo.run import Demo
+    from simulators.demo.run import Demo
 
 SHOW = [("lamp-01", "power"), ("lamp-01", "dimming"), ("env-01", "temperature"),
         ("env-01", "pm2_5"), ("meter-01", "flow_rate"), ("meter-01", "totalizer"),
