@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulators.loopback import free_port, mosquitto_path, wait_port
 from edge_agent.errors import UplinkError
+from simulators.loopback import free_port, mosquitto_path, wait_port
 
 MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

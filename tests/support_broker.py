@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.loopback import free_port, mosquitto_path, wait_port
 from edge_agent.errors import UplinkError
+from simulators.loopback import free_port, mosquitto_path, wait_port
 
 MOSQUITTO = mosquitto_path() or "/usr/sbin/mosquitto"
 
