@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import json
 import logging
 import os
@@ -13,6 +12,7 @@ from typing import Any
 
 from edge_agent.control.protocol import MAX_LINE, ControlTarget, reading_json
 from edge_agent.errors import BoundsError, BusError, CodecError, CommandRefused, EdgeAgentError
+from edge_agent.platform.files import give_group
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,8 @@ class ControlServer:
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
                                                        limit=MAX_LINE)
         os.chmod(self.path, 0o660)
-        if self._group:
-            try:
-                os.chown(self.path, -1, grp.getgrnam(self._group).gr_gid)
-            except KeyError:  # not installed as a service (bench, tests): owner's group only
-                log.info("control_socket_group_absent group=%s", self._group)
-            except PermissionError as exc:
-                log.warning("control_socket_group group=%s err=%s", self._group, exc)
+        if self._group:  # under the unit the socket has the group already: no chown at all
+            give_group(self.path, self._group)
         log.info("control_listening path=%s", self.path)
 
     async def stop(self) -> None:

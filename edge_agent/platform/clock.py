@@ -1,17 +1,32 @@
-"""Wall-clock trust: is the kernel clock synchronised (adjtimex), and which boot are we in.
+"""Wall-clock trust: is the system clock synchronised, and which boot are we in.
 
-Gateways often boot without a real-time clock; until NTP (or GNSS, chrony ...) disciplines the clock
-the kernel reports ``STA_UNSYNC`` in ``timex.status`` and ``adjtimex`` returns ``TIME_ERROR``.
-Readings taken then carry ``clock_synced=False`` plus the boot id, so a consumer can correct them.
+Gateways often boot without a real-time clock; until NTP (or GNSS, chrony ...) disciplines it,
+readings carry ``clock_synced=False`` plus the boot id, so a consumer can correct them.
 
-``adjtimex(2)`` with ``modes = 0`` only reads; it needs no privilege.
+The verdict is systemd-timedated's (``NTPSynchronized``): the kernel's maximum error
+(``adjtimex``'s ``maxerror``) below 16 s. ``STA_UNSYNC`` is not consulted — chrony leaves it set
+unless ``rtcsync`` is configured, and it makes ``adjtimex`` return ``TIME_ERROR`` on a clock that is
+in fact disciplined. The kernel adds 500 µs to ``maxerror`` every second; a time daemon resets it.
+
+Inside the shipped unit ``adjtimex`` is denied, even read-only (ProtectClock=yes and
+SystemCallFilter=~@clock; allowing it alone costs 0.4 of ``systemd-analyze security``
+exposure, see docs/operations.md). There the verdict comes from systemd-timesyncd's flag file
+``/run/systemd/timesync/synchronized``, touched on each synchronisation (when timesyncd has just
+set ``maxerror`` to 0): synchronised while the flag is younger than 16 s / 500 ppm = 32000 s, the
+moment the kernel's own ``maxerror`` would pass 16 s without a further synchronisation.
+``ClockSync.source`` says which source answered: ``adjtimex``, ``timesyncd`` or ``none``.
+
+The boot id comes from ``$CREDENTIALS_DIRECTORY/boot_id`` (the unit's LoadCredential=, because
+ProcSubset=pid hides /proc/sys) or else from /proc/sys/kernel/random/boot_id.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +37,13 @@ log = logging.getLogger(__name__)
 
 STA_UNSYNC = 0x0040
 TIME_ERROR = 5
+MAXERROR_LIMIT_US = 16_000_000  # systemd-timedated's NTPSynchronized threshold (16 s)
+DRIFT_US_PER_S = 500  # what the kernel adds to maxerror each second (MAXFREQ, 500 ppm)
+FLAG_FRESH_S = MAXERROR_LIMIT_US / DRIFT_US_PER_S  # 32000 s
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+BOOT_ID_CREDENTIAL = "boot_id"
+DENIED = (errno.EPERM, errno.EACCES, errno.ENOSYS)
 
 
 class _Timeval(ctypes.Structure):
@@ -57,9 +78,15 @@ class Timex(ctypes.Structure):
     ]
 
 
-def synced_from(ret: int, status: int) -> bool:
-    """The kernel's verdict: synchronised unless TIME_ERROR is returned or STA_UNSYNC is set."""
-    return ret != TIME_ERROR and not status & STA_UNSYNC and ret >= 0
+def synced_from(ret: int, maxerror_us: int) -> bool:
+    """systemd-timedated's verdict on one ``adjtimex`` read: maximum error below 16 s."""
+    return ret >= 0 and 0 <= maxerror_us < MAXERROR_LIMIT_US
+
+
+def flag_synced(age_s: float) -> bool:
+    """The verdict from the age of timesyncd's flag: younger than the time ``maxerror`` takes to
+    grow from 0 to 16 s. A flag from the future (clock stepped back since) is not trusted."""
+    return -1.0 <= age_s < FLAG_FRESH_S
 
 
 def _load_adjtimex() -> Callable[[ctypes._Pointer[Timex]], int] | None:
@@ -77,24 +104,69 @@ def _load_adjtimex() -> Callable[[ctypes._Pointer[Timex]], int] | None:
 _adjtimex = _load_adjtimex()
 
 
-def kernel_clock_synced() -> bool:
-    """One ``adjtimex`` read. False when the call is unavailable or fails (trust nothing)."""
+def read_adjtimex() -> tuple[int, Timex] | int:
+    """One read-only ``adjtimex`` (modes 0): (return value, struct), or the errno it failed with."""
     if _adjtimex is None:
-        return False
+        return errno.ENOSYS
     tx = Timex()
     ret = _adjtimex(ctypes.pointer(tx))
     if ret < 0:
-        log.warning("adjtimex_failed errno=%d", ctypes.get_errno())
-        return False
-    return synced_from(ret, tx.status)
+        return ctypes.get_errno()
+    return ret, tx
 
 
-def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError as e:
-        log.warning("boot_id_unreadable path=%s err=%s", path, e)
-        return "unknown"
+class ClockSync:
+    """Is the system clock synchronised, from the first source this process may consult:
+    ``adjtimex``, else (denied: inside the unit) timesyncd's flag, else none (not synchronised).
+    A denied ``adjtimex`` is not retried. Call it: one syscall or one ``stat``."""
+
+    def __init__(self, flag: Path = TIMESYNC_FLAG,
+                 adjtimex: Callable[[], tuple[int, Timex] | int] = read_adjtimex) -> None:
+        self._flag = flag
+        self._adjtimex = adjtimex
+        self._denied = False
+        self.source = "none"
+
+    def __call__(self) -> bool:
+        if not self._denied:
+            got = self._adjtimex()
+            if not isinstance(got, int):
+                self.source = "adjtimex"
+                return synced_from(got[0], got[1].maxerror)
+            if got not in DENIED:
+                log.warning("adjtimex_failed errno=%d", got)
+                self.source = "none"
+                return False
+            self._denied = True
+            log.info("clock_source adjtimex=denied fallback=%s", self._flag)
+        try:
+            mtime = self._flag.stat().st_mtime
+        except OSError:
+            self.source = "none"
+            return False
+        self.source = "timesyncd"
+        return flag_synced(time.time() - mtime)
+
+
+def kernel_clock_synced() -> bool:
+    """One verdict from a fresh ``ClockSync`` (the doctor's question)."""
+    return ClockSync()()
+
+
+def read_boot_id(path: Path = BOOT_ID_PATH, credentials: str | None = None) -> str:
+    """The kernel's boot id: the unit's credential first (ProcSubset=pid hides /proc/sys), then
+    ``path``; "unknown" (logged) when neither is readable."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY") if credentials is None else credentials
+    candidates = [Path(creds) / BOOT_ID_CREDENTIAL] if creds else []
+    for p in [*candidates, path]:
+        try:
+            text = p.read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    log.warning("boot_id_unreadable paths=%s", ",".join(str(p) for p in [*candidates, path]))
+    return "unknown"
 
 
 class ClockProbe:
@@ -103,14 +175,19 @@ class ClockProbe:
     def __init__(
         self,
         refresh_s: float = 1.0,
-        synced: Callable[[], bool] = kernel_clock_synced,
+        synced: Callable[[], bool] | None = None,
         boot_id: str | None = None,
     ) -> None:
         self._refresh_s = refresh_s
-        self._synced = synced
+        self._synced = ClockSync() if synced is None else synced
         self.boot_id = boot_id if boot_id is not None else read_boot_id()
         self._state: ClockState | None = None
         self._checked_at = 0.0
+
+    @property
+    def source(self) -> str:
+        """Which source gave the last verdict (``ClockSync.source``), "custom" for a test's."""
+        return str(getattr(self._synced, "source", "custom"))
 
     def state(self) -> ClockState:
         now = time.monotonic()

@@ -3,9 +3,10 @@ textfile collector. Written atomically (temp file + rename) every status interva
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from edge_agent.platform.files import write_public
 
 if TYPE_CHECKING:
     from edge_agent.service.daemon import Agent
@@ -50,6 +51,5 @@ def render_metrics(agent: Agent) -> str:
 
 
 def write_metrics(agent: Agent, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_metrics(agent))
-    os.replace(tmp, path)
+    """Atomically, mode 0644: node_exporter is no member of the service's groups."""
+    write_public(path, render_metrics(agent))

@@ -31,6 +31,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "boot_id": clock.boot_id,
         "uptime_s": round(time.monotonic() - agent.started_mono, 1),
         "clock_synced": clock.synced,
+        "clock_source": agent.clock.source,
         "uplink": uplink,
         "outbox": {"depth": st.depth, "bytes": st.bytes, "readings": st.readings,
                    "oldest_age_s": round(st.oldest_age_s, 1), "head_seq": st.head_seq,

@@ -1,0 +1,139 @@
+"""A gateway running as the shipped unit runs it: the real ``edge-agent run`` under the sandbox of
+systemd/edge-agent.service (tests/sandbox/harness.py), a real mosquitto, the simulated street of
+tests/e2e/mini.toml (Modbus TCP poles, RS-485 meters on a pty, an NB-IoT modem), the example
+config's paths, an operator key on the allowlist and no ``allow_unsynced_clock``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.control.client import ControlClient
+from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
+from simulators.scenario import BackgroundScenario, Scenario
+from tests.sandbox.harness import ROOT, UNIT_FILE, UnitHarness, sandbox_unavailable
+from tests.sandbox.unit import UnitSandbox
+from tests.support_broker import Mosquitto
+
+GW = "gw-sandbox"
+MINI = ROOT / "tests" / "e2e" / "mini.toml"
+EXAMPLE = ROOT / "device_profiles" / "examples" / "street-gateway.toml"
+TIMESYNC_FLAG = "/run/systemd/timesync/synchronized"  # systemd-timesyncd touches it on each sync
+
+
+@dataclass
+class SandboxedGateway:
+    harness: UnitHarness
+    broker: Mosquitto
+    sim: Scenario
+    operator: Ed25519PrivateKey
+    gateway_key: Ed25519PrivateKey
+    example: dict[str, Any]
+
+    @property
+    def control_socket(self) -> Path:
+        return self.harness.host_path(self.example["runtime_dir"]) / "control.sock"
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        with ControlClient(self.control_socket) as c:
+            return c.call(op, **args)
+
+    def log_text(self) -> str:
+        r = self.harness.running
+        return r.log_text() if r is not None else ""
+
+
+def example_config() -> dict[str, Any]:
+    with open(EXAMPLE, "rb") as f:
+        return tomllib.load(f)
+
+
+def write_config(h: UnitHarness, sim: Scenario, port: int, operator: Ed25519PrivateKey,
+                 scratch: Path) -> Ed25519PrivateKey:
+    """The simulator's buses and devices with the example config's paths; the files placed on the
+    host where the sandbox shows them on those paths, owned as provisioning leaves them."""
+    ex = example_config()
+    generated = sim.write_config(scratch, mqtt_port=port, gateway_id=GW).read_text()
+    key_path = ex["keys"]["signing_key"]
+    key_host = h.host_path(key_path)
+    key_host.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chown(key_host.parent, h.uid, h.gid)
+    shutil.copy(scratch / "signing.key", key_host)
+    os.chown(key_host, h.uid, h.gid)
+    key_host.chmod(0o600)
+    ops = h.host_path(ex["keys"]["command_keys"])
+    ops.mkdir(parents=True, exist_ok=True)
+    (ops / "operator.pub").write_bytes(public_pem(operator))
+    (ops / "operator.pub").chmod(0o644)
+    ops.chmod(0o755)
+    text = re.sub(r'(?m)^state_dir = .*$', f'state_dir = "{ex["state_dir"]}"', generated)
+    text = re.sub(r'(?m)^runtime_dir = .*$', f'runtime_dir = "{ex["runtime_dir"]}"', text)
+    text = re.sub(r'(?m)^signing_key = .*$',
+                  f'signing_key = "{key_path}"\ncommand_keys = "{ex["keys"]["command_keys"]}"',
+                  text)
+    text = text.replace("[uplink]\n", "[uplink]\nstatus_interval = 1\n")
+    text += ("\n[batch]\nmax_readings = 50\nmax_ms = 200\n"
+             f'\n[health]\nprometheus_textfile = "{ex["health"]["prometheus_textfile"]}"\n')
+    config = h.host_path(h.exec_start()[h.exec_start().index("--config") + 1])
+    config.write_text(text)
+    config.chmod(0o640)
+    os.chown(config, 0, h.gid)
+    return load_signing_key(scratch / "signing.key")  # the same key, owned by root here
+
+
+@pytest.fixture(scope="session")
+def unit() -> UnitSandbox:
+    why = sandbox_unavailable()
+    if why:
+        pytest.skip(why)
+    return UnitSandbox.load(UNIT_FILE)
+
+
+def start_gateway(unit: UnitSandbox, tmp_path: Path, *, clock_flag_age_s: float | None
+                  ) -> Iterator[SandboxedGateway]:
+    """``clock_flag_age_s``: the timesyncd flag, that many seconds old; None: no flag at all."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    bg = BackgroundScenario.load(str(MINI))
+    h = UnitHarness(unit, tmp_path / "sandbox")
+    try:
+        sim = bg.start()
+        for path in sim.paths.values():  # the RS-485 line and the modem: ptys, as udev does
+            h.grant_device(path)
+        if clock_flag_age_s is not None:
+            h.extra_files[TIMESYNC_FLAG] = b""
+            h.mtimes[TIMESYNC_FLAG] = time.time() - clock_flag_age_s
+        else:  # hide the host's own flag, if this host runs timesyncd
+            h.whiteouts.append(TIMESYNC_FLAG)
+        operator = generate_signing_key(tmp_path / "operator.key")
+        gw_key = write_config(h, sim, broker.port, operator, tmp_path / "generated")
+        h.start()
+        gw = SandboxedGateway(h, broker, sim, operator, gw_key, example_config())
+        assert h.wait_notify("READY=1", 45), gw.log_text()[-4000:]
+        yield gw
+    finally:
+        h.close()
+        bg.stop()
+        broker.stop()
+
+
+@pytest.fixture
+def synced_gateway(unit: UnitSandbox, tmp_path: Path) -> Iterator[SandboxedGateway]:
+    """The host's time service (systemd-timesyncd) synchronised the clock a minute ago."""
+    yield from start_gateway(unit, tmp_path, clock_flag_age_s=60)
+
+
+@pytest.fixture
+def unsynced_gateway(unit: UnitSandbox, tmp_path: Path) -> Iterator[SandboxedGateway]:
+    """The last synchronisation is 10 hours old: past the 16 s maximum error (500 ppm drift)."""
+    yield from start_gateway(unit, tmp_path, clock_flag_age_s=10 * 3600)
