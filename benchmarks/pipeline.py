@@ -33,6 +33,7 @@ from pathlib import Path
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from benchmarks._proc import Mosquitto
 from edge_agent.config.model import BatchConfig, UplinkConfig
 from edge_agent.outbox.records import Stats
 from edge_agent.outbox.store import Outbox
@@ -42,7 +43,6 @@ from edge_agent.readings import Reading
 from edge_agent.trust.batch import BatchSigner, ChainHead
 from edge_agent.uplink.mqtt import MqttUplink
 from simulators.synthetic import synthetic_readings
-from tests.support_broker import Mosquitto
 
 POOL = list(synthetic_readings(20_000))
 GATEWAY = "gw-bench"
@@ -63,7 +63,6 @@ def rig(max_readings: int = 200, inflight: int = 32, start_uplink: bool = True) 
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         d = Path(tmp)
         broker = Mosquitto(d / "broker")
-        broker.start()
         signer = BatchSigner(Ed25519PrivateKey.generate(), GATEWAY, "bench-boot")
         box = Outbox(d / "outbox.db", cap_bytes=4 << 30, gap_signer=make_gap_signer(signer))
         batcher = Batcher(
@@ -131,8 +130,7 @@ def table(title: str, rows: list[tuple[str, str]]) -> None:
 
 def bench_ceiling(n: int) -> Stats:
     with rig() as r:
-        assert r.broker.proc is not None
-        mpid = r.broker.proc.pid
+        mpid = r.broker.child.pid
         m0, c0, t0 = cpu_of(mpid), time.process_time(), time.perf_counter()
         feed(r.batcher, n)
         r.batcher.flush()

@@ -28,7 +28,8 @@ from edge_agent.config.model import DeviceConfig, TcpBus
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.engine import Poller
 from edge_agent.profiles.load import load_profiles
-from tests.poll.fakes import PROFILES, make_config
+from edge_agent.profiles.shipped import shipped_dir
+from simulators.agent_config import make_config
 
 
 async def _serve(poles: int) -> None:
@@ -64,7 +65,7 @@ def _rss_mib() -> float:
 
 async def _poll(eps: list[dict[str, Any]], interval: float, warmup: float,
                 seconds: float) -> dict[str, Any]:
-    profiles = load_profiles(PROFILES)
+    profiles = load_profiles(shipped_dir())
     buses = [TcpBus(ep["name"], "127.0.0.1", ep["port"], concurrency=2, timeout_max_s=2.0)
              for ep in eps]
     devs = [DeviceConfig(name, prof, ep["name"], unit_id=unit, interval_s=interval)

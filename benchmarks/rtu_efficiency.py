@@ -38,10 +38,11 @@ from edge_agent.poll.engine import Poller
 from edge_agent.profiles.load import load_profile
 from edge_agent.profiles.model import Profile, Table
 from edge_agent.profiles.planner import ReadRequest, one_per_point, plan, rtu_frame_bytes
+from edge_agent.profiles.shipped import shipped_dir
+from simulators.agent_config import make_config
 from simulators.faults import DeviceFault
+from simulators.line_process import LineProcess
 from simulators.transports.rtu_timing import LineTiming
-from tests.poll.fakes import PROFILES, make_config
-from tests.poll.line_process import LineProcess
 
 BAUD = 9600
 TURNAROUND_S = 0.005
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0, help="measuring window per scenario")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
-    profile = load_profile(PROFILES / "water_meter.toml")
+    profile = load_profile(shipped_dir() / "water_meter.toml")
     rows: list[Row] = []
     violations = 0
     for dead in (False, True):

@@ -1,4 +1,5 @@
-"""Test helpers: AgentConfig builders and an in-memory ModbusBus (for pure-logic engine tests)."""
+"""Test helpers: profiles, the AgentConfig builder (from simulators.agent_config) and an
+in-memory ModbusBus (for pure-logic engine tests)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_agent.config.model import (
-    AgentConfig,
-    BatchConfig,
-    Bus,
-    DeviceConfig,
-    KeysConfig,
-    OutboxConfig,
-)
 from edge_agent.errors import BusTimeout, ModbusException
 from edge_agent.profiles.load import load_profile
 from edge_agent.profiles.model import Profile, Table
+from simulators.agent_config import make_config
+
+__all__ = ["PROFILES", "ROOT", "FakeBus", "make_config", "profile"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "device_profiles"
@@ -25,25 +21,6 @@ PROFILES = ROOT / "device_profiles"
 
 def profile(name: str) -> Profile:
     return load_profile(PROFILES / f"{name}.toml")
-
-
-def make_config(
-    buses: Sequence[Bus], devices: Sequence[DeviceConfig], profiles: Sequence[Profile]
-) -> AgentConfig:
-    tmp = Path("/nonexistent/edge-agent-test")
-    return AgentConfig(
-        source=tmp / "agent.toml",
-        gateway_id="gw-test",
-        buses={b.name: b for b in buses},
-        devices=tuple(devices),
-        profiles={p.name: p for p in profiles},
-        uplink=None,
-        batch=BatchConfig(),
-        outbox=OutboxConfig(tmp / "outbox.db"),
-        keys=KeysConfig(tmp / "key"),
-        state_dir=tmp,
-        runtime_dir=tmp,
-    )
 
 
 class FakeBus:

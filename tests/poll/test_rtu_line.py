@@ -15,9 +15,9 @@ from edge_agent.poll.engine import Poller
 from edge_agent.profiles.model import Table
 from edge_agent.readings import Quality, Reading
 from simulators.faults import DeviceFault
+from simulators.line_process import LineProcess
 from tests.poll.conftest import LineFactory, sim_devices
 from tests.poll.fakes import make_config, profile
-from tests.poll.line_process import LineProcess
 
 
 def serial_cfg(path: str) -> SerialBus:

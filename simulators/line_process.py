@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import IO
 
 from edge_agent.profiles.load import load_profile
+from edge_agent.profiles.shipped import shipped_dir
 from simulators.clock import SimClock
 from simulators.devices.catalog import make_device
 from simulators.faults import DeviceFault
 from simulators.transports.rtu_line import RtuLine
-from tests.poll.fakes import PROFILES, ROOT
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class LineStats:
 
 def serve(profile: str, units: list[int], baud: int, turnaround_s: float, seed: int) -> None:
     """Child: run the line; JSON commands on stdin, one per line; answers on stdout."""
-    prof = load_profile(PROFILES / f"{profile}.toml")
+    prof = load_profile(shipped_dir() / f"{profile}.toml")
     clock = SimClock()
     sims = {u: make_device(f"{profile}{u}", u, prof, clock, seed=seed) for u in units}
     with RtuLine(list(sims.values()), baud=baud, turnaround_s=turnaround_s) as line:
@@ -58,7 +58,7 @@ class LineProcess:
 
     def __init__(self, profile: str, units: Sequence[int], *, baud: int = 9600,
                  turnaround_s: float = 0.005, seed: int = 1) -> None:
-        self._argv = [sys.executable, "-m", "tests.poll.line_process", profile,
+        self._argv = [sys.executable, "-m", "simulators.line_process", profile,
                       ",".join(str(u) for u in units), str(baud), str(turnaround_s), str(seed)]
         self._proc: subprocess.Popen[str] | None = None
         self.path = ""
@@ -80,7 +80,7 @@ class LineProcess:
         return answer
 
     def __enter__(self) -> LineProcess:
-        self._proc = subprocess.Popen(self._argv, cwd=ROOT, stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None
         self.path = str(self._read(self._proc.stdout)["path"])
