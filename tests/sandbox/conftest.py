@@ -5,6 +5,7 @@ config's paths, an operator key on the allowlist and no ``allow_unsynced_clock``
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -19,9 +20,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.control.client import ControlClient
+from edge_agent.platform.clock import ClockSync, flag_synced
 from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
 from simulators.scenario import BackgroundScenario, Scenario
 from tests.sandbox.harness import ROOT, UNIT_FILE, UnitHarness, sandbox_unavailable
+from tests.sandbox.systemd_run import SystemdRunner, systemd_run_unavailable
 from tests.sandbox.unit import UnitSandbox
 from tests.support_broker import Mosquitto
 
@@ -31,14 +34,18 @@ EXAMPLE = ROOT / "device_profiles" / "examples" / "street-gateway.toml"
 TIMESYNC_FLAG = "/run/systemd/timesync/synchronized"  # systemd-timesyncd touches it on each sync
 
 
+Runner = UnitHarness | SystemdRunner
+
+
 @dataclass
 class SandboxedGateway:
-    harness: UnitHarness
+    harness: Runner  # the unit's sandbox without systemd, or a transient unit of systemd's
     broker: Mosquitto
     sim: Scenario
     operator: Ed25519PrivateKey
     gateway_key: Ed25519PrivateKey
     example: dict[str, Any]
+    expected_synced: bool  # what the service should conclude from the time source it may see
 
     @property
     def control_socket(self) -> Path:
@@ -49,8 +56,7 @@ class SandboxedGateway:
             return c.call(op, **args)
 
     def log_text(self) -> str:
-        r = self.harness.running
-        return r.log_text() if r is not None else ""
+        return self.harness.log_text()
 
 
 def example_config() -> dict[str, Any]:
@@ -58,7 +64,7 @@ def example_config() -> dict[str, Any]:
         return tomllib.load(f)
 
 
-def write_config(h: UnitHarness, sim: Scenario, port: int, operator: Ed25519PrivateKey,
+def write_config(h: Runner, sim: Scenario, port: int, operator: Ed25519PrivateKey,
                  scratch: Path) -> Ed25519PrivateKey:
     """The simulator's buses and devices with the example config's paths; the files placed on the
     host where the sandbox shows them on those paths, owned as provisioning leaves them."""
@@ -99,41 +105,61 @@ def unit() -> UnitSandbox:
     return UnitSandbox.load(UNIT_FILE)
 
 
-def start_gateway(unit: UnitSandbox, tmp_path: Path, *, clock_flag_age_s: float | None
-                  ) -> Iterator[SandboxedGateway]:
-    """``clock_flag_age_s``: the timesyncd flag, that many seconds old; None: no flag at all."""
+def start_gateway(unit: UnitSandbox, tmp_path: Path, *, launcher: str,
+                  clock_flag_age_s: float | None) -> Iterator[SandboxedGateway]:
+    """``clock_flag_age_s``: the timesyncd flag the harness shows, that many seconds old; None: no
+    flag at all. Under systemd-run the host's own time source stands instead."""
+    if launcher == "systemd-run":
+        why = systemd_run_unavailable(unit)
+        if why:
+            pytest.skip(why)
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
     bg = BackgroundScenario.load(str(MINI))
-    h = UnitHarness(unit, tmp_path / "sandbox")
+    h: Runner | None = None
     try:
+        h = (SystemdRunner(unit, tmp_path / "sandbox") if launcher == "systemd-run"
+             else UnitHarness(unit, tmp_path / "sandbox"))
         sim = bg.start()
         for path in sim.paths.values():  # the RS-485 line and the modem: ptys, as udev does
             h.grant_device(path)
-        if clock_flag_age_s is not None:
+        if isinstance(h, SystemdRunner):  # the unit denies adjtimex: the flag decides
+            expected = ClockSync(adjtimex=lambda: errno.EPERM)()
+        elif clock_flag_age_s is not None:
             h.extra_files[TIMESYNC_FLAG] = b""
             h.mtimes[TIMESYNC_FLAG] = time.time() - clock_flag_age_s
+            expected = flag_synced(clock_flag_age_s)
         else:  # hide the host's own flag, if this host runs timesyncd
             h.whiteouts.append(TIMESYNC_FLAG)
+            expected = False
         operator = generate_signing_key(tmp_path / "operator.key")
         gw_key = write_config(h, sim, broker.port, operator, tmp_path / "generated")
         h.start()
-        gw = SandboxedGateway(h, broker, sim, operator, gw_key, example_config())
+        gw = SandboxedGateway(h, broker, sim, operator, gw_key, example_config(), expected)
         assert h.wait_notify("READY=1", 45), gw.log_text()[-4000:]
         yield gw
     finally:
-        h.close()
+        if h is not None:
+            h.close()
         bg.stop()
         broker.stop()
 
 
-@pytest.fixture
-def synced_gateway(unit: UnitSandbox, tmp_path: Path) -> Iterator[SandboxedGateway]:
-    """The host's time service (systemd-timesyncd) synchronised the clock a minute ago."""
-    yield from start_gateway(unit, tmp_path, clock_flag_age_s=60)
+@pytest.fixture(params=["harness", "systemd-run"])
+def synced_gateway(request: pytest.FixtureRequest, unit: UnitSandbox, tmp_path: Path
+                   ) -> Iterator[SandboxedGateway]:
+    """The host's time service (systemd-timesyncd) synchronised the clock a minute ago (under
+    systemd-run: whatever the host's time service did)."""
+    yield from start_gateway(unit, tmp_path, launcher=request.param, clock_flag_age_s=60)
 
 
 @pytest.fixture
 def unsynced_gateway(unit: UnitSandbox, tmp_path: Path) -> Iterator[SandboxedGateway]:
     """The last synchronisation is 10 hours old: past the 16 s maximum error (500 ppm drift)."""
-    yield from start_gateway(unit, tmp_path, clock_flag_age_s=10 * 3600)
+    yield from start_gateway(unit, tmp_path, launcher="harness", clock_flag_age_s=10 * 3600)
+
+
+@pytest.fixture
+def sourceless_gateway(unit: UnitSandbox, tmp_path: Path) -> Iterator[SandboxedGateway]:
+    """No time source the sandbox lets the daemon see (chrony, ntpd, or none at all)."""
+    yield from start_gateway(unit, tmp_path, launcher="harness", clock_flag_age_s=None)

@@ -332,6 +332,14 @@ class UnitHarness:
              f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv],
             capture_output=True, text=True, timeout=timeout, check=False)
 
+    def log_text(self) -> str:
+        return self.running.log_text() if self.running is not None else ""
+
+    def stop_service(self) -> int:
+        """SIGTERM (what ``systemctl stop`` sends first); the exit code."""
+        code = self.stop(25)
+        return -1 if code is None else code
+
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM as systemd does (KillMode=mixed: the main process first); the exit code."""
         r = self.running
