@@ -1,0 +1,71 @@
+"""`edge-agent COMMAND` imports COMMAND's module, not every command's dependencies; the daemon
+loads none of the technician/operator tooling. Measured in fresh interpreters (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edge_agent.cli.main import command_index, command_modules
+
+PROBE = """
+import json, sys
+from edge_agent.cli.main import main
+try:
+    code = main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({{"code": code, "modules": sorted(sys.modules)}}))
+"""
+# what only other commands need: firmware generation, the consumer-side verifier, the config
+# summary, the lab
+NOT_IN_DAEMON = ("firmware_bridge", "edge_agent.trust.verify", "edge_agent.config.summary",
+                 "edge_agent.cli.direct", "edge_agent.cli.importer", "simulators", "pymodbus")
+
+
+def loaded(argv: list[str]) -> tuple[int, set[str]]:
+    res = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return out["code"], set(out["modules"])
+
+
+def cmd_modules(mods: set[str]) -> set[str]:
+    return {m for m in mods if m.startswith("edge_agent.cli.cmd_")}
+
+
+def test_the_index_names_every_command_module() -> None:
+    index = command_index()
+    assert set(index.values()) == set(command_modules())
+    assert index["run"] == "cmd_run" and index["status"] == "cmd_local"
+    assert index["check-config"] == "cmd_config" and "sign" not in index  # a sub-sub-command
+
+
+@pytest.mark.parametrize(("argv", "module"), [(["status", "--help"], "cmd_local"),
+                                              (["check-config", "--help"], "cmd_config"),
+                                              (["run", "--help"], "cmd_run")])
+def test_a_command_imports_only_its_module(argv: list[str], module: str) -> None:
+    code, mods = loaded(argv)
+    assert code == 0
+    assert cmd_modules(mods) == {f"edge_agent.cli.{module}"}
+    assert "cryptography" not in mods and "paho" not in mods and "sqlite3" not in mods
+
+
+def test_the_daemon_loads_no_tooling(tmp_path: object) -> None:
+    code, mods = loaded(["run", "--config", "/nonexistent/agent.toml"])
+    assert code == 2  # refused: no config — but the daemon's modules were imported
+    assert "edge_agent.service.daemon" in mods
+    assert cmd_modules(mods) == {"edge_agent.cli.cmd_run"}
+    assert [m for m in mods if m.split(".")[0] in NOT_IN_DAEMON or m in NOT_IN_DAEMON] == []
+
+
+def test_help_and_unknown_commands_still_see_every_command() -> None:
+    code, mods = loaded(["--help"])
+    assert code == 0 and len(cmd_modules(mods)) == len(command_modules())
+    code, mods = loaded(["no-such-command"])
+    assert code == 2 and len(cmd_modules(mods)) == len(command_modules())
+    code, mods = loaded(["--version"])
+    assert code == 0 and cmd_modules(mods) == set()
