@@ -154,6 +154,12 @@ def synced_gateway(request: pytest.FixtureRequest, unit: UnitSandbox, tmp_path: 
 
 
 @pytest.fixture
+def harness_gateway(unit: UnitSandbox, tmp_path: Path) -> Iterator[SandboxedGateway]:
+    """The harness only, clock synchronised: for checks to add (export, doctor, ...)."""
+    yield from start_gateway(unit, tmp_path, launcher="harness", clock_flag_age_s=60)
+
+
+@pytest.fixture
 def unsynced_gateway(unit: UnitSandbox, tmp_path: Path) -> Iterator[SandboxedGateway]:
     """The last synchronisation is 10 hours old: past the 16 s maximum error (500 ppm drift)."""
     yield from start_gateway(unit, tmp_path, launcher="harness", clock_flag_age_s=10 * 3600)
