@@ -148,9 +148,9 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         print(json.dumps(out, indent=2))
         return
     fields = (
-        "batches", "gap_notices", "readings", "readings_dropped", "duplicates", "conflicts",
-        "gaps_explained", "gaps_unexplained", "forged", "broken_chain", "links_checked",
-        "links_unchecked", "late",
+        "batches", "gap_notices", "resumes", "readings", "readings_dropped", "duplicates",
+        "conflicts", "gaps_explained", "gaps_unexplained", "forged", "broken_chain",
+        "links_checked", "links_unchecked", "late",
     )  # fmt: skip
     print(" ".join(f"{f}={getattr(report, f)}" for f in fields))
     print(f"gateways={','.join(report.gateways) or '-'}")

@@ -37,7 +37,7 @@ class DropRun:
 
 def _rank(c: Candidate) -> tuple[int, int]:
     seq, kind, alarm = c[0], c[1], c[2]
-    if kind == "gap":
+    if kind != "data":  # a gap or resume notice
         return (2, seq)
     return (1 if alarm else 0, seq)
 

@@ -42,6 +42,7 @@ from edge_agent.outbox.drops import GAP_RESERVE_BYTES, drop_target, pragma
 from edge_agent.outbox.health import CommitHealth
 from edge_agent.outbox.iostat import thread_write_bytes
 from edge_agent.outbox.records import BatchLike, GapSigner, Head, Stats, StoredBatch
+from edge_agent.outbox.rewrite import Rewrite, rewrite_rows
 from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.schema import INSERT, PAGE_SIZE, connect, create, is_full, load_state, row
 from edge_agent.outbox.space import (
@@ -353,6 +354,33 @@ class Outbox:
             return measure(self.path, self.reserve.path)
         except OSError as exc:
             raise OutboxError(f"{self.path}: cannot measure the outbox files: {exc}") from exc
+
+    def _rewrite(self, rewrite: Rewrite) -> tuple[Head, int, int, int]:
+        try:
+            return rewrite_rows(self._w, str(self.path), self._head, self._depth, rewrite)
+        except Exception as exc:
+            if not isinstance(exc, sqlite3.Error):  # _commit rolls back only SQLite errors
+                self._rollback()
+            raise
+
+    def rewrite_pending(self, rewrite: Rewrite) -> Head:
+        """Replace EVERY waiting batch in one durable transaction (outbox/rechain.py: moving the
+        chain past seqs a restored state had already published). Under the write lock
+        ``rewrite(head, depth, waiting)`` gets the head, the number of waiting batches and those
+        batches (seq order, read page by page) and yields the new batches: increasing seqs (holes
+        only where batches were dropped), the last one above the old head (so a writer that
+        signed from the old head fails its append and re-signs); it becomes the head.
+        OutboxError and nothing changed when the rewrite or the disk fails."""
+        with self._wlock:
+            w0 = thread_write_bytes()
+            head, depth, readings, total = self._commit("rewrite", lambda: self._rewrite(rewrite))
+            self._head, self._depth, self._readings = head, depth, readings
+            self._total_bytes = total
+            self._commits[0] += 1
+            self._charge(w0)
+        for fn in list(self._listeners):
+            fn()
+        return head
 
     def _charge(self, w0: int) -> None:
         if self._written >= 0 and w0 >= 0:

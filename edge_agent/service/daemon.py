@@ -23,6 +23,7 @@ from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
 from edge_agent.errors import CommandRefused, ConfigError
+from edge_agent.outbox.rechain import ChainGuard
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
 from edge_agent.pipeline.batcher import Batcher
@@ -211,7 +212,9 @@ class Agent:
                 self.uplink = MqttUplink(
                     self.cfg.uplink, self.cfg.gateway_id, self.outbox,
                     boot_id=self.clock.boot_id,
-                    on_command=self.commands.submit if self.commands else None)
+                    on_command=self.commands.submit if self.commands else None,
+                    guard=ChainGuard(self.outbox, self.signer, self.key,
+                                     clock_synced=lambda: self.clock.state().synced))
                 self.uplink.start()
                 if self.commands is not None:
                     self.commands.publish_result = self.uplink.publish_result

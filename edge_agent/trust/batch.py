@@ -4,7 +4,9 @@ Every batch is a COSE_Sign1 message (see ``cose``) whose payload is one determin
 (RFC 8949 section 4.2.1) with small unsigned-integer keys. ``prev`` in batch N is SHA-256 of the
 complete COSE bytes of batch N-1 (32 zero bytes for seq 1), so dropping, reordering or editing a
 batch is visible to the consumer. Batches that had to be dropped on the gateway (outbox full) are
-announced by a signed *gap notice* in the same chain. docs/wire-format.md describes it byte by byte.
+announced by a signed *gap notice* in the same chain; a gateway whose state was restored from an
+older copy continues past the seqs it had already published with a signed *resume notice*
+(outbox/rechain.py). docs/wire-format.md describes it byte by byte.
 
 Payload keys (K_*) and the per-reading row ``[dev, point, unit, value, dt, flags?, wadj?, reason?]``
 are documented there; the functions here are pure (no I/O, no clock unless one is not given).
@@ -12,6 +14,7 @@ are documented there; the functions here are pure (no I/O, no clock unless one i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
@@ -48,11 +51,16 @@ K_GAP_LAST = 14
 K_GAP_READINGS = 15
 K_GAP_T_FIRST = 16
 K_GAP_T_LAST = 17
-K_GAP_REASON = 18
+K_GAP_REASON = 18  # also the reason of a resume notice
+K_RESUME_FROM = 19
+K_RESUME_LOCAL_HEAD = 20
+K_RESUME_RESIGNED = 21
 
 KIND_DATA = 0
 KIND_GAP = 1
-KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap"}
+KIND_RESUME = 2
+KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap", KIND_RESUME: "resume"}
+KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
 
 # per-reading flags (row element 5)
 F_QUALITY_MASK = 0x03  # 0 good, 1 stale, 2 bad
@@ -80,8 +88,8 @@ class SignedBatch:
     seq: int
     cose: bytes
     digest: bytes  # SHA-256 of cose
-    kind: str  # "data" | "gap"
-    n_readings: int  # readings carried (0 for a gap notice)
+    kind: str  # "data" | "gap" | "resume"
+    n_readings: int  # readings carried (0 for a notice)
     alarm: bool  # any reading is an alarm
     t_first_ns: int  # earliest reading wall time (gap: start of the dropped span)
     t_last_ns: int  # latest reading wall time (gap: end of the dropped span)
@@ -98,9 +106,22 @@ class GapNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeNotice:
+    """The gateway's state was rolled back (restored from an older copy): the chain continues at
+    this notice, right after the last seq the gateway had published (its witness). Local seqs
+    ``from_seq``..``local_head`` of the restored state are re-signed after the notice, in order,
+    as seq+1, seq+2, ...; seqs ``from_seq``..seq-1 are not vouched for by the restored state."""
+
+    from_seq: int  # first seq the restored state could not vouch for
+    local_head: int  # the restored state's head seq when it learnt of the rollback
+    resigned: int  # batches of from_seq..local_head it re-signed after this notice
+    reason: str  # e.g. "state_rollback"
+
+
+@dataclass(frozen=True, slots=True)
 class BatchPayload:
     version: int
-    kind: str  # "data" | "gap"
+    kind: str  # "data" | "gap" | "resume"
     gateway_id: str
     boot_id: str
     seq: int
@@ -110,12 +131,13 @@ class BatchPayload:
     clock_synced: bool  # wall clock synchronised when signed
     readings: tuple[Reading, ...] = ()
     gap: GapNotice | None = None
+    resume: ResumeNotice | None = None
 
 
 def _header(p: BatchPayload) -> dict[int, object]:
-    kind = KIND_GAP if p.kind == "gap" else KIND_DATA
-    if p.kind not in ("data", "gap"):
-        raise ValueError(f"batch kind must be 'data' or 'gap', not {p.kind!r}")
+    kind = KIND_CODES.get(p.kind)
+    if kind is None:
+        raise ValueError(f"batch kind must be 'data', 'gap' or 'resume', not {p.kind!r}")
     if len(p.prev) != 32:
         raise ValueError(f"prev must be 32 bytes, got {len(p.prev)}")
     return {
@@ -193,18 +215,25 @@ def encode_payload(p: BatchPayload) -> bytes:
     """Deterministic CBOR of a payload (cbor2 canonical: sorted one-byte keys, shortest heads and
     shortest exact floats). ``encode_payload(decode_payload(b)) == b`` for every payload we make."""
     m = _header(p)
+    if (p.gap is not None) != (p.kind == "gap") or (p.resume is not None) != (p.kind == "resume"):
+        raise ValueError(f"a {p.kind} batch carries exactly its own notice")
     if p.kind == "data":
-        if p.gap is not None:
-            raise ValueError("a data batch cannot carry a gap notice")
         strings, base_mono, base_off, rows = _reading_rows(p.readings)
         m[K_STRINGS] = strings
         m[K_BASE_MONO] = base_mono
         m[K_BASE_OFFSET] = base_off
         m[K_READINGS] = rows
+    elif p.readings:
+        raise ValueError("a notice carries no readings")
+    elif p.resume is not None:
+        r = p.resume
+        m[K_GAP_REASON] = r.reason
+        m[K_RESUME_FROM] = r.from_seq
+        m[K_RESUME_LOCAL_HEAD] = r.local_head
+        m[K_RESUME_RESIGNED] = r.resigned
     else:
         g = p.gap
-        if g is None or p.readings:
-            raise ValueError("a gap batch carries a gap notice and no readings")
+        assert g is not None
         m[K_GAP_FIRST] = g.first_seq
         m[K_GAP_LAST] = g.last_seq
         m[K_GAP_READINGS] = g.readings
@@ -312,6 +341,24 @@ def _decode(payload: bytes) -> BatchPayload:
         return BatchPayload(
             version, kind, gateway, boot, seq, prev, created, created_mono, synced, readings
         )
+    if kind_code == KIND_RESUME:
+        resume = ResumeNotice(
+            from_seq=_int(m, K_RESUME_FROM, minimum=1),
+            local_head=_int(m, K_RESUME_LOCAL_HEAD, minimum=0),
+            resigned=_int(m, K_RESUME_RESIGNED, minimum=0),
+            reason=_get(m, K_GAP_REASON, str),
+        )
+        if resume.from_seq > seq:
+            raise _Bad(f"[{K_RESUME_FROM}]", f"resume from {resume.from_seq} after seq {seq}")
+        if resume.resigned > max(0, resume.local_head - resume.from_seq + 1):
+            raise _Bad(
+                f"[{K_RESUME_RESIGNED}]",
+                f"{resume.resigned} re-signed batches do not fit"
+                f" in {resume.from_seq}..{resume.local_head}",
+            )
+        return BatchPayload(
+            version, kind, gateway, boot, seq, prev, created, created_mono, synced, (), None, resume
+        )
     gap = GapNotice(
         first_seq=_int(m, K_GAP_FIRST, minimum=1), last_seq=_int(m, K_GAP_LAST, minimum=1),
         readings=_int(m, K_GAP_READINGS, minimum=0), t_first_ns=_int(m, K_GAP_T_FIRST),
@@ -347,9 +394,20 @@ class BatchSigner:
         self.gateway_id = gateway_id
         self.boot_id = boot_id
 
-    def _sign(self, p: BatchPayload) -> tuple[bytes, bytes]:
+    def _sign(self, p: BatchPayload) -> SignedBatch:
         cose = sign1(encode_payload(p), self._key, self.kid)
-        return cose, hashlib.sha256(cose).digest()
+        if p.gap is not None:
+            t_first, t_last = p.gap.t_first_ns, p.gap.t_last_ns
+        elif p.readings:
+            t_first = min(r.ts_ns for r in p.readings)
+            t_last = max(r.ts_ns for r in p.readings)
+        else:
+            t_first = t_last = p.created_ns
+        return SignedBatch(
+            seq=p.seq, cose=cose, digest=hashlib.sha256(cose).digest(), kind=p.kind,
+            n_readings=len(p.readings), alarm=any(r.alarm for r in p.readings),
+            t_first_ns=t_first, t_last_ns=t_last,
+        )  # fmt: skip
 
     def sign_readings(
         self,
@@ -366,16 +424,7 @@ class BatchSigner:
             FORMAT_VERSION, "data", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
             created_ns, mono, clock_synced, tuple(readings),
         )  # fmt: skip
-        cose, digest = self._sign(p)
-        if readings:
-            t_first = min(r.ts_ns for r in readings)
-            t_last = max(r.ts_ns for r in readings)
-        else:
-            t_first = t_last = created_ns
-        return SignedBatch(
-            seq=p.seq, cose=cose, digest=digest, kind="data", n_readings=len(readings),
-            alarm=any(r.alarm for r in readings), t_first_ns=t_first, t_last_ns=t_last,
-        )  # fmt: skip
+        return self._sign(p)
 
     def sign_gap(
         self,
@@ -404,11 +453,34 @@ class BatchSigner:
             FORMAT_VERSION, "gap", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
             created_ns, mono, clock_synced, (), gap,
         )  # fmt: skip
-        cose, digest = self._sign(p)
-        return SignedBatch(
-            seq=p.seq, cose=cose, digest=digest, kind="gap", n_readings=0, alarm=False,
-            t_first_ns=t_first_ns, t_last_ns=t_last_ns,
+        return self._sign(p)
+
+    def sign_resume(
+        self,
+        head: ChainHead,
+        notice: ResumeNotice,
+        *,
+        created_ns: int,
+        clock_synced: bool,
+        created_mono_ns: int | None = None,
+    ) -> SignedBatch:
+        """A resume notice (seq ``head.seq + 1``, chained to ``head.prev``: the witnessed last
+        published batch) after a state rollback; see ``ResumeNotice``."""
+        if not 1 <= notice.from_seq <= head.seq + 1:
+            raise ValueError(f"resume from {notice.from_seq} must lie within 1..{head.seq + 1}")
+        mono = time.monotonic_ns() if created_mono_ns is None else created_mono_ns
+        p = BatchPayload(
+            FORMAT_VERSION, "resume", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
+            created_ns, mono, clock_synced, (), None, notice,
         )  # fmt: skip
+        return self._sign(p)
+
+    def resign(self, payload: BatchPayload, head: ChainHead) -> SignedBatch:
+        """The same batch (readings or notice, boot id, clocks) as seq ``head.seq + 1`` chained to
+        ``head.prev``: how outbox/rechain.py moves batches past a witnessed seq."""
+        if payload.gateway_id != self.gateway_id:
+            raise ValueError(f"batch of gateway {payload.gateway_id!r}, not {self.gateway_id!r}")
+        return self._sign(dataclasses.replace(payload, seq=head.seq + 1, prev=head.prev))
 
     @staticmethod
     def next_head(batch: SignedBatch) -> ChainHead:

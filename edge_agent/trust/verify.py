@@ -45,6 +45,7 @@ class Accepted:
 class VerifyReport:
     batches: int  # distinct, validly signed batches (data + gap notices)
     gap_notices: int
+    resumes: int  # resume notices: a gateway moved past seqs its restored state had published
     readings: int  # readings in distinct data batches
     readings_dropped: int  # as announced by gap notices
     duplicates: int  # same gateway+seq, identical bytes
@@ -131,7 +132,7 @@ class ChainVerifier:
         self._chains: dict[str, _Chain] = {}
         self._c: dict[str, int] = dict.fromkeys(
             (
-                "batches", "gap_notices", "readings", "readings_dropped", "duplicates",
+                "batches", "gap_notices", "resumes", "readings", "readings_dropped", "duplicates",
                 "conflicts", "forged", "broken_chain", "links_checked", "links_unchecked", "late",
             ),
             0,
@@ -164,6 +165,8 @@ class ChainVerifier:
         entry = _Entry(p.seq, digest, p.prev)
         if p.gap is not None:
             chain.claims.append((p.gap.first_seq, p.gap.last_seq))
+        if p.resume is not None and p.resume.from_seq < p.seq:
+            chain.claims.append((p.resume.from_seq, p.seq - 1))
         if chain.next_seq is not None and p.seq < chain.next_seq:
             if not self._late(chain, entry):
                 return Accepted(kid, p, digest)  # too old to tell apart from a duplicate
@@ -178,6 +181,13 @@ class ChainVerifier:
         if p.gap is not None:
             self._c["gap_notices"] += 1
             self._c["readings_dropped"] += p.gap.readings
+        elif p.resume is not None:
+            self._c["resumes"] += 1
+            r = p.resume
+            log.warning(
+                "chain_resume gateway=%s seq=%d from_seq=%d local_head=%d resigned=%d reason=%s",
+                p.gateway_id, p.seq, r.from_seq, r.local_head, r.resigned, r.reason,
+            )  # fmt: skip
         else:
             self._c["readings"] += len(p.readings)
         return Accepted(kid, p, digest)

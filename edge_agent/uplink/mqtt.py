@@ -39,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config.model import UplinkConfig
 from edge_agent.errors import OutboxError, UplinkError
+from edge_agent.outbox.rechain import ChainGuard
 from edge_agent.outbox.store import Outbox
 from edge_agent.retry import Backoff, RetryPolicy
 from edge_agent.uplink.acks import OutboxWrites
@@ -55,6 +56,10 @@ ACK_GROUP = 64
 ACK_DELAY_S = 0.25
 RESULTS_KEPT = 100
 STABLE_S = 5.0
+# the retained chain witness arrives right after the SUBACK; without one, publishing starts
+# WITNESS_GRACE_S after the SUBACK, or WITNESS_WAIT_S after the CONNACK at the latest
+WITNESS_GRACE_S = 1.0
+WITNESS_WAIT_S = 5.0
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -70,6 +75,10 @@ class _Session:
     acked_since: float = 0.0
     offline_mid: int = -1
     offline_acked: bool = False
+    announced: int = 0  # highest seq covered by a witness published (or read) in this session
+    witness: bytes | None = None  # the retained chain witness read at connect
+    witness_mid: int = -1
+    witness_subacked: float = 0.0
 
 
 @dataclass
@@ -95,9 +104,13 @@ class MqttUplink:
         retry: RetryPolicy | None = None,
         connect_timeout_s: float = 10.0,
         on_command: Callable[[bytes], None] | None = None,
+        guard: ChainGuard | None = None,
     ) -> None:
         """``on_command(payload)`` runs in the uplink thread for every message on the command
-        topic (subscribed after every CONNACK when given); it must not block."""
+        topic (subscribed after every CONNACK when given); it must not block. With ``guard``
+        (anti-rollback, outbox/rechain.py) every session first reads the retained chain witness
+        and reconciles the outbox with it, and a new witness is published before any batch above
+        the last one announced."""
         if cfg.protocol not in ("3.1.1", "5"):
             raise UplinkError(f"uplink.protocol must be '3.1.1' or '5', not {cfg.protocol!r}")
         if cfg.inflight < 1:
@@ -110,6 +123,7 @@ class MqttUplink:
         self.retry = retry or RetryPolicy()
         self.connect_timeout_s = connect_timeout_s
         self.on_command = on_command
+        self.guard = guard
         self._results: deque[bytes] = deque(maxlen=RESULTS_KEPT)
         self._ssl = tls_context(cfg.tls) if cfg.tls is not None else None
         self._password = read_password(cfg)
@@ -218,7 +232,8 @@ class MqttUplink:
         client.on_connect = lambda c, u, f, rc, p: self._on_connect(sess, rc)
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(sess, rc)
         client.on_publish = lambda c, u, mid, rc, p: self._on_publish(sess, mid, rc)
-        client.on_message = lambda c, u, msg: self._on_message(msg)
+        client.on_message = lambda c, u, msg: self._on_message(sess, msg)
+        client.on_subscribe = lambda c, u, mid, rcs, p: self._on_subscribe(sess, mid)
         return client, sess
 
     def _on_connect(self, sess: _Session, rc: ReasonCode) -> None:
@@ -232,7 +247,15 @@ class MqttUplink:
         if sess.connected and not self._stop.is_set():
             log.warning("uplink_disconnected host=%s rc=%s", self.cfg.host, rc)
 
-    def _on_message(self, msg: paho.MQTTMessage) -> None:
+    def _on_subscribe(self, sess: _Session, mid: int) -> None:
+        if mid == sess.witness_mid:
+            sess.witness_subacked = time.monotonic()
+
+    def _on_message(self, sess: _Session, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self.topics.chain:
+            if msg.retain and sess.witness is None:
+                sess.witness = bytes(msg.payload)
+            return
         if self.on_command is None or msg.topic != self.topics.command:
             return
         try:
@@ -285,10 +308,37 @@ class MqttUplink:
             client.subscribe(self.topics.command, qos=1)
         log.info("uplink_connected host=%s port=%d tls=%s", cfg.host, cfg.port, bool(self._ssl))
         try:
+            if self.guard is not None and not self._reconcile_chain(sess, self.guard):
+                return True
             self._serve(sess)
         finally:
             self._flush_acks(sess)
             self._close(client)
+        return True
+
+    def _reconcile_chain(self, sess: _Session, guard: ChainGuard) -> bool:
+        """Before anything is published: read the retained chain witness (bounded wait) and let
+        the guard move the chain past it if this state was rolled back. False: session broke."""
+        client = sess.client
+        sess.witness_mid = client.subscribe(self.topics.chain, qos=1)[1] or -1
+        deadline = time.monotonic() + WITNESS_WAIT_S
+        while sess.witness is None and not (sess.lost or sess.failed or self._stop.is_set()):
+            now = time.monotonic()
+            if now >= deadline or 0 < sess.witness_subacked <= now - WITNESS_GRACE_S:
+                break
+            if self._pump(client, 0.05) != OK:
+                return False
+        if sess.lost or sess.failed or self._stop.is_set():
+            return False
+        client.unsubscribe(self.topics.chain)
+        moves = len(guard.rechained)
+        try:
+            sess.announced = guard.reconcile(sess.witness)
+        except OutboxError as exc:  # nothing is published until the chain is past the witness
+            sess.failed = f"chain witness: {exc}"
+            return False
+        if len(guard.rechained) != moves:  # every waiting batch has a new seq now
+            self._writes.unsaved.clear()
         return True
 
     def _serve(self, sess: _Session) -> None:
@@ -331,7 +381,7 @@ class MqttUplink:
             if b.seq in unsaved:  # acknowledged already, only its delete is pending
                 sess.last_sent = b.seq
                 continue
-            if free <= 0 or not self._writes.held(b.seq):
+            if free <= 0 or not self._writes.held(b.seq) or not self._announce(sess, b.seq):
                 return
             info = sess.client.publish(topic, b.cose, qos=1)
             if info.rc != OK:
@@ -341,6 +391,18 @@ class MqttUplink:
             sess.last_sent = b.seq
             self.stats.published += 1
             free -= 1
+
+    def _announce(self, sess: _Session, seq: int) -> bool:
+        """Anti-rollback: the chain witness (the outbox head) goes out, and is stored by the
+        broker, before any batch it covers. False when the session broke."""
+        if self.guard is None or seq <= sess.announced:
+            return True
+        covered, witness = self.guard.witness()
+        if sess.client.publish(self.topics.chain, witness, qos=1, retain=True).rc != OK:
+            sess.lost = True
+            return False
+        sess.announced = covered
+        return True
 
     def _flush_acks(self, sess: _Session, *, force: bool = False) -> None:
         acked, sess.acked = sess.acked, []

@@ -2,6 +2,7 @@
 
 <prefix>/<gateway>/data     every signed batch (COSE_Sign1 bytes), QoS 1, not retained
 <prefix>/<gateway>/status   retained JSON: birth ("online"), periodic, last will ("offline")
+<prefix>/<gateway>/chain    retained signed chain witness (trust/witness.py), anti-rollback
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.prefix}/{self.gateway_id}/status"
+
+    @property
+    def chain(self) -> str:
+        return f"{self.prefix}/{self.gateway_id}/chain"
 
     @property
     def command(self) -> str:

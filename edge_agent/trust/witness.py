@@ -1,0 +1,59 @@
+"""The chain witness: the gateway's own signed statement "no batch above seq N, whose digest is D,
+has left me", kept retained on the broker (``<prefix>/<gateway>/chain``).
+
+The uplink publishes a fresh witness (the outbox head) before it publishes any batch above the
+last one it announced, so the retained witness is always at or above every seq on the wire. A
+gateway whose state directory was restored from an older copy reads it back at connect and moves
+its chain past it (outbox/rechain.py) instead of signing those seqs a second time.
+
+COSE_Sign1 (the gateway key, like a batch) over deterministic CBOR
+``{0: 1, 1: 16, 2: gateway id, 4: seq, 5: digest(32), 6: created wall ns}``. Kind 16 is no batch
+kind, so a witness replayed onto a data topic is rejected as malformed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge_agent.errors import VerifyError
+from edge_agent.trust.cose import sign1, verify1
+from edge_agent.trust.keys import kid_of
+
+KIND_WITNESS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Witness:
+    gateway_id: str
+    seq: int  # highest seq that may have been published (0: none)
+    digest: bytes  # SHA-256 of that batch's COSE bytes (32 zero bytes for seq 0)
+    created_ns: int
+
+
+def sign_witness(key: Ed25519PrivateKey, w: Witness) -> bytes:
+    if len(w.digest) != 32 or w.seq < 0:
+        raise ValueError("witness needs seq >= 0 and a 32-byte digest")
+    payload = {0: 1, 1: KIND_WITNESS, 2: w.gateway_id, 4: w.seq, 5: w.digest, 6: w.created_ns}
+    return sign1(cbor2.dumps(payload, canonical=True), key, kid_of(key.public_key()))
+
+
+def read_witness(msg: bytes, public_key: Ed25519PublicKey, gateway_id: str) -> Witness:
+    """The witness in ``msg`` if ``public_key`` signed it for ``gateway_id``; else VerifyError."""
+    _kid, payload = verify1(msg, {kid_of(public_key): public_key})
+    try:
+        m = cbor2.loads(payload)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise VerifyError(f"witness: not valid CBOR ({exc})") from None
+    if type(m) is not dict or m.get(0) != 1 or m.get(1) != KIND_WITNESS:
+        raise VerifyError("witness: not a version 1 witness map")
+    gw, seq, digest, created = m.get(2), m.get(4), m.get(5), m.get(6)
+    if type(seq) is not int or seq < 0 or type(digest) is not bytes or len(digest) != 32:
+        raise VerifyError("witness: seq or digest malformed")
+    if type(created) is not int:
+        raise VerifyError("witness: created is not an integer")
+    if gw != gateway_id:
+        raise VerifyError(f"witness: for gateway {gw!r}, not {gateway_id!r}")
+    return Witness(gateway_id, seq, digest, created)

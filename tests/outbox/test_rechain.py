@@ -1,0 +1,163 @@
+"""Anti-rollback on real SQLite files: a restored outbox moves its chain past the witnessed seq with
+a signed resume notice, atomically, and the consumer sees no seq signed twice."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.errors import OutboxError, VerifyError
+from edge_agent.outbox.rechain import ChainGuard, continues, rechain
+from edge_agent.outbox.runs import DropRun
+from edge_agent.outbox.store import Outbox
+from edge_agent.outbox.writer import SigningWriter, make_gap_signer
+from edge_agent.trust.batch import BatchSigner, decode_payload
+from edge_agent.trust.cose import parse1
+from edge_agent.trust.witness import Witness, read_witness, sign_witness
+from simulators.synthetic import synthetic_readings
+from tests.outbox.chains import GATEWAY, sign_chain, verify_all
+
+
+def _open(path: Path, signer: BatchSigner) -> Outbox:
+    return Outbox(path, cap_bytes=64 * 1024 * 1024, gap_signer=make_gap_signer(signer))
+
+
+def _copy_state(src: Path, dst: Path) -> None:
+    dst.mkdir()
+    for f in src.iterdir():
+        shutil.copy2(f, dst / f.name)
+
+
+def _published(box: Outbox, n: int, signer: BatchSigner) -> list[bytes]:
+    """Append ``n`` batches and "publish" them: acked, returned as the consumer got them."""
+    batches = sign_chain(signer, box, n)
+    box.append(batches)
+    box.ack([b.seq for b in batches])
+    return [b.cose for b in batches]
+
+
+def test_restored_outbox_moves_past_the_witness(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
+) -> None:
+    live = tmp_path / "state"
+    live.mkdir()
+    wire: list[bytes] = []
+    with _open(live / "outbox.db", signer) as box:
+        wire += _published(box, 5, signer)
+        unacked = sign_chain(signer, box, 3)  # 6..8 waiting when the copy is taken
+        box.append(unacked)
+    _copy_state(live, tmp_path / "copy")
+    with _open(live / "outbox.db", signer) as box:
+        for b in box.pending(0, 10):
+            wire.append(b.cose)
+        box.ack([6, 7, 8])
+        wire += _published(box, 12, signer)  # the earlier state reaches seq 20
+        witness = (box.head.seq, box.head.prev)
+    assert witness[0] == 20
+    shutil.rmtree(live)
+    shutil.move(tmp_path / "copy", live)  # restore the older copy (head 8)
+    with _open(live / "outbox.db", signer) as box:
+        SigningWriter(signer, box)([list(synthetic_readings(7, start=900))] * 4)  # offline: 9..12
+        stale_writer_batch = sign_chain(signer, box, 1)[0]  # signed from head 12, not appended
+        assert box.head.seq == 12 and not continues(box, *witness)
+        done = rechain(box, signer, *witness)
+        assert (done.notice_seq, done.from_seq, done.local_head, done.resigned) == (21, 6, 12, 7)
+        assert box.head.seq == done.head == 28
+        assert continues(box, *witness)  # a second connect finds nothing to do
+        with pytest.raises(OutboxError, match="does not follow head"):
+            box.append([stale_writer_batch])  # a writer racing the move must re-sign
+        SigningWriter(signer, box)([list(synthetic_readings(3, start=990))])  # seq 29
+        tail = box.pending(0, 100)
+    assert [b.seq for b in tail] == list(range(21, 30))
+    notice = decode_payload(parse1(tail[0].cose)[2])
+    assert notice.kind == "resume" and notice.prev == witness[1] and notice.resume is not None
+    assert (notice.resume.from_seq, notice.resume.local_head, notice.resume.resigned) == (6, 12, 7)
+    moved = [decode_payload(parse1(b.cose)[2]) for b in tail[1:8]]
+    originals = [decode_payload(parse1(c)[2]) for c in wire[5:8]]
+    assert [p.readings for p in moved[:3]] == [p.readings for p in originals]  # 6..8 re-signed
+    report = verify_all(key, wire + [b.cose for b in tail])
+    assert report.ok, report.problems
+    assert (report.conflicts, report.broken_chain, report.batches) == (0, 0, 29)
+
+
+def test_fork_below_the_head_and_shifted_gap_notice(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
+) -> None:
+    with _open(tmp_path / "a.db", signer) as box:
+        wire = _published(box, 10, signer)
+        witness = (box.head.seq, box.head.prev)
+    with _open(tmp_path / "b.db", signer) as box:  # restored at 4, then ran on offline to 14
+        _published(box, 4, signer)
+        local = sign_chain(signer, box, 10)
+        box.append(local)
+        gap = make_gap_signer(signer)  # batches 7..8 dropped, announced by a notice at 15
+        box.ack([7, 8])
+        box.append([gap(box.head.seq, box.head.prev, DropRun((7, 8), 20, 100, 1, 2, 0))])
+        assert not continues(box, *witness)  # local 10 is not the published 10
+        done = rechain(box, signer, *witness)
+        assert (done.notice_seq, done.from_seq, done.local_head, done.head) == (11, 5, 15, 22)
+        tail = box.pending(0, 100)
+    assert [b.seq for b in tail] == [11, 12, 13, *range(16, 23)]  # the hole moved with them
+    moved_gap = decode_payload(parse1(tail[-1].cose)[2]).gap
+    assert moved_gap is not None and (moved_gap.first_seq, moved_gap.last_seq) == (14, 15)
+    report = verify_all(key, wire + [b.cose for b in tail])
+    assert report.ok, report.problems
+    assert (report.conflicts, report.gaps_explained, report.gaps_unexplained) == (0, 2, 0)
+
+
+def test_continues_when_nothing_was_rolled_back(
+    tmp_path: Path, signer: BatchSigner
+) -> None:
+    with _open(tmp_path / "o.db", signer) as box:
+        batches = sign_chain(signer, box, 6)
+        box.append(batches)
+        assert continues(box, 0, bytes(32))
+        assert continues(box, 6, batches[5].digest)  # the head
+        assert not continues(box, 6, bytes(32))
+        assert continues(box, 3, batches[2].digest)  # a waiting batch
+        assert not continues(box, 3, batches[1].digest)
+        box.ack([1, 2, 3])
+        assert continues(box, 3, batches[2].digest)  # acked: seq 4's prev still tells
+        assert not continues(box, 3, bytes(32))
+        box.ack([4, 5])
+        assert continues(box, 2, bytes(32))  # acked long ago: nothing contradicts it
+        assert not continues(box, 7, batches[5].digest)
+
+
+def test_rewrite_failing_midway_changes_nothing(tmp_path: Path, signer: BatchSigner) -> None:
+    with _open(tmp_path / "o.db", signer) as box:
+        box.append(sign_chain(signer, box, 5))
+        box.ack([1, 2])
+        before = box.pending(0, 10)
+        with pytest.raises(ValueError, match="below the acknowledged"):
+            rechain(box, signer, 1, bytes(32))
+        with pytest.raises(OutboxError, match="must end above head"):
+            box.rewrite_pending(lambda head, depth, waiting: iter(()))
+        assert box.pending(0, 10) == before and box.head.seq == 5
+        assert box.stats().depth == 3
+
+
+def test_guard_witness_round_trip_and_reconcile(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner, key_path: Path
+) -> None:
+    other = Ed25519PrivateKey.generate()
+    with _open(tmp_path / "o.db", signer) as box:
+        guard = ChainGuard(box, signer, key)
+        box.append(sign_chain(signer, box, 3))
+        seq, msg = guard.witness()
+        w = read_witness(msg, key.public_key(), GATEWAY)
+        assert (seq, w.seq, w.digest) == (3, 3, box.head.prev)
+        with pytest.raises(VerifyError):
+            read_witness(msg, other.public_key(), GATEWAY)
+        with pytest.raises(VerifyError, match="for gateway"):
+            read_witness(msg, key.public_key(), "gw-else")
+        assert guard.reconcile(None) == 0 and guard.reconcile(b"") == 0
+        forged = sign_witness(other, Witness(GATEWAY, 99, bytes(32), 0))
+        assert guard.reconcile(forged) == 0 and box.head.seq == 3  # not ours: ignored
+        assert guard.reconcile(msg) == 3 and guard.rechained == []
+        ahead = sign_witness(key, Witness(GATEWAY, 40, b"\x07" * 32, 0))
+        assert guard.reconcile(ahead) == 40
+        assert [r.notice_seq for r in guard.rechained] == [41] and box.head.seq == 44
