@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.errors import OutboxError, VerifyError
+from edge_agent.errors import ContractError, OutboxError, VerifyError
 from edge_agent.outbox.records import BatchLike, Head, StoredBatch
 from edge_agent.outbox.store import Outbox
 from edge_agent.trust.batch import (
@@ -108,7 +108,7 @@ def rechain(
         first = next(waiting, None)
         base = head.seq if first is None else first.seq - 1
         if witness_seq < base:
-            raise ValueError(f"witness seq {witness_seq} below the acknowledged seq {base}")
+            raise ContractError(f"witness seq {witness_seq} below the acknowledged seq {base}")
         shift = witness_seq + 1 - base
         notice = signer.sign_resume(
             ChainHead(witness_seq, witness_digest),

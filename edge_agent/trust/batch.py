@@ -24,7 +24,7 @@ from typing import TypeVar
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.errors import CodecError, VerifyError
+from edge_agent.errors import CodecError, ContractError, VerifyError
 from edge_agent.readings import Quality, Reading
 from edge_agent.trust.cose import sign1
 from edge_agent.trust.keys import kid_of
@@ -137,9 +137,9 @@ class BatchPayload:
 def _header(p: BatchPayload) -> dict[int, object]:
     kind = KIND_CODES.get(p.kind)
     if kind is None:
-        raise ValueError(f"batch kind must be 'data', 'gap' or 'resume', not {p.kind!r}")
+        raise ContractError(f"batch kind must be 'data', 'gap' or 'resume', not {p.kind!r}")
     if len(p.prev) != 32:
-        raise ValueError(f"prev must be 32 bytes, got {len(p.prev)}")
+        raise ContractError(f"prev must be 32 bytes, got {len(p.prev)}")
     return {
         K_VERSION: p.version,
         K_KIND: kind,
@@ -216,7 +216,7 @@ def encode_payload(p: BatchPayload) -> bytes:
     shortest exact floats). ``encode_payload(decode_payload(b)) == b`` for every payload we make."""
     m = _header(p)
     if (p.gap is not None) != (p.kind == "gap") or (p.resume is not None) != (p.kind == "resume"):
-        raise ValueError(f"a {p.kind} batch carries exactly its own notice")
+        raise ContractError(f"a {p.kind} batch carries exactly its own notice")
     if p.kind == "data":
         strings, base_mono, base_off, rows = _reading_rows(p.readings)
         m[K_STRINGS] = strings
@@ -224,7 +224,7 @@ def encode_payload(p: BatchPayload) -> bytes:
         m[K_BASE_OFFSET] = base_off
         m[K_READINGS] = rows
     elif p.readings:
-        raise ValueError("a notice carries no readings")
+        raise ContractError("a notice carries no readings")
     elif p.resume is not None:
         r = p.resume
         m[K_GAP_REASON] = r.reason
@@ -388,7 +388,7 @@ class BatchSigner:
 
     def __init__(self, key: Ed25519PrivateKey, gateway_id: str, boot_id: str) -> None:
         if not gateway_id:
-            raise ValueError("gateway_id must not be empty")
+            raise ContractError("gateway_id must not be empty")
         self._key = key
         self.kid = kid_of(key.public_key())
         self.gateway_id = gateway_id
@@ -444,9 +444,11 @@ class BatchSigner:
         ``readings`` readings, were dropped. They must be already-used seqs: 1 <= first <= last
         <= head.seq."""
         if not 1 <= first_seq <= last_seq <= head.seq:
-            raise ValueError(f"gap {first_seq}..{last_seq} must lie within used seqs 1..{head.seq}")
+            raise ContractError(
+                f"gap {first_seq}..{last_seq} must lie within used seqs 1..{head.seq}"
+            )
         if readings < 0:
-            raise ValueError("dropped readings count must be >= 0")
+            raise ContractError("dropped readings count must be >= 0")
         mono = time.monotonic_ns() if created_mono_ns is None else created_mono_ns
         gap = GapNotice(first_seq, last_seq, readings, t_first_ns, t_last_ns, reason)
         p = BatchPayload(
@@ -467,7 +469,7 @@ class BatchSigner:
         """A resume notice (seq ``head.seq + 1``, chained to ``head.prev``: the witnessed last
         published batch) after a state rollback; see ``ResumeNotice``."""
         if not 1 <= notice.from_seq <= head.seq + 1:
-            raise ValueError(f"resume from {notice.from_seq} must lie within 1..{head.seq + 1}")
+            raise ContractError(f"resume from {notice.from_seq} must lie within 1..{head.seq + 1}")
         mono = time.monotonic_ns() if created_mono_ns is None else created_mono_ns
         p = BatchPayload(
             FORMAT_VERSION, "resume", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
@@ -479,7 +481,7 @@ class BatchSigner:
         """The same batch (readings or notice, boot id, clocks) as seq ``head.seq + 1`` chained to
         ``head.prev``: how outbox/rechain.py moves batches past a witnessed seq."""
         if payload.gateway_id != self.gateway_id:
-            raise ValueError(f"batch of gateway {payload.gateway_id!r}, not {self.gateway_id!r}")
+            raise ContractError(f"batch of gateway {payload.gateway_id!r}, not {self.gateway_id!r}")
         return self._sign(dataclasses.replace(payload, seq=head.seq + 1, prev=head.prev))
 
     @staticmethod

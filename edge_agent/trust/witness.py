@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge_agent.errors import VerifyError
+from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.cose import sign1, verify1
 from edge_agent.trust.keys import kid_of
 
@@ -35,7 +35,7 @@ class Witness:
 
 def sign_witness(key: Ed25519PrivateKey, w: Witness) -> bytes:
     if len(w.digest) != 32 or w.seq < 0:
-        raise ValueError("witness needs seq >= 0 and a 32-byte digest")
+        raise ContractError("witness needs seq >= 0 and a 32-byte digest")
     payload = {0: 1, 1: KIND_WITNESS, 2: w.gateway_id, 4: w.seq, 5: w.digest, 6: w.created_ns}
     return sign1(cbor2.dumps(payload, canonical=True), key, kid_of(key.public_key()))
 

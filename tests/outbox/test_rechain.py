@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.errors import OutboxError, VerifyError
+from edge_agent.errors import ContractError, OutboxError, VerifyError
 from edge_agent.outbox.rechain import ChainGuard, continues, rechain
 from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.store import Outbox
@@ -132,7 +132,7 @@ def test_rewrite_failing_midway_changes_nothing(tmp_path: Path, signer: BatchSig
         box.append(sign_chain(signer, box, 5))
         box.ack([1, 2])
         before = box.pending(0, 10)
-        with pytest.raises(ValueError, match="below the acknowledged"):
+        with pytest.raises(ContractError, match="below the acknowledged"):
             rechain(box, signer, 1, bytes(32))
         with pytest.raises(OutboxError, match="must end above head"):
             box.rewrite_pending(lambda head, depth, waiting: iter(()))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.errors import CodecError, VerifyError
+from edge_agent.errors import CodecError, ContractError, VerifyError
 from edge_agent.readings import Quality, Reading
 from edge_agent.trust import batch as batch_mod
 from edge_agent.trust.batch import (
@@ -116,7 +116,7 @@ def test_gap_notice(signer: BatchSigner) -> None:
     assert (p.gap.t_first_ns, p.gap.t_last_ns, p.gap.reason) == (T0, T0 + 9, "outbox_full")
     assert encode_payload(p) == _payload(g.cose)
     for first, last in ((0, 3), (5, 4), (3, 11)):
-        with pytest.raises(ValueError, match="within used seqs"):
+        with pytest.raises(ContractError, match="within used seqs"):
             signer.sign_gap(
                 head, first_seq=first, last_seq=last, readings=1, t_first_ns=0, t_last_ns=0,
                 reason="x", created_ns=0, clock_synced=True,

@@ -7,7 +7,7 @@ import hashlib
 import cbor2
 import pytest
 
-from edge_agent.errors import VerifyError
+from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.batch import (
     K_RESUME_FROM,
     K_RESUME_RESIGNED,
@@ -43,7 +43,7 @@ def test_round_trip_and_resign_keeps_the_batch() -> None:
     moved = SIGNER.resign(old, ChainHead(4, hashlib.sha256(msg).digest()))
     q = decode_payload(parse1(moved.cose)[2])
     assert (q.seq, q.readings, q.boot_id, q.created_ns) == (5, old.readings, BOOT, old.created_ns)
-    with pytest.raises(ValueError, match="not 'gw-x'"):
+    with pytest.raises(ContractError, match="not 'gw-x'"):
         BatchSigner(fixed_key(0), "gw-x", BOOT).resign(old, ChainHead(4, bytes(32)))
 
 

@@ -52,8 +52,6 @@ IN_FLIGHT: dict[tuple[str, str], str] = {
     ("edge_agent/trust/archive.py", "ValueError"): "export: archive format",
     ("edge_agent/trust/archive.py", "TypeError"): "export: archive format",
     ("edge_agent/trust/archive.py", "self._fail"): "export: archive format (an ArchiveError)",
-    # constructor guards of the batch payload (bugs in the caller): become ContractError
-    ("edge_agent/trust/batch.py", "ValueError"): "consumer: resume notices rework this module",
 }
 ALLOWED.update(IN_FLIGHT)
 
