@@ -18,6 +18,9 @@ class Quality(enum.StrEnum):
     GOOD = "good"
     STALE = "stale"  # last known value repeated (e.g. device quarantined)
     BAD = "bad"  # no usable value; ``reason`` says why
+    # a value outside the profile's plausible range (valid_range, or min/max of a writable
+    # point): the value is carried, ``reason`` is "below" or "above"
+    OUT_OF_RANGE = "out_of_range"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,6 @@ class Reading:
     ts_ns: int  # wall clock, time.time_ns(); only trustworthy when clock_synced
     mono_ns: int  # time.monotonic_ns() in this boot
     quality: Quality = Quality.GOOD
-    reason: str = ""  # for BAD/STALE: short machine-readable reason, e.g. "timeout", "exc:2"
+    reason: str = ""  # for BAD/STALE/OUT_OF_RANGE: short machine-readable, e.g. "timeout", "exc:2"
     alarm: bool = False  # point is an alarm point: closes the batch at once
     clock_synced: bool = True

@@ -29,8 +29,9 @@ from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.device_plan import DevicePlan, Group
 from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
+from edge_agent.poll.quality import Range, judge
 from edge_agent.profiles import codec
-from edge_agent.profiles.model import ModbusPoint, Point, Profile, Reporting
+from edge_agent.profiles.model import ModbusPoint, Point, Profile, Reporting, plausible_range
 from edge_agent.profiles.planner import ReadRequest, split
 from edge_agent.readings import Quality, Reading, Value
 
@@ -40,8 +41,8 @@ Emit = Callable[[Reading, Reporting], None]
 # The hot path's emit: (device, point, value, quality, reason, mono_ns, wall_ns, clock_synced);
 # the receiver builds the Reading only if the report filter lets it through.
 Offer = Callable[[str, Point, Value, Quality, str, int, int, bool], None]
-# a request's points with their register slice and compiled decoder
-_Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder], ...]
+# a request's points with their register slice, compiled decoder and plausible range
+_Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder, Range | None], ...]
 _DECODINGS_MAX = 256
 
 
@@ -55,12 +56,6 @@ def failure_reason(exc: BusError) -> str:
     if isinstance(exc, BusClosed):
         return "closed"
     return "bus"
-
-
-def judge(value: Value) -> tuple[Quality, str]:
-    if isinstance(value, float) and not math.isfinite(value):
-        return Quality.BAD, "nan" if math.isnan(value) else "inf"
-    return Quality.GOOD, ""
 
 
 class DeviceBase(abc.ABC):
@@ -126,11 +121,11 @@ class DeviceBase(abc.ABC):
         """Each kind of device / transport provides this."""
 
     def _value(self, p: Point, value: Value, mono: int, wall: int, synced: bool) -> None:
-        """A decoded value: GOOD, or BAD when it is NaN / infinite."""
-        q, reason = judge(value)
+        """A decoded value: GOOD, OUT_OF_RANGE (value kept) or BAD (NaN / infinite)."""
+        q, reason = judge(value, plausible_range(p))
         if q is Quality.GOOD:
             self.last_values[p.name] = value
-        self._reading(p, value if q is Quality.GOOD else None, q, reason, mono, wall, synced)
+        self._reading(p, None if q is Quality.BAD else value, q, reason, mono, wall, synced)
 
     def _bad(self, points: Sequence[Point], reason: str) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
@@ -198,8 +193,8 @@ class DevicePoller(DeviceBase):
             if len(self._decodings) >= _DECODINGS_MAX:
                 self._decodings.clear()
             a = req.address
-            entry = (req, tuple((p, p.address - a, p.end - a, codec.decoder(p))
-                                for p in req.points))
+            entry = (req, tuple((p, p.address - a, p.end - a, codec.decoder(p),
+                                 plausible_range(p)) for p in req.points))
             self._decodings[id(req)] = entry
         return entry[1]
 
@@ -215,7 +210,7 @@ class DevicePoller(DeviceBase):
         name = self.device.name
         # straight to the poller's filter, unless read_now collects the values
         offer = self._offer if self._collect is None else None
-        for p, lo, hi, dec in self._decoding(req):
+        for p, lo, hi, dec, valid in self._decoding(req):
             try:
                 value = dec(regs[lo:hi])
             except CodecError as e:
@@ -228,6 +223,11 @@ class DevicePoller(DeviceBase):
                 reading(p, None, Quality.BAD, "nan" if math.isnan(value) else "inf",
                         mono, wall, synced)
                 continue
+            if valid is not None:
+                q, why = judge(value, valid)
+                if q is not good:  # implausible: published with its value, not remembered
+                    reading(p, value, q, why, mono, wall, synced)
+                    continue
             last_values[p.name] = value
             if offer is not None:
                 offer(name, p, value, good, "", mono, wall, synced)

@@ -1,8 +1,9 @@
 """Report by exception: which readings leave the poller.
 
-A reading is emitted when (first of) its quality or reason changed, its value moved beyond the
-point's deadband from the *last reported* value (absolute, or percent of that value), or the
-heartbeat elapsed since the last report. Alarm points report every change at once. Points without a
+A reading is emitted when (first of) its quality or reason changed (good → out_of_range → good is
+reported at once, whatever the deadband), its value moved beyond the point's deadband from the
+*last reported* value (absolute, or percent of that value), or the heartbeat elapsed since the last
+report. Alarm points report every change at once. Points without a
 deadband report every change. Non-numeric values (bool, str, enum labels) compare by equality.
 """
 

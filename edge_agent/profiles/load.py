@@ -4,7 +4,8 @@
 ``ConfigError`` carrying every Problem found (file, key path such as ``points[3].type``, message,
 "did you mean" hint). The checks that need only the profile itself live here: types per table,
 widths past 65535, overlapping registers, duplicate names, writable points without bounds, enum
-labels, intervals/heartbeats/deadbands, AT regexes and groups.
+labels, plausible ranges (``profiles.ranges``), intervals/heartbeats/deadbands, AT regexes and
+groups.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from edge_agent.profiles.model import (
     REGISTER_WIDTH,
     Access,
     AtPoint,
-    Bounds,
     DataType,
     Deadband,
     ModbusPoint,
@@ -31,6 +31,8 @@ from edge_agent.profiles.model import (
     Reporting,
 )
 from edge_agent.profiles.model import Table as RegTable
+from edge_agent.profiles.ranges import bounds as read_bounds
+from edge_agent.profiles.ranges import valid_range
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MIN_INTERVAL_S = 0.05
@@ -40,15 +42,13 @@ NUMERIC = frozenset({DataType.INT16, DataType.UINT16, DataType.INT32, DataType.U
 TOP_KEYS = ("vendor", "model", "class", "protocol", "byte_order", "max_gap", "description",
             "points")
 REPORTING_KEYS = ("interval", "deadband", "deadband_percent", "heartbeat", "alarm")
-COMMON_KEYS = ("name", "type", "unit", "scale", "offset", "enum", "description", *REPORTING_KEYS)
+COMMON_KEYS = ("name", "type", "unit", "scale", "offset", "enum", "valid_range", "description",
+               *REPORTING_KEYS)
 MODBUS_KEYS = ("table", "address", "order", "access", "min", "max", "step", "allowed", "length",
                "bit")
 AT_KEYS = ("command", "pattern", "group")
 POINT_KEYS = (*COMMON_KEYS, *MODBUS_KEYS, *AT_KEYS)
 AT_TYPES = (*sorted(NUMERIC), DataType.BOOL, DataType.STRING, DataType.ENUM)
-RAW_RANGE = {DataType.INT16: (-(1 << 15), (1 << 15) - 1), DataType.UINT16: (0, (1 << 16) - 1),
-             DataType.INT32: (-(1 << 31), (1 << 31) - 1), DataType.UINT32: (0, (1 << 32) - 1),
-             DataType.INT64: (-(1 << 63), (1 << 63) - 1), DataType.UINT64: (0, (1 << 64) - 1)}
 
 
 def load_profile(path: Path) -> Profile:
@@ -186,7 +186,8 @@ def _modbus_point(t: Table, default_order: Order) -> ModbusPoint | None:
         bit = t.integer("bit", 0, required=True, lo=0, hi=15) or 0
     enum = _enum(t, dtype, hi=65535)
     broken = broken or len(t.problems.items) > before
-    bounds = _bounds(t, dtype, enum) if access is Access.RW and not broken else None
+    bounds = read_bounds(t, dtype, enum) if access is Access.RW and not broken else None
+    valid = valid_range(t, dtype) if access is Access.R and dtype in NUMERIC else None
     reporting = _reporting(t, dtype)
     if address is not None and dtype is not DataType.BOOL:
         width = length if dtype is DataType.STRING else REGISTER_WIDTH[dtype]
@@ -199,7 +200,7 @@ def _modbus_point(t: Table, default_order: Order) -> ModbusPoint | None:
     return ModbusPoint(name=name, table=table, address=address, type=dtype, order=order,
                        scale=scale, offset=offset, unit=unit, access=access, bounds=bounds,
                        reporting=reporting, length=length, bit=bit, enum=enum,
-                       description=description)
+                       valid_range=valid, description=description)
 
 
 def _at_point(t: Table) -> AtPoint | None:
@@ -221,6 +222,7 @@ def _at_point(t: Table) -> AtPoint | None:
     scale, offset = _scale(t, dtype)
     unit = t.string("unit", "", nonempty=False) or ""
     enum = _enum(t, dtype, hi=None)
+    valid = valid_range(t, dtype) if dtype in NUMERIC else None
     reporting = _reporting(t, dtype)
     description = t.string("description", "", nonempty=False) or ""
     t.finish(POINT_KEYS, _why(None, dtype, at=True))
@@ -228,7 +230,7 @@ def _at_point(t: Table) -> AtPoint | None:
         return None
     return AtPoint(name=name, command=command, pattern=pattern, group=group, type=dtype,
                    unit=unit, scale=scale, offset=offset, enum=enum, reporting=reporting,
-                   description=description)
+                   valid_range=valid, description=description)
 
 
 def _group(t: Table, compiled: re.Pattern[str] | None) -> str:
@@ -284,47 +286,6 @@ def _enum(t: Table, dtype: DataType, *, hi: int | None) -> tuple[tuple[int, str]
     return tuple(sorted(pairs))
 
 
-def _bounds(t: Table, dtype: DataType, enum: tuple[tuple[int, str], ...]) -> Bounds | None:
-    if dtype is DataType.BOOL:
-        return None
-    if dtype is DataType.ENUM:
-        raw = t.raw("allowed")
-        labels = [lbl for _, lbl in enum]
-        if raw is MISSING:
-            t.problems.add(t.path, 'writable enum point has no bounds: set allowed = [labels]')
-            return None
-        if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
-            t.error("allowed", f"expected a non-empty array of enum labels, got {raw!r}")
-            return None
-        for i, label in enumerate(raw):
-            if label not in labels:
-                t.problems.add(f"{t.at('allowed')}[{i}]", f"{label!r} is not a label of enum",
-                               did_you_mean(label, labels))
-        return Bounds(allowed=tuple(raw))
-    lo, hi = t.number("min"), t.number("max")
-    step = t.number("step", lo=0, lo_open=True)
-    if not (t.has("min") and t.has("max")):
-        t.problems.add(t.path, "writable point has no bounds: set min and max")
-        return None
-    if lo is not None and hi is not None and lo > hi:
-        t.error("min", f"min {lo} is greater than max {hi}")
-    elif dtype in RAW_RANGE:
-        scale, offset = _scale_of(t)
-        ends = sorted(r * scale + offset for r in RAW_RANGE[dtype])
-        for key, v in (("min", lo), ("max", hi)):
-            if v is not None and not ends[0] <= v <= ends[1]:
-                t.error(key, f"{key} {v} cannot be written: a {dtype.value} with scale {scale} "
-                             f"and offset {offset} holds {ends[0]:g}..{ends[1]:g}")
-    return Bounds(min=lo, max=hi, step=step)
-
-
-def _scale_of(t: Table) -> tuple[float, float]:
-    """The point's scale/offset as written (already validated by ``_scale``)."""
-    scale, offset = t.data.get("scale", 1.0), t.data.get("offset", 0.0)
-    ok = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (scale, offset))
-    return (float(scale or 1.0), float(offset)) if ok else (1.0, 0.0)
-
-
 def _reporting(t: Table, dtype: DataType) -> Reporting:
     interval = t.number("interval")
     interval = 10.0 if interval is None else interval
@@ -354,7 +315,9 @@ def _why(table: RegTable | None, dtype: DataType | None, *, at: bool = False) ->
     why |= {"length": 'only for type = "string"', "bit": 'only for type = "bit"',
             "enum": 'only for type = "enum"', "scale": "only for numeric types",
             "offset": "only for numeric types", "deadband": "only for numeric types",
-            "deadband_percent": "only for numeric types"}
+            "deadband_percent": "only for numeric types",
+            "valid_range": "only for read-only numeric points (a writable point is plausible "
+                           "within its min/max)"}
     if not at:
         why |= {k: 'only for writable (access = "rw") points' for k in ("min", "max", "step")}
         why["allowed"] = 'only for writable (access = "rw") enum points'

@@ -125,6 +125,7 @@ class ModbusPoint:
     length: int = 0  # registers, for STRING
     bit: int = 0  # for BIT
     enum: tuple[tuple[int, str], ...] = ()  # for ENUM: (raw, label) pairs
+    valid_range: tuple[float, float] | None = None  # read-only numeric: plausible [lo, hi]
     description: str = ""
 
     @property
@@ -162,10 +163,22 @@ class AtPoint:
     offset: float = 0.0
     enum: tuple[tuple[int, str], ...] = ()
     reporting: Reporting = field(default_factory=Reporting)
+    valid_range: tuple[float, float] | None = None  # numeric: plausible [lo, hi]
     description: str = ""
 
 
 Point = ModbusPoint | AtPoint
+
+
+def plausible_range(p: Point) -> tuple[float, float] | None:
+    """Where a reading of ``p`` is plausible, in engineering units (after scale/offset, ends
+    included): ``valid_range``, or a writable numeric point's ``min``/``max``; None: unchecked."""
+    if p.valid_range is not None:
+        return p.valid_range
+    b = p.bounds if isinstance(p, ModbusPoint) else None
+    if b is not None and b.min is not None and b.max is not None:
+        return b.min, b.max
+    return None
 
 
 @dataclass(frozen=True, slots=True)

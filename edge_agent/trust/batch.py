@@ -63,10 +63,11 @@ KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap", KIND_RESUME: "resume"}
 KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
 
 # per-reading flags (row element 5)
-F_QUALITY_MASK = 0x03  # 0 good, 1 stale, 2 bad
+F_QUALITY_MASK = 0x03  # 0 good, 1 stale, 2 bad, 3 out_of_range
 F_ALARM = 0x04
 F_UNSYNCED = 0x08
-QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.STALE: 1, Quality.BAD: 2}
+QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.STALE: 1, Quality.BAD: 2,
+                                    Quality.OUT_OF_RANGE: 3}
 QUALITY_OF_CODE: dict[int, Quality] = {v: k for k, v in QUALITY_CODE.items()}
 
 _VALUE_TYPES = (bool, int, float, str, type(None))
@@ -290,7 +291,7 @@ def _decode_readings(m: dict[object, object]) -> tuple[Reading, ...]:
         flags = row[5] if len(row) > 5 else 0
         wadj = row[6] if len(row) > 6 else 0
         reason = ""
-        if type(flags) is not int or not 0 <= flags <= 0x0F or flags & 3 == 3:
+        if type(flags) is not int or not 0 <= flags <= 0x0F:
             raise _Bad(f"{where}[5]", f"invalid flags {flags!r}")
         if type(wadj) is not int:
             raise _Bad(f"{where}[6]", "wall-clock adjustment is not an integer")

@@ -6,7 +6,7 @@ codes as in regmap.py.
 """
 
 PROFILE = 'water_meter'
-PROFILE_SHA256 = "00b88478bc6ac1a04f7f1d309728175f5e6ec5d865002d5b90c53ea3a90e8e90"
+PROFILE_SHA256 = "409c5a039c3baf3a4c4623b854a2b86fafb6d9029a2671bf3b0245e2825c570b"
 STRICT = False  # True: unmapped registers answer exception 02
 TABLES = (  # (first address, count): coil, discrete, holding, input
     (0, 1),
@@ -24,4 +24,4 @@ POINTS = (
     ('serial_number', 3, 10, 6, 9, 0, 1.0, 0.0, 0, (), False),  # input string ABCD
     ('valve', 0, 0, 1, 0, 3, 1.0, 0.0, 0, (), True),  # coil bool
 )
-# sha256 of everything above: a5ad7e503040e79d4258442333c2e2296046c50d0b4377abd5074d2785ef70e4
+# sha256 of everything above: 45e5d0c1121da317220cfddcf59520f6c667862ead2861ddd9366501207a1e41

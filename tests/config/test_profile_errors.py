@@ -9,6 +9,7 @@ import pytest
 
 from edge_agent.errors import Problem
 from edge_agent.profiles.load import load_profile, load_profiles, parse_profile
+from edge_agent.profiles.model import plausible_range
 from tests.config.conftest import Doc, Writer, paths, problems
 
 
@@ -101,6 +102,23 @@ MODBUS_CASES = [
     (_set(7, access="rw"), "points[7].access", "cannot be written", ""),
     (_set(6, order="CDAB"), "points[6].order", "single bits", ""),
     (_set(0, alarm="yes"), "points[0].alarm", "expected true or false", ""),
+    (_set(0, valid_range=[50, -10]), "points[0].valid_range", "lo 50 must be below hi -10", ""),
+    (_set(0, valid_range=[5, 5.0]), "points[0].valid_range", "must be below", ""),
+    (_set(0, valid_range=[0]), "points[0].valid_range", "expected [lo, hi], two finite numbers",
+     ""),
+    (_set(0, valid_range=["0", 10]), "points[0].valid_range", "expected [lo, hi]", ""),
+    (_set(0, valid_range=[True, 10]), "points[0].valid_range", "expected [lo, hi]", ""),
+    (_set(0, valid_range={"lo": 0, "hi": 1}), "points[0].valid_range", "expected [lo, hi]", ""),
+    (_set(0, valid_range=[-4000, 10]), "points[0].valid_range[0]",
+     "-4000 can never be read: a int16 with scale 0.1 and offset 0.0 holds -3276.8..3276.7", ""),
+    (_set(0, valid_range=[-40, 3200], offset=-100), "points[0].valid_range[1]",
+     "holds -3376.8..3176.7", ""),
+    (_set(1, valid_range=[0, 5e9]), "points[1].valid_range[1]", "a uint32 with scale 1.0", ""),
+    (_set(2, valid_range=[0, 1]), "points[2].valid_range", "only for read-only numeric points",
+     ""),
+    (_set(4, valid_range=[0, 50]), "points[4].valid_range",
+     "only for read-only numeric points (a writable point is plausible within its min/max)", ""),
+    (_set(7, valid_range=[0, 1]), "points[7].valid_range", "only for read-only numeric", ""),
 ]
 
 
@@ -140,6 +158,9 @@ AT_CASES = [
     (_drop(0, "pattern"), "points[0].pattern", "required key missing", ""),
     (_top(max_gap=0), "max_gap", 'only for protocol = "modbus"', ""),
     (_set(1, enum={"1": "home", "x": "roaming"}), "points[1].enum.x", "must be a raw integer", ""),
+    (_set(0, valid_range=[0, 70000]), "points[0].valid_range[1]", "a uint16 with scale 1.0", ""),
+    (_set(0, valid_range=[31, 0]), "points[0].valid_range", "must be below", ""),
+    (_set(1, valid_range=[0, 1]), "points[1].valid_range", "only for read-only numeric", ""),
 ]
 
 
@@ -213,3 +234,24 @@ def test_parse_profile_from_dict(modbus_profile: Doc) -> None:
     modbus_profile["points"][0]["type"] = "word"
     p = only(problems(lambda: parse_profile(modbus_profile, name="x", source="mem")))
     assert (p.file, p.path) == ("mem", "points[0].type")
+
+
+def test_valid_range_is_in_engineering_units(write: Writer, modbus_profile: Doc,
+                                             at_profile: Doc) -> None:
+    """Compared with raw * scale + offset, i.e. what readings carry; a writable point's plausible
+    range is its min/max; float types accept anything finite their width holds."""
+    pts = modbus_profile["points"]
+    pts[0].update(valid_range=[-40, 85.5], offset=-10)
+    pts.append({"name": "flow", "table": "input", "address": 20, "type": "float32",
+                "valid_range": [-3.4e38, 1e38]})
+    prof = load_profile(write("p/ok.toml", modbus_profile))
+    assert prof.point("temp").valid_range == (-40.0, 85.5)
+    assert plausible_range(prof.point("temp")) == (-40.0, 85.5)
+    assert plausible_range(prof.point("setpoint")) == (0.0, 100.0)  # min/max of a writable point
+    assert plausible_range(prof.point("energy")) is None  # undeclared: not checked
+    assert plausible_range(prof.point("flow")) == (-3.4e38, 1e38)
+    pts[-1]["valid_range"] = [-1e39, 0]
+    p = only(fails(write, modbus_profile))
+    assert p.path == "points[8].valid_range[0]" and "a float32" in p.message
+    at_profile["points"][0]["valid_range"] = [0, 31]
+    assert plausible_range(load_profile(write("p/at.toml", at_profile)).point("csq")) == (0, 31)

@@ -180,3 +180,22 @@ def test_docs_worked_example_is_a_valid_profile(tmp_path: Path) -> None:
              plan(profile.modbus_points, max_gap=profile.max_gap)]
     assert reads == [("coil", 0, 1), ("holding", 0, 2), ("input", 0, 6)]
     assert "(`input 0+6`, `holding 0+2`, `coil 0+1`)" in docs
+
+
+def test_physical_quantities_declare_plausible_ranges(shipped: dict[str, Profile]) -> None:
+    """Every read-only numeric measurement has a plausible range (what a reading outside is
+    published as out_of_range against); identifiers and the signal quality code do not."""
+    from edge_agent.profiles.model import plausible_range
+
+    assert plausible_range(shipped["street_lamp"].point("dimming")) == (0, 100)
+    assert plausible_range(shipped["street_lamp"].point("tilt_angle")) == (-45, 45)
+    assert plausible_range(shipped["water_meter"].point("battery")) == (0, 100)
+    assert plausible_range(shipped["manhole_cover"].point("battery")) == (0, 100)
+    assert plausible_range(shipped["water_meter"].point("totalizer")) == (0, 999999.999)
+    assert plausible_range(shipped["pipe_pressure"].point("pressure")) == (-1, 25)
+    unchecked = {("nbiot_bc95", "csq")}  # 99 = "not known": a code, not a measurement
+    for prof in shipped.values():
+        for p in prof.points:
+            numeric = p.type.value.startswith(("int", "uint", "float"))
+            if numeric and (prof.name, p.name) not in unchecked:
+                assert plausible_range(p) is not None, (prof.name, p.name)

@@ -154,7 +154,7 @@ def _mutate(payload: bytes, path: tuple[int, ...], value: object) -> bytes:
         ((12, 1, 3), [1], r"payload\[12\]\[1\]\[3\]: value of type list"),
         ((12, 0, 4), 1.5, r"payload\[12\]\[0\]\[4\]: time delta"),
         ((12, 0), [0, 1], r"payload\[12\]\[0\]: reading row must be"),
-        ((12, 1), [0, 1, 2, 3, 4, 3], r"payload\[12\]\[1\]\[5\]: invalid flags 3"),
+        ((12, 1), [0, 1, 2, 3, 4, 0x13], r"payload\[12\]\[1\]\[5\]: invalid flags 19"),
     ],
 )
 def test_decode_errors_name_the_element(
