@@ -27,6 +27,7 @@ from simulators.transports.rtu_line import RtuLine
 class LineStats:
     violations: int
     requests: dict[int, int]  # per unit id
+    responses: dict[int, int]  # answers put on the wire (late ones included), per unit id
     exceptions: dict[int, int]  # exception responses, per unit id
 
 
@@ -40,13 +41,16 @@ def serve(profile: str, units: list[int], baud: int, turnaround_s: float, seed: 
         for text in sys.stdin:
             msg = json.loads(text)
             if msg["cmd"] == "fault":
-                sims[msg["unit"]].faults.kind = DeviceFault(msg["kind"])
+                faults = sims[msg["unit"]].faults
+                faults.kind = DeviceFault(msg["kind"])
+                faults.slow_s = float(msg.get("slow_s", faults.slow_s))
                 print(json.dumps({}), flush=True)
             elif msg["cmd"] == "stats":
                 st = line.stats
                 print(json.dumps({
                     "violations": len(line.violations),
                     "requests": {u: s.requests for u, s in st.per_unit.items()},
+                    "responses": {u: s.responses for u, s in st.per_unit.items()},
                     "exceptions": {u: s.exceptions for u, s in st.per_unit.items()},
                 }), flush=True)
             else:
@@ -86,15 +90,20 @@ class LineProcess:
         self.path = str(self._read(self._proc.stdout)["path"])
         return self
 
-    def fault(self, unit: int, kind: DeviceFault) -> None:
-        self._ask({"cmd": "fault", "unit": unit, "kind": kind.value})
+    def fault(self, unit: int, kind: DeviceFault, *, slow_s: float | None = None) -> None:
+        msg: dict[str, object] = {"cmd": "fault", "unit": unit, "kind": kind.value}
+        if slow_s is not None:
+            msg["slow_s"] = slow_s  # how late a SLOW unit answers
+        self._ask(msg)
 
     def stats(self) -> LineStats:
         a = self._ask({"cmd": "stats"})
         requests, exceptions, violations = a["requests"], a["exceptions"], a["violations"]
+        responses = a["responses"]
         assert isinstance(requests, dict) and isinstance(exceptions, dict)
-        assert isinstance(violations, int)
+        assert isinstance(responses, dict) and isinstance(violations, int)
         return LineStats(violations, {int(u): int(n) for u, n in requests.items()},
+                         {int(u): int(n) for u, n in responses.items()},
                          {int(u): int(n) for u, n in exceptions.items()})
 
     def __exit__(self, *exc: object) -> None:

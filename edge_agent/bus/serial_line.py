@@ -11,10 +11,15 @@ Line discipline of ``SerialRtuBus``, per transaction, under one ``asyncio.Lock``
    or the end of our own previous request), plus the turnaround after a broadcast. After a
    failed transaction (timeout, bad frame) the next request to the *same* unit waits until the
    line was quiet for max(that timeout, the bus's ``timeout_max_s``) counted from the failure,
-   so a late answer shows up and is thrown away instead of being taken for the next answer
-   (RTU has no transaction ids: an answer later than that is the one case this cannot catch);
+   so a late answer shows up and is thrown away instead of being taken for the next answer;
 2. discard whatever arrived in between (logged), write the request;
-3. feed the answer to ``RtuResponseParser`` until it yields the frame or the caller's timeout ends.
+3. feed the answer to ``RtuResponseParser`` until it yields the frame or the caller's timeout ends;
+4. after a timeout with no byte heard, *hold* the line (address nobody) until the bus's
+   ``late_answer_window_s`` after the request, or until the late answer came: a unit answering
+   late then costs its own transaction the time, never a neighbour its answer. The late answer
+   is attributed to its unit (``late.count``) and discarded. A unit whose hold heard nothing is
+   known silent (dead) and its later timeouts hold nothing, so a dead unit costs one long
+   timeout, not one per probe (``late.LateAnswers``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Callable, Sequence
 
 import serial
 
+from edge_agent.bus.late import LateAnswers
 from edge_agent.bus.rtu import (
     RtuFrame,
     RtuRequest,
@@ -40,7 +46,14 @@ from edge_agent.bus.rtu import (
     decode_read,
 )
 from edge_agent.config.model import SerialBus
-from edge_agent.errors import BusClosed, BusTimeout, CrcError, FrameError, ModbusException
+from edge_agent.errors import (
+    BusClosed,
+    BusError,
+    BusTimeout,
+    CrcError,
+    FrameError,
+    ModbusException,
+)
 from edge_agent.profiles.model import Table
 from edge_agent.retry import Backoff, RetryPolicy
 
@@ -238,8 +251,10 @@ class SerialRtuBus:
         self._after_broadcast = False
         self._guard_unit = -1  # unit whose last transaction failed ...
         self._guard_s = 0.0  # ... and how long the line must be quiet before asking it again
+        self._in_step = False  # the failed transaction's late answer came during its hold
         self.transactions = 0
         self.stray_bytes = 0  # bytes discarded before a request (late answers, noise)
+        self.late = LateAnswers(cfg.name, cfg.late_answer_window_s)
 
     # -- ModbusBus -----------------------------------------------------------------------------
 
@@ -277,10 +292,12 @@ class SerialRtuBus:
         async with self._lock:
             self._ensure_open()
             self.transactions += 1
+            self._in_step = False
             try:
                 frame = await self._exchange(req, timeout_s)
             except (BusTimeout, FrameError, asyncio.CancelledError):
-                if not req.is_broadcast:  # a late answer may still come: keep the unit guarded
+                if not req.is_broadcast and not self._in_step:
+                    # a late answer may still come: keep the unit guarded
                     self._guard_unit = req.unit
                     self._guard_s = max(timeout_s, self.cfg.timeout_max_s)
                     self._tx_end = max(self._tx_end, time.monotonic())  # quiet counts from now
@@ -299,10 +316,11 @@ class SerialRtuBus:
         if req.unit == self._guard_unit:
             quiet = max(quiet, self._guard_s)
         await self._wait_quiet(quiet, give_up=time.monotonic() + quiet + timeout_s)
-        stray = port.take()
+        stray = self._take()
         if stray:
             self.stray_bytes += len(stray)
             log.debug("stray_bytes bus=%s n=%d before_unit=%d", self.name, len(stray), req.unit)
+        self.late.addressing(req.unit)
         await port.write(req.frame)
         sent = time.monotonic()
         deadline = sent + timeout_s
@@ -315,7 +333,7 @@ class SerialRtuBus:
         while True:
             port.poll()
             port.check()
-            data = port.take()
+            data = self._take()
             if data:
                 frame = parser.feed(data)
                 if frame is not None:
@@ -324,9 +342,13 @@ class SerialRtuBus:
             # a complete candidate failed its CRC and the line then fell silent for t3.5: by RTU
             # framing the answer is over, no need to wait out the timeout
             if parser.crc_rejects and now - port.last_rx >= t35:
-                self._fail(req, "frame_error", parser)
+                raise self._error(req, "frame_error", parser)
             if now >= deadline:
-                self._fail(req, "frame_error" if parser.received else "timeout", parser)
+                if parser.received:
+                    raise self._error(req, "frame_error", parser)
+                err = self._error(req, "timeout", parser)
+                await self._hold(req, sent, parser)
+                raise err
             wait = deadline - now
             if parser.crc_rejects:
                 wait = min(wait, port.last_rx + t35 - now)
@@ -347,15 +369,49 @@ class SerialRtuBus:
             )
         return frame
 
-    def _fail(self, req: RtuRequest, kind: str, parser: RtuResponseParser) -> None:
+    def _error(self, req: RtuRequest, kind: str, parser: RtuResponseParser) -> BusError:
         why = parser.describe()
         log.debug("%s bus=%s unit=%d fc=%d %s", kind, self.name, req.unit, req.fc, why)
         msg = f"bus={self.name} unit={req.unit} fc={req.fc}: {why}"
         if kind == "timeout":
-            raise BusTimeout(msg)
+            return BusTimeout(msg)
         if parser.crc_rejects:  # a whole candidate answer came and failed its CRC
-            raise CrcError(msg)
-        raise FrameError(msg)
+            return CrcError(msg)
+        return FrameError(msg)
+
+    def _take(self) -> bytes:
+        """What the port buffered, also shown to the late-answer watch of silent units."""
+        data = self._port.take()
+        if data:
+            self.late.feed(data, self._port.last_rx)
+        return data
+
+    async def _hold(self, req: RtuRequest, sent: float, parser: RtuResponseParser) -> None:
+        """After ``req`` timed out with no byte heard: address nobody until its late answer came
+        (attributed, discarded) or the late-answer window is over (the unit is then silent)."""
+        until = self.late.hold_until(req, sent, parser)
+        if until is None:
+            return
+        port = self._port
+        t0 = time.monotonic()
+        try:
+            while True:
+                port.poll()
+                port.check()
+                data = self._take()
+                if data and parser.feed(data) is not None:
+                    self.late.attributed(req.unit, sent, port.last_rx)
+                    self._in_step = True  # its answer is off the line: no guard needed
+                    return
+                now = time.monotonic()
+                if now >= until:
+                    if not parser.received:
+                        self.late.found_silent(req.unit, sent, parser)
+                    return  # bytes still coming: the next request waits for t3.5 of quiet
+                await port.wait_data(until - now)
+        finally:
+            self.late.holds += 1
+            self.late.hold_s += time.monotonic() - t0
 
     async def _wait_quiet(self, quiet_s: float, *, give_up: float) -> None:
         """Until no byte was seen for ``quiet_s`` (nor our own request sent)."""
@@ -370,7 +426,7 @@ class SerialRtuBus:
             if now >= give_up:
                 raise BusTimeout(f"bus={self.name}: line never fell silent for {quiet_s:.4f}s")
             await port.wait_data(min(remaining, give_up - now))
-            stray = port.take()  # bytes during the quiet wait: late answers, noise
+            stray = self._take()  # bytes during the quiet wait: late answers, noise
             if stray:
                 self.stray_bytes += len(stray)
                 log.debug("stray_bytes bus=%s n=%d while=quiet_wait", self.name, len(stray))

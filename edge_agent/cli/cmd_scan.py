@@ -61,8 +61,10 @@ async def scan(port: str, bauds: list[int], parities: list[str], units: range,
     total = len(combos) * len(units)
     done = 0
     for baud, parity in combos:
+        # no late-answer hold: most unit ids of a scan are absent, and holding the line after
+        # each of them would stretch a 247-unit scan from seconds to minutes
         bus = SerialRtuBus(SerialBus(name="scan", port=port, baud=baud, parity=parity,
-                                     timeout_max_s=timeout))
+                                     timeout_max_s=timeout, late_answer_window_s=0.0))
         try:
             t = max(timeout, bus.min_timeout_s(Table.HOLDING, 1) * 2)
             for unit in units:

@@ -45,7 +45,8 @@ MIN_OUTBOX_BYTES = 1 << 20
 TOP_KEYS = ("gateway_id", "profiles_dir", "state_dir", "runtime_dir", "buses", "devices",
             "uplink", "batch", "outbox", "keys", "commands", "health")
 TCP_KEYS = ("host", "port", "concurrency", "timeout_max")
-SERIAL_KEYS = ("port", "baud", "parity", "stopbits", "bytesize", "turnaround_ms", "timeout_max")
+SERIAL_KEYS = ("port", "baud", "parity", "stopbits", "bytesize", "turnaround_ms", "timeout_max",
+               "late_answer_window")
 BUS_KEYS = ("name", "kind", *TCP_KEYS, *SERIAL_KEYS)
 DEVICE_KEYS = ("name", "profile", "bus", "unit_id", "tags", "max_gap", "interval")
 UPLINK_KEYS = ("host", "port", "protocol", "topic_prefix", "client_id", "keepalive", "inflight",
@@ -186,6 +187,8 @@ class _Loader:
                          stopbits=t.integer("stopbits", 1, lo=1, hi=2) or 1, bytesize=bytesize,
                          turnaround_ms=t.number("turnaround_ms", 5.0, lo=0, hi=1000) or 0.0,
                          timeout_max_s=t.number("timeout_max", 1.0, lo=0, lo_open=True) or 1.0,
+                         late_answer_window_s=t.number("late_answer_window", 2.0, lo=0, hi=60)
+                         or 0.0,
                          kind=kind)
 
     def device(self, t: Table) -> DeviceEntry | None:

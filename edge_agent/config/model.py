@@ -51,6 +51,10 @@ class SerialBus:
     turnaround_ms: float = 5.0  # extra gap after a broadcast / before the next request
     timeout_max_s: float = 1.0
     kind: BusKind = BusKind.RTU  # RTU or AT
+    # RTU: how late after its request a unit's answer may still arrive. After a timeout with no
+    # byte heard, the line is held until then (or until that late answer came) before anyone else
+    # is addressed -- once per unit, until a hold finds it silent (dead). 0: never hold.
+    late_answer_window_s: float = 2.0
 
     @property
     def char_bits(self) -> int:

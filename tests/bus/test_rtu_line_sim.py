@@ -64,6 +64,7 @@ def run(line: RtuLine, body: Callable[[SerialRtuBus], Awaitable[T]], **kw: float
     cfg = SerialBus(
         name="rs485-sim", port=line.path, baud=line.timing.baud, turnaround_ms=5,
         timeout_max_s=kw.get("timeout_max_s", 0.3),
+        late_answer_window_s=kw.get("late_answer_window_s", 2.0),
     )
 
     async def main() -> T:
@@ -125,6 +126,53 @@ def test_late_answer_after_timeout_is_not_taken_for_the_next(
     assert run(line, body, timeout_max_s=0.3) == [7, 7]  # not the late [1000, 1001]
     assert line.violations == []
     assert line.stats.per_unit[1].responses == 2
+
+
+@pytest.mark.timeout(20)
+def test_a_late_answer_holds_the_line_and_the_neighbour_loses_nothing(
+    line: RtuLine, devices: list[RegDevice]
+) -> None:
+    slow = devices[0]
+    slow.faults.kind, slow.faults.slow_s = DeviceFault.SLOW, 0.5  # 5x the timeout
+
+    async def body(bus: SerialRtuBus) -> dict[int, int]:
+        for _ in range(3):
+            t0 = time.monotonic()
+            with pytest.raises(BusTimeout):
+                await bus.read(1, Table.HOLDING, 0, 2, timeout_s=0.1)
+            held = time.monotonic() - t0
+            assert 0.5 <= held < 1.0  # until its answer came, not the whole 1.5 s window
+            t0 = time.monotonic()
+            assert await bus.read(2, Table.HOLDING, 0, 2, timeout_s=0.2) == [2000, 2001]
+            assert time.monotonic() - t0 < 0.15
+        assert 0.5 <= bus.late.last_late_s[1] < 1.0
+        return bus.late.count
+
+    assert run(line, body, late_answer_window_s=1.5) == {1: 3}  # attributed to unit 1 only
+    assert line.violations == []
+    assert line.stats.per_unit[1].responses == 3  # every late answer went out on the wire
+    assert line.stats.per_unit[2].responses == 3
+
+
+@pytest.mark.timeout(20)
+def test_without_the_hold_the_late_answer_hurts_the_neighbour(
+    line: RtuLine, devices: list[RegDevice]
+) -> None:
+    """The contrast to the test above (late_answer_window = 0: the behaviour before the hold)."""
+    slow = devices[0]
+    slow.faults.kind, slow.faults.slow_s = DeviceFault.SLOW, 0.5
+
+    async def body(bus: SerialRtuBus) -> int:
+        with pytest.raises(BusTimeout):
+            await bus.read(1, Table.HOLDING, 0, 2, timeout_s=0.1)
+        failed = 0
+        try:
+            await bus.read(2, Table.HOLDING, 0, 2, timeout_s=0.2)
+        except (BusTimeout, FrameError):
+            failed += 1
+        return failed
+
+    assert run(line, body, late_answer_window_s=0.0) == 1
 
 
 @pytest.mark.timeout(20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,7 +16,7 @@ from edge_agent.poll.engine import Poller
 from edge_agent.profiles.model import Table
 from edge_agent.readings import Quality, Reading
 from simulators.faults import DeviceFault
-from simulators.line_process import LineProcess
+from simulators.line_process import LineProcess, LineStats
 from tests.poll.conftest import LineFactory, sim_devices
 from tests.poll.fakes import make_config, profile
 
@@ -208,3 +209,66 @@ def test_bad_crc_gives_bad_readings_for_that_meter_only() -> None:
     assert all(r.quality is Quality.GOOD for r in out if r.device == "wm1")
     after = {r.point: r for r in out[marks["clear"]:] if r.device == "wm2"}
     assert after and all(r.quality is Quality.GOOD for r in after.values())
+
+
+@pytest.mark.timeout(60)
+def test_a_meter_answering_late_costs_its_neighbour_nothing() -> None:
+    with LineProcess("water_meter", [1, 2]) as line:
+        late_meter_and_neighbour(line)
+    assert line.final.violations == 0
+
+
+def late_meter_and_neighbour(line: LineProcess) -> None:
+    """wm1 starts answering 1.5 s late (5x timeout_max): the bus holds the line for each of its
+    late answers (attributed to unit 1, discarded) until wm1 is quarantined; wm2 never notices."""
+    cfg_bus = serial_cfg(line.path)  # timeout_max 0.3 s, late_answer_window 2.0 s (default)
+    assert cfg_bus.late_answer_window_s == 2.0
+    devs = [DeviceConfig(f"wm{u}", "water_meter", "rs485", unit_id=u, interval_s=2.0)
+            for u in (1, 2)]
+    out: list[Reading] = []
+    bus = RecordingBus(cfg_bus)
+    wm2_seen: list[dict[str, object]] = []
+    got: dict[str, object] = {}
+
+    async def body(poller: Poller) -> None:
+        await asyncio.sleep(2.5)  # warm-up: timeouts learnt
+        t_fault = time.monotonic()
+        line.fault(1, DeviceFault.SLOW, slow_s=1.5)
+        while not poller.status()["wm1"]["quarantined"]:
+            wm2_seen.append(dict(poller.status()["wm2"]))
+            assert time.monotonic() - t_fault < 20, poller.status()["wm1"]
+            await asyncio.sleep(0.05)
+        t_quarantine = time.monotonic()
+        for _ in range(80):  # 4 s more with wm1 quarantined
+            wm2_seen.append(dict(poller.status()["wm2"]))
+            await asyncio.sleep(0.05)
+        got.update(wm1=poller.status()["wm1"], wm2=poller.status()["wm2"], line=line.stats(),
+                   late=dict(bus.late.count), t_fault=t_fault, t_quarantine=t_quarantine,
+                   done1=sum(u == 1 for _, u in bus.done), done2=sum(u == 2 for _, u in bus.done))
+
+    asyncio.run(with_poller(cfg_bus, devs, "water_meter", out, body, bus))
+    wm1, wm2, stats = got["wm1"], got["wm2"], got["line"]
+    assert isinstance(wm1, dict) and isinstance(wm2, dict) and isinstance(stats, LineStats)
+    print(f"late-neighbour: wm1={wm1} wm2={wm2} late={got['late']} holds={bus.late.holds} "
+          f"hold_s={bus.late.hold_s:.2f}")
+    # the neighbour: no failure of any kind, never quarantined, no deadline missed, all GOOD
+    assert wm2["failures"] == 0 and wm2["missed_deadlines"] == 0, wm2
+    assert not any(s["quarantined"] or s["failures"] for s in wm2_seen)
+    wm2_readings = [r for r in out if r.device == "wm2"]
+    assert wm2_readings and all(r.quality is Quality.GOOD for r in wm2_readings)
+    # its cadence: a cycle (coil + input read) every 2 s, at worst one delayed by one hold
+    # (~1.6 s) but none lost: as many cycles as 2-s periods fit in the window
+    t_fault, t_q = got["t_fault"], got["t_quarantine"]
+    assert isinstance(t_fault, float) and isinstance(t_q, float)
+    cycles = [t for t, u in bus.done if u == 2 and t >= t_fault]
+    cycles = [b for a, b in itertools.pairwise([0.0, *cycles]) if b - a > 0.5]
+    gaps = [b - a for a, b in itertools.pairwise(cycles)]
+    assert gaps and max(gaps) < 2.0 + 1.7 + 0.3, gaps
+    assert len(cycles) >= int((t_q + 4.0 - t_fault) / 2.0) - 1, cycles
+    # the late meter: every timeout's late answer attributed to unit 1, none to anyone else
+    late = got["late"]
+    assert late == {1: wm1["failures"]}, (late, wm1)
+    assert wm1["failures"] >= 3 and wm1["last_error"] == "timeout"
+    # every answer unit 1 put on the wire was either wm1's own (before the fault) or a late one
+    assert stats.responses[1] == got["done1"] + wm1["failures"]
+    assert stats.responses[2] - int(str(got["done2"])) in (0, 1)  # one may be in flight

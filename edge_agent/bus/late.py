@@ -1,0 +1,92 @@
+"""Late answers on one RS-485 line: which unit may still be answering, and who answered late.
+
+RTU has no transaction ids. A unit that answers after its request timed out puts its answer on the
+wire while the master is already talking to the next unit: that neighbour's answer collides with
+it (or, on the simulated line, queues behind it) and the *neighbour* gets a frame error or a
+timeout for a fault that is not its own. ``LateAnswers`` is what the bus owner
+(``serial_line.SerialRtuBus``) knows about this, per unit:
+
+* **not known silent** (the default): after a timeout with no byte heard, the line is *held* --
+  nobody else is addressed -- until ``window_s`` after the request, or until the late answer came
+  (then the usual t3.5 of silence). The late answer is attributed to its unit and counted
+  (``count``), never delivered to anyone.
+* **silent**: a hold ran its whole window and heard nothing: the unit is dead (or off the line).
+  Its later timeouts cost no hold, so a dead unit makes only its *first* timeout expensive and
+  the line efficiency with a dead unit does not change. Its last request stays *watched*: should
+  an answer to it still turn up during other traffic, it is attributed and the unit is no longer
+  silent (held for next time).
+
+Pure bookkeeping, no I/O: the bus owner feeds it bytes and asks it when to stop holding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from edge_agent.bus.rtu import RtuRequest, RtuResponseParser
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Watch:
+    parser: RtuResponseParser  # of the unit's last (timed out) request, fed everything since
+    sent: float
+
+
+class LateAnswers:
+    def __init__(self, bus: str, window_s: float) -> None:
+        self.bus = bus
+        self.window_s = window_s
+        self.silent: set[int] = set()
+        self.count: dict[int, int] = {}  # late answers attributed, per unit id
+        self.last_late_s: dict[int, float] = {}  # how long after its request the last one came
+        self.holds = 0  # holds of the line after a timeout ...
+        self.hold_s = 0.0  # ... and the line time they took
+        self._watch: dict[int, _Watch] = {}
+
+    def hold_until(self, req: RtuRequest, sent: float, parser: RtuResponseParser) -> float | None:
+        """Until when to hold the line after ``req`` (sent at ``sent``) timed out; None: no hold
+        (bytes came, so the answer is over once the line is quiet; or the unit is known silent)."""
+        if self.window_s <= 0 or req.is_broadcast or parser.received:
+            return None
+        if req.unit in self.silent:
+            self._watch[req.unit] = _Watch(parser, sent)
+            return None
+        return sent + self.window_s
+
+    def attributed(self, unit: int, sent: float, now: float) -> None:
+        """An answer to ``unit``'s timed-out request (sent at ``sent``) arrived at ``now``."""
+        n = self.count[unit] = self.count.get(unit, 0) + 1
+        late = self.last_late_s[unit] = now - sent
+        self._watch.pop(unit, None)
+        was_silent = unit in self.silent
+        self.silent.discard(unit)
+        if n == 1 or was_silent:
+            log.warning("late_answer bus=%s unit=%d after_ms=%.0f window_ms=%.0f action=discarded",
+                        self.bus, unit, late * 1e3, self.window_s * 1e3)
+        else:
+            log.debug("late_answer bus=%s unit=%d after_ms=%.0f n=%d", self.bus, unit,
+                      late * 1e3, n)
+
+    def found_silent(self, unit: int, sent: float, parser: RtuResponseParser) -> None:
+        """A hold heard nothing for its whole window: no more holds for ``unit``."""
+        if unit not in self.silent:
+            log.info("unit_silent bus=%s unit=%d window_ms=%.0f (its timeouts no longer hold "
+                     "the line)", self.bus, unit, self.window_s * 1e3)
+        self.silent.add(unit)
+        self._watch[unit] = _Watch(parser, sent)
+
+    def addressing(self, unit: int) -> None:
+        """A new request goes to ``unit``: an answer to its older one can no longer be told from
+        the new answer (the same-unit guard of the bus owner covers that case)."""
+        self._watch.pop(unit, None)
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Bytes seen on the line: the late answer of a watched (silent) unit among them?"""
+        if not self._watch:
+            return
+        for unit, w in list(self._watch.items()):
+            if w.parser.feed(data) is not None:
+                self.attributed(unit, w.sent, now)
