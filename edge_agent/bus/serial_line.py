@@ -48,7 +48,6 @@ from edge_agent.bus.rtu import (
 from edge_agent.config.model import SerialBus
 from edge_agent.errors import (
     BusClosed,
-    BusError,
     BusTimeout,
     CrcError,
     FrameError,
@@ -342,13 +341,13 @@ class SerialRtuBus:
             # a complete candidate failed its CRC and the line then fell silent for t3.5: by RTU
             # framing the answer is over, no need to wait out the timeout
             if parser.crc_rejects and now - port.last_rx >= t35:
-                raise self._error(req, "frame_error", parser)
+                self._fail(req, parser)
             if now >= deadline:
                 if parser.received:
-                    raise self._error(req, "frame_error", parser)
-                err = self._error(req, "timeout", parser)
+                    self._fail(req, parser)
+                msg = self._describe(req, "timeout", parser)
                 await self._hold(req, sent, parser)
-                raise err
+                raise BusTimeout(msg)
             wait = deadline - now
             if parser.crc_rejects:
                 wait = min(wait, port.last_rx + t35 - now)
@@ -369,15 +368,17 @@ class SerialRtuBus:
             )
         return frame
 
-    def _error(self, req: RtuRequest, kind: str, parser: RtuResponseParser) -> BusError:
+    def _describe(self, req: RtuRequest, kind: str, parser: RtuResponseParser) -> str:
         why = parser.describe()
         log.debug("%s bus=%s unit=%d fc=%d %s", kind, self.name, req.unit, req.fc, why)
-        msg = f"bus={self.name} unit={req.unit} fc={req.fc}: {why}"
-        if kind == "timeout":
-            return BusTimeout(msg)
+        return f"bus={self.name} unit={req.unit} fc={req.fc}: {why}"
+
+    def _fail(self, req: RtuRequest, parser: RtuResponseParser) -> None:
+        """Bytes came but no valid answer among them."""
+        msg = self._describe(req, "frame_error", parser)
         if parser.crc_rejects:  # a whole candidate answer came and failed its CRC
-            return CrcError(msg)
-        return FrameError(msg)
+            raise CrcError(msg)
+        raise FrameError(msg)
 
     def _take(self) -> bytes:
         """What the port buffered, also shown to the late-answer watch of silent units."""
