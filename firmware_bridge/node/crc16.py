@@ -41,9 +41,14 @@ def append_crc(buf: bytearray, n: int) -> int:
     return n + 2
 
 
+def crc_ok(buf: bytearray, start: int, end: int) -> bool:
+    """True if ``buf[start:end]`` (at least 4 bytes) ends with the CRC of the bytes before."""
+    if end - start < 4:
+        return False
+    crc = crc16(buf, start, end - 2)
+    return buf[end - 2] == (crc & 0xFF) and buf[end - 1] == (crc >> 8)
+
+
 def check_crc(buf: bytearray, n: int) -> bool:
     """True if the last two of the ``n`` bytes in ``buf`` are the CRC of the ones before."""
-    if n < 4:
-        return False
-    crc = crc16(buf, 0, n - 2)
-    return buf[n - 2] == (crc & 0xFF) and buf[n - 1] == (crc >> 8)
+    return crc_ok(buf, 0, n)

@@ -11,7 +11,7 @@ import time
 
 import device_map
 from machine import ADC, UART, WDT, Pin, unique_id
-from modbus_slave import RtuSlave
+from modbus_slave import RtuSlave, char_bits, timeout_char_ms
 from node import Node
 from regmap import RegisterMap
 
@@ -58,11 +58,12 @@ def serial_number() -> str:
 
 
 def build(uart_id: int = 0, unit: int = UNIT, baud: int = BAUD, wdt_ms: int = 8000) -> Node:
+    bits = char_bits(8, None, 1)  # 8N1: 10 bits a character
     uart = UART(uart_id, baudrate=baud, bits=8, parity=None, stop=1, tx=Pin(0), rx=Pin(1),
-                timeout=0)
+                timeout=0, timeout_char=timeout_char_ms(baud, bits), rxbuf=1024)
     de = Pin(2, Pin.OUT, value=0)
     regs = RegisterMap(device_map.POINTS, device_map.TABLES, device_map.STRICT)
-    node = Node(RtuSlave(uart, unit, regs, baud, de), WDT(timeout=wdt_ms))
+    node = Node(RtuSlave(uart, unit, regs, baud, de, bits), WDT(timeout=wdt_ms))
     flow = FlowMeter(Pin(15, Pin.IN, Pin.PULL_UP))
     tamper = Pin(16, Pin.IN, Pin.PULL_UP)
     leak = Pin(17, Pin.IN, Pin.PULL_UP)

@@ -1,8 +1,9 @@
 """A CPython ``machine`` module for running node code in tests.
 
-* ``UART(id, ...)`` reads and writes the master end of a pseudo-terminal created beforehand with
-  ``attach_pty(id)`` (which returns the slave tty path for the gateway side); reads never block,
-  like a MicroPython UART built with ``timeout=0``.
+* ``UART(id, ...)`` (``shim/uart.py``) with a real UART's timing: bytes arrive a character time
+  apart, ``readinto`` honours ``timeout`` / ``timeout_char``, writes leave at the baud rate. It
+  sits on the master end of a pseudo-terminal made with ``attach_pty(id)`` (which returns the
+  slave tty path for the gateway side) or on a simulated multi-drop line (``attach_line``).
 * ``Pin`` keeps its level and the history of levels set (tests check the RS-485 direction pin).
 * ``ADC(id).read_u16()`` returns what the test put there with ``set_adc``.
 * ``WDT(timeout=ms)``: ``feed()`` raises ``WatchdogExpired`` if the previous feed is older than
@@ -11,20 +12,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import struct
-import termios
 import threading
 import time
 import tty
 from collections.abc import Callable
 
 from firmware_bridge.shim import ticks
+from firmware_bridge.shim.uart import UART, LineLink, Link, PtyLink, Wire
 
 _lock = threading.Lock()
-_ptys: dict[int, tuple[int, int]] = {}  # uart id -> (master fd, slave fd)
+_links: dict[int, Link] = {}  # uart id -> what its UART is attached to
 _adc: dict[int, int] = {}
 watchdogs: list[WDT] = []
 pins: dict[int | str, Pin] = {}
@@ -38,30 +36,50 @@ class ResetRequested(Exception):
     """``machine.reset()`` was called."""
 
 
+def _attach(uart_id: int, make: Callable[[], Link]) -> Link:
+    with _lock:
+        if uart_id in _links:
+            raise ValueError(f"UART({uart_id}) is already attached")
+        link = _links[uart_id] = make()
+        return link
+
+
 def attach_pty(uart_id: int) -> str:
     """Create the pty behind ``UART(uart_id)``; returns the tty path the gateway opens."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    os.set_blocking(master, False)
+    _attach(uart_id, lambda: PtyLink(master, slave))
+    return os.ttyname(slave)
+
+
+def attach_line(uart_id: int, line: Wire, unit_id: int) -> LineLink:
+    """Put ``UART(uart_id)`` on a simulated multi-drop line as the station of ``unit_id``."""
+    link = _attach(uart_id, lambda: LineLink(line, unit_id))
+    assert isinstance(link, LineLink)
+    return link
+
+
+def link_of(uart_id: int) -> Link:
     with _lock:
-        if uart_id in _ptys:
-            raise ValueError(f"UART({uart_id}) already has a pty")
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        tty.setraw(master)
-        os.set_blocking(master, False)
-        _ptys[uart_id] = (master, slave)
-        return os.ttyname(slave)
+        link = _links.get(uart_id)
+    if link is None:
+        raise ValueError(f"UART({uart_id}) is not attached: call machine.attach_pty({uart_id}) "
+                         "or machine.attach_line(...) first")
+    return link
 
 
 def detach_all() -> None:
-    """Close every pty and forget pins, ADC values and watchdogs."""
+    """Close every pty and line attachment and forget pins, ADC values and watchdogs."""
     with _lock:
-        for master, slave in _ptys.values():
-            for fd in (master, slave):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        _ptys.clear()
+        links = list(_links.values())
+        _links.clear()
         _adc.clear()
         watchdogs.clear()
         pins.clear()
+    for link in links:
+        link.close()
 
 
 def set_adc(adc_id: int, value: int) -> None:
@@ -80,75 +98,6 @@ def idle() -> None:
 
 def unique_id() -> bytes:
     return b"\xe6\x61\x41\x04\x03\x2f\x1b\x28"
-
-
-class UART:
-    def __init__(
-        self,
-        id: int,
-        baudrate: int = 9600,
-        bits: int = 8,
-        parity: int | None = None,
-        stop: int = 1,
-        *,
-        tx: Pin | None = None,
-        rx: Pin | None = None,
-        timeout: int = 0,
-        timeout_char: int = 0,
-        txbuf: int = 256,
-        rxbuf: int = 256,
-    ) -> None:
-        with _lock:
-            fds = _ptys.get(id)
-        if fds is None:
-            raise ValueError(f"UART({id}) has no pty: call machine.attach_pty({id}) first")
-        self.id = id
-        self.baudrate = baudrate
-        self.bits, self.parity, self.stop = bits, parity, stop
-        self.timeout = timeout
-        self._fd = fds[0]
-        self.written = 0
-
-    def any(self) -> int:
-        buf = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
-        n: int = struct.unpack("i", buf)[0]
-        return n
-
-    def read(self, nbytes: int = 4096) -> bytes | None:
-        try:
-            data = os.read(self._fd, nbytes)
-        except BlockingIOError:
-            return None
-        return data or None
-
-    def readinto(self, buf: bytearray | memoryview, nbytes: int | None = None) -> int | None:
-        n = len(buf) if nbytes is None else min(nbytes, len(buf))
-        data = self.read(n)
-        if data is None:
-            return None
-        buf[: len(data)] = data
-        return len(data)
-
-    def write(self, buf: bytes | bytearray | memoryview) -> int:
-        view = memoryview(buf)
-        while view:
-            try:
-                n = os.write(self._fd, view)
-            except BlockingIOError:
-                time.sleep(0.0005)
-                continue
-            view = view[n:]
-        self.written += len(buf)
-        return len(buf)
-
-    def flush(self) -> None:
-        """The pty has no FIFO to drain."""
-
-    def txdone(self) -> bool:
-        return True
-
-    def deinit(self) -> None:
-        self._fd = -1
 
 
 class Pin:
@@ -225,3 +174,7 @@ class WDT:
             raise WatchdogExpired(f"watchdog not fed for {late + self.timeout} ms")
         self.feeds += 1
         self._last = ticks.ticks_ms()
+
+
+__all__ = ["ADC", "UART", "WDT", "Pin", "ResetRequested", "WatchdogExpired", "attach_line",
+           "attach_pty", "detach_all", "link_of", "set_adc", "unique_id"]

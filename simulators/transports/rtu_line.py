@@ -11,6 +11,12 @@ every slave on the line. A pty has no baud rate, so the line models the wire its
   master can never see it earlier than physics allows;
 * whenever the master starts a frame less than t3.5 after the end of the previous frame on the
   wire (the answer, or its own request if nobody answered), a ``Violation`` is recorded.
+
+Other stations can share the line (``attach``): a :class:`Station` - e.g. the firmware node
+behind the ``machine`` shim's UART - hears every frame on the wire with its wire start time (the
+master's requests, every answer) and talks onto it with ``transmit``; its answers reach the
+master like a simulated device's, and one that starts while the wire is busy is a collision
+(``LineStats.collisions``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,17 @@ from simulators.transports.rtu_timing import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Station(Protocol):
+    """Another station on the line, outside the simulator, answering as ``unit_id``."""
+
+    unit_id: int
+
+    def hear(self, data: bytes, start: float, char_s: float) -> None:
+        """``data`` is on the wire from ``start`` (``time.monotonic()``), a character each
+        ``char_s`` seconds; called when the line knows of it, possibly before ``start``."""
+        ...
 
 
 class RtuDevice(Protocol):
@@ -85,6 +102,7 @@ class LineStats:
     ignored: int = 0  # requests for unit ids nobody on the line has
     broadcasts: int = 0
     garbage_bytes: int = 0  # bytes skipped while resynchronising
+    collisions: int = 0  # a station started talking while the wire was busy
     per_unit: dict[int, UnitStats] = field(default_factory=dict)
 
     def copy(self) -> LineStats:
@@ -132,6 +150,8 @@ class RtuLine(PtyThread):
         self._wire_end = float("-inf")  # end of the last frame on the wire
         self._tx_free = float("-inf")  # when the last scheduled answer finishes
         self._pending: list[_Pending] = []
+        self._stations: list[Station] = []
+        self._inbox: list[tuple[Station, bytes, float]] = []  # station transmissions to place
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -166,6 +186,33 @@ class RtuLine(PtyThread):
         with self._lock:
             return self._stats.copy()
 
+    def attach(self, station: Station) -> None:
+        """Put ``station`` on the line (its unit id must be free)."""
+        with self._lock:
+            if station.unit_id in self._devices or any(
+                    s.unit_id == station.unit_id for s in self._stations):
+                raise ValueError(f"unit id {station.unit_id} is already on the line")
+            self._stations.append(station)
+            self._stats.per_unit.setdefault(station.unit_id, UnitStats())
+
+    def detach(self, station: Station) -> None:
+        with self._lock:
+            if station in self._stations:
+                self._stations.remove(station)
+
+    def transmit(self, station: Station, data: bytes, start: float) -> None:
+        """``station`` puts ``data`` on the wire from ``start`` (thread-safe)."""
+        with self._lock:
+            self._inbox.append((station, bytes(data), start))
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"t")
+
+    def _hear(self, data: bytes, start: float, source: Station | None = None) -> None:
+        with self._lock:
+            stations = [s for s in self._stations if s is not source]
+        for s in stations:
+            s.hear(data, start, self.timing.char_s)
+
     def clear_violations(self) -> None:
         with self._lock:
             self._violations.clear()
@@ -178,6 +225,9 @@ class RtuLine(PtyThread):
                 readable = select.select(
                     [self._master, self._wake_r], [], [], self._next_timeout()
                 )[0]
+                if self._wake_r in readable:
+                    os.read(self._wake_r, 4096)
+                self._place_station_frames()
                 if self._master in readable:
                     try:
                         data = os.read(self._master, 4096)
@@ -198,8 +248,24 @@ class RtuLine(PtyThread):
             deadlines.append(self._byte_end + self.timing.t35_s)
         return max(0.0, min(deadlines) - time.monotonic())
 
+    def _place_station_frames(self) -> None:
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+        for station, data, start in inbox:
+            busy = max(self._byte_end, self._tx_free, self._wire_end)
+            if start < busy:
+                with self._lock:
+                    self._stats.collisions += 1
+                log.warning("rtu_collision path=%s unit=%d overlap_ms=%.3f", self.path,
+                            station.unit_id, (busy - start) * 1e3)
+            due = start + self.timing.frame_s(len(data))
+            self._tx_free = max(self._tx_free, due)
+            heapq.heappush(self._pending, _Pending(due, start, data, station.unit_id))
+            self._hear(data, start, station)
+
     def _on_bytes(self, data: bytes, now: float) -> None:
         char = self.timing.char_s
+        self._hear(data, max(now, self._byte_end))
         for b in data:
             start = max(now, self._byte_end)
             self._rx.append(b)
@@ -269,6 +335,9 @@ class RtuLine(PtyThread):
         dev = self._devices.get(req.unit)
         if dev is None:
             with self._lock:
+                if any(s.unit_id == req.unit for s in self._stations):
+                    self._stats.per_unit[req.unit].requests += 1  # it answers by itself
+                    return
                 self._stats.ignored += 1
             log.debug("rtu_request_ignored path=%s %s", self.path, req.describe())
             return
@@ -326,6 +395,7 @@ class RtuLine(PtyThread):
         due = tx_start + self.timing.frame_s(len(data))
         self._tx_free = due
         heapq.heappush(self._pending, _Pending(due, tx_start, data, unit))
+        self._hear(data, tx_start)
 
     def _deliver_due(self) -> None:
         while self._pending and self._pending[0].due <= time.monotonic():

@@ -206,15 +206,19 @@ def test_framing_by_silence_crc_broadcast_and_bad_requests(
         good = with_crc(bytes([UNIT, 5, 0, 0, 0xFF, 0]))
         assert ask(good[:-1] + bytes([good[-1] ^ 1]), 0) == b""  # bad CRC: silence
         assert ask(with_crc(bytes([UNIT + 1, 1, 0, 0, 0, 1])), 0) == b""  # other unit: silence
-        assert ask(good + good, 0) == b""  # no gap between them: one (bad) frame
         assert regs.get("lamp_on") is False
-        assert ask(with_crc(bytes([0, 5, 0, 0, 0xFF, 0])), 0) == b""  # broadcast: applied, silent
-        wait_for(lambda: regs.get("lamp_on") is True, "broadcast write applied")
+        # back to back (no t3.5 between them): cut by content; the master gave up on the first
+        # (applied, not answered), the second is answered
+        assert ask(good + good, 8) == good
+        assert regs.get("lamp_on") is True and node.slave.stats[5] == 1  # late
+        off = with_crc(bytes([0, 5, 0, 0, 0, 0]))
+        assert ask(off, 0) == b""  # broadcast: applied, silent
+        wait_for(lambda: regs.get("lamp_on") is False, "broadcast write applied")
         assert ask(good, 8) == good  # echo
         reply = ask(with_crc(bytes([UNIT, 1, 0, 0, 0, 1])), 6)
         assert reply == with_crc(bytes([UNIT, 1, 1, 1]))
     stats = node.slave.stats
-    assert stats[1] == 2 and stats[2] == 1  # crc errors, other unit
+    assert stats[1] == 1 and stats[2] == 1  # crc errors, other unit
 
 
 @pytest.mark.timeout(30)
@@ -244,7 +248,7 @@ def test_a_hung_sensor_starves_the_watchdog(
 def test_frame_ends_after_t35_of_silence_and_the_answer_waits_for_it(
     node_env: NodeLoader, run_node: Callable[[Any], NodeThread], tmp_path: Path
 ) -> None:
-    """At 1200 baud t3.5 is 32 ms: a pause of a few ms inside a request is not an end of frame,
+    """At 1200 baud 8N1 t3.5 is 29 ms: a pause of a few ms inside a request is not an end of frame,
     a pause of 100 ms is; the answer starts no earlier than t3.5 after the request."""
     import serial
 
@@ -252,7 +256,7 @@ def test_frame_ends_after_t35_of_silence_and_the_answer_waits_for_it(
 
     node, _, path = _node_with(node_env, "street_lamp", tmp_path, baud=1200)
     t35 = node.slave.t35_us / 1e6
-    assert 0.030 < t35 < 0.035
+    assert 0.029 < t35 < 0.030
     run_node(node)
     req = with_crc(bytes([UNIT, 1, 0, 0, 0, 1]))
     with serial.Serial(path, 1200, timeout=1.0) as port:
@@ -320,7 +324,7 @@ def _read_for(fd: int, seconds: float) -> bytes:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("echo", [True, False])
-def test_echo_of_the_own_answer_is_dropped_only_when_configured(
+def test_echo_of_the_own_answer_is_dropped(
     node_env: NodeLoader, run_node: Callable[[Any], NodeThread], tmp_path: Path, echo: bool
 ) -> None:
     from edge_agent.bus.crc import with_crc
@@ -336,7 +340,52 @@ def test_echo_of_the_own_answer_is_dropped_only_when_configured(
         os.close(fd)
     answer = with_crc(bytes([UNIT, 1, 1, 0]))
     assert data.startswith(answer)
-    if echo:
-        assert data == answer and node.slave.stats[3] == 0
-    else:  # without: the node takes its own answer for a (malformed) request and answers it
-        assert len(data) > len(answer) and node.slave.stats[3] >= 1, node.slave.stats
+    assert data == answer and node.slave.stats[3] == 0, (data, node.slave.stats)
+    if echo:  # read back right after sending (or, if the pty's echo came later than a
+        # transceiver's would, dropped by its form like below)
+        assert node.slave.stats[2] <= 1, node.slave.stats
+    else:  # without: it comes in as a frame of our unit id in an answer's form, and is dropped
+        assert node.slave.stats[2] == 1, node.slave.stats
+
+
+@pytest.mark.timeout(30)
+def test_frames_glued_while_the_loop_was_busy_are_cut_by_content(
+    node_env: NodeLoader, run_node: Callable[[Any], NodeThread], tmp_path: Path
+) -> None:
+    """A sensor hook keeps the loop away for 60 ms while another unit's request and answer and
+    then the request to us come in t3.5 apart: readinto returns them glued; the node still
+    drops the first two and answers the third. Noise in front of a request is dropped once the
+    line is quiet and the request behind it is still served."""
+    import serial
+
+    from edge_agent.bus.crc import with_crc
+
+    node, _, path = _node_with(node_env, "street_lamp", tmp_path)
+    busy = {"on": False}
+
+    def slow_sensor() -> float:
+        if busy["on"]:
+            time.sleep(0.06)  # an I2C sensor taking its time
+        return 21.5
+
+    node.sensor("cabinet_temp", slow_sensor, 1)
+    run_node(node)
+    t35 = node.slave.t35_us / 1e6
+    other_req = with_crc(bytes([UNIT + 3, 3, 0, 0, 0, 2]))
+    other_ans = with_crc(bytes([UNIT + 3, 3, 4, 1, 2, 3, 4]))
+    ours = with_crc(bytes([UNIT, 1, 0, 0, 0, 1]))
+    want = with_crc(bytes([UNIT, 1, 1, 0]))
+    with serial.Serial(path, BAUD, timeout=1.0) as port:
+        busy["on"] = True
+        time.sleep(0.01)  # the node is now inside the slow hook
+        for frame in (other_req, other_ans, ours):
+            port.write(frame)
+            port.flush()
+            time.sleep(len(frame) * 10 / BAUD + t35)  # on the wire, then t3.5 of silence
+        assert port.read(len(want)) == want
+        busy["on"] = False
+        time.sleep(3 * t35)
+        port.write(b"\x00\xff\x13" + ours)  # noise glued in front
+        assert port.read(len(want)) == want
+    stats = node.slave.stats
+    assert stats[2] == 2 and stats[1] == 1 and stats[5] == 0, stats  # other unit x2, noise
