@@ -1,7 +1,11 @@
 """Technician commands that talk to the running daemon over the control socket:
 
     edge-agent status | devices | read DEVICE [POINT] | write DEVICE POINT VALUE [--yes]
-    edge-agent tail [--device D] [--point P] [--class C] | buffer | buffer export DIR
+    edge-agent tail [--device D] [--point P] [--class C] | buffer | buffer export DEST
+    edge-agent buffer import SOURCE... --broker HOST:PORT
+
+A refusal from the daemon is one line on stderr, ``edge-agent <command>: <code>: <detail>``,
+exit 1 (4 for a timeout); an unreachable daemon exits 3.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ from edge_agent.cli.common import (
     socket_path,
     table,
 )
-from edge_agent.control.client import ControlClient, ControlUnavailable
-from edge_agent.errors import UplinkError
+from edge_agent.control.client import ControlClient, ControlRefused, ControlUnavailable
+from edge_agent.errors import EdgeAgentError
 
 DEVICE_OPS_TIMEOUT_S = 20.0  # read/write wait for the bus (queued behind polls, adaptive timeouts)
 
 
-def _call(args: argparse.Namespace, op: str, **kw: Any) -> dict[str, Any]:
-    slow = op in ("read", "write", "buffer_export")
+def _call(args: argparse.Namespace, op: str, **kw: Any) -> Any:
+    """The op's result; ControlRefused when the daemon answers with an error."""
+    slow = op in ("read", "write")
     with ControlClient(socket_path(args)) as c:
-        return c.call(op, timeout_s=DEVICE_OPS_TIMEOUT_S if slow else None, **kw)
+        return c.result(op, timeout_s=DEVICE_OPS_TIMEOUT_S if slow else None, **kw)
 
 
 def _age(ns: int | None) -> str:
@@ -44,10 +49,7 @@ def _age(ns: int | None) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    r = _call(args, "status")
-    if not r.get("ok"):
-        return fail(f"status: {r}")
-    s = r["result"]
+    s = _call(args, "status")
     lines = [f"{k:<22} {v}" for k, v in s.items() if not isinstance(v, dict | list)]
     for k, v in s.items():
         if isinstance(v, dict):
@@ -60,30 +62,24 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    r = _call(args, "devices")
-    if not r.get("ok"):
-        return fail(f"devices: {r}")
+    devs = _call(args, "devices")
     rows = [[d.get("name"), d.get("bus"), d.get("unit_id"), _age(d.get("last_good_ns")),
              d.get("failures"), "yes" if d.get("quarantined") else "no",
-             d.get("missed_deadlines"), d.get("timeout_ms")] for d in r["result"]]
-    emit(args, r["result"], table(["device", "bus", "unit", "last good", "failures",
+             d.get("missed_deadlines"), d.get("timeout_ms")] for d in devs]
+    emit(args, devs, table(["device", "bus", "unit", "last good", "failures",
                                    "quarantined", "missed", "timeout ms"], rows))
     return EXIT_OK
 
 
 def _read(args: argparse.Namespace) -> int:
     try:
-        r = _call(args, "read", device=args.device, point=args.point)
+        values = _call(args, "read", device=args.device, point=args.point)
     except ControlUnavailable:
         if not args.direct:
             raise
         from edge_agent.cli.direct import direct_read
 
         values = direct_read(args.config, args.device, args.point)
-        r = {"ok": True, "result": values}
-    if not r.get("ok"):
-        return fail(f"read: {r.get('error')}: {r.get('detail', '')}")
-    values = r["result"]
     emit(args, values, table(["point", "value"], sorted(values.items())))
     return EXIT_OK
 
@@ -99,10 +95,7 @@ def _write(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             return fail("write: cancelled")
     r = _call(args, "write", device=args.device, point=args.point, value=value)
-    if not r.get("ok"):
-        return fail(f"write refused: {r.get('error')}: {r.get('detail', '')}")
-    emit(args, r["result"], f"{args.device}.{args.point} = {r['result']['confirmed']!r} "
-         "(confirmed by the device)")
+    emit(args, r, f"{args.device}.{args.point} = {r['confirmed']!r} (confirmed by the device)")
     return EXIT_OK
 
 
@@ -110,8 +103,8 @@ def _tail(args: argparse.Namespace) -> int:
     kw = {k: v for k, v in (("device", args.device), ("point", args.point),
                             ("class", args.cls)) if v}
     with ControlClient(socket_path(args)) as c:
-        for n, msg in enumerate(c.stream("tail", **kw), start=1):
-            rd = msg["reading"]
+        readings = (m["reading"] for m in c.stream("tail", **kw) if "reading" in m)
+        for n, rd in enumerate(readings, start=1):
             if args.json:
                 print(json.dumps(rd), flush=True)
             else:
@@ -129,35 +122,42 @@ def _buffer(args: argparse.Namespace) -> int:
         from edge_agent.cli.importer import import_batches
 
         host, _, port = args.broker.rpartition(":")
-        counts = import_batches(args.dir, host or "127.0.0.1", int(port), prefix=args.prefix,
-                                tls_ca=args.tls_ca)
+        if not port.isdigit():
+            return fail(f"buffer import: --broker {args.broker!r}: expected HOST:PORT", EXIT_USAGE)
+        counts = import_batches(list(args.sources), host or "127.0.0.1", int(port),
+                                prefix=args.prefix, tls_ca=args.tls_ca)
         emit(args, counts, "\n".join(f"{gw}: {n} batches published and acknowledged"
                                       for gw, n in counts.items()))
         return EXIT_OK
     if args.buffer_op == "export":
-        r = _call(args, "buffer_export", dir=str(args.dir.resolve()))
-        if not r.get("ok"):
-            return fail(f"buffer export: {r.get('error')}: {r.get('detail', '')}")
-        emit(args, r["result"], f"exported {r['result'].get('batches')} batches to {args.dir}; "
-             f"check them with: edge-agent verify --dir {args.dir} --key GATEWAY.pub")
+        from edge_agent.cli.exporter import export_to
+
+        res = export_to(socket_path(args), args.dest)
+        seqs = f"seq {res.first_seq}..{res.last_seq}" if res.batches else "outbox empty"
+        emit(args, res.as_dict(),
+             f"exported {res.batches} batches ({res.readings} readings, "
+             f"{res.bytes / 1024:.1f} KiB, {seqs}) to {res.path}\n"
+             f"check it with: edge-agent verify --file {res.path} --key GATEWAY.pub")
         return EXIT_OK
     r = _call(args, "buffer")
-    if not r.get("ok"):
-        return fail(f"buffer: {r}")
-    emit(args, r["result"], "\n".join(f"{k:<24} {v}" for k, v in r["result"].items()))
+    emit(args, r, "\n".join(f"{k:<24} {v}" for k, v in r.items()))
     return EXIT_OK
 
 
 def _guard(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        what = " ".join(x for x in (args.command, getattr(args, "buffer_op", None)) if x)
         try:
             code: int = func(args)
             return code
         except ControlUnavailable as exc:
-            return fail(f"{exc}\n(is the daemon running? `systemctl status edge-agent`)",
-                        EXIT_NO_DAEMON)
-        except UplinkError as exc:
-            return fail(f"{exc}", EXIT_FAIL)
+            return fail(f"edge-agent {what}: {exc}\n(is the daemon running? "
+                        "`systemctl status edge-agent`)", EXIT_NO_DAEMON)
+        except ControlRefused as exc:
+            return fail(f"edge-agent {what}: {exc.reason}: {exc.detail}",
+                        EXIT_TIMEOUT if exc.reason in ("timeout", "BusTimeout") else EXIT_FAIL)
+        except EdgeAgentError as exc:  # uplink, archive, export, direct-read refusals
+            return fail(f"edge-agent {what}: {exc}", EXIT_FAIL)
         except TimeoutError:
             return fail("the daemon did not answer in time (busy bus or hung daemon; "
                         "`journalctl -u edge-agent`)", EXIT_TIMEOUT)
@@ -194,15 +194,17 @@ def register(sub: Any) -> None:
     p.add_argument("--class", dest="cls", help="component class, e.g. water_meter")
     p.add_argument("--count", type=int, default=0, help="stop after N readings")
     p.set_defaults(func=_guard(_tail))
-    p = sub.add_parser("buffer", help="outbox statistics; `buffer export DIR` to carry data away")
+    p = sub.add_parser("buffer",
+                       help="outbox statistics; `buffer export DEST` to carry data away")
     add_common(p)
     bsub = p.add_subparsers(dest="buffer_op")
-    e = bsub.add_parser("export", help="write the signed batches to DIR (e.g. a USB stick)")
+    e = bsub.add_parser("export", help="write the signed batches into ONE archive file at DEST "
+                        "(a directory, e.g. a USB stick, or a new file name); never overwrites")
     add_common(e)
-    e.add_argument("dir", type=Path)
-    i = bsub.add_parser("import", help="publish exported batches (DIR/<gw>/<seq>.cose) to a "
-                        "broker, in seq order, QoS 1 (no daemon needed)")
-    i.add_argument("dir", type=Path)
+    e.add_argument("dest", type=Path)
+    i = bsub.add_parser("import", help="publish exported batches (archives, or directories "
+                        "DIR/<gw>/<seq>.cose) to a broker, in seq order, QoS 1 (no daemon needed)")
+    i.add_argument("sources", type=Path, nargs="+", metavar="SOURCE")
     i.add_argument("--broker", required=True, help="HOST:PORT")
     i.add_argument("--prefix", default="edge")
     i.add_argument("--tls-ca")

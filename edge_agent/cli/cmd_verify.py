@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.errors import EdgeAgentError, KeyFileError
 from edge_agent.retry import RetryPolicy
+from edge_agent.trust.archive import ArchiveError, iter_archive
 from edge_agent.trust.keys import kid_of, load_public_key
 from edge_agent.trust.verify import ChainVerifier, VerifyReport
 
@@ -164,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         keys, bindings = _load_keys(args.key)
         if args.dir is not None:
             source = iter_dir(args.dir)
+        elif args.file is not None:
+            source = iter_archive(args.file)
         else:
             _split_hostport(args.broker)  # fail fast on a bad address
             source = iter_broker(args)
@@ -179,6 +182,9 @@ def _run(args: argparse.Namespace) -> int:
                         _save(args.save, p.gateway_id, p.seq, data)
         except KeyboardInterrupt:
             print("interrupted: reporting what was received", file=sys.stderr)
+    except ArchiveError as exc:  # a damaged / incomplete export archive fails the check
+        print(f"edge-agent verify: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (KeyFileError, _Usage, OSError) as exc:
         print(f"edge-agent verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -201,6 +207,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dir", type=Path, help="verify every *.cose file below DIR")
+    src.add_argument("--file", type=Path, metavar="ARCHIVE",
+                     help="verify an export archive (`edge-agent buffer export`)")
     src.add_argument("--broker", metavar="HOST:PORT", help="subscribe to an MQTT broker")
     p.add_argument(
         "--topic", default="edge/+/data", help="subscription, e.g. '$share/grp/edge/+/data'"

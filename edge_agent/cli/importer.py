@@ -1,18 +1,29 @@
-"""`edge-agent buffer import DIR --broker HOST:PORT`: publish exported batches (a USB stick from a
-box whose uplink was dead) to a broker, gateway by gateway in seq order, QoS 1, each one only
-counted once the broker acknowledged it. The consumer de-duplicates by gateway + seq, so importing
-batches the box later sends itself is harmless."""
+"""`edge-agent buffer import SOURCE... --broker HOST:PORT`: publish exported batches (a USB stick
+from a box whose uplink was dead) to a broker, in seq order, QoS 1, each one only counted once the
+broker acknowledged it. A SOURCE is an export archive (``buffer export``) or a directory in the
+``<gateway>/<seq>.cose`` layout (``verify --save``). Archives are checked whole (structure,
+count, digest) before anything is published. The consumer de-duplicates by gateway + seq, so
+importing batches the box later sends itself is harmless.
+
+Acknowledgements are tracked by paho message id, which wraps at 65,535: a dict holds the ids in
+flight (at most ``window``), each removed by its on_publish, so an id reused after the wrap is
+never mistaken for an earlier one.
+"""
 
 from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import UplinkError
+from edge_agent.trust.archive import ArchiveReader, is_archive
+
+Batch = tuple[str, str, bytes]  # gateway, where (file / archive offset), COSE bytes
 
 
 def exported(directory: Path) -> dict[str, list[Path]]:
@@ -25,45 +36,116 @@ def exported(directory: Path) -> dict[str, list[Path]]:
     return out
 
 
-def import_batches(directory: Path, host: str, port: int, *, prefix: str = "edge",
+def batches_of(sources: list[Path]) -> tuple[int, Iterator[Batch]]:
+    """(how many, the batches) of every source, archives checked first."""
+    plan: list[tuple[str, Path, ArchiveReader | list[Path]]] = []
+    total = 0
+    for src in sources:
+        if src.is_dir():
+            for gw, files in exported(src).items():
+                plan.append((gw, src, files))
+                total += len(files)
+        elif is_archive(src):
+            reader = ArchiveReader(src)
+            total += reader.check().batches
+            plan.append((reader.header.gateway, src, reader))
+        elif src.exists():
+            raise UplinkError(f"{src}: neither an export archive nor a directory")
+        else:
+            raise UplinkError(f"{src}: no such file or directory")
+    if total == 0:
+        raise UplinkError(f"{', '.join(map(str, sources))}: no batches to import")
+
+    def gen() -> Iterator[Batch]:
+        for gw, src, what in plan:
+            if isinstance(what, ArchiveReader):
+                for offset, data in what.batches():
+                    yield gw, f"{src}@{offset}", data
+            else:
+                for f in what:
+                    yield gw, str(f), f.read_bytes()
+
+    return total, gen()
+
+
+def new_client() -> mqtt.Client:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-agent-import")
+
+
+class _Acks:
+    """Message ids in flight → where the batch came from; on_publish removes them."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.inflight: dict[int, str] = {}
+        self.early: set[int] = set()  # acked before publish() returned its id to us
+        self.acked = 0
+
+    def on_publish(self, c: mqtt.Client, u: object, mid: int, rc: object, props: object) -> None:
+        with self.cond:
+            if self.inflight.pop(mid, None) is None:
+                self.early.add(mid)
+            else:
+                self.acked += 1
+            self.cond.notify_all()
+
+    def sent(self, mid: int, where: str) -> None:
+        with self.cond:
+            if mid in self.early:
+                self.early.discard(mid)
+                self.acked += 1
+            elif mid in self.inflight:
+                raise UplinkError(f"message id {mid} reused while still in flight")
+            else:
+                self.inflight[mid] = where
+
+    def wait_below(self, n: int, timeout_s: float, what: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.inflight) < n, timeout_s):
+                oldest = next(iter(self.inflight.values()), "?")
+                raise UplinkError(f"broker did not acknowledge {what} within {timeout_s:.0f} s "
+                                  f"({len(self.inflight)} in flight, first: {oldest})")
+
+
+def import_batches(sources: Path | list[Path], host: str, port: int, *, prefix: str = "edge",
                    tls_ca: str | None = None, window: int = 32,
                    timeout_s: float = 30.0) -> dict[str, int]:
-    batches = exported(directory)
-    if not batches:
-        raise UplinkError(f"{directory}: no <gateway>/<seq>.cose files to import")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-agent-import")
+    total, batches = batches_of(sources if isinstance(sources, list) else [sources])
+    client = new_client()
     if tls_ca:
         client.tls_set_context(ssl.create_default_context(cafile=tls_ca))
-    acked: set[int] = set()
-    cond = threading.Condition()
+    acks = _Acks()
+    connected = threading.Event()
+    refused: list[str] = []
 
-    def on_publish(c: mqtt.Client, u: object, mid: int, rc: object, props: object) -> None:
-        with cond:
-            acked.add(mid)
-            cond.notify_all()
+    def on_connect(c: mqtt.Client, u: object, flags: object, rc: object, props: object) -> None:
+        if getattr(rc, "is_failure", False):
+            refused.append(str(rc))
+        connected.set()
 
-    client.on_publish = on_publish
+    client.on_connect = on_connect
+    client.on_publish = acks.on_publish
     try:
         client.connect(host, port)
-    except OSError as exc:
+    except (OSError, ssl.SSLError) as exc:
         raise UplinkError(f"cannot connect to {host}:{port}: {exc}") from exc
     client.loop_start()
     counts: dict[str, int] = {}
     try:
-        for gw, files in batches.items():
-            pending: list[int] = []
-            for f in files:
-                info = client.publish(f"{prefix}/{gw}/data", f.read_bytes(), qos=1)
-                pending.append(info.mid)
-                with cond:
-                    while len([m for m in pending if m not in acked]) >= window:
-                        if not cond.wait(timeout_s):
-                            raise UplinkError("broker stopped acknowledging")
-            with cond:
-                if not cond.wait_for(lambda p=pending: all(m in acked for m in p), timeout_s):  # type: ignore[misc]
-                    raise UplinkError("broker did not acknowledge every batch")
-            counts[gw] = len(files)
+        if not connected.wait(timeout_s) or refused:
+            raise UplinkError(f"{host}:{port} refused the connection: "
+                              f"{refused[0] if refused else 'no CONNACK'}")
+        for gw, where, data in batches:
+            acks.wait_below(window, timeout_s, "the batches sent")
+            info = client.publish(f"{prefix}/{gw}/data", data, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                raise UplinkError(f"publish of {where} failed: {mqtt.error_string(info.rc)}")
+            acks.sent(info.mid, where)
+            counts[gw] = counts.get(gw, 0) + 1
+        acks.wait_below(1, timeout_s, "every batch")
     finally:
         client.disconnect()
         client.loop_stop()
+    if acks.acked != total:
+        raise UplinkError(f"{acks.acked} of {total} batches acknowledged")
     return counts

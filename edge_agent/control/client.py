@@ -8,11 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import CommandRefused, EdgeAgentError
 
 
 class ControlUnavailable(EdgeAgentError):
-    """The daemon is not running (or the socket is not accessible)."""
+    """The daemon is not running (or the socket is not accessible), or it went away."""
+
+
+class ControlRefused(CommandRefused):
+    """The daemon answered {"ok": false, "error": code, "detail": ...} (``reason`` is the code)."""
 
 
 class ControlClient:
@@ -24,28 +28,55 @@ class ControlClient:
             self._sock.connect(str(path))
         except OSError as exc:
             self._sock.close()
-            raise ControlUnavailable(f"cannot reach the daemon at {path}: {exc}") from exc
+            raise ControlUnavailable(f"cannot reach the daemon at {path}: "
+                                     f"{exc.strerror or exc}") from exc
         self._file = self._sock.makefile("rb")
 
-    def call(self, op: str, *, timeout_s: float | None = None, **args: Any) -> dict[str, Any]:
-        """One request/reply. ``timeout_s`` overrides the connection's (reads and writes wait
-        for the device, queries answer at once)."""
-        if timeout_s is not None:
-            self._sock.settimeout(timeout_s)
-        self._sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+    def _read(self) -> dict[str, Any]:
         line = self._file.readline()
         if not line:
-            raise ControlUnavailable("daemon closed the connection")
-        reply: dict[str, Any] = json.loads(line)
+            raise ControlUnavailable("the daemon closed the connection")
+        try:
+            reply = json.loads(line)
+        except ValueError as exc:
+            raise ControlUnavailable(f"the daemon sent a malformed line: {exc}") from None
+        if not isinstance(reply, dict):
+            raise ControlUnavailable("the daemon sent a line that is not a JSON object")
         return reply
 
-    def stream(self, op: str, **args: Any) -> Iterator[dict[str, Any]]:
+    def call(self, op: str, *, timeout_s: float | None = None, **args: Any) -> dict[str, Any]:
+        """One request, its raw reply. ``timeout_s`` overrides the connection's (reads and
+        writes wait for the device, queries answer at once)."""
+        if timeout_s is not None:
+            self._sock.settimeout(timeout_s)
+        try:
+            self._sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ControlUnavailable(f"the daemon closed the connection: {exc}") from None
+        return self._read()
+
+    def result(self, op: str, *, timeout_s: float | None = None, **args: Any) -> Any:
+        """The result of ``op``; ControlRefused when the daemon answered with an error."""
+        reply = self.call(op, timeout_s=timeout_s, **args)
+        if not reply.get("ok"):
+            raise ControlRefused(str(reply.get("error", "error")), str(reply.get("detail", "")))
+        return reply.get("result")
+
+    def stream(self, op: str, *, timeout_s: float | None = None,
+               **args: Any) -> Iterator[dict[str, Any]]:
+        """The stream's head (first item), then its items. ``timeout_s`` bounds the wait for
+        each line (None: wait as long as it takes, e.g. ``tail`` on a quiet bus). An error line
+        raises ControlRefused."""
         head = self.call(op, **args)
         if not head.get("ok"):
-            raise ControlUnavailable(str(head))
-        self._sock.settimeout(None)
-        for line in self._file:
-            yield json.loads(line)
+            raise ControlRefused(str(head.get("error", "error")), str(head.get("detail", "")))
+        yield head
+        self._sock.settimeout(timeout_s)
+        while True:
+            msg = self._read()
+            if msg.get("ok") is False:
+                raise ControlRefused(str(msg.get("error", "error")), str(msg.get("detail", "")))
+            yield msg
 
     def close(self) -> None:
         self._file.close()

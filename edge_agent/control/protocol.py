@@ -1,12 +1,18 @@
-"""Control API: one JSON object per line each way.
+"""Control API: one JSON object per line each way (UTF-8, ``\\n`` terminated).
 
 Request:  {"op": "<name>", ...arguments}
-Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "<reason>", "detail": "..."}
-Streams (op "tail"): {"ok": true, "stream": true} then one {"reading": {...}} per line until the
-client closes the connection.
+Reply:    {"ok": true, "result": ...} or {"ok": false, "error": "<code>", "detail": "<text>"}
 
-Ops: status, devices, read {device, point?}, write {device, point, value}, tail {device?, point?,
-class?}, buffer, buffer_export {dir}.
+Every request line gets exactly one reply line (a stream: a head line, its items, then an end or
+error line); nothing a client sends makes the daemon drop the connection without saying why.
+A request line longer than ``MAX_LINE`` bytes, or nested deeper than ``MAX_DEPTH``, is refused
+before it is parsed. Error codes (``ERRORS``) are stable; ``detail`` is for humans.
+
+Ops and their arguments (``OPS``): status, devices, read {device, point?},
+write {device, point, value}, buffer, tail {device?, point?, class?} (stream),
+export {after_seq?} (stream, see ``edge_agent.service.export``).
+Streams: {"ok": true, "stream": true, ...} then one object per line; ``tail`` until the client
+closes, ``export`` until {"end": {...}}. A stream that fails half-way ends with an error line.
 """
 
 from __future__ import annotations
@@ -17,6 +23,98 @@ from typing import Any, Protocol
 from edge_agent.readings import Reading, Value
 
 MAX_LINE = 64 * 1024
+MAX_DEPTH = 8
+MAX_CONNECTIONS = 16
+
+ERRORS = {
+    "bad_request": "not a JSON object with a string 'op', or malformed JSON",
+    "request_too_long": f"request line over {MAX_LINE} bytes",
+    "too_deep": f"JSON nested deeper than {MAX_DEPTH} levels",
+    "bad_argument": "an argument is missing, unknown or of the wrong type",
+    "unknown_op": "no such op",
+    "busy": f"more than {MAX_CONNECTIONS} control connections at once",
+    "not_found": "a file the op needed does not exist",
+    "permission_denied": "the daemon may not access a file the op needed",
+    "os_error": "another operating-system error",
+    "timeout": "the op did not finish in time",
+    "internal": "a bug in the daemon (logged with where it happened)",
+    # ops also answer the typed refusals of the daemon: unknown_device, unknown_point,
+    # out_of_bounds, not_writable, not_running, BusTimeout, OutboxError, ...
+}
+
+# op -> {argument: (accepted types, required)}; None counts as absent for optional ones
+_ANY_VALUE = (bool, int, float, str)
+OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "status": {},
+    "devices": {},
+    "buffer": {},
+    "read": {"device": ((str,), True), "point": ((str,), False)},
+    "write": {"device": ((str,), True), "point": ((str,), True), "value": (_ANY_VALUE, True)},
+    "tail": {"device": ((str,), False), "point": ((str,), False), "class": ((str,), False)},
+    "export": {"after_seq": ((int,), False)},
+}
+STREAMS = frozenset({"tail", "export"})
+
+
+class RequestError(Exception):
+    """A request refused before it reached an op (``code`` is one of ``ERRORS``)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}")
+
+
+def too_deep(line: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when the JSON text nests arrays/objects deeper than ``limit`` (brackets inside
+    strings do not count). Cheap for ordinary lines: they have few brackets at all."""
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    depth, in_str, esc = 0, False, False
+    for b in line:
+        if in_str:
+            if esc:
+                esc = False
+            elif b == 0x5C:  # backslash
+                esc = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def check_request(req: object) -> dict[str, Any]:
+    """The request as {op, args...} with every argument of the right type, or RequestError."""
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        raise RequestError("bad_request", "request must be a JSON object with a string 'op'")
+    op = req["op"]
+    spec = OPS.get(op)
+    if spec is None:
+        raise RequestError("unknown_op", f"{op[:64]!r}; ops: {', '.join(sorted(OPS))}")
+    out: dict[str, Any] = {"op": op}
+    for name in req:
+        if name != "op" and name not in spec:
+            raise RequestError("bad_argument", f"{op}: unknown argument {str(name)[:64]!r}")
+    for name, (types, required) in spec.items():
+        value = req.get(name)
+        if value is None:
+            if required:
+                raise RequestError("bad_argument", f"{op}: missing argument {name!r}")
+            continue
+        # bool is an int in Python: accept it only where bool is listed
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join(t.__name__ for t in types)
+            raise RequestError("bad_argument", f"{op}: argument {name!r} must be {want}, "
+                               f"not {type(value).__name__}")
+        out[name] = value
+    return out
 
 
 class ControlTarget(Protocol):
@@ -34,7 +132,7 @@ class ControlTarget(Protocol):
 
     def buffer_stats(self) -> dict[str, Any]: ...
 
-    async def buffer_export(self, directory: str) -> dict[str, Any]: ...
+    def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]: ...
 
 
 def reading_json(r: Reading) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""The control socket server (asyncio). Mode 0660; the group decides who may use the CLI."""
+"""The control socket server (asyncio). Mode 0660; the group decides who may use the CLI.
+
+Whatever a client sends, it gets an answer (protocol.py): an over-long or too deeply nested line
+is refused before it is parsed, a malformed or ill-typed request is refused by name, and any
+exception an op raises (typed refusals, OSError, a bug) becomes one error reply and one log line.
+The connection stays open for the next request; a stream that fails ends with an error line.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,118 @@ import contextlib
 import json
 import logging
 import os
+import traceback
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from edge_agent.control.protocol import MAX_LINE, ControlTarget, reading_json
-from edge_agent.errors import BoundsError, BusError, CodecError, CommandRefused, EdgeAgentError
+from edge_agent.control.protocol import (
+    MAX_CONNECTIONS,
+    MAX_DEPTH,
+    MAX_LINE,
+    STREAMS,
+    ControlTarget,
+    RequestError,
+    check_request,
+    reading_json,
+    too_deep,
+)
+from edge_agent.errors import BoundsError, CodecError, CommandRefused, EdgeAgentError
 from edge_agent.platform.files import give_group
 
 log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 60.0  # a client that stops reading a stream this long is dropped
+_CHUNK = 64 * 1024
+
+
+class _TooLong:
+    """Marker: the line went over MAX_LINE (its rest is being skipped)."""
+
+
+class ClientStalled(Exception):
+    """The client did not read what we sent for DRAIN_TIMEOUT_S: the connection is dropped."""
+
+
+TOO_LONG = _TooLong()
+
+
+class LineReader:
+    """Lines of at most ``limit`` bytes from a stream; a longer line is reported once
+    (``TOO_LONG``) and skipped up to its newline without being kept in memory."""
+
+    def __init__(self, reader: asyncio.StreamReader, limit: int = MAX_LINE) -> None:
+        self._reader = reader
+        self._limit = limit
+        self._buf = bytearray()
+        self._skipping = False
+
+    async def next(self) -> bytes | _TooLong | None:
+        """The next line (without its newline), TOO_LONG as soon as a line overruns, or None at
+        end of stream."""
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0:
+                line = bytes(self._buf[:i])
+                del self._buf[: i + 1]
+                if self._skipping:
+                    self._skipping = False
+                    continue
+                return line
+            if self._skipping:
+                self._buf.clear()
+            elif len(self._buf) > self._limit:
+                self._buf.clear()
+                self._skipping = True
+                return TOO_LONG
+            chunk = await self._reader.read(_CHUNK)
+            if not chunk:
+                if self._buf and not self._skipping:
+                    line = bytes(self._buf)
+                    self._buf.clear()
+                    return line
+                return None
+            self._buf += chunk
+
+
+async def _aclose(it: AsyncIterator[Any]) -> None:
+    """Close an async generator now (its finally blocks run here, not at garbage collection)."""
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+def error_reply(op: str, exc: BaseException) -> dict[str, Any]:
+    """One error reply for whatever ``op`` raised, logged once (a refusal at info, an OS error
+    at warning, anything unexpected at error with the place it was raised)."""
+    if isinstance(exc, RequestError):
+        code, detail = exc.code, exc.detail
+    elif isinstance(exc, CommandRefused):
+        code, detail = exc.reason, exc.detail
+    elif isinstance(exc, BoundsError):
+        code, detail = "out_of_bounds", str(exc)
+    elif isinstance(exc, CodecError):
+        code, detail = "not_writable", str(exc)
+    elif isinstance(exc, EdgeAgentError):
+        code, detail = type(exc).__name__, str(exc)
+    elif isinstance(exc, TimeoutError):
+        code, detail = "timeout", str(exc) or "the op did not finish in time"
+    elif isinstance(exc, OSError):
+        code = ("not_found" if isinstance(exc, FileNotFoundError) else
+                "permission_denied" if isinstance(exc, PermissionError) else "os_error")
+        detail = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    else:
+        code, detail = "internal", f"{type(exc).__name__}: {exc}"
+    if code == "internal":
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        log.error("control_op_failed op=%s error=internal exc=%r at=%s", op, exc, where)
+    elif isinstance(exc, OSError):
+        log.warning("control_op_failed op=%s error=%s detail=%s", op, code, detail)
+    else:
+        log.info("control_op_refused op=%s error=%s detail=%s", op, code, detail[:200])
+    return {"ok": False, "error": code, "detail": detail}
 
 
 class ControlServer:
@@ -29,8 +139,7 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a crash
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
-                                                       limit=MAX_LINE)
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o660)
         if self._group:  # under the unit the socket has the group already: no chown at all
             give_group(self.path, self._group)
@@ -52,27 +161,19 @@ class ControlServer:
         assert task is not None
         self._conns.add(task)
         try:
+            if len(self._conns) > MAX_CONNECTIONS:
+                log.warning("control_busy connections=%d", len(self._conns))
+                await self._reply(writer, {"ok": False, "error": "busy", "detail":
+                                           f"{MAX_CONNECTIONS} control connections already open"})
+                return
+            lines = LineReader(reader)
             while True:
-                try:
-                    line = await reader.readline()
-                except ValueError:  # line over the limit
-                    await self._reply(writer, {"ok": False, "error": "request_too_long"})
+                line = await lines.next()
+                if line is None:
                     return
-                if not line:
+                if not await self._request(line, writer):
                     return
-                try:
-                    req = json.loads(line)
-                    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-                        raise ValueError("request must be an object with a string 'op'")
-                except ValueError as exc:
-                    await self._reply(writer, {"ok": False, "error": "bad_request",
-                                               "detail": str(exc)})
-                    continue
-                if req["op"] == "tail":
-                    await self._tail(req, writer)
-                    return
-                await self._reply(writer, await self._dispatch(req))
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, ClientStalled, asyncio.CancelledError):
             pass
         finally:
             self._conns.discard(task)
@@ -80,52 +181,90 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _request(self, line: bytes | _TooLong, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request line; False when the connection should end (after a stream)."""
+        op = "?"
+        try:
+            if isinstance(line, _TooLong):
+                raise RequestError("request_too_long", f"request line over {MAX_LINE} bytes")
+            if too_deep(line):
+                raise RequestError("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
+            try:
+                raw = json.loads(line)
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                raise RequestError("bad_request", f"not JSON: {exc}"[:300]) from None
+            if isinstance(raw, dict) and isinstance(raw.get("op"), str):
+                op = raw["op"][:64]
+            req = check_request(raw)
+            if req["op"] in STREAMS:
+                await self._stream(req, writer)
+                return False
+            reply = await self._dispatch(req)
+        except (ConnectionError, ClientStalled, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            reply = error_reply(op, exc)
+        await self._reply(writer, reply)
+        return True
+
     async def _reply(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-        writer.write(json.dumps(obj, default=str).encode() + b"\n")
-        await writer.drain()
+        try:
+            data = json.dumps(obj, default=str).encode() + b"\n"
+        except (TypeError, ValueError) as exc:  # a result that is not JSON-able: a bug
+            data = json.dumps(error_reply(str(obj.get("op", "?")), exc)).encode() + b"\n"
+        writer.write(data)
+        try:
+            await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            raise ClientStalled from None
 
     async def _dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req["op"]
         t = self._target
-        try:
-            if op == "status":
-                return {"ok": True, "result": t.status()}
-            if op == "devices":
-                return {"ok": True, "result": t.devices()}
-            if op == "read":
-                return {"ok": True, "result": await t.read_now(str(req["device"]),
-                                                               req.get("point"))}
-            if op == "write":
-                value = await t.local_write(str(req["device"]), str(req["point"]), req["value"])
-                return {"ok": True, "result": {"confirmed": value}}
-            if op == "buffer":
-                return {"ok": True, "result": t.buffer_stats()}
-            if op == "buffer_export":
-                return {"ok": True, "result": await t.buffer_export(str(req["dir"]))}
-            return {"ok": False, "error": "unknown_op", "detail": op}
-        except KeyError as exc:
-            return {"ok": False, "error": "bad_request", "detail": f"missing or unknown {exc}"}
-        except CommandRefused as exc:
-            return {"ok": False, "error": exc.reason, "detail": exc.detail}
-        except BoundsError as exc:
-            return {"ok": False, "error": "out_of_bounds", "detail": str(exc)}
-        except CodecError as exc:
-            return {"ok": False, "error": "not_writable", "detail": str(exc)}
-        except (BusError, EdgeAgentError) as exc:
-            return {"ok": False, "error": type(exc).__name__, "detail": str(exc)}
+        if op == "status":
+            return {"ok": True, "result": t.status()}
+        if op == "devices":
+            return {"ok": True, "result": t.devices()}
+        if op == "read":
+            return {"ok": True, "result": await t.read_now(req["device"], req.get("point"))}
+        if op == "write":
+            value = await t.local_write(req["device"], req["point"], req["value"])
+            return {"ok": True, "result": {"confirmed": value}}
+        if op == "buffer":
+            return {"ok": True, "result": t.buffer_stats()}
+        raise RequestError("unknown_op", op)  # an op in OPS without a handler: a bug
 
-    async def _tail(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        await self._reply(writer, {"ok": True, "stream": True})
+    async def _stream(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """Send a stream's lines as they come, each after the previous one drained; an error
+        half-way is sent as the stream's last line."""
+        source = (self._tail(req) if req["op"] == "tail"
+                  else self._target.export(req.get("after_seq") or 0))
+        try:
+            async for msg in source:
+                await self._reply(writer, msg)
+        except (ConnectionError, ClientStalled, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await self._reply(writer, error_reply(req["op"], exc))
+        finally:
+            await _aclose(source)
+
+    async def _tail(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        yield {"ok": True, "stream": True}
         want_dev, want_pt, want_cls = req.get("device"), req.get("point"), req.get("class")
         classes = self._device_classes() if want_cls else {}
-        async for r in self._target.subscribe():
-            if want_dev and r.device != want_dev:
-                continue
-            if want_pt and r.point != want_pt:
-                continue
-            if want_cls and classes.get(r.device) != want_cls:
-                continue
-            await self._reply(writer, {"reading": reading_json(r)})
+        readings = self._target.subscribe()
+        try:
+            async for r in readings:
+                if want_dev and r.device != want_dev:
+                    continue
+                if want_pt and r.point != want_pt:
+                    continue
+                if want_cls and classes.get(r.device) != want_cls:
+                    continue
+                yield {"reading": reading_json(r)}
+        finally:
+            await _aclose(readings)
 
     def _device_classes(self) -> dict[str, str]:
         return {d["name"]: d.get("class", "") for d in self._target.devices()}

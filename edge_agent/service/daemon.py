@@ -33,7 +33,7 @@ from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
 from edge_agent.service.buses import close_buses, make_buses
 from edge_agent.service.commands import RemoteCommands, build_command_service
-from edge_agent.service.export import export_batches
+from edge_agent.service.export import export_stream
 from edge_agent.service.metrics import write_metrics
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
@@ -118,9 +118,8 @@ class Agent:
         return {k: getattr(s, k) for k in s.__dataclass_fields__} | {
             "written_per_reading": round(s.written_per_reading, 1)}
 
-    async def buffer_export(self, directory: str) -> dict[str, Any]:
-        return await asyncio.to_thread(export_batches, self.outbox, self.cfg.gateway_id,
-                                       Path(directory))
+    def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+        return export_stream(self.outbox, self.cfg.gateway_id, after_seq)
 
     # -- life cycle ------------------------------------------------------------------------------
 

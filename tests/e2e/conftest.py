@@ -73,6 +73,11 @@ def start_agent(d: Path, config: Path, notify_path: Path) -> subprocess.Popen[by
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    yield from run_gateway(tmp_path)
+
+
+def run_gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """The gateway fixture's body, for fixtures that need it under another directory."""
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
     bg = BackgroundScenario.load(str(HERE / "mini.toml"))

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from edge_agent.commands.model import Action, Command, decode_result, encode_command
 from edge_agent.readings import Reading
+from edge_agent.trust.archive import iter_archive
 from edge_agent.trust.cose import bstr_head, sign1, verify1
 from edge_agent.trust.keys import kid_of, public_pem
 from edge_agent.trust.verify import ChainVerifier
@@ -181,33 +182,37 @@ def test_technician_cli(gateway: Gateway, tmp_path: Path) -> None:
     # uplink dead for a while: the outbox fills, the technician carries the data away
     gw.broker.stop()
     assert wait(lambda: json.loads(gw.cli("buffer", "--json").stdout)["depth"] >= 3, 30)
-    export = tmp_path / "usb"
-    e = gw.cli("buffer", "export", str(export), "--json")
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    e = gw.cli("buffer", "export", str(usb), "--json")
     assert e.returncode == 0, e.stderr
-    assert json.loads(e.stdout)["batches"] >= 3
+    res = json.loads(e.stdout)
+    assert res["batches"] >= 3 and res["gateway"] == GW
+    archive = Path(res["file"])
+    assert [p.name for p in usb.iterdir()] == [archive.name]  # ONE file, no temp left
     pub = tmp_path / "gw.pub"
     pub.write_bytes(public_pem(gw.gateway_key))
-    v = gw.cli("verify", "--dir", str(export), "--key", str(pub))
+    v = gw.cli("verify", "--file", str(archive), "--key", str(pub))
     assert v.returncode == 0, v.stdout + v.stderr
+    assert "result=OK" in v.stdout
     # back at the office: publish the stick's batches to a broker, in seq order, acknowledged
     gw.broker.start()
     sub = Subscriber(gw.broker.port, f"edge/{GW}/data")
     try:
-        imp = gw.cli("buffer", "import", str(export), "--broker", f"127.0.0.1:{gw.broker.port}",
-                     "--json")
+        imp = gw.cli("buffer", "import", str(archive), "--broker",
+                     f"127.0.0.1:{gw.broker.port}", "--json")
         assert imp.returncode == 0, imp.stderr
-        n = json.loads(imp.stdout)[GW]
-        assert n == len(list((export / GW).iterdir()))
-        files = {f.read_bytes() for f in (export / GW).iterdir()}
-        assert wait(lambda: files <= set(sub.payloads()), 10)
+        assert json.loads(imp.stdout)[GW] == res["batches"]
+        exported = [d for _, d in iter_archive(archive)]
+        assert wait(lambda: set(exported) <= set(sub.payloads()), 10)
     finally:
         sub.close()
     # tamper with one exported batch: verify fails loudly
-    victim = sorted((export / GW).iterdir())[1]
-    data = bytearray(victim.read_bytes())
-    data[-5] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    assert gw.cli("verify", "--dir", str(export), "--key", str(pub)).returncode != 0
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    bad = gw.cli("verify", "--file", str(archive), "--key", str(pub))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
     # the uplink's backoff may be up to its cap away from the next attempt
     assert wait(lambda: json.loads(gw.cli("buffer", "--json").stdout)["depth"] == 0, 75)
 
