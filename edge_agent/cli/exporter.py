@@ -67,17 +67,35 @@ def _renameat2() -> Any:
 
 
 def rename_noreplace(dir_fd: int, old: str, new: str) -> None:
-    """Rename ``old`` to ``new`` inside ``dir_fd``; FileExistsError if ``new`` exists (a link
-    included). renameat2(RENAME_NOREPLACE), else link + unlink (both refuse an existing name)."""
+    """Rename ``old`` to ``new`` inside ``dir_fd``, refusing (ExportError) when ``new`` exists,
+    a link included: renameat2(RENAME_NOREPLACE), else link + unlink (where the filesystem has
+    no RENAME_NOREPLACE; link refuses an existing name too)."""
     fn = _renameat2()
+    err = errno.ENOSYS
     if fn is not None:
         if fn(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise OSError(err, os.strerror(err), new)
-    os.link(old, new, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    os.unlink(old, dir_fd=dir_fd)
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        try:
+            os.link(old, new, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        else:
+            os.unlink(old, dir_fd=dir_fd)
+            return
+    if err == errno.EEXIST:
+        raise ExportError(f"{new}: exists; not overwritten")
+    raise ExportError(f"{new}: cannot rename the finished archive into place: "
+                      f"{os.strerror(err)}")
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class NewFile:
@@ -89,13 +107,14 @@ class NewFile:
         self._tmp = f".{name}.{os.getpid()}.tmp"
         self._dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            if _lexists(name, self._dfd):
+                raise ExportError(f"{self.path}: exists; not overwritten")
             try:
-                os.stat(name, dir_fd=self._dfd, follow_symlinks=False)
-                raise FileExistsError(errno.EEXIST, "exists; not overwritten", str(self.path))
-            except FileNotFoundError:
-                pass
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o644, dir_fd=self._dfd)
+                fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=self._dfd)
+            except FileExistsError:
+                raise ExportError(f"{directory / self._tmp}: exists (planted?); not "
+                                  "followed, not overwritten") from None
         except BaseException:
             os.close(self._dfd)
             raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from edge_agent.errors import CommandRefused
 from edge_agent.readings import Reading, Value
 
 MAX_LINE = 64 * 1024
@@ -56,13 +57,12 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 STREAMS = frozenset({"tail", "export"})
 
 
-class RequestError(Exception):
-    """A request refused before it reached an op (``code`` is one of ``ERRORS``)."""
+class RequestError(CommandRefused):
+    """A request refused before it reached an op (``reason`` is one of ``ERRORS``)."""
 
-    def __init__(self, code: str, detail: str) -> None:
-        self.code = code
-        self.detail = detail
-        super().__init__(f"{code}: {detail}")
+    @property
+    def code(self) -> str:
+        return self.reason
 
 
 def too_deep(line: bytes, limit: int = MAX_DEPTH) -> bool:

@@ -42,7 +42,7 @@ class _TooLong:
     """Marker: the line went over MAX_LINE (its rest is being skipped)."""
 
 
-class ClientStalled(Exception):
+class ClientStalled(EdgeAgentError):
     """The client did not read what we sent for DRAIN_TIMEOUT_S: the connection is dropped."""
 
 
@@ -98,9 +98,7 @@ async def _aclose(it: AsyncIterator[Any]) -> None:
 def error_reply(op: str, exc: BaseException) -> dict[str, Any]:
     """One error reply for whatever ``op`` raised, logged once (a refusal at info, an OS error
     at warning, anything unexpected at error with the place it was raised)."""
-    if isinstance(exc, RequestError):
-        code, detail = exc.code, exc.detail
-    elif isinstance(exc, CommandRefused):
+    if isinstance(exc, CommandRefused):  # RequestError included
         code, detail = exc.reason, exc.detail
     elif isinstance(exc, BoundsError):
         code, detail = "out_of_bounds", str(exc)

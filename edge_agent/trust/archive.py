@@ -67,7 +67,7 @@ def _head(major: int, n: int) -> bytes:
     for ai, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
         if n < 1 << (8 * size):
             return bytes([major << 5 | ai]) + n.to_bytes(size, "big")
-    raise ValueError(f"length {n} too large for CBOR")
+    raise ArchiveError(f"length {n} too large for CBOR")
 
 
 def _manifest(obj: dict[str, Any]) -> bytes:
@@ -127,8 +127,8 @@ class ArchiveReader:
         with open(self.path, "rb") as f:
             self.header = self._read_header(f)
 
-    def _fail(self, offset: int, msg: str) -> ArchiveError:
-        return ArchiveError(f"{self.path}: byte {offset}: {msg}")
+    def _at(self, offset: int, msg: str) -> str:
+        return f"{self.path}: byte {offset}: {msg}"
 
     def _item(self, f: BinaryIO) -> tuple[int, str, bytes] | None:
         """(offset, "batch" | "manifest", bytes) of the next item, None at a clean end."""
@@ -139,61 +139,64 @@ class ArchiveReader:
         kind = "batch"
         if first == _TAG24[:1]:
             if f.read(1) != _TAG24[1:]:
-                raise self._fail(offset, "unexpected CBOR tag (expected 24: a manifest)")
+                raise ArchiveError(self._at(offset, "unexpected CBOR tag (expected 24: a "
+                                            "manifest)"))
             kind, first = "manifest", f.read(1)
             if not first:
-                raise self._fail(offset, "truncated manifest")
+                raise ArchiveError(self._at(offset, "truncated manifest"))
         major, ai = first[0] >> 5, first[0] & 0x1F
         if major != 2:
-            raise self._fail(offset, f"unexpected CBOR item (major type {major}); an archive "
-                             "holds only byte strings and tag-24 manifests")
+            raise ArchiveError(self._at(offset, f"unexpected CBOR item (major type {major}); "
+                                        "an archive holds only byte strings and tag-24 manifests"))
         if ai < 24:
             n = ai
         elif ai <= 27:
             size = 1 << (ai - 24)
             raw = f.read(size)
             if len(raw) != size:
-                raise self._fail(offset, "truncated length")
+                raise ArchiveError(self._at(offset, "truncated length"))
             n = int.from_bytes(raw, "big")
         else:
-            raise self._fail(offset, "indefinite or reserved length (only definite lengths)")
+            raise ArchiveError(self._at(offset, "indefinite or reserved length (only definite "
+                                        "lengths)"))
         if n > MAX_ITEM:
-            raise self._fail(offset, f"item of {n} bytes (over {MAX_ITEM})")
+            raise ArchiveError(self._at(offset, f"item of {n} bytes (over {MAX_ITEM})"))
         data = f.read(n)
         if len(data) != n:
-            raise self._fail(offset, f"truncated: {len(data)} of {n} bytes "
-                             "(the export was cut short)")
+            raise ArchiveError(self._at(offset, f"truncated: {len(data)} of {n} bytes "
+                                        "(the export was cut short)"))
         return offset, kind, data
 
     def _manifest(self, offset: int, data: bytes, part: str) -> dict[str, Any]:
         try:
             m = cbor2.loads(data)
         except Exception as exc:  # cbor2 raises several types for bad input
-            raise self._fail(offset, f"manifest is not CBOR: {exc}") from None
+            raise ArchiveError(self._at(offset, f"manifest is not CBOR: {exc}")) from None
         if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("part") != part:
-            raise self._fail(offset, f"expected the {part} manifest of an {FORMAT} file")
+            raise ArchiveError(self._at(offset, f"expected the {part} manifest of an {FORMAT} "
+                                        "file"))
         return m
 
     def _read_header(self, f: BinaryIO) -> Header:
         if f.read(2) != _TAG24:
-            raise self._fail(0, f"not an {FORMAT} archive (no header)")
+            raise ArchiveError(self._at(0, f"not an {FORMAT} archive (no header)"))
         f.seek(0)
         item = self._item(f)
         if item is None:
-            raise self._fail(0, "empty file")
+            raise ArchiveError(self._at(0, "empty file"))
         offset, kind, data = item
         if kind != "manifest":
-            raise self._fail(0, f"not an {FORMAT} archive (no header)")
+            raise ArchiveError(self._at(0, f"not an {FORMAT} archive (no header)"))
         m = self._manifest(offset, data, "header")
         if m.get("version") != VERSION:
-            raise self._fail(offset, f"archive version {m.get('version')!r}; this edge-agent "
-                             f"reads version {VERSION}")
+            raise ArchiveError(self._at(offset, f"archive version {m.get('version')!r}; this "
+                                        f"edge-agent reads version {VERSION}"))
         try:
             return Header(gateway=_typed(m, "gateway", str), head_seq=_typed(m, "head_seq", int),
                           agent_version=_typed(m, "agent_version", str),
                           created_ns=_typed(m, "created_ns", int))
-        except TypeError as exc:
-            raise self._fail(offset, f"header: {exc}") from None
+        except ArchiveError as exc:
+            raise ArchiveError(self._at(offset, f"header: {exc}")) from None
 
     def batches(self) -> Iterator[tuple[int, bytes]]:
         sha = hashlib.sha256()
@@ -203,8 +206,8 @@ class ArchiveReader:
             while True:
                 item = self._item(f)
                 if item is None:
-                    raise self._fail(f.tell(), "no trailer: the export was cut short after "
-                                     f"{count} batches")
+                    raise ArchiveError(self._at(f.tell(), "no trailer: the export was cut short "
+                                                f"after {count} batches"))
                 offset, kind, data = item
                 if kind == "batch":
                     sha.update(data)
@@ -213,7 +216,7 @@ class ArchiveReader:
                     continue
                 m = self._manifest(offset, data, "trailer")
                 if f.read(1):
-                    raise self._fail(f.tell() - 1, "data after the trailer")
+                    raise ArchiveError(self._at(f.tell() - 1, "data after the trailer"))
                 break
         self.trailer = self._check_trailer(offset, m, count, total, sha.digest())
 
@@ -225,14 +228,14 @@ class ArchiveReader:
                         first_seq=_typed(m, "first_seq", int, optional=True),
                         last_seq=_typed(m, "last_seq", int, optional=True),
                         sha256=_typed(m, "sha256", bytes))
-        except TypeError as exc:
-            raise self._fail(offset, f"trailer: {exc}") from None
+        except ArchiveError as exc:
+            raise ArchiveError(self._at(offset, f"trailer: {exc}")) from None
         if (t.batches, t.nbytes) != (count, total):
-            raise self._fail(offset, f"trailer says {t.batches} batches / {t.nbytes} bytes, the "
-                             f"file holds {count} / {total}")
+            raise ArchiveError(self._at(offset, f"trailer says {t.batches} batches / {t.nbytes} "
+                                        f"bytes, the file holds {count} / {total}"))
         if t.sha256 != digest:
-            raise self._fail(offset, "SHA-256 of the batches does not match the trailer "
-                             "(the file was altered or damaged)")
+            raise ArchiveError(self._at(offset, "SHA-256 of the batches does not match the "
+                                        "trailer (the file was altered or damaged)"))
         return t
 
     def check(self) -> Trailer:
@@ -248,7 +251,7 @@ def _typed(m: dict[str, Any], key: str, typ: type[Any], *, optional: bool = Fals
     if value is None and optional:
         return None
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise TypeError(f"{key!r} must be {typ.__name__}, got {type(value).__name__}")
+        raise ArchiveError(f"{key!r} must be {typ.__name__}, got {type(value).__name__}")
     return value
 
 

@@ -107,7 +107,7 @@ def test_planted_temp_link_is_not_followed(tmp_path: Path) -> None:
     d = tmp_path / "usb"
     d.mkdir()
     (d / f".a.cbor.{os.getpid()}.tmp").symlink_to(victim)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ExportError, match="planted"):
         NewFile(d, "a.cbor")
     assert victim.read_text() == "secret"
 
@@ -119,7 +119,7 @@ def test_rename_without_renameat2_still_refuses_to_replace(
     try:
         (tmp_path / "a").write_text("new")
         (tmp_path / "b").symlink_to(tmp_path / "elsewhere")
-        with pytest.raises(FileExistsError):
+        with pytest.raises(ExportError, match="exists; not overwritten"):
             rename_noreplace(fd, "a", "b")
         assert not (tmp_path / "elsewhere").exists()
         rename_noreplace(fd, "a", "c")

@@ -39,18 +39,17 @@ def need_root() -> None:
 PRELOAD = (
     "edge_agent.cli.main", "edge_agent.cli.exporter", "edge_agent.cli.importer",
     "edge_agent.cli.direct", "edge_agent.config.load", "edge_agent.trust.archive",
-    "edge_agent.trust.keys", "edge_agent.trust.verify", "edge_agent.poll.clock",
+    "edge_agent.trust.keys", "edge_agent.trust.verify", "edge_agent.platform.clock",
     "edge_agent.control.client", "paho.mqtt.client", "cryptography.x509", "ssl", "ctypes.util",
     "encodings.idna", "base64", "hashlib", "json", "pwd", "grp", "shutil",
 )
 _DROP = """
 import importlib, os, sys
 for mod in {preload!r}:
-    importlib.import_module(mod)
-try:
-    importlib.import_module("edge_agent.cli.doctor")
-except ImportError:
-    pass
+    try:
+        importlib.import_module(mod)
+    except ImportError:  # moved or optional: the command imports what it needs
+        pass
 from edge_agent.cli.main import build_parser, main
 build_parser()  # imports every command module
 os.setgroups({groups!r}); os.setgid({uid}); os.setuid({uid})

@@ -41,17 +41,6 @@ ALLOWED: dict[tuple[str, str], str] = {
 # them to the tree (or a private subclass of it) and deletes the entry; until then they are listed
 # so that landing either piece first keeps main green.
 IN_FLIGHT: dict[tuple[str, str], str] = {
-    # control-socket error rework: request validation caught in the same handler, answered as a
-    # structured {'ok': false, ...} reply; never leaves the server
-    ("edge_agent/control/server.py", "ValueError"): "export: structured control-socket errors",
-    ("edge_agent/control/server.py", "RequestError"): "export: structured control-socket errors",
-    ("edge_agent/control/server.py", "ClientStalled"): "export: structured control-socket errors",
-    ("edge_agent/control/protocol.py", "RequestError"): "export: structured control-socket errors",
-    ("edge_agent/cli/exporter.py", "OSError"): "export: buffer export's no-replace rename",
-    ("edge_agent/cli/exporter.py", "FileExistsError"): "export: buffer export's new file",
-    ("edge_agent/trust/archive.py", "ValueError"): "export: archive format",
-    ("edge_agent/trust/archive.py", "TypeError"): "export: archive format",
-    ("edge_agent/trust/archive.py", "self._fail"): "export: archive format (an ArchiveError)",
 }
 ALLOWED.update(IN_FLIGHT)
 
