@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,8 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.commands.execute import CommandExecutor
 from edge_agent.commands.model import Command, Result, encode_result
+from edge_agent.commands.results import ResultStore
 from edge_agent.commands.verify import CommandVerifier
-from edge_agent.errors import CommandRefused
+from edge_agent.errors import CommandRefused, CommandStoreError
 from edge_agent.trust.cose import sign1
 
 log = logging.getLogger("edge_agent.audit")
@@ -35,7 +35,14 @@ def _best_effort_id(message: bytes) -> bytes:
 
 @dataclass
 class CommandService:
-    """verify → execute → audit. ``publish_result`` gets the signed result (COSE bytes)."""
+    """verify → execute → audit → store → publish.
+
+    Every message gets exactly one audit line and one gateway-signed result, whatever happens
+    (a refusal, a broken replay store, a bug in a handler). The audit line names the signer
+    (``kid``) of every decision taken after the signature held; before that it is ``-``.
+    The signed result goes to ``results`` (durable, published by the uplink until the broker
+    acknowledged it) and ``results_changed`` is called; without a store, or when storing fails,
+    it is handed to ``publish_result`` (memory only) instead."""
 
     verifier: CommandVerifier
     executor: CommandExecutor
@@ -43,28 +50,48 @@ class CommandService:
     kid: bytes
     gateway_id: str
     publish_result: Callable[[bytes], None]
-    recent: deque[Result] = field(default_factory=lambda: deque(maxlen=50))
+    results: ResultStore | None = None
+    results_changed: Callable[[], None] = field(default=lambda: None)
 
     async def handle(self, message: bytes) -> Result:
         cmd: Command | None = None
         kid = b""
+        detail = ""
         try:
-            verified = self.verifier.verify(message)
-            cmd, kid = verified.command, verified.kid
+            auth = self.verifier.authenticate(message)
+            kid = auth.kid  # from here on every decision is the signer's
+            cmd = self.verifier.decode(auth)
+            self.verifier.admit(kid, cmd)
             value = await self.executor.execute(cmd)
             res = Result(cmd.id, self.gateway_id, True, "", time.time_ns(), kid, value)
         except CommandRefused as exc:
-            cid = cmd.id if cmd is not None else _best_effort_id(message)
-            res = Result(cid, self.gateway_id, False, exc.reason, time.time_ns(), kid, None)
+            res = self._refused(message, cmd, kid, exc.reason)
             detail = exc.detail
-        else:
-            detail = ""
+        except Exception as exc:  # a bug must not leave a command unanswered
+            log.exception("command_failed kid=%s", kid.hex() or "-")
+            res = self._refused(message, cmd, kid, "internal_error")
+            detail = f"{type(exc).__name__}: {exc}"
         log.info(
             "command_audit id=%s kid=%s action=%s device=%s point=%s accepted=%s reason=%s%s",
             res.id.hex() or "-", kid.hex() or "-", cmd.action if cmd else "-",
             (cmd.device or "-") if cmd else "-", (cmd.point or "-") if cmd else "-",
             str(res.ok).lower(), res.reason or "-", f" detail={detail!r}" if detail else "",
         )
-        self.recent.append(res)
-        self.publish_result(sign1(encode_result(res), self.key, self.kid))
+        self._deliver(res, sign1(encode_result(res), self.key, self.kid))
         return res
+
+    def _refused(self, message: bytes, cmd: Command | None, kid: bytes, reason: str) -> Result:
+        cid = cmd.id if cmd is not None else _best_effort_id(message)
+        return Result(cid, self.gateway_id, False, reason, time.time_ns(), kid, None)
+
+    def _deliver(self, res: Result, cose: bytes) -> None:
+        if self.results is not None:
+            try:
+                self.results.add(res, cose)
+            except CommandStoreError as exc:
+                log.warning("command_result_not_stored id=%s err=%s (published from memory)",
+                            res.id.hex() or "-", exc)
+            else:
+                self.results_changed()
+                return
+        self.publish_result(cose)

@@ -1,11 +1,12 @@
 """Checks a signed command before anything runs. Every refusal has a short reason code:
 
     malformed, wrong_alg, unknown_kid, bad_signature, wrong_gateway, expired, not_yet_valid,
-    ttl_too_long, clock_unsynced, replayed_id, replayed_counter
+    ttl_too_long, clock_unsynced, replayed_id, replayed_counter, replay_store_unavailable
 
 (then, in execute.py: unknown_device, unknown_point, not_writable, out_of_bounds, device_error).
 Checks run cheapest-first and nothing is recorded before the signature holds, so an attacker
-without a key cannot burn counters or fill the replay store.
+without a key cannot burn counters or fill the replay store. Three steps, so the caller knows the
+signer (``authenticate``) and the command (``decode``) of every later refusal (``admit``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class VerifiedCommand:
     command: Command
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A message whose signature holds under an allowlisted key: from here on, every refusal
+    names the signer (``kid``)."""
+
+    kid: bytes
+    payload: bytes
+
+
 class CommandVerifier:
     def __init__(
         self,
@@ -50,6 +60,15 @@ class CommandVerifier:
         self._now = now
 
     def verify(self, message: bytes) -> VerifiedCommand:
+        """``authenticate``, ``decode`` then ``admit``."""
+        auth = self.authenticate(message)
+        cmd = self.decode(auth)
+        self.admit(auth.kid, cmd)
+        return VerifiedCommand(auth.kid, cmd)
+
+    def authenticate(self, message: bytes) -> Authenticated:
+        """The COSE envelope, the signer on the allowlist and the signature. CommandRefused:
+        malformed, wrong_alg, unknown_kid, bad_signature."""
         try:
             kid, protected, payload, signature = parse1(message)
         except VerifyError as exc:
@@ -62,7 +81,17 @@ class CommandVerifier:
             pub.verify(signature, sig_structure(protected, payload))
         except InvalidSignature:
             raise CommandRefused("bad_signature", f"kid {kid.hex()}") from None
-        cmd = decode_command(payload)
+        return Authenticated(kid, payload)
+
+    @staticmethod
+    def decode(auth: Authenticated) -> Command:
+        """The signed payload as a command; CommandRefused('malformed') if it is not one."""
+        return decode_command(auth.payload)
+
+    def admit(self, kid: bytes, cmd: Command) -> None:
+        """For this gateway, in its time window, not a replay (then recorded as seen).
+        CommandRefused: wrong_gateway, ttl_too_long, clock_unsynced, expired, not_yet_valid,
+        replayed_id, replayed_counter, replay_store_unavailable."""
         if cmd.gateway != self._gw:
             raise CommandRefused("wrong_gateway", f"addressed to {cmd.gateway!r}")
         if cmd.exp - cmd.iat > self._ttl:
@@ -76,4 +105,3 @@ class CommandVerifier:
         if cmd.iat > now + self._skew:
             raise CommandRefused("not_yet_valid", f"issued {cmd.iat - now} s in the future")
         self._guard.admit(kid, cmd.id, cmd.ctr, cmd.exp, now)
-        return VerifiedCommand(kid, cmd)

@@ -1,6 +1,11 @@
-"""Remote commands in the daemon: allowlist from the operators directory, replay store in the state
-directory, results published through the uplink. Messages arrive on the uplink's thread and are
-handed to the event loop, where they run through the poller's write path like any other write."""
+"""Remote commands in the daemon: allowlist from the operators directory, replay store and durable
+results in the state directory (``commands.db``, ``command_results.db``), results published through
+the uplink until the broker acknowledged them. Messages arrive on the uplink's thread and are handed
+to the event loop, where they run through the poller's write path like any other write.
+
+A state file that cannot be opened never stops the daemon: without the replay store every command
+is refused ``replay_store_unavailable`` (audited, answered); without the result store results are
+published from memory only (lost on a restart before the broker acknowledged them)."""
 
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.commands.audit import CommandService
 from edge_agent.commands.execute import CommandExecutor
 from edge_agent.commands.replay import ReplayGuard
+from edge_agent.commands.results import ResultStore
 from edge_agent.commands.verify import CommandVerifier
-from edge_agent.errors import KeyFileError
+from edge_agent.errors import CommandStoreError, KeyFileError
 from edge_agent.trust.keys import kid_of, load_public_key
 
 if TYPE_CHECKING:
@@ -57,6 +63,18 @@ class RemoteCommands:
     def publish_result(self, fn: Callable[[bytes], None]) -> None:
         self.service.publish_result = fn
 
+    @property
+    def results(self) -> ResultStore | None:
+        return self.service.results
+
+    @property
+    def results_changed(self) -> Callable[[], None]:
+        return self.service.results_changed
+
+    @results_changed.setter
+    def results_changed(self, fn: Callable[[], None]) -> None:
+        self.service.results_changed = fn
+
     def submit(self, message: bytes) -> None:
         """Thread-safe: called by the uplink thread for every message on the command topic."""
         self._loop.call_soon_threadsafe(self._start, message)
@@ -70,6 +88,8 @@ class RemoteCommands:
         for t in self._tasks:
             t.cancel()
         self._guard.close()
+        if self.service.results is not None:
+            self.service.results.close()
 
 
 def build_command_service(agent: Agent, loop: asyncio.AbstractEventLoop) -> RemoteCommands | None:
@@ -85,7 +105,12 @@ def build_command_service(agent: Agent, loop: asyncio.AbstractEventLoop) -> Remo
         else (lambda: agent.clock.state().synced),
     )
     executor = CommandExecutor(lambda: agent.cfg, agent, agent.reload)
+    try:
+        results: ResultStore | None = ResultStore(cfg.state_dir / "command_results.db")
+    except CommandStoreError as exc:
+        log.error("command_results_not_durable err=%s (results published from memory only)", exc)
+        results = None
     service = CommandService(verifier, executor, agent.key, agent.signer.kid, cfg.gateway_id,
-                             publish_result=lambda b: None)
+                             publish_result=lambda b: None, results=results)
     log.info("remote_commands_enabled operators=%d", len(allow))
     return RemoteCommands(service, guard, loop)

@@ -213,10 +213,12 @@ class Agent:
                     boot_id=self.clock.boot_id,
                     on_command=self.commands.submit if self.commands else None,
                     guard=ChainGuard(self.outbox, self.signer, self.key,
-                                     clock_synced=lambda: self.clock.state().synced))
+                                     clock_synced=lambda: self.clock.state().synced),
+                    results=self.commands.results if self.commands else None)
                 self.uplink.start()
                 if self.commands is not None:
                     self.commands.publish_result = self.uplink.publish_result
+                    self.commands.results_changed = self.uplink.wake
             self.control = ControlServer(self.cfg.runtime_dir / "control.sock", self,
                                          group="edge-agent")
             await self.control.start()

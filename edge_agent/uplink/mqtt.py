@@ -14,6 +14,10 @@ outbox never drops what may have reached the broker and its gap notices name onl
 broker never saw. An ack or a mark that cannot commit (disk full) never ends the session: see
 ``acks``.
 
+Command results (``ResultSource``, the daemon's durable store) are published after every CONNACK
+and whenever new ones arrive, and marked acknowledged only on their PUBACK: a result lost with a
+connection is published again in the next session (at least once).
+
 Reconnects wait ``edge_agent.retry`` backoff delays (jittered, exponential, reset after a session
 reached CONNACK). Birth status (retained, "online") after every CONNACK, the same periodically, a
 retained "offline" last will, and an explicit "offline" on clean shutdown.
@@ -31,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -63,6 +67,19 @@ WITNESS_WAIT_S = 5.0
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
+class ResultSource(Protocol):
+    """Signed command results to publish until the broker acknowledged them (the daemon's
+    commands/results.py store); both methods are thread-safe."""
+
+    def unacked(self) -> list[tuple[int, bytes]]:
+        """(key, payload) of every result not yet acknowledged, oldest first."""
+        ...
+
+    def acked(self, key: int) -> None:
+        """The broker acknowledged result ``key`` (its PUBACK)."""
+        ...
+
+
 @dataclass
 class _Session:
     client: paho.Client
@@ -79,6 +96,8 @@ class _Session:
     witness: bytes | None = None  # the retained chain witness read at connect
     witness_mid: int = -1
     witness_subacked: float = 0.0
+    results_inflight: dict[int, int] = field(default_factory=dict)  # mid -> result key
+    results_sent: set[int] = field(default_factory=set)  # result keys published this session
 
 
 @dataclass
@@ -105,6 +124,7 @@ class MqttUplink:
         connect_timeout_s: float = 10.0,
         on_command: Callable[[bytes], None] | None = None,
         guard: ChainGuard | None = None,
+        results: ResultSource | None = None,
     ) -> None:
         """``on_command(payload)`` runs in the uplink thread for every message on the command
         topic (subscribed after every CONNACK when given); it must not block. With ``guard``
@@ -124,6 +144,7 @@ class MqttUplink:
         self.connect_timeout_s = connect_timeout_s
         self.on_command = on_command
         self.guard = guard
+        self.results = results  # durable command results, published until PUBACKed
         self._results: deque[bytes] = deque(maxlen=RESULTS_KEPT)
         self._ssl = tls_context(cfg.tls) if cfg.tls is not None else None
         self._password = read_password(cfg)
@@ -168,8 +189,9 @@ class MqttUplink:
         return self._thread is not None and self._thread.is_alive()
 
     def publish_result(self, payload: bytes) -> None:
-        """Thread-safe: queue a command result for the result topic (QoS 1, sent while connected;
-        the newest RESULTS_KEPT wait across a reconnect, nothing is kept on disk)."""
+        """Thread-safe: queue a command result for the result topic from memory only (QoS 1, sent
+        while connected; the newest RESULTS_KEPT wait across a reconnect, none across a restart).
+        For results the durable ``results`` source could not take."""
         self._results.append(payload)
         self.wake()
 
@@ -267,6 +289,11 @@ class MqttUplink:
         if mid == sess.offline_mid:
             sess.offline_acked = True
             return
+        key = sess.results_inflight.pop(mid, None)
+        if key is not None:
+            if self.results is not None and not rc.is_failure:  # refused: again next session
+                self.results.acked(key)
+            return
         seq = sess.inflight.pop(mid, None)
         if seq is None:
             return  # status message
@@ -354,6 +381,8 @@ class MqttUplink:
                 next_status = now + self.cfg.status_interval_s
             while self._results:
                 sess.client.publish(self.topics.command_result, self._results.popleft(), qos=1)
+            if self.results is not None:
+                self._publish_results(sess)
             self._fill_window(sess)
             timeout = min(1.0, max(0.0, next_status - now))
             if sess.acked:
@@ -370,6 +399,17 @@ class MqttUplink:
         if sess.failed:
             self.stats.last_error = sess.failed
             log.error("uplink_session_failed err=%s", sess.failed)
+
+    def _publish_results(self, sess: _Session) -> None:
+        assert self.results is not None
+        for key, payload in self.results.unacked():
+            if key in sess.results_sent:
+                continue
+            info = sess.client.publish(self.topics.command_result, payload, qos=1)
+            if info.rc != OK:
+                return
+            sess.results_sent.add(key)
+            sess.results_inflight[info.mid] = key
 
     def _fill_window(self, sess: _Session) -> None:
         free = self.cfg.inflight - len(sess.inflight)
