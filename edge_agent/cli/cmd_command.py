@@ -4,6 +4,9 @@
         --device lamp-01 --point dimming --value 40 [--ttl 300] [--counter N] [--out FILE]
     edge-agent command send FILE --broker HOST:PORT --gateway GW [--tls-ca CA] [--wait 10]
     edge-agent command show FILE       decode a command or a result (no verification)
+    edge-agent command show --id ID | --recent N [--json]
+                                       the results the running gateway stored (signed, durable:
+                                       kept until the broker acknowledged them, and a while after)
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from typing import Any
 
 import cbor2
 
+from edge_agent.cli.common import (
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_common,
+    emit,
+    fail,
+    socket_path,
+    table,
+)
 from edge_agent.commands.model import Action, Command, encode_command
 from edge_agent.errors import EdgeAgentError
 from edge_agent.readings import Value
@@ -66,6 +79,10 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.file is None:
+        return _show_stored(args)
+    if args.id is not None or args.recent is not None:
+        return fail("command show: give a FILE or --id / --recent, not both", EXIT_USAGE)
     data = Path(args.file).read_bytes()
     try:
         kid, _, payload, _ = parse1(data)
@@ -83,6 +100,26 @@ def _show(args: argparse.Namespace) -> int:
 
     print(json.dumps({"kid": kid.hex(), "payload": plain(m)}, indent=2))
     return 0
+
+
+def _show_stored(args: argparse.Namespace) -> int:
+    """The daemon's stored results (control socket op ``command_results``)."""
+    from edge_agent.control.client import ControlClient, ControlRefused, ControlUnavailable
+
+    try:
+        with ControlClient(socket_path(args)) as c:
+            rows = c.result("command_results", id=args.id, recent=args.recent)
+    except ControlUnavailable as exc:
+        return fail(f"command show: {exc}", EXIT_NO_DAEMON)
+    except ControlRefused as exc:
+        return fail(f"command show: {exc.reason}: {exc.detail}")
+    if args.id is not None and not rows:
+        return fail(f"command show: no stored result for id {args.id}")
+    human = table(["id", "decided", "ok", "reason", "signer", "acked"], [
+        [r["id"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["t_ns"] / 1e9)),
+         r["ok"], r["reason"] or "-", r["kid"][:12] or "-", r["acked"]] for r in rows])
+    emit(args, rows, human if rows else "no stored results")
+    return EXIT_OK
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -121,8 +158,12 @@ def register(sub: Any) -> None:
     s.add_argument("--counter", type=int, help="per-signer counter (default: microseconds now)")
     s.add_argument("--out", help="write the COSE bytes here (default: hex on stdout)")
     s.set_defaults(func=_sign)
-    sh = csub.add_parser("show", help="decode a command or result file (does not verify)")
-    sh.add_argument("file")
+    sh = csub.add_parser("show", help="decode a command or result file (does not verify), or "
+                         "list the results the running gateway stored")
+    sh.add_argument("file", nargs="?", help="a command or result file to decode")
+    sh.add_argument("--id", help="the stored results of this command id (hex)")
+    sh.add_argument("--recent", type=int, help="the newest N stored results (default 20)")
+    add_common(sh, config=True)
     sh.set_defaults(func=_show)
     se = csub.add_parser("send", help="publish a signed command and wait for the signed result")
     se.add_argument("file")

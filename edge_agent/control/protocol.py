@@ -9,8 +9,9 @@ A request line longer than ``MAX_LINE`` bytes, or nested deeper than ``MAX_DEPTH
 before it is parsed. Error codes (``ERRORS``) are stable; ``detail`` is for humans.
 
 Ops and their arguments (``OPS``): status, devices, read {device, point?},
-write {device, point, value}, buffer, tail {device?, point?, class?} (stream),
-export {after_seq?} (stream, see ``edge_agent.service.export``).
+write {device, point, value}, buffer, command_results {id?, recent?} (stored signed results of
+remote commands: those of one command id, else the newest ``recent``), tail {device?, point?,
+class?} (stream), export {after_seq?} (stream, see ``edge_agent.service.export``).
 Streams: {"ok": true, "stream": true, ...} then one object per line; ``tail`` until the client
 closes, ``export`` until {"end": {...}}. A stream that fails half-way ends with an error line.
 """
@@ -53,6 +54,7 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "write": {"device": ((str,), True), "point": ((str,), True), "value": (_ANY_VALUE, True)},
     "tail": {"device": ((str,), False), "point": ((str,), False), "class": ((str,), False)},
     "export": {"after_seq": ((int,), False)},
+    "command_results": {"id": ((str,), False), "recent": ((int,), False)},
 }
 STREAMS = frozenset({"tail", "export"})
 
@@ -133,6 +135,8 @@ class ControlTarget(Protocol):
     def buffer_stats(self) -> dict[str, Any]: ...
 
     def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]: ...
+
+    def command_results(self, cmd_id: str | None, recent: int) -> list[dict[str, Any]]: ...
 
 
 def reading_json(r: Reading) -> dict[str, Any]:

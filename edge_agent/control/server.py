@@ -230,6 +230,8 @@ class ControlServer:
             return {"ok": True, "result": {"confirmed": value}}
         if op == "buffer":
             return {"ok": True, "result": t.buffer_stats()}
+        if op == "command_results":
+            return {"ok": True, "result": t.command_results(req.get("id"), req.get("recent") or 20)}
         raise RequestError("unknown_op", op)  # an op in OPS without a handler: a bug
 
     async def _stream(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.commands.audit import CommandService
 from edge_agent.commands.execute import CommandExecutor
 from edge_agent.commands.replay import ReplayGuard
-from edge_agent.commands.results import ResultStore
+from edge_agent.commands.results import MAX_COUNT, ResultStore
 from edge_agent.commands.verify import CommandVerifier
-from edge_agent.errors import CommandStoreError, KeyFileError
+from edge_agent.errors import CommandRefused, CommandStoreError, KeyFileError
 from edge_agent.trust.keys import kid_of, load_public_key
 
 if TYPE_CHECKING:
@@ -114,3 +114,20 @@ def build_command_service(agent: Agent, loop: asyncio.AbstractEventLoop) -> Remo
                              publish_result=lambda b: None, results=results)
     log.info("remote_commands_enabled operators=%d", len(allow))
     return RemoteCommands(service, guard, loop)
+
+
+def stored_results(commands: RemoteCommands | None, cmd_id: str | None,
+                   recent: int) -> list[dict[str, Any]]:
+    """What ``command_results`` on the control socket answers (see ``Agent.command_results``)."""
+    store = commands.results if commands is not None else None
+    if store is None:
+        why = ("remote commands are disabled (no operator keys)" if commands is None
+               else "the result store could not be opened (see the log)")
+        raise CommandRefused("no_result_store", why)
+    if cmd_id is not None:
+        try:
+            raw = bytes.fromhex(cmd_id)
+        except ValueError:
+            raise CommandRefused("bad_argument", f"id {cmd_id[:80]!r} is not hex") from None
+        return [s.json() for s in store.find(raw)]
+    return [s.json() for s in store.recent(max(1, min(recent, MAX_COUNT)))]

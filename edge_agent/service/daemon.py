@@ -32,7 +32,7 @@ from edge_agent.platform.notify import Notifier
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
 from edge_agent.service.buses import close_buses, make_buses
-from edge_agent.service.commands import RemoteCommands, build_command_service
+from edge_agent.service.commands import RemoteCommands, build_command_service, stored_results
 from edge_agent.service.export import export_stream
 from edge_agent.service.metrics import write_metrics
 from edge_agent.service.status import agent_status, device_rows
@@ -120,6 +120,11 @@ class Agent:
 
     def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
         return export_stream(self.outbox, self.cfg.gateway_id, after_seq)
+
+    def command_results(self, cmd_id: str | None, recent: int = 20) -> list[dict[str, Any]]:
+        """Stored signed results of remote commands: every one for ``cmd_id`` (hex), else the
+        newest ``recent`` (1..1000). CommandRefused when there is no store to ask."""
+        return stored_results(self.commands, cmd_id, recent)
 
     # -- life cycle ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import pytest
 
 from edge_agent.control.protocol import MAX_DEPTH, MAX_LINE, check_request, too_deep
 from edge_agent.control.server import ControlServer
-from edge_agent.errors import CommandRefused
+from edge_agent.errors import CommandRefused, CommandStoreError
 from edge_agent.outbox.records import StoredBatch
 from edge_agent.outbox.store import Outbox
 from edge_agent.readings import Reading, Value
@@ -56,6 +56,9 @@ class Target:
 
     def buffer_stats(self) -> dict[str, Any]:
         return {"depth": 0}
+
+    def command_results(self, cmd_id: str | None, recent: int) -> list[dict[str, Any]]:
+        raise CommandStoreError("/var/lib/edge-agent/command_results.db: file is not a database")
 
     async def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
         assert self.outbox is not None
@@ -153,6 +156,11 @@ def test_every_hostile_line_and_failing_op_is_answered(tmp_path: Path,
             huge = b'{"op": "status", "pad": "' + b"x" * (4 * MAX_LINE) + b'"}\n'
             r = await asyncio.to_thread(_ask, sock, [huge, b'{"op": "buffer"}\n'])
             assert r[0]["error"] == "request_too_long" and r[1]["result"] == {"depth": 0}
+            r = await asyncio.to_thread(_ask, sock, [
+                b'{"op": "command_results", "recent": "5"}\n',
+                b'{"op": "command_results", "id": "ab"}\n'])
+            assert [x["error"] for x in r] == ["bad_argument", "CommandStoreError"]
+            assert "command_results.db" in r[1]["detail"]
         finally:
             await server.stop()
 

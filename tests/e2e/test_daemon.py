@@ -150,6 +150,15 @@ def test_remote_commands(gateway: Gateway) -> None:
                        "expired", "not_yet_valid", "unknown_point"):
             assert f"accepted=false reason={reason}" in log, reason
         assert log.count("command_audit") == 17
+        # once the signature held, every refusal names its signer; before, nobody is named
+        audits = [x for x in log.splitlines() if "command_audit" in x]
+        for reason in ("replayed_id", "replayed_counter", "out_of_bounds", "not_writable",
+                       "unknown_device", "expired", "not_yet_valid", "unknown_point"):
+            mine = [x for x in audits if f"reason={reason}" in x]
+            assert mine and all(f"kid={kid.hex()} " in x for x in mine), (reason, mine)
+        for reason in ("malformed", "bad_signature", "unknown_kid", "wrong_alg"):
+            mine = [x for x in audits if f"reason={reason}" in x]
+            assert mine and all(" kid=- " in x for x in mine), (reason, mine)
         assert json.loads(gw.cli("read", "lamp-01", "dimming", "--json").stdout)["dimming"] == 70
     finally:
         sub.close()
