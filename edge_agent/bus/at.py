@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 
-from edge_agent.bus.serial_line import SerialPort
+from edge_agent.bus.serial_port import SerialPort
 from edge_agent.config.model import BusKind, SerialBus
 from edge_agent.errors import AtError, BusClosed, BusTimeout, CodecError
 from edge_agent.retry import Backoff, RetryPolicy
