@@ -151,7 +151,7 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
     fields = (
         "batches", "gap_notices", "resumes", "readings", "readings_dropped", "duplicates",
         "conflicts", "gaps_explained", "gaps_unexplained", "forged", "broken_chain",
-        "links_checked", "links_unchecked", "late",
+        "links_checked", "links_unchecked", "late", "contradicted", "loss_notices", "readings_lost",
     )  # fmt: skip
     print(" ".join(f"{f}={getattr(report, f)}" for f in fields))
     print(f"gateways={','.join(report.gateways) or '-'}")

@@ -7,7 +7,8 @@ appends them in one transaction (group commit: one fsync for all). The store rai
 readings with backoff"; on retry the group is re-signed from the then-current head.
 
 ``make_gap_signer`` bridges the store's drop runs to ``BatchSigner.sign_gap`` so the store can
-append a signed gap notice when the byte cap forces it to drop batches.
+append a signed gap notice when the cap forces it to drop batches. ``SigningWriter.commit_loss``
+is the batcher's ``on_loss``: it signs a loss notice for readings given up before signing.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from collections.abc import Callable, Sequence
 from edge_agent.outbox.records import GapSigner
 from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.store import Outbox
+from edge_agent.pipeline.loss import Loss
 from edge_agent.readings import Reading
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
+from edge_agent.trust.loss import LossNotice
 
 GAP_REASON = "outbox_full"
 
@@ -70,3 +73,13 @@ class SigningWriter:
             signed.append(b)
             head = BatchSigner.next_head(b)
         self.outbox.append(signed)
+
+    def commit_loss(self, loss: Loss, *, clock_synced: bool = True) -> None:
+        """Sign a loss notice for readings the batcher gave up and append it (OutboxError: not
+        committed, the batcher keeps the tally and tries again)."""
+        h = self.outbox.head
+        notice = LossNotice(loss.readings, loss.alarms, loss.t_first_ns, loss.t_last_ns,
+                            loss.devices, loss.reason)
+        self.outbox.append([self.signer.sign_loss(
+            ChainHead(h.seq, h.prev), notice, created_ns=time.time_ns(), clock_synced=clock_synced
+        )])  # fmt: skip

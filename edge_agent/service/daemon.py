@@ -22,7 +22,7 @@ from typing import Any
 from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
-from edge_agent.errors import CommandRefused, ConfigError
+from edge_agent.errors import CommandRefused, ConfigError, OutboxError
 from edge_agent.outbox.rechain import ChainGuard
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
@@ -34,6 +34,7 @@ from edge_agent.readings import Reading, Value
 from edge_agent.service.buses import close_buses, make_buses
 from edge_agent.service.commands import RemoteCommands, build_command_service, stored_results
 from edge_agent.service.export import export_stream
+from edge_agent.service.health import unhealthy_reasons
 from edge_agent.service.metrics import write_metrics
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
@@ -60,7 +61,10 @@ class Agent:
         self.outbox = Outbox(self.cfg.outbox.path, cap_bytes=self.cfg.outbox.cap_bytes,
                              gap_signer=make_gap_signer(self.signer),
                              reserve_bytes=self.cfg.outbox.reserve_bytes)
-        self.batcher = Batcher(self.cfg.batch, SigningWriter(self.signer, self.outbox))
+        writer = SigningWriter(self.signer, self.outbox)
+        self.batcher = Batcher(self.cfg.batch, writer, on_loss=lambda loss: writer.commit_loss(
+            loss, clock_synced=self.clock.state().synced))
+        self._sink_refused = False
         self.uplink: MqttUplink | None = None
         self.commands: RemoteCommands | None = None
         self.buses: dict[str, Any] = {}
@@ -75,7 +79,12 @@ class Agent:
     # -- readings fan-out --------------------------------------------------------------------
 
     def _sink(self, reading: Reading) -> None:
-        self.batcher.add(reading)
+        try:
+            self.batcher.add(reading)
+        except OutboxError as exc:  # dead worker: the watchdog is withheld, say it once here
+            if not self._sink_refused:
+                self._sink_refused = True
+                log.error("readings_refused err=%s", exc)
         for q in self._subscribers:
             if q.qsize() < q.maxsize:
                 q.put_nowait(reading)
@@ -177,9 +186,15 @@ class Agent:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
+    @property
+    def poll_task(self) -> asyncio.Task[None] | None:
+        return self._poll_task
+
     def _healthy(self) -> bool:
-        poll_ok = self._poll_task is not None and not self._poll_task.done()
-        return poll_ok and self.batcher.alive and (self.uplink is None or self.uplink.alive)
+        reasons = unhealthy_reasons(self)
+        if reasons:
+            log.error("unhealthy reasons=%s", "; ".join(reasons))
+        return not reasons
 
     async def _metrics(self, path: Path) -> None:
         interval = self.cfg.uplink.status_interval_s if self.cfg.uplink else 15.0
@@ -203,7 +218,7 @@ class Agent:
             if self._healthy():
                 self.notifier.watchdog()
             else:
-                log.error("unhealthy watchdog_withheld=true")
+                log.error("watchdog_withheld")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

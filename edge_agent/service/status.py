@@ -6,13 +6,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import edge_agent
+from edge_agent.service.health import outbox_status, unhealthy_reasons
 
 if TYPE_CHECKING:
     from edge_agent.service.daemon import Agent
 
 
 def agent_status(agent: Agent) -> dict[str, Any]:
-    st = agent.outbox.stats()
+    reasons = unhealthy_reasons(agent)
     devs = agent.poller.status() if agent.poller is not None else {}
     up = sum(1 for d in devs.values() if d["consecutive_failures"] == 0 and d["last_good_ns"])
     down = sum(1 for d in devs.values() if d["consecutive_failures"] > 0)
@@ -24,7 +25,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
     if agent.uplink is not None:
         s = agent.uplink.stats
         uplink |= {"connected": s.connected, "sessions": s.sessions, "published": s.published,
-                   "acked": s.acked, "last_error": s.last_error or "-"}
+                   "acked": s.acked, "ack_pending": s.ack_pending,
+                   "ack_failures": s.ack_failures, "last_error": s.last_error or "-"}
     return {
         "gateway_id": agent.cfg.gateway_id,
         "version": edge_agent.__version__,
@@ -33,9 +35,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "clock_synced": clock.synced,
         "clock_source": agent.clock.source,
         "uplink": uplink,
-        "outbox": {"depth": st.depth, "bytes": st.bytes, "readings": st.readings,
-                   "oldest_age_s": round(st.oldest_age_s, 1), "head_seq": st.head_seq,
-                   "readings_dropped": st.readings_dropped, "gaps": st.gaps},
+        "outbox": outbox_status(agent),
+        "healthy": not reasons, "unhealthy": reasons,
         "devices": {"total": len(agent.cfg.devices), "up": up, "down": down,
                     "not_yet_polled": len(devs) - up - down, "quarantined": quarantined},
         "batches_committed": agent.batcher.committed_batches,

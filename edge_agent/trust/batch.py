@@ -4,8 +4,9 @@ Every batch is a COSE_Sign1 message (see ``cose``) whose payload is one determin
 (RFC 8949 section 4.2.1) with small unsigned-integer keys. ``prev`` in batch N is SHA-256 of the
 complete COSE bytes of batch N-1 (32 zero bytes for seq 1), so dropping, reordering or editing a
 batch is visible to the consumer. Batches that had to be dropped on the gateway (outbox full) are
-announced by a signed *gap notice* in the same chain; a gateway whose state was restored from an
-older copy continues past the seqs it had already published with a signed *resume notice*
+announced by a signed *gap notice* in the same chain; readings given up before they were ever
+signed by a *loss notice* (``loss``); a gateway whose state was restored from an older copy
+continues past the seqs it had already published with a signed *resume notice*
 (outbox/rechain.py). docs/wire-format.md describes it byte by byte.
 
 Payload keys (K_*) and the per-reading row ``[dev, point, unit, value, dt, flags?, wadj?, reason?]``
@@ -28,6 +29,7 @@ from edge_agent.errors import CodecError, ContractError, VerifyError
 from edge_agent.readings import Quality, Reading
 from edge_agent.trust.cose import sign1
 from edge_agent.trust.keys import kid_of
+from edge_agent.trust.loss import KIND_LOSS, BadLossField, LossNotice, loss_fields, loss_from_map
 
 FORMAT_VERSION = 1
 GENESIS_PREV = bytes(32)
@@ -59,7 +61,7 @@ K_RESUME_RESIGNED = 21
 KIND_DATA = 0
 KIND_GAP = 1
 KIND_RESUME = 2
-KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap", KIND_RESUME: "resume"}
+KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap", KIND_RESUME: "resume", KIND_LOSS: "loss"}
 KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
 
 # per-reading flags (row element 5)
@@ -133,12 +135,13 @@ class BatchPayload:
     readings: tuple[Reading, ...] = ()
     gap: GapNotice | None = None
     resume: ResumeNotice | None = None
+    loss: LossNotice | None = None
 
 
 def _header(p: BatchPayload) -> dict[int, object]:
     kind = KIND_CODES.get(p.kind)
     if kind is None:
-        raise ContractError(f"batch kind must be 'data', 'gap' or 'resume', not {p.kind!r}")
+        raise ContractError(f"batch kind must be one of {sorted(KIND_CODES)}, not {p.kind!r}")
     if len(p.prev) != 32:
         raise ContractError(f"prev must be 32 bytes, got {len(p.prev)}")
     return {
@@ -216,7 +219,8 @@ def encode_payload(p: BatchPayload) -> bytes:
     """Deterministic CBOR of a payload (cbor2 canonical: sorted one-byte keys, shortest heads and
     shortest exact floats). ``encode_payload(decode_payload(b)) == b`` for every payload we make."""
     m = _header(p)
-    if (p.gap is not None) != (p.kind == "gap") or (p.resume is not None) != (p.kind == "resume"):
+    if ((p.gap is not None) != (p.kind == "gap") or (p.resume is not None) != (p.kind == "resume")
+            or (p.loss is not None) != (p.kind == "loss")):
         raise ContractError(f"a {p.kind} batch carries exactly its own notice")
     if p.kind == "data":
         strings, base_mono, base_off, rows = _reading_rows(p.readings)
@@ -232,6 +236,8 @@ def encode_payload(p: BatchPayload) -> bytes:
         m[K_RESUME_FROM] = r.from_seq
         m[K_RESUME_LOCAL_HEAD] = r.local_head
         m[K_RESUME_RESIGNED] = r.resigned
+    elif p.loss is not None:
+        m.update(loss_fields(p.loss))
     else:
         g = p.gap
         assert g is not None
@@ -360,6 +366,14 @@ def _decode(payload: bytes) -> BatchPayload:
         return BatchPayload(
             version, kind, gateway, boot, seq, prev, created, created_mono, synced, (), None, resume
         )
+    if kind_code == KIND_LOSS:
+        try:
+            loss = loss_from_map(m)
+        except BadLossField as exc:
+            raise _Bad(exc.path, exc.message) from None
+        return BatchPayload(
+            version, kind, gateway, boot, seq, prev, created, created_mono, synced, loss=loss
+        )
     gap = GapNotice(
         first_seq=_int(m, K_GAP_FIRST, minimum=1), last_seq=_int(m, K_GAP_LAST, minimum=1),
         readings=_int(m, K_GAP_READINGS, minimum=0), t_first_ns=_int(m, K_GAP_T_FIRST),
@@ -399,6 +413,8 @@ class BatchSigner:
         cose = sign1(encode_payload(p), self._key, self.kid)
         if p.gap is not None:
             t_first, t_last = p.gap.t_first_ns, p.gap.t_last_ns
+        elif p.loss is not None:
+            t_first, t_last = p.loss.t_first_ns, p.loss.t_last_ns
         elif p.readings:
             t_first = min(r.ts_ns for r in p.readings)
             t_last = max(r.ts_ns for r in p.readings)
@@ -484,6 +500,16 @@ class BatchSigner:
         if payload.gateway_id != self.gateway_id:
             raise ContractError(f"batch of gateway {payload.gateway_id!r}, not {self.gateway_id!r}")
         return self._sign(dataclasses.replace(payload, seq=head.seq + 1, prev=head.prev))
+
+    def sign_loss(
+        self, head: ChainHead, loss: LossNotice, *, created_ns: int, clock_synced: bool
+    ) -> SignedBatch:
+        """A loss notice (seq ``head.seq + 1``): readings given up before they were signed."""
+        p = BatchPayload(
+            FORMAT_VERSION, "loss", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
+            created_ns, time.monotonic_ns(), clock_synced, loss=loss,
+        )  # fmt: skip
+        return self._sign(p)
 
     @staticmethod
     def next_head(batch: SignedBatch) -> ChainHead:

@@ -10,7 +10,10 @@ SHA-256 of the complete COSE bytes of N-1 (32 zero bytes for seq 1). The link af
 checked (the dropped batch is gone) and is counted in ``links_unchecked``.
 
 Same gateway + seq with identical bytes counts as a duplicate (QoS 1 redelivery); with different
-bytes it is a conflict: two validly signed, different batches for one seq.
+bytes it is a conflict: two validly signed, different batches for one seq. A batch that arrives
+although a gap notice announced it as dropped *contradicts* that notice (a notice must name only
+batches that never reached the broker); checked against the batches still remembered. Loss notices
+(readings given up before they were signed) are links like any other and are counted.
 """
 
 from __future__ import annotations
@@ -60,10 +63,16 @@ class VerifyReport:
     gateways: tuple[str, ...]
     unexplained: tuple[tuple[str, int, int], ...]  # (gateway, first seq, last seq)
     problems: tuple[str, ...]
+    contradicted: int = 0  # batches that arrived although a gap notice announced them dropped
+    loss_notices: int = 0
+    readings_lost: int = 0  # readings given up before signing, as announced by loss notices
 
     @property
     def ok(self) -> bool:
-        return not (self.forged or self.broken_chain or self.gaps_unexplained or self.conflicts)
+        return not (
+            self.forged or self.broken_chain or self.gaps_unexplained or self.conflicts
+            or self.contradicted
+        )
 
 
 @dataclass(slots=True)
@@ -83,6 +92,7 @@ class _Chain:
     recent: OrderedDict[int, _Entry] = field(default_factory=OrderedDict)  # linked, bounded
     missing: list[tuple[int, int]] = field(default_factory=list)  # given-up seq ranges
     claims: list[tuple[int, int]] = field(default_factory=list)  # gap notice ranges
+    dropped: list[tuple[int, int]] = field(default_factory=list)  # gap notices only: never sent
 
 
 def _uncovered(a: int, b: int, claims: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -134,6 +144,7 @@ class ChainVerifier:
             (
                 "batches", "gap_notices", "resumes", "readings", "readings_dropped", "duplicates",
                 "conflicts", "forged", "broken_chain", "links_checked", "links_unchecked", "late",
+                "contradicted", "loss_notices", "readings_lost",
             ),
             0,
         )  # fmt: skip
@@ -163,8 +174,10 @@ class ChainVerifier:
         if self._known(chain, p.seq, digest):
             return Accepted(kid, p, digest)
         entry = _Entry(p.seq, digest, p.prev)
+        self._contradictions(chain, p)
         if p.gap is not None:
             chain.claims.append((p.gap.first_seq, p.gap.last_seq))
+            chain.dropped.append((p.gap.first_seq, p.gap.last_seq))
         if p.resume is not None and p.resume.from_seq < p.seq:
             chain.claims.append((p.resume.from_seq, p.seq - 1))
         if chain.next_seq is not None and p.seq < chain.next_seq:
@@ -188,9 +201,26 @@ class ChainVerifier:
                 "chain_resume gateway=%s seq=%d from_seq=%d local_head=%d resigned=%d reason=%s",
                 p.gateway_id, p.seq, r.from_seq, r.local_head, r.resigned, r.reason,
             )  # fmt: skip
+        elif p.loss is not None:
+            self._c["loss_notices"] += 1
+            self._c["readings_lost"] += p.loss.readings
         else:
             self._c["readings"] += len(p.readings)
         return Accepted(kid, p, digest)
+
+    def _contradictions(self, chain: _Chain, p: BatchPayload) -> None:
+        """A new gap notice naming batches seen, or a new batch some notice named as dropped."""
+        if p.gap is not None:
+            a, b = p.gap.first_seq, p.gap.last_seq
+            seen = sorted(s for s in (*chain.recent, *chain.pending) if a <= s <= b)
+        elif any(a <= p.seq <= b for a, b in chain.dropped):
+            seen = [p.seq]
+        else:
+            return
+        if seen:
+            self._c["contradicted"] += len(seen)
+            self._problem(f"contradicted gateway={chain.gateway} seqs={seen[:10]}: announced as "
+                          "dropped by a gap notice, yet they arrived")
 
     def _wrong_signer(self, kid: bytes, gateway: str) -> str:
         """Why ``kid`` may not sign for ``gateway`` ("" when it may). Pins unbound gateways."""

@@ -18,6 +18,7 @@ from edge_agent.outbox.records import BatchLike
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter
 from edge_agent.pipeline.batcher import Batcher
+from edge_agent.pipeline.loss import Loss
 from edge_agent.readings import Reading
 from edge_agent.retry import RetryPolicy
 from edge_agent.trust.batch import BatchSigner
@@ -232,3 +233,85 @@ def test_close_gives_up_on_a_commit_that_keeps_failing_and_counts_nothing(
     assert "batcher_close_uncommitted readings=7" in caplog.text
     with pytest.raises(OutboxError, match="closed"):
         b.add(next(synthetic_readings(1)))
+
+
+# -- bounded backlog, loss notices, a dead worker ---------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_backlog_is_bounded_and_what_is_given_up_is_announced() -> None:
+    rec = Recorder()
+    rec.gate.clear()  # the outbox is stuck: nothing commits
+    losses: list[Loss] = []
+    b = Batcher(BatchConfig(max_readings=10, max_ms=60_000), rec, max_backlog=50,
+                on_loss=losses.append)
+    try:
+        readings = list(synthetic_readings(210, alarm_every=37))
+        b.add_many(readings[:10])  # taken by the worker, stuck in commit
+        assert _wait(lambda: len(rec.calls) == 1)
+        for r in readings[10:]:
+            b.add(r)
+            assert b.backlog <= 50 + 10  # closed batches + the open one
+        assert b.readings_lost >= 100
+        rec.gate.set()
+        assert b.flush(5.0)
+    finally:
+        b.close()
+    committed = [r for batch in rec.committed for r in batch]
+    lost = sum(x.readings for x in losses)
+    assert lost == b.readings_lost and len(committed) + lost == 210
+    # the oldest non-alarm batches went; every alarm reading was kept
+    assert all(x.alarms == 0 for x in losses)
+    assert sum(r.alarm for r in committed) == sum(r.alarm for r in readings)
+    kept = {id(r) for r in committed}
+    gone = [r for r in readings if id(r) not in kept]
+    assert sorted({r.device for r in gone}) == sorted({d for x in losses for d in x.devices})
+    assert min(x.t_first_ns for x in losses) == min(r.ts_ns for r in gone)
+    assert max(x.t_last_ns for x in losses) == max(r.ts_ns for r in gone)
+
+
+@pytest.mark.timeout(30)
+def test_loss_notice_is_signed_into_the_chain_and_every_reading_is_accounted(
+    tmp_path: Path, signer: BatchSigner, key: Ed25519PrivateKey
+) -> None:
+    class Stuck(Outbox):
+        stuck = threading.Event()
+
+        def append(self, batches: Sequence[BatchLike]) -> list[BatchLike]:
+            if self.stuck.is_set():
+                raise OutboxError("injected: I/O error")
+            return super().append(batches)
+
+    with Stuck(tmp_path / "o.db", cap_bytes=1 << 20) as box:
+        writer = SigningWriter(signer, box)
+        b = Batcher(BatchConfig(max_readings=20, max_ms=60_000), writer, max_backlog=100,
+                    on_loss=writer.commit_loss, retry=RetryPolicy(initial_s=0.01, max_s=0.05))
+        try:
+            b.add_many(synthetic_readings(100))
+            assert b.flush(5.0)
+            Stuck.stuck.set()
+            b.add_many(synthetic_readings(500, start=100))
+            assert _wait(lambda: b.failing_s is not None) and b.readings_lost >= 380
+            Stuck.stuck.clear()
+            assert b.flush(5.0) and b.failing_s is None
+        finally:
+            b.close(timeout=2.0)
+        stored = box.pending(0, 1000)
+    assert [s.kind for s in stored].count("loss") >= 1
+    report = verify_all(key, [s.cose for s in stored])
+    assert report.ok and report.loss_notices >= 1
+    assert report.readings + report.readings_lost == 600
+
+
+@pytest.mark.timeout(20)
+def test_add_refuses_once_the_worker_died(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(group: list[list[Reading]]) -> None:
+        raise RuntimeError("a bug in commit")
+
+    b = Batcher(BatchConfig(max_readings=2, max_ms=60_000), broken)
+    b.add_many(synthetic_readings(2))
+    assert _wait(lambda: not b.alive)
+    with pytest.raises(OutboxError, match="worker died"):
+        b.add(next(synthetic_readings(1)))
+    assert "batcher_worker_died" in caplog.text
+    b.close(timeout=0.1)

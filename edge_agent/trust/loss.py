@@ -1,0 +1,77 @@
+"""The loss notice (batch kind 3): readings the gateway gave up before it ever signed them.
+
+A gap notice names seqs that were signed and then dropped from the outbox. A loss notice names
+readings that never got a seq: the pipeline's bounded backlog overflowed while the outbox could
+not commit (see ``pipeline.loss``). It is an ordinary link of the chain and carries, instead of
+readings, how many readings were given up, how many of them were alarms, their time span, the
+devices they came from and why. Keys 15..18 mean what they mean in a gap notice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.errors import ContractError, VerifyError
+
+KIND_LOSS = 3
+K_READINGS = 15  # readings given up (as in a gap notice)
+K_T_FIRST = 16
+K_T_LAST = 17
+K_REASON = 18
+K_DEVICES = 22  # array of tstr, sorted: every device among the readings given up
+K_ALARMS = 23  # alarm readings among them
+
+
+class BadLossField(VerifyError):
+    """A malformed loss key; ``batch`` reports it with the payload path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path, self.message = path, message
+        super().__init__(f"payload{path}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class LossNotice:
+    readings: int
+    alarms: int
+    t_first_ns: int
+    t_last_ns: int
+    devices: tuple[str, ...]
+    reason: str  # e.g. "backlog_full"
+
+
+def loss_fields(n: LossNotice) -> dict[int, object]:
+    if n.readings < 1 or not 0 <= n.alarms <= n.readings:
+        raise ContractError("a loss notice needs readings >= 1 and 0 <= alarms <= readings")
+    return {
+        K_READINGS: n.readings, K_ALARMS: n.alarms, K_T_FIRST: n.t_first_ns,
+        K_T_LAST: n.t_last_ns, K_DEVICES: sorted(n.devices), K_REASON: n.reason,
+    }  # fmt: skip
+
+
+def loss_from_map(m: dict[object, object]) -> LossNotice:
+    """Parse the loss keys of a decoded payload map (BadLossField naming the key)."""
+
+    def uint(key: int) -> int:
+        v = m.get(key)
+        if type(v) is not int or v < 0:
+            raise BadLossField(f"[{key}]", f"expected an unsigned integer, got {v!r}")
+        return v
+
+    def integer(key: int) -> int:
+        v = m.get(key)
+        if type(v) is not int:
+            raise BadLossField(f"[{key}]", f"expected an integer, got {type(v).__name__}")
+        return v
+
+    devices = m.get(K_DEVICES)
+    if type(devices) is not list or not all(type(d) is str for d in devices):
+        raise BadLossField(f"[{K_DEVICES}]", "expected an array of device names")
+    reason = m.get(K_REASON)
+    if type(reason) is not str:
+        raise BadLossField(f"[{K_REASON}]", "expected text")
+    readings, alarms = uint(K_READINGS), uint(K_ALARMS)
+    if readings < 1 or alarms > readings:
+        raise BadLossField(f"[{K_READINGS}]", f"{readings} readings with {alarms} alarms")
+    return LossNotice(readings, alarms, integer(K_T_FIRST), integer(K_T_LAST),
+                      tuple(devices), reason)
