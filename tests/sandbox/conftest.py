@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import shutil
+import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
@@ -98,6 +99,20 @@ def write_config(h: Runner, sim: Scenario, port: int, operator: Ed25519PrivateKe
 
 
 @pytest.fixture(scope="session")
+def installed_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What ``scripts/install --root`` lays down (once per session): the sandbox runs its
+    /opt/edge-agent/venv/bin/edge-agent, the unit's ExecStart= unchanged."""
+    root = tmp_path_factory.mktemp("installed")
+    # the base interpreter's packages stay visible (as in tests/service/test_install.py): what it
+    # already has is not fetched again
+    env = dict(os.environ, EDGE_AGENT_VENV_ARGS="--system-site-packages")
+    done = subprocess.run([str(ROOT / "scripts" / "install"), "--root", str(root)],
+                          capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root
+
+
+@pytest.fixture(scope="session")
 def unit() -> UnitSandbox:
     why = sandbox_unavailable()
     if why:
@@ -106,7 +121,8 @@ def unit() -> UnitSandbox:
 
 
 def start_gateway(unit: UnitSandbox, tmp_path: Path, *, launcher: str,
-                  clock_flag_age_s: float | None) -> Iterator[SandboxedGateway]:
+                  clock_flag_age_s: float | None, installed: Path | None = None
+                  ) -> Iterator[SandboxedGateway]:
     """``clock_flag_age_s``: the timesyncd flag the harness shows, that many seconds old; None: no
     flag at all. Under systemd-run the host's own time source stands instead."""
     if launcher == "systemd-run":
@@ -119,7 +135,7 @@ def start_gateway(unit: UnitSandbox, tmp_path: Path, *, launcher: str,
     h: Runner | None = None
     try:
         h = (SystemdRunner(unit, tmp_path / "sandbox") if launcher == "systemd-run"
-             else UnitHarness(unit, tmp_path / "sandbox"))
+             else UnitHarness(unit, tmp_path / "sandbox", install_root=installed))
         sim = bg.start()
         for path in sim.paths.values():  # the RS-485 line and the modem: ptys, as udev does
             h.grant_device(path)
@@ -148,9 +164,12 @@ def start_gateway(unit: UnitSandbox, tmp_path: Path, *, launcher: str,
 @pytest.fixture(params=["harness", "systemd-run"])
 def synced_gateway(request: pytest.FixtureRequest, unit: UnitSandbox, tmp_path: Path
                    ) -> Iterator[SandboxedGateway]:
-    """The host's time service (systemd-timesyncd) synchronised the clock a minute ago (under
-    systemd-run: whatever the host's time service did)."""
-    yield from start_gateway(unit, tmp_path, launcher=request.param, clock_flag_age_s=60)
+    """The installed tree's daemon; the host's time service (systemd-timesyncd) synchronised the
+    clock a minute ago (under systemd-run: whatever the host's time service did)."""
+    installed = (request.getfixturevalue("installed_tree") if request.param == "harness"
+                 else None)
+    yield from start_gateway(unit, tmp_path, launcher=request.param, clock_flag_age_s=60,
+                             installed=installed)
 
 
 @pytest.fixture

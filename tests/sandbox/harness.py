@@ -106,6 +106,9 @@ class UnitHarness:
     mtimes: dict[str, float] = field(default_factory=dict)  # extra file -> its modification time
     whiteouts: list[str] = field(default_factory=list)  # host files the service must not see
     env: dict[str, str] = field(default_factory=dict)
+    # a scratch root laid down by `scripts/install --root`: its /opt/edge-agent is mounted on the
+    # real path and ExecStart= runs unchanged; None: ExecStart's binary from this venv instead
+    install_root: Path | None = None
     uid: int = 0
     gid: int = 0
     running: Running | None = None
@@ -218,6 +221,16 @@ class UnitHarness:
             env["NOTIFY_SOCKET"] = NOTIFY_PATH
             if u.watchdog_usec:
                 env["WATCHDOG_USEC"] = str(u.watchdog_usec)
+        if self.install_root is not None:
+            prefix = str(Path(u.exec_start[0]).parents[2])  # /opt/edge-agent
+            tops.add(self._graft(prefix, None))
+            ro_binds.append({"source": str(self.install_root / prefix.lstrip("/")),
+                             "target": prefix})
+            # pip wrote the scratch root's own path into the entry points' shebangs (a venv is
+            # not relocatable): show the tree there too, read-only, until the install writes
+            # /opt/edge-agent/venv/bin/python instead
+            shebang_tree = str(self.install_root / prefix.lstrip("/"))
+            ro_binds.append({"source": shebang_tree, "target": shebang_tree})
         cred_dir = "/run/credentials/edge-agent.service"
         if u.credentials:
             tops.add(self._graft(cred_dir, None))
@@ -279,8 +292,14 @@ class UnitHarness:
         }
 
     def exec_start(self) -> list[str]:
-        """The unit's ExecStart=, its binary swapped for this environment's ``edge-agent``."""
+        """The unit's ExecStart= — as is with an installed tree, else its binary swapped for this
+        environment's ``edge-agent``."""
         argv = list(self.unit.exec_start)
+        if self.install_root is not None:
+            if not (self.install_root / argv[0].lstrip("/")).exists():
+                raise FileNotFoundError(f"{argv[0]} is not in the installed tree "
+                                        f"{self.install_root}")
+            return argv
         exe = Path(sys.executable).parent / Path(argv[0]).name
         if not exe.exists():
             raise FileNotFoundError(f"{exe}: ExecStart's {argv[0]} has no counterpart here")
