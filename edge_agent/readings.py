@@ -21,6 +21,10 @@ class Quality(enum.StrEnum):
     # a value outside the profile's plausible range (valid_range, or min/max of a writable
     # point): the value is carried, ``reason`` is "below" or "above"
     OUT_OF_RANGE = "out_of_range"
+    # the device refuses to read this point at all (exception 2, ILLEGAL DATA ADDRESS, to a read
+    # of the point alone): its firmware lacks a register the profile declares. No value; reason
+    # ``exc:2``. Learnt once and re-probed on the quarantine schedule, not read every cycle
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,6 @@ class Reading:
     ts_ns: int  # wall clock, time.time_ns(); only trustworthy when clock_synced
     mono_ns: int  # time.monotonic_ns() in this boot
     quality: Quality = Quality.GOOD
-    reason: str = ""  # for BAD/STALE/OUT_OF_RANGE: short machine-readable, e.g. "timeout", "exc:2"
+    reason: str = ""  # not GOOD: short, machine-readable, e.g. "timeout", "exc:2", "above"
     alarm: bool = False  # point is an alarm point: closes the batch at once
     clock_synced: bool = True

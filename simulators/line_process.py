@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import IO
 
 from edge_agent.profiles.load import load_profile
+from edge_agent.profiles.model import Table
 from edge_agent.profiles.shipped import shipped_dir
 from simulators.clock import SimClock
 from simulators.devices.catalog import make_device
-from simulators.faults import DeviceFault
+from simulators.faults import AddressRange, DeviceFault
 from simulators.transports.rtu_line import RtuLine
 
 
@@ -44,6 +45,10 @@ def serve(profile: str, units: list[int], baud: int, turnaround_s: float, seed: 
                 faults = sims[msg["unit"]].faults
                 faults.kind = DeviceFault(msg["kind"])
                 faults.slow_s = float(msg.get("slow_s", faults.slow_s))
+                print(json.dumps({}), flush=True)
+            elif msg["cmd"] == "refuse":
+                sims[msg["unit"]].faults.refused = tuple(
+                    (Table(t), int(a), int(b)) for t, a, b in msg["ranges"])
                 print(json.dumps({}), flush=True)
             elif msg["cmd"] == "stats":
                 st = line.stats
@@ -95,6 +100,12 @@ class LineProcess:
         if slow_s is not None:
             msg["slow_s"] = slow_s  # how late a SLOW unit answers
         self._ask(msg)
+
+    def refuse(self, unit: int, ranges: Sequence[AddressRange]) -> None:
+        """From now on ``unit`` answers exception 2 to any request touching one of ``ranges``
+        ((table, first, last), inclusive); ``()``: the full map again."""
+        self._ask({"cmd": "refuse", "unit": unit,
+                   "ranges": [[t.value, a, b] for t, a, b in ranges]})
 
     def stats(self) -> LineStats:
         a = self._ask({"cmd": "stats"})

@@ -23,8 +23,8 @@ from edge_agent.bus.at_points import AtCommander, parse_point
 from edge_agent.config.model import DeviceConfig
 from edge_agent.errors import AtError, BusError, CodecError
 from edge_agent.platform.clock import ClockProbe
+from edge_agent.poll.device_base import DeviceBase, Emit, failure_reason
 from edge_agent.poll.device_plan import Group
-from edge_agent.poll.device_poll import DeviceBase, Emit, failure_reason
 from edge_agent.profiles.model import AtPoint, Profile
 from edge_agent.readings import Quality
 

@@ -1,18 +1,23 @@
 """What to read from one device: its points grouped by interval, each group planned into requests.
 
 Points sharing an interval are polled together (one scheduled job per group). The planner merges
-neighbouring points into few requests; breaks learnt from refused merged reads (exception 2) are
-remembered here and every group is re-planned with them.
+neighbouring points into few requests. What refused reads (exception 2) taught -- points the device
+cannot read, places no read may cross (``address_map.AddressMap``) -- is kept here: every group is
+planned over its readable points only, honouring the proven breaks, and knows its unreadable ones.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 
 from edge_agent.config.model import DeviceConfig
-from edge_agent.profiles.model import AtPoint, ModbusPoint, Profile, Table
+from edge_agent.poll.address_map import AddressMap, Break, Lesson
+from edge_agent.poll.health import PROBE_POLICY
+from edge_agent.profiles.model import AtPoint, ModbusPoint, Profile
 from edge_agent.profiles.planner import ReadRequest, plan, rtu_frame_bytes
+from edge_agent.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +28,7 @@ class Group:
     points: tuple[ModbusPoint, ...]
     at_points: tuple[AtPoint, ...] = ()
     requests: list[ReadRequest] = field(default_factory=list)
+    unreadable: tuple[ModbusPoint, ...] = ()  # learnt: not in ``requests``, not read each cycle
 
 
 def point_interval(device: DeviceConfig, point: ModbusPoint | AtPoint) -> float:
@@ -32,11 +38,12 @@ def point_interval(device: DeviceConfig, point: ModbusPoint | AtPoint) -> float:
 
 
 class DevicePlan:
-    def __init__(self, device: DeviceConfig, profile: Profile) -> None:
+    def __init__(self, device: DeviceConfig, profile: Profile,
+                 rng: random.Random | None = None) -> None:
         self.device = device
         self.profile = profile
         self.max_gap = device.max_gap if device.max_gap is not None else profile.max_gap
-        self.breaks: set[tuple[Table, int]] = set()
+        self.learnt = AddressMap(device.name, Backoff(PROBE_POLICY, rng or random.Random()))
         by_interval: dict[float, tuple[list[ModbusPoint], list[AtPoint]]] = {}
         for p in profile.points:
             mb, at = by_interval.setdefault(point_interval(device, p), ([], []))
@@ -51,17 +58,25 @@ class DevicePlan:
         self.replan()
 
     def replan(self) -> None:
+        bad, breaks = self.learnt.unreadable, self.learnt.plan_breaks
         for g in self.groups:
-            g.requests = plan(g.points, max_gap=self.max_gap, breaks=self.breaks)
+            readable = [p for p in g.points if p.name not in bad] if bad else g.points
+            g.requests = plan(readable, max_gap=self.max_gap, breaks=breaks)
+            g.unreadable = tuple(p for p in g.points if p.name in bad) if bad else ()
 
-    def add_break(self, brk: tuple[Table, int]) -> None:
-        """Remember that no read may cross ``brk`` on this device; re-plan every group."""
-        if brk not in self.breaks:
-            self.breaks.add(brk)
-            log.info(
-                "read_split device=%s table=%s break=%d", self.device.name, brk[0].value, brk[1]
-            )
+    def learn(self, lesson: Lesson, now: float) -> None:
+        """Take what a refused read's narrowing found; re-plan every group if it was new."""
+        if self.learnt.learn(lesson, now):
             self.replan()
+
+    def forget(self, why: str) -> None:
+        """The device may have changed: plan from the profile alone again."""
+        if self.learnt.forget(why):
+            self.replan()
+
+    @property
+    def breaks(self) -> set[Break]:
+        return self.learnt.breaks
 
     @property
     def requests(self) -> list[ReadRequest]:

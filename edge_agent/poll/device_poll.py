@@ -5,163 +5,46 @@ Failure rules:
 * timeout / frame error / closed bus: the device failed. Its group's points get BAD readings with
   the reason, the rest of the group is not tried (it would only cost more bus time), and the health
   counts the failure (quarantine after three in a row).
-* exception response: the device is alive. A merged read refused with ILLEGAL_DATA_ADDRESS is split
-  (``planner.split``), the break remembered for every later plan, and the parts read at once; a
-  single point still refused gets BAD ``exc:2`` alone while its neighbours keep working.
+* exception response: the device is alive. A read refused with ILLEGAL_DATA_ADDRESS is narrowed
+  at once by bisection (``planner.split``): the parts the device accepts are read and decoded, a
+  point refused alone is UNREADABLE (reason ``exc:2``), and what this proved is kept in the
+  device's learned address map (``address_map``): the next plan reads only the readable points,
+  in the fewest requests the device accepts. Unreadable points are not read every cycle: they get
+  their UNREADABLE reading without a transaction and are tried again on the quarantine schedule.
+  Any other exception code gives the request's points BAD ``exc:N``.
 * quarantined: nothing is read except, when the backoff allows, one probe (the device's smallest
-  request); readings repeat the last value as STALE (report filter: heartbeat only).
+  request); readings repeat the last value as STALE (report filter: heartbeat only). A device
+  that comes back from quarantine may have been rebooted or replaced: its learned map is dropped.
 """
 
 from __future__ import annotations
 
-import abc
-import asyncio
 import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import DeviceConfig
-from edge_agent.errors import BusClosed, BusError, BusTimeout, CodecError, CrcError, FrameError
+from edge_agent.errors import BusError, BusTimeout, CodecError, FrameError
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
-from edge_agent.poll.device_plan import DevicePlan, Group
-from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
+from edge_agent.poll.address_map import Lesson
+from edge_agent.poll.device_base import DeviceBase, Emit, Offer, failure_reason
+from edge_agent.poll.device_plan import Group
+from edge_agent.poll.health import GRANULARITY_S
 from edge_agent.poll.quality import Range, judge
 from edge_agent.profiles import codec
-from edge_agent.profiles.model import ModbusPoint, Point, Profile, Reporting, plausible_range
+from edge_agent.profiles.model import ModbusPoint, Profile, plausible_range
 from edge_agent.profiles.planner import ReadRequest, split
-from edge_agent.readings import Quality, Reading, Value
+from edge_agent.readings import Quality
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[Reading, Reporting], None]
-# The hot path's emit: (device, point, value, quality, reason, mono_ns, wall_ns, clock_synced);
-# the receiver builds the Reading only if the report filter lets it through.
-Offer = Callable[[str, Point, Value, Quality, str, int, int, bool], None]
 # a request's points with their register slice, compiled decoder and plausible range
 _Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder, Range | None], ...]
 _DECODINGS_MAX = 256
-
-
-def failure_reason(exc: BusError) -> str:
-    if isinstance(exc, BusTimeout):
-        return "timeout"
-    if isinstance(exc, ModbusExc):
-        return f"exc:{exc.code}"
-    if isinstance(exc, FrameError):
-        return "crc" if isinstance(exc, CrcError) else "frame"
-    if isinstance(exc, BusClosed):
-        return "closed"
-    return "bus"
-
-
-class DeviceBase(abc.ABC):
-    """What every polled device has: a plan, a health record, a lock and the reading helpers."""
-
-    def __init__(
-        self,
-        device: DeviceConfig,
-        profile: Profile,
-        bus_name: str,
-        timeout_max_s: float,
-        emit: Emit,
-        clock: ClockProbe,
-        rng: random.Random | None = None,
-        granularity_s: float = GRANULARITY_S,
-        offer: Offer | None = None,
-    ) -> None:
-        self.device = device
-        self.bus_name = bus_name
-        self.plan = DevicePlan(device, profile)
-        self.health = DeviceHealth.create(
-            device.name, timeout_max_s, rng or random.Random(), granularity_s
-        )
-        self.lock = asyncio.Lock()  # polls and writes of this device, one at a time
-        self._emit = emit
-        self._offer = offer
-        self._clock = clock
-        self.last_values: dict[str, Value] = {}
-        self.requests_done = 0
-        self.registers_read = 0
-        self.last_timeout_s = timeout_max_s
-        self._collect: dict[str, Value] | None = None  # set by read_now
-
-    def _reading(self, p: Point, value: Value, q: Quality, reason: str, mono: int,
-                 wall: int, synced: bool) -> None:
-        if self._collect is not None:
-            self._collect[p.name] = value
-        if self._offer is not None:
-            self._offer(self.device.name, p, value, q, reason, mono, wall, synced)
-            return
-        r = Reading(self.device.name, p.name, value, p.unit, wall, mono, q, reason,
-                    p.reporting.alarm, synced)
-        self._emit(r, p.reporting)
-
-    async def read_now(self, point: str | None = None) -> dict[str, Value]:
-        """Read every point (or one) at once, quarantine or not; {point: value}, None for a BAD
-        point. BusTimeout / BusError when the device does not answer. Caller holds the lock."""
-        self._collect = {}
-        try:
-            if not await self._read_now(point):
-                why = self.health.last_error or "timeout"
-                msg = f"device={self.device.name} bus={self.bus_name}: {why}"
-                if why == "timeout":
-                    raise BusTimeout(msg)
-                raise BusError(msg)
-            got = self._collect
-        finally:
-            self._collect = None
-        return got if point is None else {point: got.get(point)}
-
-    @abc.abstractmethod
-    async def _read_now(self, point: str | None) -> bool:
-        """Each kind of device / transport provides this."""
-
-    def _value(self, p: Point, value: Value, mono: int, wall: int, synced: bool) -> None:
-        """A decoded value: GOOD, OUT_OF_RANGE (value kept) or BAD (NaN / infinite)."""
-        q, reason = judge(value, plausible_range(p))
-        if q is Quality.GOOD:
-            self.last_values[p.name] = value
-        self._reading(p, None if q is Quality.BAD else value, q, reason, mono, wall, synced)
-
-    def _bad(self, points: Sequence[Point], reason: str) -> None:
-        mono, wall = time.monotonic_ns(), time.time_ns()
-        synced = self._clock.state().synced
-        for p in points:
-            self._reading(p, None, Quality.BAD, reason, mono, wall, synced)
-
-    def _stale(self, points: Sequence[Point]) -> None:
-        mono, wall = time.monotonic_ns(), time.time_ns()
-        synced = self._clock.state().synced
-        for p in points:
-            if p.name in self.last_values:
-                value = self.last_values[p.name]
-                self._reading(p, value, Quality.STALE, "quarantined", mono, wall, synced)
-            else:
-                self._reading(p, None, Quality.BAD, "quarantined", mono, wall, synced)
-
-    @abc.abstractmethod
-    async def run_group(self, group: Group) -> None:
-        """Each kind of device / transport provides this."""
-
-    async def _timed_probe(self, ask: Awaitable[object],
-                           answered: type[BusError]) -> bool:
-        """One probe of a quarantined device with its bus time accounted. True when the device
-        answered; an ``answered`` error (a Modbus exception, an AT ERROR) is an answer too."""
-        self.health.probes += 1
-        t0 = time.monotonic()
-        try:
-            await ask
-        except answered:
-            return True
-        except BusError:
-            return False
-        finally:
-            self.health.probe_time_s += time.monotonic() - t0
-        return True
 
 
 class DevicePoller(DeviceBase):
@@ -272,40 +155,96 @@ class DevicePoller(DeviceBase):
         wall_ns = self._answer_wall_ns = time.time_ns()
         now = mono_ns / 1e9
         self.health.rtt.sample(now - t0 - floor)
-        self.health.on_success(now, wall_ns)
+        if self.health.on_success(now, wall_ns):  # back from quarantine: rebooted? replaced?
+            self.plan.forget("revived")
 
     async def read_request(self, req: ReadRequest) -> bool:
         """Read ``req`` and emit its readings. False when the device failed (not answered)."""
         try:
             regs = await self._transact(req)
         except ModbusExc as e:
-            return await self._refused(req, e)
+            if e.code == ModbusExc.ILLEGAL_DATA_ADDRESS:
+                return await self._narrow(req)
+            self._bad(req.points, failure_reason(e))
+            return True
         except BusError as e:
             self._bad(req.points, failure_reason(e))
             return False
         self._good(req, regs)
         return True
 
-    async def _refused(self, req: ReadRequest, e: ModbusExc) -> bool:
-        """An exception answer: split a merged read refused with ILLEGAL_DATA_ADDRESS and read
-        the parts, else BAD ``exc:N``. False when the device failed meanwhile."""
-        if e.code == ModbusExc.ILLEGAL_DATA_ADDRESS and len(req.points) > 1:
-            cut = split(req)  # None: one point (or points sharing registers), nothing to split
-            if cut is not None:
-                parts, brk = cut
-                self.plan.add_break(brk)
-                for part in parts:
-                    if not await self.read_request(part):
-                        return False
-                return True
-        self._bad(req.points, failure_reason(e))
+    async def _narrow(self, req: ReadRequest) -> bool:
+        """``req`` was refused with ILLEGAL_DATA_ADDRESS: bisect it down to what the device
+        accepts, emitting every point's reading, and keep what that proved in the learned map.
+        False when the device failed meanwhile."""
+        lesson = Lesson()
+        try:
+            return await self._bisect(req, lesson)
+        finally:
+            if lesson:
+                self.plan.learn(lesson, time.monotonic())
+
+    async def _bisect(self, req: ReadRequest, lesson: Lesson) -> bool:
+        cut = split(req)
+        if cut is None:  # one point (or points sharing registers) refused alone
+            lesson.unreadable.append(req.points)
+            self._unreadable(req.points)
+            return True
+        parts, brk = cut
+        both_accepted = True
+        for i, part in enumerate(parts):
+            try:
+                regs = await self._transact(part)
+            except ModbusExc as e:
+                both_accepted = False
+                if e.code != ModbusExc.ILLEGAL_DATA_ADDRESS:
+                    self._bad(part.points, failure_reason(e))
+                elif not await self._bisect(part, lesson):
+                    rest = [p for q in parts[i + 1 :] for p in q.points]
+                    self._bad(rest, self.health.last_error or "timeout")
+                    return False
+                continue
+            except BusError as e:
+                self._bad([p for q in parts[i:] for p in q.points], failure_reason(e))
+                return False
+            self._good(part, regs)
+        if both_accepted:  # the refusal lies across the cut itself
+            lesson.breaks.append(brk)
+        return True
+
+    async def _try_unreadable(self, req: ReadRequest) -> bool:
+        """Read an unreadable cluster again. Accepted: the device changed (new firmware, other
+        unit): the learned map is dropped and the values are GOOD readings. Refused (or another
+        exception): still unreadable, tried again later. False when the device failed."""
+        learnt = self.plan.learnt
+        t0 = time.monotonic()
+        try:
+            regs = await self._transact(req)
+        except ModbusExc:
+            now = time.monotonic()
+            learnt.probed(now, now - t0)
+            self._unreadable(req.points)
+            return True
+        except BusError as e:
+            now = time.monotonic()
+            learnt.probed(now, now - t0)
+            self._bad(req.points, failure_reason(e))
+            return False
+        names = ",".join(p.name for p in req.points)
+        self.plan.forget(f"reads_again:{names}")
+        self._good(req, regs)
         return True
 
     async def _read_now(self, point: str | None) -> bool:
+        """The plan's requests, then every unreadable cluster tried again (a technician asking
+        is a good moment to find out whether the device changed)."""
+        unreadable = self.plan.learnt.requests(point)
         for req in self.plan.requests:
-            if point is not None and all(p.name != point for p in req.points):
-                continue
-            if not await self.read_request(req):
+            wanted = point is None or any(p.name == point for p in req.points)
+            if wanted and not await self.read_request(req):
+                return False
+        for req in unreadable:
+            if not await self._try_unreadable(req):
                 return False
         return True
 
@@ -324,9 +263,14 @@ class DevicePoller(DeviceBase):
             ):
                 self._stale([*group.points, *group.at_points])
                 return
+            if group.unreadable:
+                self._unreadable(group.unreadable)
             requests = list(group.requests)
             for i, req in enumerate(requests):
                 if not await self.read_request(req):
                     rest = [p for r in requests[i + 1 :] for p in r.points]
                     self._bad(rest, self.health.last_error or "timeout")
                     return
+            learnt = self.plan.learnt
+            if learnt.probe_due(time.monotonic()):
+                await self._try_unreadable(learnt.probe_request())

@@ -40,8 +40,9 @@ from edge_agent.errors import (
 )
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.at_poll import AtDevicePoller
+from edge_agent.poll.device_base import DeviceBase
 from edge_agent.poll.device_plan import Group
-from edge_agent.poll.device_poll import DeviceBase, DevicePoller
+from edge_agent.poll.device_poll import DevicePoller
 from edge_agent.poll.health import GRANULARITY_S, NETWORK_GRANULARITY_S
 from edge_agent.poll.report import ReportFilter
 from edge_agent.poll.scheduler import BusScheduler, Job
@@ -229,6 +230,7 @@ class Poller:
                 timeout_s=dp.last_timeout_s,
                 requests=dp.requests_done,
                 breaks=len(dp.plan.breaks),
+                unreadable=len(dp.plan.learnt.unreadable),
             )
         return out
 

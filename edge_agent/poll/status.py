@@ -25,7 +25,8 @@ class DeviceStatus(TypedDict):
     missed_deadlines: int
     timeout_s: float  # adaptive timeout of the last request
     requests: int  # successful read requests
-    breaks: int  # remembered split points (refused merged reads)
+    breaks: int  # learnt places no read may cross (refused merged reads)
+    unreadable: int  # learnt points the device refuses to read (quality unreadable)
 
 
 def device_status(
@@ -38,6 +39,7 @@ def device_status(
     timeout_s: float,
     requests: int,
     breaks: int,
+    unreadable: int,
 ) -> DeviceStatus:
     now = time.monotonic()
     age = None if health.last_good_mono is None else round(now - health.last_good_mono, 3)
@@ -57,4 +59,5 @@ def device_status(
         timeout_s=round(timeout_s, 4),
         requests=requests,
         breaks=breaks,
+        unreadable=unreadable,
     )

@@ -56,5 +56,6 @@ def device_rows(agent: Agent) -> list[dict[str, Any]]:
             "last_good_ns": d["last_good_ns"], "failures": d["failures"],
             "quarantined": d["quarantined"], "missed_deadlines": d["missed_deadlines"],
             "timeout_ms": round(d["timeout_s"] * 1000, 1), "last_error": d["last_error"],
+            "unreadable": d["unreadable"], "breaks": d["breaks"],
         })
     return rows

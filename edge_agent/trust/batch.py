@@ -65,12 +65,17 @@ KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap", KIND_RESUME: "resume", KIND_LO
 KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
 
 # per-reading flags (row element 5)
-F_QUALITY_MASK = 0x03  # 0 good, 1 stale, 2 bad, 3 out_of_range
+# The quality code is bits 0-1 plus bit 4 as its third bit (bits 2-3 were taken when code 4
+# came): 0 good, 1 stale, 2 bad, 3 out_of_range, 4 unreadable. flags = code & 3 | (code & 4) << 2
+F_QUALITY_MASK = 0x13
 F_ALARM = 0x04
 F_UNSYNCED = 0x08
+F_ALL = F_QUALITY_MASK | F_ALARM | F_UNSYNCED
 QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.STALE: 1, Quality.BAD: 2,
-                                    Quality.OUT_OF_RANGE: 3}
-QUALITY_OF_CODE: dict[int, Quality] = {v: k for k, v in QUALITY_CODE.items()}
+                                    Quality.OUT_OF_RANGE: 3, Quality.UNREADABLE: 4}
+# the flags' quality bits (flags & F_QUALITY_MASK) of each quality, and back
+QUALITY_FLAGS: dict[Quality, int] = {q: c & 3 | (c & 4) << 2 for q, c in QUALITY_CODE.items()}
+QUALITY_OF_FLAGS: dict[int, Quality] = {v: k for k, v in QUALITY_FLAGS.items()}
 
 _VALUE_TYPES = (bool, int, float, str, type(None))
 _T = TypeVar("_T")
@@ -168,7 +173,7 @@ def _reading_rows(readings: Sequence[Reading]) -> tuple[list[str], int, int, lis
     base_off = prev_off = first.ts_ns - first.mono_ns
     rows: list[list[object]] = []
     append = rows.append
-    qcode = QUALITY_CODE
+    qcode = QUALITY_FLAGS
     get = table.get
     for i, r in enumerate(readings):
         v = r.value
@@ -297,7 +302,8 @@ def _decode_readings(m: dict[object, object]) -> tuple[Reading, ...]:
         flags = row[5] if len(row) > 5 else 0
         wadj = row[6] if len(row) > 6 else 0
         reason = ""
-        if type(flags) is not int or not 0 <= flags <= 0x0F:
+        if (type(flags) is not int or flags & ~F_ALL
+                or (flags & F_QUALITY_MASK) not in QUALITY_OF_FLAGS):
             raise _Bad(f"{where}[5]", f"invalid flags {flags!r}")
         if type(wadj) is not int:
             raise _Bad(f"{where}[6]", "wall-clock adjustment is not an integer")
@@ -312,7 +318,7 @@ def _decode_readings(m: dict[object, object]) -> tuple[Reading, ...]:
             Reading(
                 device=strings[d], point=strings[p], value=v, unit=strings[u],
                 ts_ns=mono + off, mono_ns=mono,
-                quality=QUALITY_OF_CODE[flags & F_QUALITY_MASK], reason=reason,
+                quality=QUALITY_OF_FLAGS[flags & F_QUALITY_MASK], reason=reason,
                 alarm=bool(flags & F_ALARM), clock_synced=not flags & F_UNSYNCED,
             )
         )  # fmt: skip

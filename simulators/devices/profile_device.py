@@ -103,6 +103,7 @@ class ProfileDevice:
             self.requests += 1
             if self.faults.kind is DeviceFault.EXCEPTION:
                 raise ModbusException(self.faults.exception_code)
+            self._refuse(table, address, count)
             amap = self._map[table]
             missing = [a for a in range(address, address + count) if a not in amap]
             if missing and self.strict:
@@ -123,6 +124,15 @@ class ProfileDevice:
                 out.append(reg)
             return out
 
+    def _refuse(self, table: Table, address: int, count: int) -> None:
+        """Exception 2 for a request touching a range this unit's firmware lacks."""
+        bad = self.faults.refuses(table, address, count)
+        if bad is not None:
+            raise ModbusException(
+                ModbusException.ILLEGAL_DATA_ADDRESS,
+                f"{self.name}: {table} {bad} is not in this unit's firmware",
+            )
+
     def write(self, table: Table, address: int, values: Sequence[int]) -> None:
         if table not in (Table.HOLDING, Table.COIL):
             raise ModbusException(ModbusException.ILLEGAL_FUNCTION, f"cannot write {table}")
@@ -130,6 +140,7 @@ class ProfileDevice:
             self.requests += 1
             if self.faults.kind is DeviceFault.EXCEPTION:
                 raise ModbusException(self.faults.exception_code)
+            self._refuse(table, address, len(values))
             amap = self._map[table]
             end = address + len(values)
             touched: list[ModbusPoint] = []

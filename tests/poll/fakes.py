@@ -4,16 +4,18 @@ in-memory ModbusBus (for pure-logic engine tests)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent.errors import BusTimeout, ModbusException
 from edge_agent.profiles.load import load_profile
-from edge_agent.profiles.model import Profile, Table
+from edge_agent.profiles.model import ModbusPoint, Profile, Table
+from edge_agent.profiles.planner import MAX_BITS, MAX_REGISTERS
 from simulators.agent_config import make_config
 
-__all__ = ["PROFILES", "ROOT", "FakeBus", "make_config", "profile"]
+__all__ = ["PROFILES", "ROOT", "FakeBus", "accepted_optimum", "make_config", "profile"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "device_profiles"
@@ -77,3 +79,32 @@ class FakeBus:
 
     def reads_of(self, unit: int) -> list[tuple[Table, int, int]]:
         return [(t, a, c) for k, u, t, a, c, _ in self.calls if k == "read" and u == unit]
+
+
+def accepted_optimum(points: list[ModbusPoint], refused: set[tuple[Table, int]],
+                     max_gap: int) -> int:
+    """Fewest reads covering every readable point without touching a refused address: an
+    O(n^2) dynamic programme written independently of the planner."""
+    total = 0
+    for table in {p.table for p in points}:
+        spans: list[list[int]] = []
+        for p in sorted((p for p in points if p.table is table), key=lambda p: p.address):
+            if spans and p.address < spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], p.end)
+            else:
+                spans.append([p.address, p.end])
+        ok = [s for s in spans if all((table, a) not in refused for a in range(*s))]
+        cap = MAX_BITS if table.is_bits else MAX_REGISTERS
+
+        def run_ok(j: int, i: int, ok: list[list[int]] = ok, cap: int = cap,
+                   table: Table = table) -> bool:
+            lo, hi = ok[j][0], ok[i - 1][1]
+            return (hi - lo <= cap
+                    and all(ok[k + 1][0] - ok[k][1] <= max_gap for k in range(j, i - 1))
+                    and all((table, a) not in refused for a in range(lo, hi)))
+
+        best = [0] + [math.inf] * len(ok)
+        for i in range(1, len(ok) + 1):
+            best[i] = min(best[j] + 1 for j in range(i) if run_ok(j, i))
+        total += int(best[-1])
+    return total

@@ -69,4 +69,5 @@ def odd_readings() -> list[Reading]:
         Reading("d3", "p4", float("inf"), "x", 0, 0, clock_synced=False),
         Reading("d3", "p5", 0.1, "x", T0, M0),
         Reading("d3", "p5", 200, "%", T0, M0, Quality.OUT_OF_RANGE, "above"),
+        Reading("d3", "p6", None, "", T0, M0, Quality.UNREADABLE, "exc:2", True, False),
     ]

@@ -155,6 +155,8 @@ def _mutate(payload: bytes, path: tuple[int, ...], value: object) -> bytes:
         ((12, 0, 4), 1.5, r"payload\[12\]\[0\]\[4\]: time delta"),
         ((12, 0), [0, 1], r"payload\[12\]\[0\]: reading row must be"),
         ((12, 1), [0, 1, 2, 3, 4, 0x13], r"payload\[12\]\[1\]\[5\]: invalid flags 19"),
+        ((12, 1), [0, 1, 2, 3, 4, 0x20], r"payload\[12\]\[1\]\[5\]: invalid flags 32"),
+        ((12, 1), [0, 1, 2, 3, 4, -1], r"payload\[12\]\[1\]\[5\]: invalid flags -1"),
     ],
 )
 def test_decode_errors_name_the_element(
@@ -251,3 +253,15 @@ def test_mutated_payload_only_raises_verify_error(
         batch_mod._decode(cbor2.dumps(m, canonical=True))
     except batch_mod._Bad:
         pass
+
+
+def test_quality_codes_on_the_wire(signer: BatchSigner) -> None:
+    """Quality code = flags bits 0-1 plus bit 4 as its third bit (docs/wire-format.md)."""
+    qs = [Quality.GOOD, Quality.STALE, Quality.BAD, Quality.OUT_OF_RANGE, Quality.UNREADABLE]
+    readings = [Reading("d", f"p{i}", None, "", T0, M0, q, "exc:2" if i else "")
+                for i, q in enumerate(qs)]
+    readings.append(Reading("d", "a", None, "", T0, M0, Quality.UNREADABLE, "exc:2", True, False))
+    b = signer.sign_readings(ChainHead.genesis(), readings, created_ns=T0, clock_synced=True)
+    rows = cbor2.loads(_payload(b.cose))[12]
+    assert [row[5] if len(row) > 5 else 0 for row in rows] == [0, 1, 2, 3, 0x10, 0x10 | 0x04 | 0x08]
+    assert decode_payload(_payload(b.cose)).readings == tuple(readings)

@@ -1,0 +1,151 @@
+"""What every polled device has (Modbus or AT): plan, health record, lock and reading helpers.
+
+``failure_reason`` turns a bus error into the short reason a BAD reading carries.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from edge_agent.config.model import DeviceConfig
+from edge_agent.errors import BusClosed, BusError, BusTimeout, CrcError, FrameError
+from edge_agent.errors import ModbusException as ModbusExc
+from edge_agent.platform.clock import ClockProbe
+from edge_agent.poll.device_plan import DevicePlan, Group
+from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
+from edge_agent.poll.quality import judge
+from edge_agent.profiles.model import Point, Profile, Reporting, plausible_range
+from edge_agent.readings import Quality, Reading, Value
+
+Emit = Callable[[Reading, Reporting], None]
+# The hot path's emit: (device, point, value, quality, reason, mono_ns, wall_ns, clock_synced);
+# the receiver builds the Reading only if the report filter lets it through.
+Offer = Callable[[str, Point, Value, Quality, str, int, int, bool], None]
+UNREADABLE_REASON = f"exc:{ModbusExc.ILLEGAL_DATA_ADDRESS}"
+
+
+def failure_reason(exc: BusError) -> str:
+    if isinstance(exc, BusTimeout):
+        return "timeout"
+    if isinstance(exc, ModbusExc):
+        return f"exc:{exc.code}"
+    if isinstance(exc, FrameError):
+        return "crc" if isinstance(exc, CrcError) else "frame"
+    if isinstance(exc, BusClosed):
+        return "closed"
+    return "bus"
+
+
+class DeviceBase(abc.ABC):
+    """What every polled device has: a plan, a health record, a lock and the reading helpers."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        profile: Profile,
+        bus_name: str,
+        timeout_max_s: float,
+        emit: Emit,
+        clock: ClockProbe,
+        rng: random.Random | None = None,
+        granularity_s: float = GRANULARITY_S,
+        offer: Offer | None = None,
+    ) -> None:
+        self.device = device
+        self.bus_name = bus_name
+        rng = rng or random.Random()
+        self.plan = DevicePlan(device, profile, random.Random(rng.random()))
+        self.health = DeviceHealth.create(device.name, timeout_max_s, rng, granularity_s)
+        self.lock = asyncio.Lock()  # polls and writes of this device, one at a time
+        self._emit = emit
+        self._offer = offer
+        self._clock = clock
+        self.last_values: dict[str, Value] = {}
+        self.requests_done = 0
+        self.registers_read = 0
+        self.last_timeout_s = timeout_max_s
+        self._collect: dict[str, Value] | None = None  # set by read_now
+
+    def _reading(self, p: Point, value: Value, q: Quality, reason: str, mono: int,
+                 wall: int, synced: bool) -> None:
+        if self._collect is not None:
+            self._collect[p.name] = value
+        if self._offer is not None:
+            self._offer(self.device.name, p, value, q, reason, mono, wall, synced)
+            return
+        r = Reading(self.device.name, p.name, value, p.unit, wall, mono, q, reason,
+                    p.reporting.alarm, synced)
+        self._emit(r, p.reporting)
+
+    async def read_now(self, point: str | None = None) -> dict[str, Value]:
+        """Read every point (or one) at once, quarantine or not; {point: value}, None for a BAD
+        point. BusTimeout / BusError when the device does not answer. Caller holds the lock."""
+        self._collect = {}
+        try:
+            if not await self._read_now(point):
+                why = self.health.last_error or "timeout"
+                msg = f"device={self.device.name} bus={self.bus_name}: {why}"
+                if why == "timeout":
+                    raise BusTimeout(msg)
+                raise BusError(msg)
+            got = self._collect
+        finally:
+            self._collect = None
+        return got if point is None else {point: got.get(point)}
+
+    @abc.abstractmethod
+    async def _read_now(self, point: str | None) -> bool:
+        """Each kind of device / transport provides this."""
+
+    def _value(self, p: Point, value: Value, mono: int, wall: int, synced: bool) -> None:
+        """A decoded value: GOOD, OUT_OF_RANGE (value kept) or BAD (NaN / infinite)."""
+        q, reason = judge(value, plausible_range(p))
+        if q is Quality.GOOD:
+            self.last_values[p.name] = value
+        self._reading(p, None if q is Quality.BAD else value, q, reason, mono, wall, synced)
+
+    def _bad(self, points: Sequence[Point], reason: str) -> None:
+        mono, wall = time.monotonic_ns(), time.time_ns()
+        synced = self._clock.state().synced
+        for p in points:
+            self._reading(p, None, Quality.BAD, reason, mono, wall, synced)
+
+    def _unreadable(self, points: Sequence[Point]) -> None:
+        mono, wall = time.monotonic_ns(), time.time_ns()
+        synced = self._clock.state().synced
+        for p in points:
+            self._reading(p, None, Quality.UNREADABLE, UNREADABLE_REASON, mono, wall, synced)
+
+    def _stale(self, points: Sequence[Point]) -> None:
+        mono, wall = time.monotonic_ns(), time.time_ns()
+        synced = self._clock.state().synced
+        for p in points:
+            if p.name in self.last_values:
+                value = self.last_values[p.name]
+                self._reading(p, value, Quality.STALE, "quarantined", mono, wall, synced)
+            else:
+                self._reading(p, None, Quality.BAD, "quarantined", mono, wall, synced)
+
+    @abc.abstractmethod
+    async def run_group(self, group: Group) -> None:
+        """Each kind of device / transport provides this."""
+
+    async def _timed_probe(self, ask: Awaitable[object],
+                           answered: type[BusError]) -> bool:
+        """One probe of a quarantined device with its bus time accounted. True when the device
+        answered; an ``answered`` error (a Modbus exception, an AT ERROR) is an answer too."""
+        self.health.probes += 1
+        t0 = time.monotonic()
+        try:
+            await ask
+        except answered:
+            return True
+        except BusError:
+            return False
+        finally:
+            self.health.probe_time_s += time.monotonic() - t0
+        return True
