@@ -1,145 +1,137 @@
-"""`edge-agent doctor`: one pass/fail line per check, each with a hint. Works with no network."""
+"""`edge-agent doctor`: is this box able to run the service? One PASS / WARN / FAIL / SKIP line per
+check, with a hint; exit 1 when anything FAILs, else 0.
+
+It answers for the SERVICE, not for whoever types it. As root it reads the unit's User=, Group=
+and SupplementaryGroups= and checks as that identity (a forked child that drops to it): config
+(through ``load_config``, every loading and permission rule included), signing key, state
+directory, serial ports, TLS files. Run by a technician it checks what it can and SKIPs, with the
+reason, what only the service's rights could check (never a FAIL for the caller's own lack of
+rights). Then, for anyone: the disk against the outbox's reserve and cap, Modbus TCP endpoints and
+the broker (TCP connect, TLS handshake, certificate expiry), the clock, and the running daemon's
+own view over the control socket (uplink, devices, outbox health).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import shutil
-import socket
-import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, add_common, emit
-from edge_agent.config.model import AgentConfig, SerialBus
-from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, add_common, emit, socket_path
+from edge_agent.cli.doctor_checks import (
+    FAIL,
+    PASS,
+    WARN,
+    Check,
+    caller_checks,
+    check_clock,
+    check_disk,
+    load,
+    service_checks,
+)
+from edge_agent.cli.doctor_identity import (
+    NO_UNIT,
+    Identity,
+    myself,
+    resolve,
+    run_as,
+    unit_identity,
+)
+from edge_agent.config.model import AgentConfig
+
+ME = "this shell"
 
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    hint: str = ""
-
-
-def check_config(path: Path) -> tuple[Check, AgentConfig | None]:
-    from edge_agent.config.load import load_config
-
+def _identity(unit_file: Path | None) -> tuple[Check, Identity | None]:
     try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        return Check("config", False, f"{len(exc.problems)} problem(s), first: {exc.problems[0]}",
-                     f"run: edge-agent check-config {path}"), None
+        unit = unit_identity(unit_file)
     except OSError as exc:
-        return Check("config", False, str(exc), "is the path right? (--config)"), None
-    return Check("config", True, f"{path}: {len(cfg.devices)} devices, {len(cfg.buses)} buses"), cfg
+        return Check("service user", FAIL, f"cannot read the unit: {exc}"), None
+    got = resolve(unit)
+    if isinstance(got, str) and unit.source == NO_UNIT:
+        me = myself(ME)
+        return Check("service user", WARN, f"edge-agent is not installed as a service here (no "
+                     f"unit, no user {unit.user!r}): checking as you, {me.describe()}",
+                     "on a gateway: scripts/install; elsewhere --unit FILE names the user"), me
+    if isinstance(got, str):
+        return Check("service user", FAIL, got,
+                     "scripts/install creates it (systemd-sysusers)"), None
+    if got.unknown_groups:
+        return Check("service user", FAIL, f"{got.describe()}: SupplementaryGroups= names "
+                     f"groups that do not exist: {', '.join(got.unknown_groups)} "
+                     f"({got.source})", "systemd refuses to start the unit"), got
+    return Check("service user", PASS, f"{got.describe()} per {got.source}"), got
 
 
-def check_key(cfg: AgentConfig) -> Check:
-    from edge_agent.trust.keys import fingerprint, load_signing_key
-
-    try:
-        key = load_signing_key(cfg.keys.signing_key)
-    except EdgeAgentError as exc:
-        return Check("signing key", False, str(exc),
-                     "missing: run `edge-agent provision`; too open: "
-                     f"chmod 600 {cfg.keys.signing_key}")
-    return Check("signing key", True, f"{cfg.keys.signing_key} ({fingerprint(key.public_key())})")
-
-
-def check_serial(cfg: AgentConfig) -> list[Check]:
-    out = []
-    for bus in cfg.buses.values():
-        if not isinstance(bus, SerialBus):
-            continue
-        p = Path(bus.port)
-        if not p.exists():
-            out.append(Check(f"serial {bus.name}", False, f"{p} does not exist",
-                             "is the USB/RS-485 adapter plugged in? `ls /dev/tty*`"))
-        elif not os.access(p, os.R_OK | os.W_OK):
-            out.append(Check(f"serial {bus.name}", False, f"{p} not readable/writable",
-                             "add the user to the dialout group"))
-        else:
-            out.append(Check(f"serial {bus.name}", True, f"{p} accessible"))
-    return out
-
-
-def check_broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Check:
-    up = cfg.uplink
-    if up is None:
-        return Check("broker", True, "no uplink configured (local only)")
-    try:
-        with socket.create_connection((up.host, up.port), timeout=timeout_s) as raw:
-            if up.tls is None:
-                return Check("broker", True, f"{up.host}:{up.port} reachable (no TLS configured)",
-                             "configure [uplink.tls] for anything beyond a lab")
-            ctx = ssl.create_default_context(cafile=str(up.tls.ca_file))
-            if up.tls.cert_file:
-                ctx.load_cert_chain(str(up.tls.cert_file),
-                                    str(up.tls.key_file) if up.tls.key_file else None)
-            with ctx.wrap_socket(raw, server_hostname=up.host) as tls:
-                return Check("broker", True, f"{up.host}:{up.port} TLS ok ({tls.version()})")
-    except ssl.SSLError as exc:
-        return Check("broker", False, f"TLS handshake failed: {exc}",
-                     "check [uplink.tls] ca_file and the broker's certificate name")
-    except OSError as exc:
-        return Check("broker", False, f"{up.host}:{up.port}: {exc}",
-                     "check the network / APN / firewall; the outbox keeps data meanwhile")
+def _file_checks(config: Path, ident: Identity | None,
+                 first: Check) -> tuple[list[Check], AgentConfig | None]:
+    euid = os.geteuid()
+    if ident is not None and euid == ident.uid:
+        if ident.source != ME:
+            first.detail += "; you are it: checked as you"
+        checks = [Check.from_dict(d) for d in service_checks(config)]
+        return [first, *checks], load(config)[1]
+    if ident is not None and euid == 0:
+        first.detail += "; checked as it"
+        # root's own view first: the network checks need the config, and what the checks import
+        # is then loaded before the child drops its rights
+        cfg = load(config)[1]
+        for mod in ("edge_agent.trust.keys", "cryptography.x509"):
+            importlib.import_module(mod)
+        got = run_as(ident, lambda: service_checks(config))
+        if isinstance(got, str):
+            return [first, Check("doctor", FAIL, got)], cfg
+        return [first, *(Check.from_dict(d) for d in got)], cfg
+    who = ident.name if ident is not None else "the service user"
+    why_not = f"`sudo edge-agent doctor` checks it as {who}"
+    if ident is not None:
+        first.detail += (f"; you are uid {euid}: what only {who} may see is SKIPped "
+                         "(sudo edge-agent doctor checks it all)")
+    checks, cfg = caller_checks(config, ident, why_not)
+    return [first, *checks], cfg
 
 
-def check_clock() -> Check:
-    from edge_agent.platform.clock import kernel_clock_synced
+def run_checks(args: argparse.Namespace) -> list[Check]:
+    first, ident = _identity(args.unit)
+    checks, cfg = _file_checks(args.config, ident, first)
+    from edge_agent.cli.doctor_net import check_broker, check_endpoints, daemon_view
 
-    if kernel_clock_synced():
-        return Check("clock", True, "kernel reports synchronised")
-    return Check("clock", False, "kernel reports NOT synchronised",
-                 "readings carry monotonic time + boot id; check `timedatectl` / NTP")
-
-
-def check_disk(cfg: AgentConfig) -> Check:
-    target = cfg.outbox.path.parent
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    du = shutil.disk_usage(target)
-    ok = du.free > min(cfg.outbox.cap_bytes, du.total // 10)
-    return Check("disk", ok, f"{du.free / 2**20:.0f} MiB free of {du.total / 2**20:.0f} MiB "
-                 f"at {target}; outbox cap {cfg.outbox.cap_bytes / 2**20:.0f} MiB",
-                 "" if ok else "free space or lower [outbox] cap")
-
-
-def run_checks(path: Path, broker: bool = True) -> list[Check]:
-    first, cfg = check_config(path)
-    checks = [first]
+    view, status, devices = daemon_view(socket_path(args), cfg)
     if cfg is not None:
-        steps: list[Callable[[], Check | list[Check]]] = [
-            lambda: check_key(cfg), lambda: check_serial(cfg), lambda: check_disk(cfg)]
-        if broker:
-            steps.append(lambda: check_broker(cfg))
-        for step in steps:
-            r = step()
-            checks.extend(r if isinstance(r, list) else [r])
-    checks.append(check_clock())
+        checks.append(check_disk(cfg, (status or {}).get("outbox")))
+        if not args.offline:
+            checks += check_endpoints(cfg, devices)
+            if not args.no_broker:
+                checks += check_broker(cfg)
+    checks += view
+    checks.append(check_clock(cfg.commands_allow_unsynced_clock if cfg else None))
     return checks
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    checks = run_checks(args.config, broker=not args.no_broker)
+    checks = run_checks(args)
     lines = []
     for c in checks:
-        lines.append(f"[{'PASS' if c.ok else 'FAIL'}] {c.name:<20} {c.detail}")
-        if c.hint and not c.ok:
+        lines.append(f"[{c.status}] {c.name:<20} {c.detail}")
+        if c.hint and c.status != PASS:
             lines.append(f"       hint: {c.hint}")
-    obj: list[dict[str, Any]] = [c.__dict__ for c in checks]
+    failed = sum(c.status == FAIL for c in checks)
+    lines.append(f"{failed} check(s) failed" if failed else "no check failed")
+    obj: list[dict[str, Any]] = [c.as_dict() for c in checks]
     emit(args, obj, "\n".join(lines))
-    # the clock is advisory: a box without NTP still works, so it does not fail the doctor
-    return EXIT_OK if all(c.ok for c in checks if c.name != "clock") else EXIT_FAIL
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("doctor", help="check config, keys, serial ports, broker, clock, disk")
+    p = sub.add_parser("doctor", help="can this box run the service? config, key, state dir, "
+                       "serial ports, TLS, disk, endpoints, broker, clock, the daemon's view")
     add_common(p)
+    p.add_argument("--unit", type=Path, metavar="FILE",
+                   help="take User=/Group=/SupplementaryGroups= from this unit file (default: "
+                   "the installed edge-agent.service)")
     p.add_argument("--no-broker", action="store_true", help="skip the broker connection check")
+    p.add_argument("--offline", action="store_true",
+                   help="no network checks (broker, Modbus TCP endpoints)")
     p.set_defaults(func=_doctor)

@@ -36,6 +36,12 @@ class Gateway:
     gateway_key: Ed25519PrivateKey
     log: Path
     notes: list[str] = field(default_factory=list)
+    bg: BackgroundScenario | None = None  # runs ``sim`` on its own loop: ``bg.call(...)``
+
+    def endpoint_fault(self, endpoint: str, kind: str) -> None:
+        """Switch a simulated Modbus TCP endpoint's fault ("refuse", "stall", "none")."""
+        assert self.bg is not None
+        self.bg.call(lambda: self.sim.endpoint_fault(endpoint, kind))
 
     @property
     def socket_path(self) -> Path:
@@ -76,6 +82,17 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     yield from run_gateway(tmp_path)
 
 
+@pytest.fixture
+def open_gateway() -> Iterator[Gateway]:
+    """A gateway under a directory other uids may traverse (pytest's tmp_path is root's 0700),
+    for tests that run the CLI or the service's checks as a throwaway uid. Needs root."""
+    from tests.e2e.technician import need_root, open_dir
+
+    need_root()
+    with open_dir() as base:
+        yield from run_gateway(base)
+
+
 def run_gateway(tmp_path: Path) -> Iterator[Gateway]:
     """The gateway fixture's body, for fixtures that need it under another directory."""
     broker = Mosquitto(tmp_path / "broker")
@@ -102,7 +119,7 @@ def run_gateway(tmp_path: Path) -> Iterator[Gateway]:
         notify.bind(str(notify_path))
         proc = start_agent(d, config, notify_path)
         gw = Gateway(d, config, broker, sim, proc, notify, operator,
-                     load_signing_key(d / "signing.key"), d / "agent.log")
+                     load_signing_key(d / "signing.key"), d / "agent.log", bg=bg)
         assert gw.wait_notify("READY=1", 30), gw.log_text()[-3000:]
         yield gw
     finally:

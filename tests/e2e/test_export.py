@@ -17,8 +17,8 @@ import pytest
 from edge_agent.trust.archive import ArchiveReader
 from tests.support_fs import tmpfs
 
-from .conftest import GW, Gateway, run_gateway
-from .technician import free_uid, need_root, open_dir, run_cli_as
+from .conftest import GW, Gateway
+from .technician import free_uid, run_cli_as
 
 
 def _raw(path: Path, payload: bytes, timeout: float = 10) -> list[dict[str, Any]]:
@@ -65,14 +65,6 @@ def test_hostile_lines_to_the_real_daemon(gateway: Gateway) -> None:
         "edge-agent read: unknown_device: no-such-device"], r.stderr
 
 
-@pytest.fixture
-def shared_gateway() -> Iterator[Gateway]:
-    """A gateway under a directory a throwaway uid may traverse (socket: group root)."""
-    need_root()
-    with open_dir() as base:
-        yield from run_gateway(base)
-
-
 def _wait_depth(gw: Gateway, n: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,8 +76,8 @@ def _wait_depth(gw: Gateway, n: int, timeout: float = 30) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_export_as_a_technician_never_follows_links(shared_gateway: Gateway) -> None:
-    gw = shared_gateway
+def test_export_as_a_technician_never_follows_links(open_gateway: Gateway) -> None:
+    gw = open_gateway
     gw.broker.stop()
     _wait_depth(gw, 5)
     tech = free_uid()
