@@ -273,9 +273,9 @@ def check_disk(cfg: AgentConfig, daemon_outbox: dict[str, Any] | None) -> Check:
     footprint_bytes, disk_free_bytes, cap_bytes)."""
     from edge_agent.outbox.space import default_reserve
 
-    cap = cfg.outbox.cap_bytes
-    reserve = cfg.outbox.reserve_bytes or default_reserve(cap)
     d = daemon_outbox or {}
+    cap = cfg.outbox.cap_bytes
+    reserve = int(d.get("reserve_bytes") or cfg.outbox.reserve_bytes or default_reserve(cap))
     target = cfg.outbox.path.parent
     while not target.exists() and target != target.parent:
         target = target.parent

@@ -189,7 +189,8 @@ def _outbox(ob: dict[str, Any], cfg: AgentConfig | None) -> Check:
     cap = ob.get("cap_bytes") or (cfg.outbox.cap_bytes if cfg else None)
     free = ob.get("disk_free_bytes")
     if isinstance(free, int) and cap:
-        reserve = (cfg.outbox.reserve_bytes if cfg else None) or default_reserve(int(cap))
+        reserve = (ob.get("reserve_bytes") or (cfg.outbox.reserve_bytes if cfg else None)
+                   or default_reserve(int(cap)))
         if free < reserve:
             return Check("outbox", FAIL, f"{free / mib:.1f} MiB free on its disk, below the "
                          f"reserve of {reserve / mib:.1f} MiB", "free space now")
