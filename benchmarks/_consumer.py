@@ -18,7 +18,7 @@ from edge_agent.trust.verify import ChainVerifier, VerifyReport
 class VerifyingConsumer:
     def __init__(self, port: int, topic: str, public_key: Ed25519PublicKey, kid: bytes) -> None:
         self.topic = topic
-        self.verifier = ChainVerifier({kid: public_key}, window=1024, memory=4096)
+        self.verifier = ChainVerifier({kid: public_key}, window=1024)
         self._lock = threading.Lock()
         self.messages = 0
         self.readings = 0  # readings in accepted data batches (duplicates included)

@@ -1,37 +1,47 @@
 """`edge-agent verify`: check signed batches from a directory or live from an MQTT broker.
 
+With ``--state DB`` it is an archiver: what it verified is kept in SQLite and the next run resumes
+from it (a report covers every run); with ``--broker`` it holds a persistent MQTT session and
+acknowledges a batch only once it is recorded (``--save`` files fsynced, state committed), so
+broker restarts and its own crashes lose nothing. ``--save`` never replaces a file.
+
 Exit status: 0 all good, 1 forged / conflicting batches, broken chain or unexplained gaps,
-2 usage, key file or connection problems.
+2 usage, key file, state file or connection problems.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
-import os
-import queue
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.errors import EdgeAgentError, KeyFileError
-from edge_agent.retry import RetryPolicy
+from edge_agent.cli.verify_live import (
+    EPHEMERAL_EXPIRY_S,
+    SESSION_EXPIRY_S,
+    BrokerOptions,
+    BrokerSource,
+    StopSignals,
+    default_client_id,
+)
+from edge_agent.cli.verify_save import SaveDir, file_order
+from edge_agent.errors import EdgeAgentError, KeyFileError, UplinkError, VerifyError
 from edge_agent.trust.archive import ArchiveError, iter_archive
 from edge_agent.trust.keys import kid_of, load_public_key
-from edge_agent.trust.verify import ChainVerifier, VerifyReport
+from edge_agent.trust.verify import COUNTERS, ChainVerifier, VerifyReport
+from edge_agent.trust.verify_state import VerifyState
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+DIR_CHUNK = 1000  # files verified per commit of the state
 
 
 class _Usage(EdgeAgentError):
@@ -54,16 +64,12 @@ def _load_keys(
     return keys, bindings
 
 
-def _seq_order(path: Path) -> tuple[str, int, str]:
-    stem = path.stem
-    return (str(path.parent), int(stem) if stem.isdigit() else -1, path.name)
-
-
 def iter_dir(directory: Path) -> Iterator[tuple[str, bytes]]:
-    """(source, bytes) of every *.cose below ``directory``, per folder in numeric seq order."""
+    """(source, bytes) of every *.cose below ``directory``, per folder in numeric seq order (a
+    ``--save`` archive: the first copy of a seq before any conflicting one kept beside it)."""
     if not directory.is_dir():
         raise _Usage(f"{directory}: not a directory")
-    for path in sorted(directory.rglob("*.cose"), key=_seq_order):
+    for path in sorted(directory.rglob("*.cose"), key=file_order):
         yield str(path), path.read_bytes()
 
 
@@ -78,68 +84,66 @@ def _split_hostport(text: str) -> tuple[str, int]:
     return host, port
 
 
-def iter_broker(args: argparse.Namespace) -> Iterator[tuple[str, bytes]]:
-    """(topic, payload) of messages from the broker until --count or --duration is reached."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+def _record(
+    verifier: ChainVerifier, save: SaveDir | None, items: Iterable[tuple[str, bytes]]
+) -> None:
+    """Verify (and save) ``items``, then make it all durable: --save files and directories
+    fsynced first, then the verifier's state committed."""
+    for where, data in items:
+        accepted = verifier.feed(data, source=where)
+        if save is not None:
+            if accepted is None:
+                save.reject(data)
+            else:
+                save.put(accepted.payload.gateway_id, accepted.payload.seq, data)
+    if save is not None:
+        save.sync()
+    verifier.commit()
 
+
+def _chunks(source: Iterator[tuple[str, bytes]], n: int) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for item in source:
+        chunk.append(item)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _client_id(args: argparse.Namespace, state: VerifyState) -> str:
+    """--client-id, else the one the state keeps (made on its first use), else a fresh one."""
+    if args.state is None:
+        return str(args.client_id or default_client_id())
+    cid = args.client_id or state.meta("client_id") or default_client_id()
+    if state.meta("client_id") != cid:
+        state.set_meta("client_id", cid)
+        state.commit()
+    return str(cid)
+
+
+def _consume_broker(
+    args: argparse.Namespace, verifier: ChainVerifier, save: SaveDir | None, state: VerifyState
+) -> None:
     host, port = _split_hostport(args.broker)
-    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"edge-verify-{os.getpid()}", clean_session=True
-    )
-    policy = RetryPolicy()
-    client.reconnect_delay_set(min_delay=max(1, int(policy.initial_s)), max_delay=int(policy.max_s))
-    if args.tls_ca is not None:
-        client.tls_set(ca_certs=str(args.tls_ca))
-
-    def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            log.warning("mqtt_connect_failed broker=%s rc=%s", args.broker, rc)
-            return
-        c.subscribe(args.topic, qos=1)
-
-    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, rcs: Any, _p: Any) -> None:
-        print(f"subscribed broker={args.broker} topic={args.topic}", file=sys.stderr, flush=True)
-
-    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        inbox.put((msg.topic, bytes(msg.payload)))
-
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    try:
-        client.connect(host, port, keepalive=30)
-    except OSError as exc:
-        raise _Usage(f"--broker {args.broker}: cannot connect: {exc}") from None
-    client.loop_start()
+    opts = BrokerOptions(
+        host, port, args.topic, _client_id(args, state), persistent=args.state is not None,
+        session_expiry_s=args.session_expiry if args.state is not None else EPHEMERAL_EXPIRY_S,
+        tls_ca=None if args.tls_ca is None else str(args.tls_ca), protocol=args.protocol,
+    )  # fmt: skip
+    source = BrokerSource(opts)
     deadline = None if args.duration is None else time.monotonic() + args.duration
-    received = 0
-    try:
-        while args.count is None or received < args.count:
-            timeout = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if timeout <= 0:
-                break
-            try:
-                item = inbox.get(timeout=timeout)
-            except queue.Empty:
-                continue
-            received += 1
-            yield item
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def _save(save_dir: Path, gateway: str | None, seq: int | None, data: bytes) -> None:
-    if gateway is None or seq is None:
-        target = save_dir / "_rejected" / f"{hashlib.sha256(data).hexdigest()[:32]}.cose"
-    else:
-        target = save_dir / (_SAFE_NAME.sub("_", gateway) or "_") / f"{seq}.cose"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    with StopSignals() as stop:
+        source.start()
+        try:
+            for group in source.groups(stop.event, args.count, deadline):
+                _record(verifier, save, ((m.topic, m.payload) for m in group))
+                source.ack(group)
+        finally:
+            source.close()
+        if stop.event.is_set():
+            print("stopped: reporting what was received", file=sys.stderr)
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
@@ -148,13 +152,10 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         out["ok"] = report.ok
         print(json.dumps(out, indent=2))
         return
-    fields = (
-        "batches", "gap_notices", "resumes", "readings", "readings_dropped", "duplicates",
-        "conflicts", "gaps_explained", "gaps_unexplained", "forged", "broken_chain",
-        "links_checked", "links_unchecked", "late", "contradicted", "loss_notices", "readings_lost",
-    )  # fmt: skip
-    print(" ".join(f"{f}={getattr(report, f)}" for f in fields))
+    print(" ".join(f"{f}={getattr(report, f)}" for f in COUNTERS))
     print(f"gateways={','.join(report.gateways) or '-'}")
+    for notice in report.notices:
+        print(f"notice {notice}")
     for problem in report.problems:
         print(f"problem {problem}")
     print("result=OK" if report.ok else "result=FAILED")
@@ -163,32 +164,32 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
 def _run(args: argparse.Namespace) -> int:
     try:
         keys, bindings = _load_keys(args.key)
-        if args.dir is not None:
-            source = iter_dir(args.dir)
-        elif args.file is not None:
-            source = iter_archive(args.file)
-        else:
+        if args.broker is not None:
             _split_hostport(args.broker)  # fail fast on a bad address
-            source = iter_broker(args)
-        verifier = ChainVerifier(keys, bindings=bindings)
-        try:
-            for where, data in source:
-                accepted = verifier.feed(data, source=where)
-                if args.save is not None:
-                    if accepted is None:
-                        _save(args.save, None, None, data)
-                    else:
-                        p = accepted.payload
-                        _save(args.save, p.gateway_id, p.seq, data)
-        except KeyboardInterrupt:
-            print("interrupted: reporting what was received", file=sys.stderr)
+        elif args.dir is not None and not args.dir.is_dir():
+            raise _Usage(f"{args.dir}: not a directory")
+        state = VerifyState(args.state)
+    except (KeyFileError, VerifyError, _Usage, OSError) as exc:
+        print(f"edge-agent verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        verifier = ChainVerifier(keys, bindings=bindings, state=state)
+        save = None if args.save is None else SaveDir(args.save)
+        if args.broker is not None:
+            _consume_broker(args, verifier, save, state)
+        else:
+            source = iter_dir(args.dir) if args.dir is not None else iter_archive(args.file)
+            for chunk in _chunks(source, DIR_CHUNK):
+                _record(verifier, save, chunk)
+        report = verifier.summary()
     except ArchiveError as exc:  # a damaged / incomplete export archive fails the check
         print(f"edge-agent verify: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (KeyFileError, _Usage, OSError) as exc:
+    except (UplinkError, _Usage, OSError) as exc:
         print(f"edge-agent verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    report = verifier.summary()
+    finally:
+        state.close()
     _print_report(report, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -216,6 +217,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls-ca", type=Path, metavar="F", help="CA file: connect with TLS")
     p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--save", type=Path, metavar="DIR", help="write <gateway>/<seq>.cose here")
+    p.add_argument(
+        "--save", type=Path, metavar="DIR",
+        help="append-only archive: <gateway>/<seq>.cose (first copy kept; a conflicting one "
+        "beside it as <seq>.conflict-<hash>.cose)",
+    )  # fmt: skip
+    p.add_argument(
+        "--state", type=Path, metavar="DB",
+        help="SQLite file keeping what was verified, resumed on the next run (an archiver); "
+        "with --broker also a persistent session under a client id kept in it",
+    )  # fmt: skip
+    p.add_argument("--client-id", metavar="ID", help="MQTT client id (default: kept in --state)")
+    p.add_argument(
+        "--session-expiry", type=int, default=SESSION_EXPIRY_S, metavar="S",
+        help="with --state: how long the broker keeps the session (and queues batches) while "
+        "this consumer is away (default 7 days)",
+    )  # fmt: skip
+    p.add_argument(
+        "--protocol", choices=("5", "3.1.1"), default="5",
+        help="MQTT version (3.1.1: a persistent session never expires on the broker)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run)

@@ -15,8 +15,8 @@ CHAIN = build_chain(SIGNER, 20)  # seqs 1..20, 4 readings each
 KEYS = keyring(fixed_key(0))
 
 
-def _run(msgs: list[bytes], window: int = 256, memory: int = 4096) -> VerifyReport:
-    v = ChainVerifier(KEYS, window=window, memory=memory)
+def _run(msgs: list[bytes], window: int = 256) -> VerifyReport:
+    v = ChainVerifier(KEYS, window=window)
     for m in msgs:
         v.feed(m)
     return v.summary()
@@ -134,7 +134,7 @@ def test_conflicting_batches_for_one_seq() -> None:
 
 
 def test_window_overflow_then_late_fill_in() -> None:
-    v = ChainVerifier(KEYS, window=4, memory=64)
+    v = ChainVerifier(KEYS, window=4)
     for b in CHAIN:
         if b.seq != 3:
             v.feed(b.cose)
@@ -166,7 +166,7 @@ def test_any_delivery_order_gives_the_same_verdict(data: st.DataObject) -> None:
     dups = data.draw(st.lists(st.sampled_from(present), max_size=5)) if present else []
     msgs = data.draw(st.permutations([b.cose for b in present + dups]))
     window = data.draw(st.integers(1, 25))
-    r = _run(list(msgs), window=window, memory=64)
+    r = _run(list(msgs), window=window)
     seqs = {b.seq for b in present}
     holes = {s for s in range(min(seqs, default=0), max(seqs, default=0)) if s not in seqs}
     assert (r.batches, r.duplicates, r.gaps_unexplained) == (len(seqs), len(dups), len(holes))
