@@ -125,11 +125,14 @@ class BrokerSource:
         kw: dict[str, Any] = {}
         if self.opts.protocol == "5":
             kw = {"clean_start": clean, "properties": self._props}
-        try:
-            self._client.connect(self.opts.host, self.opts.port, keepalive=30, **kw)
-        except OSError as exc:
-            raise UplinkError(f"--broker {self.opts.host}:{self.opts.port}: cannot connect: "
-                              f"{exc}") from None  # fmt: skip
+        if self.opts.persistent:  # an archiver waits for its broker (paho retries, backing off)
+            self._client.connect_async(self.opts.host, self.opts.port, keepalive=30, **kw)
+        else:
+            try:
+                self._client.connect(self.opts.host, self.opts.port, keepalive=30, **kw)
+            except OSError as exc:
+                raise UplinkError(f"--broker {self.opts.host}:{self.opts.port}: cannot connect:"
+                                  f" {exc}") from None  # fmt: skip
         self._client.loop_start()
 
     def groups(self, stop: threading.Event, count: int | None, deadline: float | None,

@@ -3,11 +3,11 @@
 ``<gateway>/<seq>.cose`` is the FIRST copy ever received for that seq and is never replaced. A
 later copy with different bytes (a conflict) is kept beside it as evidence,
 ``<gateway>/<seq>.conflict-<sha256 prefix>.cose``; forged or malformed messages go to
-``_rejected/<sha256 prefix>.cose``. Each file is written under a temporary name, fsynced and
-hard-linked into place — ``link`` fails instead of replacing — so a crash never leaves a partial
-file under a final name; ``sync()`` fsyncs the directories that got new names (call it before the
-messages count as recorded). ``edge-agent verify --dir DIR`` reads the archive back: first copies
-first, then the evidence.
+``_rejected/<sha256 prefix>.cose``. Each file is written under a temporary name (in ``.tmp/``,
+emptied at start), fsynced and hard-linked into place — ``link`` fails instead of replacing — so
+a crash never leaves a partial file under a final name; ``sync()`` fsyncs the directories that
+got new names (call it before the messages count as recorded). ``edge-agent verify --dir DIR``
+reads the archive back: first copies first, then the evidence.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def _write_new(target: Path, data: bytes) -> bool:
-    """Create ``target`` with ``data`` durably; False (nothing written) when it already exists."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def _write_new(tmp: Path, target: Path, data: bytes) -> bool:
+    """Create ``target`` with ``data`` durably (via ``tmp``, same filesystem); False (nothing
+    written) when it already exists."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -43,6 +43,13 @@ class SaveDir:
         self.root = root
         self._touched: set[Path] = set()
         self.conflicts_kept = 0
+        # temporary names live apart, so a crash leaves nothing in the archive itself; what an
+        # earlier run left there is removed
+        self._tmpdir = root / ".tmp"
+        self._tmpdir.mkdir(parents=True, exist_ok=True)
+        for stale in self._tmpdir.iterdir():
+            stale.unlink(missing_ok=True)
+        self._tmp = self._tmpdir / f"{os.getpid()}.tmp"
 
     def _dir(self, name: str) -> Path:
         d = self.root / name
@@ -55,20 +62,20 @@ class SaveDir:
         "conflict" (another copy is first: this one kept beside it)."""
         d = self._dir(_SAFE_NAME.sub("_", gateway) or "_")
         target = d / f"{seq}.cose"
-        if _write_new(target, data):
+        if _write_new(self._tmp, target, data):
             self._touched.add(d)
             return "saved"
         if target.read_bytes() == data:
             return "same"
         evidence = d / f"{seq}.conflict-{hashlib.sha256(data).hexdigest()[:16]}.cose"
-        if _write_new(evidence, data):
+        if _write_new(self._tmp, evidence, data):
             self._touched.add(d)
             self.conflicts_kept += 1
         return "conflict"
 
     def reject(self, data: bytes) -> None:
         d = self._dir("_rejected")
-        if _write_new(d / f"{hashlib.sha256(data).hexdigest()[:32]}.cose", data):
+        if _write_new(self._tmp, d / f"{hashlib.sha256(data).hexdigest()[:32]}.cose", data):
             self._touched.add(d)
 
     def sync(self) -> None:

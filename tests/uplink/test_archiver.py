@@ -50,11 +50,12 @@ class Archiver:
     def run(self) -> None:
         """Start a run; back once it subscribed (its stderr says so)."""
         self.runs += 1
-        with open(self.log, "ab") as err:
+        log = self.log.with_name(f"archiver-{self.runs}.log")
+        with open(log, "wb") as err:
             self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err)
         deadline = time.monotonic() + 20
-        while self.log.read_bytes().count(b"subscribed") < self.runs:
-            assert time.monotonic() < deadline and self.proc.poll() is None, self.log.read_text()
+        while b"subscribed" not in log.read_bytes():
+            assert time.monotonic() < deadline and self.proc.poll() is None, log.read_text()
             time.sleep(0.05)
 
     def kill9(self) -> None:
