@@ -1,6 +1,6 @@
 """Benchmark: how much of a 9600 8N1 RS-485 line the poller turns into useful transactions.
 
-    .venv/bin/python -m benchmarks.rtu_efficiency [--seconds S] [--json]
+    .venv/bin/python -m benchmarks.rtu_efficiency [--seconds S] [--rounds N] [--json]
 
 Ten simulated water meters (units 1..10) share one RtuLine (a pty that keeps real line time: a byte
 takes one character time, a slave answers after its turnaround, answers arrive no earlier than the
@@ -9,15 +9,23 @@ The agent's real SerialRtuBus and Poller poll them with an interval shorter than
 line is saturated and every lost millisecond shows.
 
 Ideal time of one transaction = request frame + max(slave turnaround, t3.5) + answer frame + t3.5
-(the silence the master must keep before its next request). Efficiency = ideal time of the
-transactions that completed / wall time; with a dead unit only the live units' transactions count.
+(the silence the master must keep before its next request). Efficiency = ideal time of the reads
+that completed / wall time; while a unit is dead only the live units' reads count (what the line
+did for the units that could use it).
 
-Scenarios:
-* planned, all alive: the planner's merged reads (one input read 0..15 + one coil read per meter);
-* planned, unit 10 dead: measured after the unit is quarantined (steady state; the quarantine's
-  entry cost is shown separately);
+Scenarios (first table):
+* all alive: the planner's merged reads (one input read 0..15 + one coil read per meter);
+* 2 units lack 13..15: units 9 and 10 answer exception 2 outside input 0..12 (a smaller firmware);
+  measured after the poller learnt their address maps (their serial number is ``unreadable``);
 * one request per point: the naive plan, driven straight through SerialRtuBus (no poller);
 * line limit: back-to-back ideal 125-register reads.
+
+A unit dies and comes back (second table), ``--rounds`` times on one line, after an all-alive
+phase: **entry** (kill -> quarantined: the failures that find it dead), **steady** (quarantined,
+at least ``--seconds`` and two probes), **entry + steady** (the whole time it was dead: the
+figure to quote for "one unit dead"), **revival** (back -> its first answer). Per phase: its
+length, probes, the live units' cadence (cycles/s per unit, and relative to the all-alive phase:
+with one of ten dead the others could reach 10/9 = 1.11) and the efficiency.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
+import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from edge_agent.bus.serial_line import SerialRtuBus
@@ -47,13 +57,23 @@ from simulators.transports.rtu_timing import LineTiming
 BAUD = 9600
 TURNAROUND_S = 0.005
 UNITS = range(1, 11)
+DYING = UNITS[-1]
 TIMING = LineTiming(BAUD)
+LACKING = (9, 10)  # units whose firmware lacks input 13..15 in the refusal scenario
 
 
 def ideal_s(table: Table, count: int) -> float:
     req, resp = rtu_frame_bytes(table, count)
     gaps = max(TURNAROUND_S, TIMING.t35_s) + TIMING.t35_s
     return TIMING.frame_s(req) + TIMING.frame_s(resp) + gaps
+
+
+def _shape(reqs: Sequence[ReadRequest]) -> list[tuple[str, int, int]]:
+    return [(r.table.value, r.address, r.count) for r in reqs]
+
+
+def plan_ideal_s(reqs: Sequence[ReadRequest]) -> float:
+    return sum(ideal_s(r.table, r.count) for r in reqs)
 
 
 @dataclass
@@ -68,23 +88,38 @@ class Row:
     points_per_s: float
 
 
+@dataclass
+class Phase:
+    round: int
+    phase: str
+    seconds: float
+    probes: int
+    cycles_per_s: float  # per live unit
+    cadence: float  # cycles_per_s / the all-alive phase's
+    efficiency: float
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    t: float
+    unit: int
+    ideal_s: float
+    count: int
+
+
 class MeteredBus:
-    """SerialRtuBus plus a tally of the successful reads (what the benchmark counts)."""
+    """SerialRtuBus plus a record of the successful reads (what the benchmark counts)."""
 
     def __init__(self, inner: SerialRtuBus) -> None:
         self.inner = inner
         self.name = inner.name
-        self.ideal_s = 0.0
-        self.registers = 0
-        self.reads = 0
+        self.done: list[Done] = []
 
     async def read(
         self, unit: int, table: Table, address: int, count: int, *, timeout_s: float
     ) -> list[int]:
         regs = await self.inner.read(unit, table, address, count, timeout_s=timeout_s)
-        self.ideal_s += ideal_s(table, count)
-        self.registers += count
-        self.reads += 1
+        self.done.append(Done(time.monotonic(), unit, ideal_s(table, count), count))
         return regs
 
     async def write(
@@ -98,59 +133,176 @@ class MeteredBus:
     async def close(self) -> None:
         await self.inner.close()
 
+    def window(self, t0: float, t1: float, units: Sequence[int]) -> list[Done]:
+        return [d for d in self.done if t0 <= d.t < t1 and d.unit in units]
 
-def _row(name: str, secs: float, bus: MeteredBus, reqs: Sequence[ReadRequest], live: int) -> Row:
-    per_cycle = len(reqs) * live
-    cycles = bus.reads / per_cycle
-    npoints = sum(len(r.points) for r in reqs)
+
+def _row(name: str, secs: float, done: Sequence[Done],
+         plans: dict[int, list[ReadRequest]]) -> Row:
+    """``plans``: per live unit, what one of its cycles reads."""
+    per_cycle = sum(len(p) for p in plans.values())
+    cycles = len(done) / per_cycle
+    points = sum(len(r.points) for p in plans.values() for r in p)  # read per cycle of all
     return Row(
         scenario=name,
         seconds=round(secs, 2),
         cycles=round(cycles, 1),
         ms_per_cycle=round(1000 * secs / cycles, 1) if cycles else float("inf"),
-        ideal_ms_per_cycle=round(1000 * sum(ideal_s(r.table, r.count) for r in reqs) * live, 1),
-        efficiency=round(bus.ideal_s / secs, 3),
-        registers_per_s=round(bus.registers / secs, 1),
-        points_per_s=round(cycles * live * npoints / secs, 1),
+        ideal_ms_per_cycle=round(1000 * sum(plan_ideal_s(p) for p in plans.values()), 1),
+        efficiency=round(sum(d.ideal_s for d in done) / secs, 3),
+        registers_per_s=round(sum(d.count for d in done) / secs, 1),
+        points_per_s=round(cycles * points / secs, 1),
     )
 
 
-async def _poll(profile: Profile, line: LineProcess, seconds: float, dead: bool) -> list[Row]:
-    bus_cfg = SerialBus("rs485", line.path, baud=BAUD, timeout_max_s=0.3)
-    devs = [DeviceConfig(f"wm{u}", profile.name, "rs485", unit_id=u, interval_s=0.05)
-            for u in UNITS]
-    bus = MeteredBus(SerialRtuBus(bus_cfg))
-    poller = Poller(make_config([bus_cfg], devs, [profile]), {"rs485": bus}, lambda r: None,
-                    clock=ClockProbe())
-    reqs = poller.devices["wm1"].plan.requests
-    task = asyncio.create_task(poller.run())
+class Run:
+    """A Poller on the line, its metered bus, and the meters' configs."""
+
+    def __init__(self, profile: Profile, line: LineProcess) -> None:
+        bus_cfg = SerialBus("rs485", line.path, baud=BAUD, timeout_max_s=0.3)
+        devs = [DeviceConfig(f"wm{u}", profile.name, "rs485", unit_id=u, interval_s=0.05)
+                for u in UNITS]
+        self.bus = MeteredBus(SerialRtuBus(bus_cfg))
+        self.poller = Poller(make_config([bus_cfg], devs, [profile]), {"rs485": self.bus},
+                             lambda r: None, clock=ClockProbe())
+
+    def plans(self, units: Sequence[int]) -> dict[int, list[ReadRequest]]:
+        return {u: self.poller.devices[f"wm{u}"].plan.requests for u in units}
+
+    async def __call__(self, body: Callable[[Run], Awaitable[None]]) -> None:
+        task = asyncio.create_task(self.poller.run())
+        try:
+            await asyncio.sleep(1.0)  # warm-up: timeouts learnt
+            await body(self)
+        finally:
+            self.poller.stop()
+            await task
+            await self.bus.close()
+
+
+async def _until(cond: Callable[[], bool], limit_s: float = 120.0) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > limit_s:
+            raise RuntimeError("benchmark condition not reached")
+        await asyncio.sleep(0.005)
+    return time.monotonic()
+
+
+def alive_rows(profile: Profile, seconds: float) -> list[Row]:
     rows: list[Row] = []
-    try:
-        await asyncio.sleep(1.0)  # warm-up: timeouts learnt
-        if dead:
-            line.fault(UNITS[-1], DeviceFault.DEAD)
-            t_kill, before = time.monotonic(), bus.ideal_s
-            while not poller.status()[f"wm{UNITS[-1]}"]["quarantined"]:
-                await asyncio.sleep(0.01)
-            entry = time.monotonic() - t_kill
-            lost = poller.status()[f"wm{UNITS[-1]}"]["failed_time_s"]
-            print(f"quarantine entry: {entry:.2f} s wall, {lost:.2f} s of failed transactions, "
-                  f"efficiency meanwhile {(bus.ideal_s - before) / entry:.3f}", file=sys.stderr)
-        bus.ideal_s, bus.registers, bus.reads = 0.0, 0, 0
-        t0 = time.monotonic()
-        await asyncio.sleep(seconds)
-        secs = time.monotonic() - t0
-        name = "planned, unit 10 dead" if dead else "planned, all alive"
-        rows.append(_row(name, secs, bus, reqs, len(UNITS) - (1 if dead else 0)))
-        if dead:
-            st = poller.status()[f"wm{UNITS[-1]}"]
-            print(f"dead unit: probes={st['probes']} failed_time_s={st['failed_time_s']}",
-                  file=sys.stderr)
-    finally:
-        poller.stop()
-        await task
-        await bus.close()
+    with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
+        run = Run(profile, line)
+
+        async def body(run: Run) -> None:
+            t0 = time.monotonic()
+            await asyncio.sleep(seconds)
+            t1 = time.monotonic()
+            rows.append(_row("all alive", t1 - t0, run.bus.window(t0, t1, UNITS),
+                             run.plans(UNITS)))
+
+        asyncio.run(run(body))
+    _violations(line)
     return rows
+
+
+def lacking_rows(profile: Profile, seconds: float) -> list[Row]:
+    rows: list[Row] = []
+    with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
+        for u in LACKING:
+            line.refuse(u, [(Table.INPUT, 13, 200)])
+        run = Run(profile, line)
+
+        async def body(run: Run) -> None:
+            await asyncio.sleep(1.0)  # the refusals narrowed, the maps learnt
+            s0, t0 = line.stats(), time.monotonic()
+            await asyncio.sleep(seconds)
+            t1, s1 = time.monotonic(), line.stats()
+            plans = run.plans(UNITS)
+            name = f"{len(LACKING)} units lack 13..15"
+            rows.append(_row(name, t1 - t0, run.bus.window(t0, t1, UNITS), plans))
+            refused = sum(s1.exceptions[u] - s0.exceptions[u] for u in LACKING)
+            print(f"{name}: learnt plan {_shape(plans[LACKING[0]])} (the others "
+                  f"{_shape(plans[1])}); refused reads in the window: {refused} (unreadable "
+                  "points tried again on the quarantine schedule)", file=sys.stderr)
+
+        asyncio.run(run(body))
+    _violations(line)
+    return rows
+
+
+def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> list[Phase]:
+    phases: list[Phase] = []
+    live = [u for u in UNITS if u != DYING]
+    rng = random.Random(seed)
+    with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
+        run = Run(profile, line)
+        dev = run.poller.devices[f"wm{DYING}"]
+        per_cycle = len(run.plans([1])[1])
+        ideal_cycle = plan_ideal_s(run.plans([1])[1])
+
+        def phase(r: int, name: str, t0: float, t1: float, units: Sequence[int],
+                  probes: int, alive_rate: float) -> Phase:
+            done = run.bus.window(t0, t1, units)
+            rate = len(done) / per_cycle / len(units) / (t1 - t0)
+            return Phase(r, name, round(t1 - t0, 2), probes, round(rate, 3),
+                         round(rate / alive_rate, 3) if alive_rate else 1.0,
+                         round(sum(d.ideal_s for d in done) / (t1 - t0), 3))
+
+        async def body(run: Run) -> None:
+            t0 = time.monotonic()
+            await asyncio.sleep(seconds)
+            t1 = time.monotonic()
+            alive = phase(0, "all alive", t0, t1, UNITS, 0, 0.0)
+            phases.append(alive)
+            health = dev.health
+            for r in range(1, rounds + 1):
+                line.fault(DYING, DeviceFault.DEAD)
+                t_kill, p0 = time.monotonic(), health.probes
+                await _until(lambda: health.quarantined)
+                t_q, f_q = health.quarantined_mono or time.monotonic(), health.failures
+
+                def steady_done(f_q: int = f_q, t_q: float = t_q) -> bool:
+                    # two probes *failed* (not just started), the phase long enough
+                    return health.failures - f_q >= 2 and time.monotonic() - t_q >= seconds
+
+                await _until(steady_done)
+                # the unit comes back at a random moment of the probe gap it is in
+                gap = health.next_probe_at - time.monotonic()
+                await asyncio.sleep(rng.uniform(0.0, max(0.0, gap)))
+                t_back = time.monotonic()
+                probes = health.probes - p0
+                line.fault(DYING, DeviceFault.NONE)
+                n = len(run.bus.done)
+
+                def answered(n: int = n) -> bool:
+                    return any(d.unit == DYING for d in run.bus.done[n:])
+
+                await _until(answered)
+                t_found = next(d.t for d in run.bus.done[n:] if d.unit == DYING)
+                print(f"round {r}: probe timeout {health.probe_timeout_s:.3f} s; probe gap "
+                      f"when it came back {gap:.2f} s", file=sys.stderr)
+                rate = alive.cycles_per_s
+                phases.extend([
+                    phase(r, "entry: dead -> quarantined", t_kill, t_q, live, 0, rate),
+                    phase(r, "steady: quarantined", t_q, t_back, live, probes, rate),
+                    phase(r, "entry + steady (dead)", t_kill, t_back, live, probes, rate),
+                    phase(r, "revival: back -> answer", t_back, t_found, live,
+                          dev.health.probes - p0 - probes, rate),
+                ])
+                await asyncio.sleep(2.0)  # back to normal before the next round
+
+        asyncio.run(run(body))
+        print(f"ideal ms/cycle of one meter: {1000 * ideal_cycle:.1f}", file=sys.stderr)
+    _violations(line)
+    return phases
+
+
+_VIOLATIONS = [0]
+
+
+def _violations(line: LineProcess) -> None:
+    _VIOLATIONS[0] += line.final.violations
 
 
 async def _naive(profile: Profile, line: LineProcess, seconds: float) -> Row:
@@ -172,7 +324,14 @@ async def _naive(profile: Profile, line: LineProcess, seconds: float) -> Row:
         await bus.close()
     if errors:
         print(f"one-per-point: {errors} failed reads", file=sys.stderr)
-    return _row("one request per point", secs, bus, reqs, len(UNITS))
+    return _row("one request per point", secs, bus.done, dict.fromkeys(UNITS, reqs))
+
+
+def naive_rows(profile: Profile, seconds: float) -> list[Row]:
+    with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
+        row = asyncio.run(_naive(profile, line, seconds))
+    _violations(line)
+    return [row]
 
 
 def line_limit() -> Row:
@@ -181,28 +340,26 @@ def line_limit() -> Row:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="benchmarks.rtu_efficiency", description=__doc__)
-    ap.add_argument("--seconds", type=float, default=8.0, help="measuring window per scenario")
+    ap = argparse.ArgumentParser(prog="benchmarks.rtu_efficiency", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8.0,
+                    help="measuring window per scenario, and least steady phase")
+    ap.add_argument("--rounds", type=int, default=3, help="times unit 10 dies and comes back")
+    ap.add_argument("--seed", type=int, default=1, help="when in a probe gap the unit returns")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
     profile = load_profile(shipped_dir() / "water_meter.toml")
-    rows: list[Row] = []
-    violations = 0
-    for dead in (False, True):
-        with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
-            rows.extend(asyncio.run(_poll(profile, line, args.seconds, dead)))
-        violations += line.final.violations
-    with LineProcess("water_meter", UNITS, baud=BAUD, turnaround_s=TURNAROUND_S) as line:
-        rows.append(asyncio.run(_naive(profile, line, args.seconds)))
-    violations += line.final.violations
-    print(f"silent-interval violations recorded by the line: {violations}")
-    rows.append(line_limit())
+    rows = [*alive_rows(profile, args.seconds), *lacking_rows(profile, args.seconds),
+            *naive_rows(profile, args.seconds), line_limit()]
+    phases = dying_phases(profile, args.seconds, args.rounds, args.seed)
+    print(f"silent-interval violations recorded by the line: {_VIOLATIONS[0]}")
     planned = plan(profile.modbus_points, max_gap=profile.max_gap)
     print(f"water meter: {len(profile.modbus_points)} points; planned requests "
-          f"{[(r.table.value, r.address, r.count) for r in planned]}; "
+          f"{_shape(planned)}; "
           f"one-per-point {len(one_per_point(profile.modbus_points))} requests")
     if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=1))
+        print(json.dumps({"rows": [asdict(r) for r in rows],
+                          "phases": [asdict(p) for p in phases]}, indent=1))
         return 0
     head = f"{'scenario':<28} {'cycles':>7} {'ms/cycle':>9} {'ideal ms':>9} {'effic.':>7} " \
            f"{'regs/s':>8} {'points/s':>9}"
@@ -211,6 +368,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print(f"{r.scenario:<28} {r.cycles:>7} {r.ms_per_cycle:>9} {r.ideal_ms_per_cycle:>9} "
               f"{r.efficiency:>7} {r.registers_per_s:>8} {r.points_per_s:>9}")
+    print()
+    head = f"{'rnd':>3} {'unit 10 dies, comes back':<28} {'seconds':>8} {'probes':>7} " \
+           f"{'cycles/s':>9} {'cadence':>8} {'effic.':>7}"
+    print(head)
+    print("-" * len(head))
+    for p in phases:
+        print(f"{p.round:>3} {p.phase:<28} {p.seconds:>8} {p.probes:>7} {p.cycles_per_s:>9} "
+              f"{p.cadence:>8} {p.efficiency:>7}")
+    for name in ("entry: dead -> quarantined", "entry + steady (dead)",
+                 "revival: back -> answer"):
+        got = [p for p in phases if p.phase == name]
+        secs = [p.seconds for p in got]
+        print(f"{name}: {min(secs)}..{max(secs)} s (median {statistics.median(secs)}), "
+              f"efficiency {min(p.efficiency for p in got)}..{max(p.efficiency for p in got)}, "
+              f"cadence {min(p.cadence for p in got)}..{max(p.cadence for p in got)}")
     return 0
 
 

@@ -119,10 +119,11 @@ class DevicePoller(DeviceBase):
 
     # -- transactions ------------------------------------------------------------------------
 
-    async def _transact(self, req: ReadRequest) -> list[int]:
-        """One read with the adaptive timeout; feeds the RTT estimator and the health."""
+    async def _transact(self, req: ReadRequest, timeout_s: float = 0.0) -> list[int]:
+        """One read with the adaptive timeout (or ``timeout_s``, at least the bus's minimum);
+        feeds the RTT estimator and the health."""
         floor = self.bus.min_timeout_s(req.table, req.count)
-        timeout = self.health.rtt.timeout(floor)
+        timeout = max(floor, timeout_s) if timeout_s else self.health.rtt.timeout(floor)
         self.last_timeout_s = timeout
         t0 = time.monotonic()
         try:
@@ -148,7 +149,8 @@ class DevicePoller(DeviceBase):
             if isinstance(result, BusTimeout):
                 self.health.rtt.on_timeout()
             now = time.monotonic()
-            self.health.on_failure(now, failure_reason(result), self.bus.name, now - t0)
+            self.health.on_failure(now, failure_reason(result), self.bus.name, now - t0,
+                                   self._probe_cost())
 
     def _answered(self, t0: float, floor: float) -> None:
         mono_ns = self._answer_mono_ns = time.monotonic_ns()
@@ -248,12 +250,23 @@ class DevicePoller(DeviceBase):
                 return False
         return True
 
+    def _probe_cost(self) -> float:
+        """What a probe costs when the device answers as it used to: the learnt timeout of its
+        smallest request, without the doubling after timeouts."""
+        req = self.plan.smallest_request()
+        if req is None:
+            return 0.0
+        return self.health.rtt.timeout(self.bus.min_timeout_s(req.table, req.count),
+                                       backed_off=False)
+
     async def probe(self) -> bool:
-        """One cheap read of a quarantined device. True when it answered (even an exception)."""
+        """One cheap read of a quarantined device, with the timeout its schedule affords (see
+        ``health``). True when it answered (even an exception)."""
         req = self.plan.smallest_request()
         if req is None:
             return True
-        return await self._timed_probe(self._transact(req), ModbusExc)
+        return await self._timed_probe(self._transact(req, self.health.probe_timeout_s),
+                                       ModbusExc)
 
     async def run_group(self, group: Group) -> None:
         """The scheduled job: poll one interval group (or probe / go stale when quarantined)."""

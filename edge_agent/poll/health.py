@@ -7,9 +7,18 @@ learns the *excess* over the bus's own lower bound (frame times + turnaround, fr
 answer, so a device that merely got slower is relearnt instead of being declared dead.
 
 Quarantine. After ``QUARANTINE_AFTER`` consecutive failures the device is not polled; it is probed
-with one cheap read whenever its ``Backoff`` (edge_agent.retry) says so, but never sooner than the
-failed probe's own cost divided by ``PROBE_SHARE``: whatever the bus owner makes a dead unit cost
-(timeout, guard silence), a quarantined device takes at most 5 % of the line.
+with one cheap read on the schedule of the one retry policy (``PROBE_POLICY`` walked by a
+``Backoff``): often just after it died -- a unit that blinked (power glitch, reboot, a loose
+connector) is back within seconds -- and ever more rarely while it stays dead. Its bus share is
+adaptive but never more than ``PROBE_SHARE``: each probe is preceded by a gap of at least its own
+timeout / ``PROBE_SHARE``, and a failed probe that cost more than its timeout (a hold of the line,
+a guard silence) pushes the next one out by its real cost / ``PROBE_SHARE``.
+
+The probe's timeout adapts the same way. Early on it is what the unit needed when it was alive
+(the estimator's timeout *without* the doubling after timeouts, ``probe_s``): a revived unit
+answers as it used to, so frequent probes stay cheap. As the gaps grow, the probe may wait longer
+(``PROBE_SHARE`` x the gap before it, up to the bus maximum), so a unit that came back slower is
+found too. The quarantine entry (the failures before it) is not a probe and is not charged.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ GRANULARITY_S = 0.2  # "G": floor of the variance term (timer, scheduler, GIL an
 # jitter from switches, cellular backhaul and the endpoint's own scheduling
 NETWORK_GRANULARITY_S = 0.5
 QUARANTINE_AFTER = 3
-PROBE_POLICY = RetryPolicy(initial_s=1.0, factor=2.0, max_s=60.0, jitter=0.2)
+PROBE_POLICY = RetryPolicy(initial_s=1.0, factor=1.5, max_s=60.0, jitter=0.2)
 PROBE_SHARE = 0.05  # a quarantined device may take at most this share of its bus's time
 
 
@@ -57,12 +66,14 @@ class RttEstimator:
     def on_timeout(self) -> None:
         self.backoff = min(self.backoff + 1, 16)
 
-    def timeout(self, min_s: float) -> float:
-        """Timeout to use for a request whose bus-imposed minimum is ``min_s``."""
+    def timeout(self, min_s: float, *, backed_off: bool = True) -> float:
+        """Timeout to use for a request whose bus-imposed minimum is ``min_s``; without the
+        doubling after timeouts when not ``backed_off`` (what an answer used to need)."""
         if self.srtt is None:
             return max(min_s, self.max_s)
         t = min_s + self.srtt + max(self.granularity_s, K * self.rttvar)
-        t *= 2.0**self.backoff
+        if backed_off:
+            t *= 2.0**self.backoff
         return min(self.max_s, max(min_s, t))
 
 
@@ -84,6 +95,8 @@ class DeviceHealth:
     last_error: str = ""
     probe_time_s: float = 0.0  # bus time spent on probes (and their timeouts)
     failed_time_s: float = 0.0  # bus time spent on failed transactions (probes included)
+    probe_timeout_s: float = 0.0  # the next probe's timeout (0: the estimator's)
+    quarantined_mono: float | None = None  # when the current quarantine began
 
     @classmethod
     def create(
@@ -108,13 +121,17 @@ class DeviceHealth:
         self.consecutive = 0
         self.successes += 1
         self.quarantined = False
+        self.quarantined_mono = None
+        self.probe_timeout_s = 0.0
         self.backoff.reset()
         self.last_good_mono = now
         self.last_good_ns = wall_ns
         return was_quarantined
 
-    def on_failure(self, now: float, err: str, bus: str, cost_s: float = 0.0) -> None:
-        """Record a failed transaction that took ``cost_s`` of bus time."""
+    def on_failure(self, now: float, err: str, bus: str, cost_s: float = 0.0,
+                   probe_s: float | None = None) -> None:
+        """Record a failed transaction that took ``cost_s`` of bus time. ``probe_s``: what a
+        probe of this device costs when it answers as it used to (None: like this failure)."""
         self.failures += 1
         self.consecutive += 1
         self.failed_time_s += cost_s
@@ -122,7 +139,18 @@ class DeviceHealth:
         if self.consecutive == 1:
             log.warning("device_down device=%s bus=%s err=%s", self.device, bus, err)
         if self.quarantined or self.consecutive >= QUARANTINE_AFTER:
+            was_probe = self.quarantined
             if not self.quarantined:
                 log.debug("device_quarantined device=%s bus=%s", self.device, bus)
+                self.quarantined_mono = now
             self.quarantined = True
-            self.next_probe_at = now + max(self.backoff.next_delay(), cost_s / PROBE_SHARE)
+            self._schedule_probe(now, cost_s if was_probe or probe_s is None else 0.0,
+                                 cost_s if probe_s is None else probe_s)
+
+    def _schedule_probe(self, now: float, charged_s: float, cheap_s: float) -> None:
+        """The next probe: after the policy's delay, but at least ``charged_s`` (what the probe
+        just failed took) and the next probe's own least cost ``cheap_s`` over the share cap;
+        its timeout: what the gap affords at the cap, at least ``cheap_s``."""
+        gap = max(self.backoff.next_delay(), charged_s / PROBE_SHARE, cheap_s / PROBE_SHARE)
+        self.next_probe_at = now + gap
+        self.probe_timeout_s = min(self.rtt.max_s, max(cheap_s, PROBE_SHARE * gap))

@@ -115,3 +115,47 @@ def test_costly_probes_are_spaced_to_the_share_cap() -> None:
         busy += 1.2
         t = h.next_probe_at
     assert busy / (t - start) <= PROBE_SHARE + 1e-9
+
+
+def test_probes_are_frequent_and_cheap_first_then_rare_and_patient_never_over_the_cap() -> None:
+    from edge_agent.poll.health import PROBE_SHARE
+
+    h = DeviceHealth.create("m1", 1.0, random.Random(4))
+    cheap = 0.23  # what the unit's smallest read needed when it was alive
+    t = 0.0
+    for _ in range(QUARANTINE_AFTER):  # the entry: expensive timeouts, not charged to probing
+        h.on_failure(t, "timeout", "rs485", cost_s=1.0, probe_s=cheap)
+    assert h.quarantined and h.quarantined_mono == 0.0
+    probes: list[tuple[float, float, float]] = []  # (gap before it, its timeout, when)
+    last = t
+    for _ in range(40):
+        t = h.next_probe_at
+        probes.append((t - last, h.probe_timeout_s, t))
+        h.on_failure(t, "timeout", "rs485", cost_s=h.probe_timeout_s, probe_s=cheap)
+        last = t
+    # never more than the cap: each probe's timeout fits the gap before it
+    assert all(timeout <= PROBE_SHARE * gap + 1e-9 for gap, timeout, _ in probes)
+    # shortly after it died: a probe every cheap / cap (4.6 s), as cheap as the unit used to be
+    assert probes[0][0] == pytest.approx(cheap / PROBE_SHARE)
+    early = [p for p in probes if p[2] <= 20.0]
+    assert len(early) >= 4 and all(p[0] <= 4.6 + 1e-9 and p[1] == cheap for p in early)
+    # later: gaps walk the policy up to its maximum, each probe allowed the bus maximum
+    assert probes[-1][0] >= PROBE_POLICY.max_s * (1 - PROBE_POLICY.jitter) - 1e-9
+    assert probes[-1][1] == 1.0
+    # a unit back after D seconds is found by the next probe: within seconds at first
+    def found_after(d: float) -> float:
+        return next(when for _, _, when in probes if when >= d) - d
+    assert max(found_after(d / 10) for d in range(0, 200)) <= 4.6 + 1e-9
+
+
+def test_a_probe_that_cost_more_than_its_timeout_pushes_the_next_one_out() -> None:
+    from edge_agent.poll.health import PROBE_SHARE
+
+    h = DeviceHealth.create("m1", 1.0, random.Random(4))
+    for _ in range(QUARANTINE_AFTER):
+        h.on_failure(0.0, "timeout", "rs485", cost_s=0.3, probe_s=0.2)
+    t = h.next_probe_at
+    h.on_failure(t, "timeout", "rs485", cost_s=2.3, probe_s=0.2)  # the line was held 2 s
+    assert h.next_probe_at - t == pytest.approx(2.3 / PROBE_SHARE)
+    assert h.on_success(h.next_probe_at, 1)
+    assert h.quarantined_mono is None and h.probe_timeout_s == 0.0

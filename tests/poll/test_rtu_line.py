@@ -62,8 +62,8 @@ async def with_poller(
         await bus.close()
 
 
-@pytest.mark.timeout(40)
-def test_ten_meters_one_dead_costs_only_its_probe_share() -> None:
+@pytest.mark.timeout(60)
+def test_ten_meters_one_dead_costs_only_its_probe_share_and_is_found_when_back() -> None:
     with LineProcess("water_meter", range(1, 11)) as line:
         ten_meters_one_dead(line)
     assert line.final.violations == 0
@@ -104,6 +104,18 @@ def ten_meters_one_dead(line: LineProcess) -> None:
         # from the kill on, quarantine entry included
         numbers["rate_since_kill"] = bus.rate(alive, t_b, t_d)
         numbers["share_since_kill"] = lost_d / (t_d - t_b)
+        # it comes back: found by the next scheduled probe, not later
+        health = poller.devices["wm10"].health
+        numbers["next_probe_in"] = health.next_probe_at - time.monotonic()
+        n = len(bus.done)
+        line.fault(10, DeviceFault.NONE)
+        t_e = time.monotonic()
+        while not any(u == 10 for _, u in bus.done[n:]):
+            assert time.monotonic() - t_e < 30, poller.status()["wm10"]
+            await asyncio.sleep(0.02)
+        numbers["revival_s"] = next(t for t, u in bus.done[n:] if u == 10) - t_e
+        await asyncio.sleep(0.5)
+        numbers["back_polled"] = not poller.status()["wm10"]["quarantined"]
 
     asyncio.run(with_poller(cfg_bus, devs, "water_meter", out, body, bus))
     # the nine live meters had 9/10 of the line; with the tenth dead they may use all of it
@@ -125,7 +137,10 @@ def ten_meters_one_dead(line: LineProcess) -> None:
     bad = {r.reason for r in out if r.quality is not Quality.GOOD and r.device != "wm10"}
     assert bad == set()
     wm10 = [r for r in out if r.device == "wm10"]
-    assert wm10[-1].quality is Quality.STALE and wm10[-1].reason == "quarantined"
+    assert any(r.quality is Quality.STALE and r.reason == "quarantined" for r in wm10)
+    # revival: by the probe that was due when it came back (+ its own read, a loaded host)
+    assert numbers["revival_s"] <= max(0.0, numbers["next_probe_in"]) + 1.5, numbers
+    assert numbers["back_polled"] and wm10[-1].quality is Quality.GOOD
 
 
 @pytest.mark.timeout(20)
