@@ -11,10 +11,12 @@ uplink hands the retained witness to ``ChainGuard.reconcile``:
 * otherwise the state was rolled back. Every waiting batch was signed by the restored state
   (those from before the copy are re-signed too: whether the earlier state published them cannot be
   told apart), so the whole waiting tail is rewritten in ONE durable outbox transaction: a signed
-  *resume notice* at witness seq + 1, chained to the witnessed digest, then every waiting batch
-  re-signed in order with its seq shifted by the same amount (its readings, boot id and clocks
-  unchanged; gap and resume notices get the seqs they name shifted too). The outbox head — and so
-  the signer, which always signs from that head — ends above the witness.
+  *resume notice* whose prev is the witnessed digest, at witness seq + 1 (or, when the restored
+  state had already signed past the witness, at its head + 1: seqs are never reused, even
+  unpublished ones), then every waiting batch re-signed in order with its seq shifted by the same
+  amount (its readings, boot id and clocks unchanged; gap and resume notices get the seqs they
+  name shifted too). The outbox head — and so the signer, which always signs from that head —
+  ends above the witness.
 
 ``ChainGuard.witness()`` signs the current head as the next witness to announce.
 """
@@ -50,7 +52,7 @@ REASON = "state_rollback"
 @dataclass(frozen=True, slots=True)
 class Rechained:
     witness_seq: int
-    notice_seq: int  # witness_seq + 1
+    notice_seq: int  # witness_seq + 1, or local_head + 1 when that is higher
     from_seq: int  # first local seq moved (lowest waiting batch, or old head + 1)
     local_head: int  # head before the move
     resigned: int  # waiting batches re-signed after the notice
@@ -109,9 +111,10 @@ def rechain(
         base = head.seq if first is None else first.seq - 1
         if witness_seq < base:
             raise ContractError(f"witness seq {witness_seq} below the acknowledged seq {base}")
-        shift = witness_seq + 1 - base
+        after = max(witness_seq, head.seq)  # the notice's seq - 1: never a seq used before
+        shift = after + 1 - base
         notice = signer.sign_resume(
-            ChainHead(witness_seq, witness_digest),
+            ChainHead(after, witness_digest),
             ResumeNotice(from_seq=base + 1, local_head=head.seq, resigned=depth, reason=reason),
             created_ns=time.time_ns(), clock_synced=clock_synced,
         )  # fmt: skip

@@ -368,9 +368,9 @@ class Outbox:
         chain past seqs a restored state had already published). Under the write lock
         ``rewrite(head, depth, waiting)`` gets the head, the number of waiting batches and those
         batches (seq order, read page by page) and yields the new batches: increasing seqs (holes
-        only where batches were dropped), the last one above the old head (so a writer that
-        signed from the old head fails its append and re-signs); it becomes the head.
-        OutboxError and nothing changed when the rewrite or the disk fails."""
+        only where batches were dropped), all above the old head (so a writer that signed from
+        the old head fails its append and re-signs); the last becomes the head. OutboxError and
+        nothing changed when the rewrite or the disk fails."""
         with self._wlock:
             w0 = thread_write_bytes()
             head, depth, readings, total = self._commit("rewrite", lambda: self._rewrite(rewrite))

@@ -4,6 +4,7 @@ a signed resume notice, atomically, and the consumer sees no seq signed twice.""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.errors import ContractError, OutboxError, VerifyError
 from edge_agent.outbox.rechain import ChainGuard, continues, rechain
+from edge_agent.outbox.rewrite import PAGE
 from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
-from edge_agent.trust.batch import BatchSigner, decode_payload
+from edge_agent.trust.batch import BatchSigner, ChainHead, decode_payload
 from edge_agent.trust.cose import parse1
 from edge_agent.trust.witness import Witness, read_witness, sign_witness
 from simulators.synthetic import synthetic_readings
@@ -98,14 +100,20 @@ def test_fork_below_the_head_and_shifted_gap_notice(
         box.append([gap(box.head.seq, box.head.prev, DropRun((7, 8), 20, 100, 1, 2, 0))])
         assert not continues(box, *witness)  # local 10 is not the published 10
         done = rechain(box, signer, *witness)
-        assert (done.notice_seq, done.from_seq, done.local_head, done.head) == (11, 5, 15, 22)
+        # the notice goes above the local head: 11..15 were signed here, they are never reused
+        assert (done.notice_seq, done.from_seq, done.local_head, done.head) == (16, 5, 15, 27)
+        assert continues(box, *witness)
         tail = box.pending(0, 100)
-    assert [b.seq for b in tail] == [11, 12, 13, *range(16, 23)]  # the hole moved with them
+    assert [b.seq for b in tail] == [16, 17, 18, *range(21, 28)]  # the hole moved with them
+    notice = decode_payload(parse1(tail[0].cose)[2])
+    assert notice.prev == witness[1] and notice.resume is not None
     moved_gap = decode_payload(parse1(tail[-1].cose)[2]).gap
-    assert moved_gap is not None and (moved_gap.first_seq, moved_gap.last_seq) == (14, 15)
+    assert moved_gap is not None and (moved_gap.first_seq, moved_gap.last_seq) == (19, 20)
     report = verify_all(key, wire + [b.cose for b in tail])
     assert report.ok, report.problems
-    assert (report.conflicts, report.gaps_explained, report.gaps_unexplained) == (0, 2, 0)
+    # 11..15 explained by the resume notice (from 5), 19..20 by the moved gap notice
+    assert (report.conflicts, report.gaps_explained, report.gaps_unexplained) == (0, 7, 0)
+    assert (report.resumes, report.links_unchecked) == (1, 2)
 
 
 def test_continues_when_nothing_was_rolled_back(
@@ -134,8 +142,12 @@ def test_rewrite_failing_midway_changes_nothing(tmp_path: Path, signer: BatchSig
         before = box.pending(0, 10)
         with pytest.raises(ContractError, match="below the acknowledged"):
             rechain(box, signer, 1, bytes(32))
-        with pytest.raises(OutboxError, match="must end above head"):
+        with pytest.raises(OutboxError, match="at least one batch"):
             box.rewrite_pending(lambda head, depth, waiting: iter(()))
+        with pytest.raises(OutboxError, match="not above seq 5"):
+            stale = signer.sign_readings(ChainHead(2, bytes(32)), [], created_ns=0,
+                                         clock_synced=True)  # seq 3: a seq already used
+            box.rewrite_pending(lambda head, depth, waiting: iter([stale]))
         assert box.pending(0, 10) == before and box.head.seq == 5
         assert box.stats().depth == 3
 
@@ -161,3 +173,26 @@ def test_guard_witness_round_trip_and_reconcile(
         ahead = sign_witness(key, Witness(GATEWAY, 40, b"\x07" * 32, 0))
         assert guard.reconcile(ahead) == 40
         assert [r.notice_seq for r in guard.rechained] == [41] and box.head.seq == 44
+
+
+def test_a_long_tail_is_moved_page_by_page_in_place(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
+) -> None:
+    with _open(tmp_path / "o.db", signer) as box:
+        waiting = sign_chain(signer, box, 700)  # more than two pages of the rewrite
+        box.append(waiting)
+        db = sqlite3.connect(tmp_path / "o.db")
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        done = rechain(box, signer, 900, b"\x01" * 32)
+        grown = db.execute("PRAGMA page_count").fetchone()[0]
+        db.close()
+        tail = box.pending(0, 1000)
+        assert box.stats().depth == 701 and (done.notice_seq, done.head) == (901, 1601)
+    assert [b.seq for b in tail] == list(range(901, 1602))
+    # old pages are reused as the new batches go in: the file grows by about one rewrite page of
+    # batches (PAGE = 256), not by a copy of the outbox (700 batches)
+    assert grown - pages <= pages / 700 * (PAGE + 64)
+    moved = [decode_payload(parse1(b.cose)[2]).readings for b in tail[1:]]
+    assert moved == [decode_payload(parse1(b.cose)[2]).readings for b in waiting]
+    report = verify_all(key, [b.cose for b in tail])
+    assert report.ok and report.batches == 701 and report.broken_chain == 0
