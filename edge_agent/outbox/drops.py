@@ -22,13 +22,13 @@ from edge_agent.outbox.space import Footprint
 log = logging.getLogger(__name__)
 
 GAP_RESERVE_BYTES = 512  # room kept for one gap notice when planning a drop
-DROP_CHUNK_MAX = 4 * 1024 * 1024
+DROP_CHUNK_MIN, DROP_CHUNK_MAX = 64 * 1024, 4 * 1024 * 1024
 
 
-def drop_target(over: int, budget: int) -> int:
-    """Bytes to free when ``over`` the budget: a chunk of it (1/16, at most 4 MiB) at a time, so
-    a long outage produces one gap notice per chunk rather than one per new batch."""
-    return max(over, min(budget // 16, DROP_CHUNK_MAX))
+def drop_target(over: int, stored: int) -> int:
+    """Bytes to free when ``over`` the budget: a chunk of what is stored (1/16, within 64 KiB ..
+    4 MiB) at a time, so a long outage makes one gap notice per chunk rather than one per batch."""
+    return max(over, min(max(stored // 16, DROP_CHUNK_MIN), DROP_CHUNK_MAX))
 
 
 def pragma(conn: sqlite3.Connection, name: str) -> int:
@@ -37,31 +37,33 @@ def pragma(conn: sqlite3.Connection, name: str) -> int:
 
 def over_budget(
     conn: sqlite3.Connection, fp: Footprint, pages0: int, *, cap: int, wal_limit: int, reserve: int
-) -> int:
-    """Inside the append transaction: bytes over the budget (<= 0: it fits). ``pages0`` is the
-    page count when the transaction began."""
+) -> tuple[int, int]:
+    """Inside the append transaction: bytes over the cap, and bytes over what the disk can hold
+    that dropping first would avoid (<= 0: it fits). ``pages0``: page count at BEGIN."""
     pages, free = pragma(conn, "page_count"), pragma(conn, "freelist_count")
-    overhead = max(fp.wal, wal_limit) + fp.shm + fp.journal + reserve
-    cap_over = (pages - free) * PAGE_SIZE + overhead - cap
-    disk_over = max(fp.db, pages * PAGE_SIZE) + overhead - fp.disk_budget
-    # growth this transaction caused is avoided by dropping first (the inserts then reuse the
-    # freed pages); the rest of a disk overrun is not fixable by dropping: the reserve is for it
+    fixed = max(fp.wal, wal_limit) + fp.shm + fp.journal + reserve
+    cap_over = (pages - free) * PAGE_SIZE + fixed - cap
+    # the disk must hold the database as it will be, the WAL up to its allowance and the reserve;
+    # when it cannot even hold that (others filled it) the store commits anyway and answers a
+    # failing commit (SQLITE_FULL) with the reserve
+    disk_over = max(fp.db, pages * PAGE_SIZE) + fixed - fp.disk_budget
+    # only growth this transaction caused can be avoided by dropping first (the inserts then
+    # reuse the freed pages)
     grown = max(0, pages - pages0) * PAGE_SIZE
-    return max(cap_over, min(disk_over, grown))
+    return cap_over, min(disk_over, grown)
 
 
 def choose_victims(
-    conn: sqlite3.Connection, target: int, *, held_through: int, before: int
-) -> tuple[list[DropRun], bool]:
-    """Runs worth ``target`` bytes among seqs after ``held_through`` and before ``before`` (the
-    batches being appended), and whether that took every candidate."""
+    conn: sqlite3.Connection, want: int, must: int, *, held_through: int, before: int
+) -> tuple[list[DropRun], int]:
+    """Runs worth ``want`` bytes (alarms and notices only to reach ``must``) among seqs after
+    ``held_through`` and before ``before`` (the batches being appended); see ``plan_drops``."""
     candidates = conn.execute(
         "SELECT seq, kind, alarm, n_readings, bytes, t_first, t_last FROM batches"
         " WHERE seq > ? AND seq < ? ORDER BY seq",
         (held_through, before),
     ).fetchall()
-    runs = plan_drops(candidates, target, GAP_RESERVE_BYTES)
-    return runs, sum(len(r.seqs) for r in runs) == len(candidates)
+    return plan_drops(candidates, want, must, GAP_RESERVE_BYTES)
 
 
 def delete_runs(conn: sqlite3.Connection, runs: Sequence[DropRun]) -> None:

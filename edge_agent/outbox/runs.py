@@ -1,8 +1,9 @@
 """Which batches to drop when the outbox is over its byte cap, grouped into runs of seqs.
 
-Pure logic, no I/O. Victims are chosen oldest first by class: non-alarm data batches, then alarm
-data batches, then (last resort) older gap notices, whose announcement is then lost: the store
-frees a generous chunk per drop (see ``drops.drop_target``) so notices stay few. A run is a maximal
+Pure logic, no I/O. Victims are chosen oldest first by class: non-alarm data batches (a generous
+chunk per drop, see ``drops.drop_target``, so notices stay few), then — only as far as the
+budget strictly needs — alarm data batches, then (last resort) older notices, whose announcement
+is then lost. A run is a maximal
 set of consecutive seqs among the victims; each run gets one signed gap notice, so the planner
 keeps room for one notice per run.
 """
@@ -35,13 +36,6 @@ class DropRun:
         return self.seqs[-1]
 
 
-def _rank(c: Candidate) -> tuple[int, int]:
-    seq, kind, alarm = c[0], c[1], c[2]
-    if kind != "data":  # a gap or resume notice
-        return (2, seq)
-    return (1 if alarm else 0, seq)
-
-
 def group_runs(victims: Sequence[Candidate]) -> list[DropRun]:
     """Group victims (any order) into runs of consecutive seqs, in seq order."""
     runs: list[DropRun] = []
@@ -49,7 +43,7 @@ def group_runs(victims: Sequence[Candidate]) -> list[DropRun]:
 
     def close() -> None:
         if current:
-            data = [c for c in current if c[1] == "data"]
+            data = [c for c in current if c[1] == "data"]  # notices carry no readings
             runs.append(
                 DropRun(
                     seqs=tuple(c[0] for c in current),
@@ -71,20 +65,28 @@ def group_runs(victims: Sequence[Candidate]) -> list[DropRun]:
     return runs
 
 
-def plan_drops(candidates: Sequence[Candidate], over: int, reserve: int) -> list[DropRun]:
-    """Pick victims freeing at least ``over`` bytes plus ``reserve`` per extra run.
-
-    ``over`` already includes room for the first gap notice. When even that is impossible every
-    candidate goes (the caller may end up slightly over its cap); [] only without candidates.
-    """
-    ordered = sorted(candidates, key=_rank)
+def plan_drops(
+    candidates: Sequence[Candidate], want: int, must: int, reserve: int
+) -> tuple[list[DropRun], int]:
+    """Victims freeing ``want`` bytes plus ``reserve`` per extra run from non-alarm data batches,
+    oldest first. Alarm batches, then notices (gap, loss, resume: announcements), oldest first,
+    are taken only while the non-alarm ones cannot free ``must`` bytes. Returns the runs and how
+    far it had to go: 0 ``want`` was met, 1 every non-alarm batch was taken, 2 everything was."""
+    plain = [c for c in candidates if c[1] == "data" and not c[2]]
+    rest = sorted(c for c in candidates if c[1] == "data" and c[2])
+    rest += sorted(c for c in candidates if c[1] != "data")
     victims: list[Candidate] = []
     freed = 0
-    for c in ordered:
+    for c in sorted(plain):
         victims.append(c)
         freed += c[4]
-        if freed >= over:
+        if freed >= want:
             runs = group_runs(victims)
-            if freed >= over + reserve * (len(runs) - 1):
-                return runs
-    return group_runs(victims)
+            if freed >= want + reserve * (len(runs) - 1):
+                return runs, 0
+    for c in rest:
+        if freed >= must + reserve * max(0, len(group_runs(victims)) - 1):
+            return group_runs(victims), 1
+        victims.append(c)
+        freed += c[4]
+    return group_runs(victims), 2

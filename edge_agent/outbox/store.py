@@ -197,30 +197,35 @@ class Outbox:
     def _append_rounds(self, batches: Sequence[BatchLike], incoming: int) -> list[BatchLike]:
         rows = [row(b) for b in batches]
         first, last = batches[0], batches[-1]
-        drop, why = 0, ""
+        want = must = 0  # bytes to drop / to drop even if it takes notices
+        why = ""
         for _ in range(MAX_ROUNDS):
             fp = self._measure()
-            budget = min(self.cap_bytes, fp.disk_budget)
             try:
                 self._w.execute("BEGIN IMMEDIATE")
                 pages0 = pragma(self._w, "page_count")
-                runs, exhausted = self._victims(drop, first.seq)
+                runs, reach = self._victims(want, must, first.seq)
                 drops.delete_runs(self._w, runs)
                 self._w.executemany(INSERT, rows)
                 gaps = (drops.sign_gaps(self._w, self.gap_signer, runs, Head(last.seq, last.digest),
                                   str(self.path)) if runs and self.gap_signer else [])
-                over = drops.over_budget(self._w, fp, pages0, cap=self.cap_bytes,
-                                   wal_limit=self.wal_limit, reserve=self.reserve.size)
-                if over > 0:
+                cap_over, disk_over = drops.over_budget(
+                    self._w, fp, pages0, cap=self.cap_bytes, wal_limit=self.wal_limit,
+                    reserve=self.reserve.size)  # fmt: skip
+                over = max(cap_over, disk_over)
+                if over > 0 and not (reach and cap_over <= 0):
                     self._rollback()
-                    if exhausted:
+                    if reach == 2:
                         raise OutboxError(
-                            f"{self.path}: outbox full: {over} bytes over a budget of {budget}"
-                            f" and only batches held for the broker (seq <= {self._held}) or"
-                            " being appended are left"
+                            f"{self.path}: outbox full: {cap_over} bytes over the cap of"
+                            f" {self.cap_bytes} and only batches held for the broker"
+                            f" (seq <= {self._held}) or being appended are left"
                         )
-                    drop, why = drop + drop_target(over, budget), f"{over} bytes over budget"
+                    must = must + over if cap_over > 0 else must
+                    want = max(want + over, drop_target(over, self._total_bytes))
+                    why = f"{over} bytes over budget"
                     continue
+                # over the disk with nothing left to drop: try; the disk decides (SQLITE_FULL)
                 counters = drops.counted(self._counters, runs, gaps)
                 if runs:
                     self._w.execute(
@@ -238,18 +243,27 @@ class Outbox:
                                 fp.fs_free, fp.files)
                 why = f"disk full: {exc}"
                 if not self.reserve.release():  # no new room: make room inside the files
-                    drop += drop_target(0, budget)
+                    self._restart_wal()
+                    want += drop_target(0, self._total_bytes)
                 continue
             self._applied(batches, incoming, runs, gaps, counters)
             return gaps
         raise OutboxError(f"{self.path}: append failed after {MAX_ROUNDS} tries: {why}")
 
-    def _victims(self, target: int, before: int) -> tuple[list[DropRun], bool]:
-        if not target:
-            return [], False
+    def _restart_wal(self) -> None:
+        """Checkpoint and restart the WAL, so the next commit reuses its blocks instead of
+        needing new ones (what a full disk does not have)."""
+        try:
+            self._w.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("outbox_checkpoint_failed path=%s err=%s", self.path, exc)
+
+    def _victims(self, want: int, must: int, before: int) -> tuple[list[DropRun], int]:
+        if not want:
+            return [], 0
         if self.gap_signer is None:
             raise OutboxError(f"{self.path}: outbox full and no gap signer")
-        return drops.choose_victims(self._w, target, held_through=self._held, before=before)
+        return drops.choose_victims(self._w, want, must, held_through=self._held, before=before)
 
     def _applied(
         self,

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
 from simulators.scenario import BackgroundScenario, Scenario
 from tests.support_broker import Mosquitto
+from tests.uplink.proxy import Proxy
 
 HERE = Path(__file__).resolve().parent
 GW = "gw-e2e"
@@ -37,6 +38,7 @@ class Gateway:
     log: Path
     notes: list[str] = field(default_factory=list)
     bg: BackgroundScenario | None = None  # runs ``sim`` on its own loop: ``bg.call(...)``
+    proxy: Proxy | None = None
 
     def endpoint_fault(self, endpoint: str, kind: str) -> None:
         """Switch a simulated Modbus TCP endpoint's fault ("refuse", "stall", "none")."""
@@ -93,10 +95,18 @@ def open_gateway() -> Iterator[Gateway]:
         yield from run_gateway(base)
 
 
-def run_gateway(tmp_path: Path) -> Iterator[Gateway]:
-    """The gateway fixture's body, for fixtures that need it under another directory."""
-    broker = Mosquitto(tmp_path / "broker")
+def run_gateway(
+    tmp_path: Path,
+    *,
+    edit: Callable[[str], str] | None = None,
+    proxied: bool = False,
+    broker_persistence: bool = False,
+) -> Iterator[Gateway]:
+    """The gateway fixture's body, for fixtures that need it under another directory; ``edit``
+    changes the config text, ``proxied`` puts a ``Proxy`` (gw.proxy) between agent and broker."""
+    broker = Mosquitto(tmp_path / "broker", persistence=broker_persistence)
     broker.start()
+    proxy = Proxy(broker.port) if proxied else None
     bg = BackgroundScenario.load(str(HERE / "mini.toml"))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     proc: subprocess.Popen[bytes] | None = None
@@ -104,7 +114,8 @@ def run_gateway(tmp_path: Path) -> Iterator[Gateway]:
     try:
         sim = bg.start()
         d = tmp_path / "gw"
-        config = sim.write_config(d, mqtt_port=broker.port, gateway_id=GW)
+        port = proxy.port if proxy is not None else broker.port
+        config = sim.write_config(d, mqtt_port=port, gateway_id=GW)
         ops = d / "operators"
         ops.mkdir()
         operator = generate_signing_key(tmp_path / "operator.key")
@@ -113,13 +124,15 @@ def run_gateway(tmp_path: Path) -> Iterator[Gateway]:
             "[keys]\n",
             f'[commands]\nallow_unsynced_clock = true\n\n[keys]\ncommand_keys = "{ops}"\n')
         text = text.replace("[uplink]\n", "[uplink]\nstatus_interval = 1\n")
-        config.write_text(text + "\n[batch]\nmax_readings = 50\nmax_ms = 200\n"
-                          '\n[health]\nprometheus_textfile = "metrics.prom"\n')
+        text += ('\n[batch]\nmax_readings = 50\nmax_ms = 200\n'
+                 '\n[health]\nprometheus_textfile = "metrics.prom"\n')
+        config.write_text(edit(text) if edit is not None else text)
         notify_path = tmp_path / "notify.sock"
         notify.bind(str(notify_path))
         proc = start_agent(d, config, notify_path)
         gw = Gateway(d, config, broker, sim, proc, notify, operator,
-                     load_signing_key(d / "signing.key"), d / "agent.log", bg=bg)
+                     load_signing_key(d / "signing.key"), d / "agent.log", bg=bg,
+                     proxy=proxy)
         assert gw.wait_notify("READY=1", 30), gw.log_text()[-3000:]
         yield gw
     finally:
@@ -134,4 +147,6 @@ def run_gateway(tmp_path: Path) -> Iterator[Gateway]:
                 proc.wait()
         notify.close()
         bg.stop()
+        if proxy is not None:
+            proxy.close()
         broker.stop()

@@ -1,0 +1,150 @@
+"""The real daemon with its outbox on a real small filesystem (a tmpfs of 3 MiB) that fills up
+while part of the outbox is in flight (published, PUBACK withheld by a proxy): the agent keeps
+committing (it drops old batches with signed gap notices), the watchdog keeps coming, `status`
+shows the footprint and no commit error, and after the disk frees and the broker answers again
+every batch either reached the consumer or is named in a gap notice — never both. That is what
+`edge-agent verify` checks on the saved stream (contradicted = 0, unexplained = 0).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.trust.batch import decode_payload
+from edge_agent.trust.cose import verify1
+from edge_agent.trust.keys import kid_of, public_pem
+from tests.support_broker import Subscriber
+from tests.support_disk import fill, small_fs
+
+from .conftest import GW, Gateway, run_gateway
+
+MIB = 1 << 20
+
+
+def chatty(text: str, into: Path) -> str:
+    """The shipped profiles without deadbands, every point read and reported every 0.5 s: about
+    60 readings/s from the small street, so a disk fills in seconds, not days."""
+    m = re.search(r'^profiles_dir = "(.*)"$', text, re.M)
+    assert m is not None
+    into.mkdir()
+    for f in Path(m.group(1)).glob("*.toml"):
+        body = re.sub(r"^(deadband|deadband_percent)\s*=.*$", "", f.read_text(), flags=re.M)
+        body = re.sub(r"^(heartbeat|interval) = ", r"\1 = 0.5 # ", body, flags=re.M)
+        (into / f.name).write_text(body)
+    return text.replace(m.group(0), f'profiles_dir = "{into}"')
+
+
+@pytest.fixture
+def gw_small_disk(tmp_path: Path) -> Iterator[tuple[Gateway, Path]]:
+    with small_fs(tmp_path / "fs", 3 * MIB) as fs:
+
+        def edit(text: str) -> str:  # a cap larger than the disk: the disk is the budget
+            text = chatty(text, tmp_path / "profiles")
+            return text + f'\n[outbox]\npath = "{fs}/outbox.sqlite"\ncap = "64MiB"\n'
+
+        for gw in run_gateway(tmp_path, edit=edit, proxied=True):
+            yield gw, fs
+
+
+def status(gw: Gateway) -> dict[str, object]:
+    out = gw.cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, object] = json.loads(out.stdout)
+    return doc
+
+
+def outbox(gw: Gateway) -> dict[str, object]:
+    box = status(gw)["outbox"]
+    assert isinstance(box, dict)
+    return box
+
+
+def watchdog_pings(gw: Gateway, seconds: float) -> int:
+    gw.notes.clear()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        gw.wait_notify("\0never\0", timeout=deadline - time.monotonic())
+    return sum(n.count("WATCHDOG=1") for n in gw.notes)
+
+
+def wait(pred: object, timeout: float, step: float = 0.5) -> bool:
+    assert callable(pred)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
+@pytest.mark.timeout(300)
+def test_full_disk_with_batches_in_flight_drops_only_what_the_broker_never_saw(
+    gw_small_disk: tuple[Gateway, Path], tmp_path: Path
+) -> None:
+    gw, fs = gw_small_disk
+    assert gw.proxy is not None
+    keys = {kid_of(gw.gateway_key.public_key()): gw.gateway_key.public_key()}
+    sub = Subscriber(gw.broker.port, f"edge/{GW}/data")  # the consumer, straight at the broker
+    try:
+        assert sub.wait_for(lambda: len(sub.payloads()) >= 5, 30), gw.log_text()[-2000:]
+        # PUBACKs stop: what is published now stays in flight (the consumer gets it anyway)
+        gw.proxy.swallow_replies = True
+        time.sleep(3.0)
+        in_flight = {decode_payload(verify1(p, keys)[1]).seq for p in sub.payloads()}
+        up = status(gw)["uplink"]
+        assert isinstance(up, dict) and up["published"] > up["acked"]  # really in flight
+        # someone else fills the disk, leaving the outbox 96 KiB to grow into, then nothing
+        fill(fs / "logs", leave=96 * 1024)
+        assert wait(lambda: int(outbox(gw)["gaps"]) >= 2, 150), outbox(gw)
+        fill(fs / "more-logs")
+        pings = watchdog_pings(gw, 6.0)
+        box = outbox(gw)
+        assert pings >= 4, gw.log_text()[-3000:]  # healthy all along: the watchdog keeps coming
+        assert box["commit_error"] is None and box["commit_failing_s"] is None, box
+        assert int(box["footprint_bytes"]) <= 3 * MIB and int(box["budget_bytes"]) < 3 * MIB
+        assert box["disk_free_bytes"] is not None and int(box["held_through"]) >= max(in_flight)
+        # the disk frees, the broker answers again: everything left drains
+        (fs / "logs").unlink()
+        (fs / "more-logs").unlink()
+        gw.proxy.swallow_replies = False
+        gw.proxy.cut()
+        head = int(outbox(gw)["head_seq"])
+
+        def covered() -> bool:
+            got = {decode_payload(verify1(p, keys)[1]) for p in sub.payloads()}
+            seen = {p.seq for p in got}
+            named = {s for p in got if p.gap for s in range(p.gap.first_seq, p.gap.last_seq + 1)}
+            return set(range(1, head + 1)) <= seen | named
+
+        if not wait(covered, 90):
+            got = {decode_payload(verify1(p, keys)[1]) for p in sub.payloads()}
+            seen = {p.seq for p in got}
+            named = {s for p in got if p.gap for s in range(p.gap.first_seq, p.gap.last_seq + 1)}
+            missing = sorted(set(range(1, head + 1)) - seen - named)
+            raise AssertionError(f"missing {missing[:50]} of {head}: {outbox(gw)}")
+        payloads = sub.payloads()
+    finally:
+        sub.close()
+    decoded = [decode_payload(verify1(p, keys)[1]) for p in payloads]
+    data = {p.seq for p in decoded if p.kind == "data"}
+    named = {s for p in decoded if p.gap for s in range(p.gap.first_seq, p.gap.last_seq + 1)}
+    assert named and not (named & data)  # exact: nothing named arrived, nothing arrived named
+    assert not (named & in_flight)  # the batches in flight were never dropped
+    assert set(range(1, head + 1)) <= data | named | {p.seq for p in decoded}
+    # the same judgement by the consumer's tool, on the saved stream
+    saved = tmp_path / "saved" / GW
+    saved.mkdir(parents=True)
+    for raw, p in zip(payloads, decoded, strict=True):
+        (saved / f"{p.seq}.cose").write_bytes(raw)
+    pub = tmp_path / "gw.pub.pem"
+    pub.write_bytes(public_pem(gw.gateway_key))
+    out = gw.cli("verify", "--key", f"{GW}={pub}", "--dir", str(saved.parent), "--json")
+    rep = json.loads(out.stdout)
+    assert out.returncode == 0 and rep["ok"], out.stdout[-2000:]
+    assert rep["contradicted"] == 0 and rep["gaps_unexplained"] == 0 and rep["gap_notices"] >= 2
