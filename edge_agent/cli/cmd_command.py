@@ -24,7 +24,9 @@ import cbor2
 from edge_agent.cli.common import (
     EXIT_NO_DAEMON,
     EXIT_OK,
+    EXIT_TIMEOUT,
     EXIT_USAGE,
+    CliError,
     add_common,
     emit,
     fail,
@@ -104,15 +106,11 @@ def _show(args: argparse.Namespace) -> int:
 
 def _show_stored(args: argparse.Namespace) -> int:
     """The daemon's stored results (control socket op ``command_results``)."""
-    from edge_agent.control.client import ControlClient, ControlRefused, ControlUnavailable
+    from edge_agent.control.client import ControlClient
 
-    try:
-        with ControlClient(socket_path(args)) as c:
-            rows = c.result("command_results", id=args.id, recent=args.recent)
-    except ControlUnavailable as exc:
-        return fail(f"command show: {exc}", EXIT_NO_DAEMON)
-    except ControlRefused as exc:
-        return fail(f"command show: {exc.reason}: {exc.detail}")
+    # an unreachable daemon or a refusal: the one-line failure of cli/failure.py
+    with ControlClient(socket_path(args)) as c:
+        rows = c.result("command_results", id=args.id, recent=args.recent)
     if args.id is not None and not rows:
         return fail(f"command show: no stored result for id {args.id}")
     human = table(["id", "decided", "ok", "reason", "signer", "acked"], [
@@ -127,17 +125,21 @@ def _send(args: argparse.Namespace) -> int:
 
     data = Path(args.file).read_bytes()
     host, _, port = args.broker.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"--broker {args.broker!r} is not HOST:PORT",
+                       "e.g. --broker mqtt.example.city:8883", EXIT_USAGE, "usage")
     try:
         res = request_response(
             host or "127.0.0.1", int(port), f"{args.prefix}/{args.gateway}/cmd",
             f"{args.prefix}/{args.gateway}/cmd/res", data, args.wait, args.tls_ca,
         )
     except (EdgeAgentError, OSError) as exc:
-        print(f"command send: {exc}", file=sys.stderr)
-        return 3
+        raise CliError(f"cannot reach the broker: {exc}", "check --broker, the network and "
+                       "--tls-ca", EXIT_NO_DAEMON, "no_broker") from None
     if res is None:
-        print("command send: no result within the wait time", file=sys.stderr)
-        return 4
+        raise CliError(f"no result within {args.wait:g} s", "is the gateway online? raise "
+                       "--wait, or see it later: edge-agent command show --id ID on the gateway",
+                       EXIT_TIMEOUT, "timeout")
     payload = parse1(res)[2]
     print(json.dumps({str(k): (v.hex() if isinstance(v, bytes) else v)
                       for k, v in cbor2.loads(payload).items()}))

@@ -4,8 +4,10 @@
     edge-agent tail [--device D] [--point P] [--class C] | buffer | buffer export DEST
     edge-agent buffer import SOURCE... --broker HOST:PORT
 
-A refusal from the daemon is one line on stderr, ``edge-agent <command>: <code>: <detail>``,
-exit 1 (4 for a timeout); an unreachable daemon exits 3.
+Names are checked against what the daemon runs (op ``catalog``) and suggested when mistyped;
+values are shown with their unit, rounded to the resolution the profile implies, with their
+quality. A failure is one line (cli/common.py, cli/failure.py): exit 1 refused or failed, 2 an
+unknown name or bad value, 3 no daemon, 4 no answer in time.
 """
 
 from __future__ import annotations
@@ -16,20 +18,26 @@ import sys
 import time
 from typing import Any
 
+from edge_agent.cli.argtypes import count
 from edge_agent.cli.common import (
-    EXIT_FAIL,
-    EXIT_NO_DAEMON,
     EXIT_OK,
-    EXIT_TIMEOUT,
     EXIT_USAGE,
+    CliError,
+    UnknownName,
     add_common,
+    config_path,
     emit,
-    fail,
     socket_path,
     table,
 )
-from edge_agent.control.client import ControlClient, ControlRefused, ControlUnavailable
-from edge_agent.errors import EdgeAgentError
+from edge_agent.cli.humanize import age_of, report
+from edge_agent.control.client import (
+    ControlClient,
+    ControlRefused,
+    ControlUnavailable,
+    DaemonNotRunning,
+)
+from edge_agent.profiles.display import format_value
 
 DEVICE_OPS_TIMEOUT_S = 20.0  # read/write wait for the bus (queued behind polls, adaptive timeouts)
 
@@ -41,79 +49,208 @@ def _call(args: argparse.Namespace, op: str, **kw: Any) -> Any:
         return c.result(op, timeout_s=DEVICE_OPS_TIMEOUT_S if slow else None, **kw)
 
 
-def _age(ns: int | None) -> str:
-    if not ns:
-        return "never"
-    s = max(0.0, time.time() - ns / 1e9)
-    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+# -- names -----------------------------------------------------------------------------------
 
+def _device(cat: dict[str, Any], name: str) -> dict[str, Any]:
+    for d in cat["devices"]:
+        if d["name"] == name:
+            return dict(d)
+    raise UnknownName("device", name, [d["name"] for d in cat["devices"]], "edge-agent devices")
+
+
+def _point(dev: dict[str, Any], name: str) -> dict[str, Any]:
+    for p in dev["points"]:
+        if p["name"] == name:
+            return dict(p)
+    raise UnknownName("point", name, [p["name"] for p in dev["points"]],
+                       f"edge-agent read {dev['name']}")
+
+
+def check_names(cat: dict[str, Any], device: str | None = None, point: str | None = None,
+                cls: str | None = None) -> None:
+    """CliError (exit 2, with "did you mean") for a name ``cat`` does not know."""
+    if cls and cls not in cat["classes"]:
+        raise UnknownName("class", cls, cat["classes"])
+    if device:
+        dev = _device(cat, device)
+        if point:
+            _point(dev, point)
+    elif point:
+        scope = [d for d in cat["devices"] if not cls or d["class"] == cls]
+        names = {p["name"] for d in scope for p in d["points"]}
+        if point not in names:
+            raise UnknownName("point", point, names)
+
+
+# -- values ----------------------------------------------------------------------------------
+
+def _quality(p: dict[str, Any] | None, value: Any, error: str = "") -> str:
+    if value is None:
+        return f"BAD ({error})" if error else "BAD (no value)"
+    rng = (p or {}).get("valid_range")
+    if rng and isinstance(value, int | float) and not isinstance(value, bool):
+        lo, hi = rng
+        if value < lo:
+            return f"OUT OF RANGE (below {lo:g})"
+        if value > hi:
+            return f"OUT OF RANGE (above {hi:g})"
+    return "ok"
+
+
+def shown(p: dict[str, Any] | None, value: Any) -> str:
+    """A value as a person reads it: rounded per the point's resolution, with its unit."""
+    if p is None:
+        return format_value(value)
+    return format_value(value, p.get("decimals"), p.get("digits"), p.get("unit", ""))
+
+
+def _values_table(dev: dict[str, Any], values: dict[str, Any],
+                  errors: dict[str, str] | None = None) -> str:
+    meta = {p["name"]: p for p in dev["points"]}
+    rows = [[name, shown(meta.get(name), v), _quality(meta.get(name), v,
+                                                        (errors or {}).get(name, ""))]
+            for name, v in sorted(values.items())]
+    when = time.strftime("%H:%M:%S")
+    head = f"{dev['name']} ({dev.get('profile', '?')}, bus {dev['bus']}, unit " \
+           f"{dev['unit_id']}) read at {when}"
+    return head + "\n" + table(["point", "value", "quality"], rows)
+
+
+# -- commands --------------------------------------------------------------------------------
 
 def _status(args: argparse.Namespace) -> int:
     s = _call(args, "status")
-    lines = [f"{k:<22} {v}" for k, v in s.items() if not isinstance(v, dict | list)]
-    for k, v in s.items():
-        if isinstance(v, dict):
-            lines.append(f"{k}:")
-            lines += [f"  {kk:<20} {vv}" for kk, vv in v.items()]
-        elif isinstance(v, list):
-            lines.append(f"{k}: " + (", ".join(map(str, v)) if v else "-"))
-    emit(args, s, "\n".join(lines))
+    emit(args, s, "\n".join(report(s)))
     return EXIT_OK
+
+
+def _state(d: dict[str, Any]) -> str:
+    if d.get("quarantined"):
+        return "QUARANTINED"
+    if d.get("consecutive_failures"):
+        return "DOWN"
+    return "ok" if d.get("last_good_ns") else "not polled yet"
+
+
+def _last_error(d: dict[str, Any]) -> str:
+    err = d.get("last_error") or ""
+    if not err:
+        return "-"
+    return err if d.get("consecutive_failures") else f"(was: {err})"
 
 
 def _devices(args: argparse.Namespace) -> int:
     devs = _call(args, "devices")
-    rows = [[d.get("name"), d.get("bus"), d.get("unit_id"), _age(d.get("last_good_ns")),
-             d.get("failures"), "yes" if d.get("quarantined") else "no",
-             d.get("missed_deadlines"), d.get("timeout_ms")] for d in devs]
-    emit(args, devs, table(["device", "bus", "unit", "last good", "failures",
-                                   "quarantined", "missed", "timeout ms"], rows))
+    rows = [[d.get("name"), d.get("class") or "-", d.get("bus"), d.get("unit_id"), _state(d),
+             age_of(d.get("last_good_ns")), d.get("failures"), d.get("missed_deadlines"),
+             f"{d.get('timeout_ms', 0):.0f}", _last_error(d)] for d in devs]
+    emit(args, devs, table(["device", "class", "bus", "unit", "state", "last good", "failures",
+                            "missed", "timeout ms", "last error"], rows, right=(3, 6, 7, 8)))
     return EXIT_OK
 
 
 def _read(args: argparse.Namespace) -> int:
     try:
-        values = _call(args, "read", device=args.device, point=args.point)
-    except ControlUnavailable:
+        cat = _call(args, "catalog")
+    except ControlUnavailable as exc:
         if not args.direct:
+            if isinstance(exc, DaemonNotRunning):
+                raise CliError(f"the daemon is not running (nothing listens at "
+                               f"{socket_path(args)})", "start it (sudo systemctl start "
+                               "edge-agent), or read straight from the bus with --direct",
+                               3, "no_daemon") from None
             raise
-        from edge_agent.cli.direct import direct_read
+        return _read_direct(args)
+    dev = _device(cat, args.device)
+    if args.point:
+        _point(dev, args.point)
+    try:
+        values = _call(args, "read", device=args.device, point=args.point)
+    except ControlRefused as exc:
+        if exc.reason.startswith("unknown_"):  # the config changed under us (reload)
+            check_names(cat, args.device, args.point)
+        raise
+    emit(args, values, _values_table(dev, values))
+    return EXIT_OK
 
-        values = direct_read(args.config, args.device, args.point)
-    emit(args, values, table(["point", "value"], sorted(values.items())))
+
+def _read_direct(args: argparse.Namespace) -> int:
+    from edge_agent.cli.direct import direct_read, load
+    from edge_agent.config.catalog import catalog
+
+    cfg = load(config_path(args))
+    cat = catalog(cfg)
+    dev = _device(cat, args.device)
+    if args.point:
+        _point(dev, args.point)
+    got = direct_read(cfg, args.device, args.point)
+    emit(args, got.values, _values_table(dev, got.values, got.errors))
     return EXIT_OK
 
 
 def _write(args: argparse.Namespace) -> int:
     from edge_agent.cli.cmd_command import parse_value
 
+    cat = _call(args, "catalog")
+    dev = _device(cat, args.device)
+    p = _point(dev, args.point)
+    if not p.get("writable"):
+        raise CliError(f"{args.device}.{args.point} is read-only",
+                       "writable points of this device: " + (", ".join(
+                           q["name"] for q in dev["points"] if q.get("writable")) or "none"),
+                       EXIT_USAGE, "not_writable")
     value = parse_value(args.value)
     if not args.yes:
         if not sys.stdin.isatty():
-            return fail("write: refusing without --yes when not on a terminal", EXIT_USAGE)
-        answer = input(f"write {args.device}.{args.point} = {value!r}? [y/N] ")
+            raise CliError("refusing to write without confirmation: not on a terminal",
+                           "add --yes", EXIT_USAGE, "not_confirmed")
+        answer = input(f"write {args.device}.{args.point} = {shown(p, value)}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            return fail("write: cancelled")
-    r = _call(args, "write", device=args.device, point=args.point, value=value)
-    emit(args, r, f"{args.device}.{args.point} = {r['confirmed']!r} (confirmed by the device)")
+            raise CliError("cancelled", "", 1, "cancelled")
+    try:
+        r = _call(args, "write", device=args.device, point=args.point, value=value)
+    except ControlRefused as exc:
+        if exc.reason.startswith("unknown_"):
+            check_names(cat, args.device, args.point)
+        raise
+    emit(args, r, f"{args.device}.{args.point} = {shown(p, r['confirmed'])} "
+                  "(confirmed by the device)")
     return EXIT_OK
 
 
+def _tail_line(rd: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(rd["ts_ns"] / 1e9))
+    p = meta.get((rd["device"], rd["point"]))
+    q = "" if rd["quality"] == "good" else f"  [{rd['quality']} {rd['reason']}]".rstrip()
+    alarm = "  ALARM" if rd.get("alarm") and rd["quality"] == "good" else ""
+    return f"{t}  {rd['device']}.{rd['point']} = {shown(p, rd['value'])}{q}{alarm}"
+
+
 def _tail(args: argparse.Namespace) -> int:
+    cat = _call(args, "catalog")
+    check_names(cat, args.device, args.point, args.cls)
+    meta = {(d["name"], p["name"]): p for d in cat["devices"] for p in d["points"]}
     kw = {k: v for k, v in (("device", args.device), ("point", args.point),
                             ("class", args.cls)) if v}
-    with ControlClient(socket_path(args)) as c:
-        readings = (m["reading"] for m in c.stream("tail", **kw) if "reading" in m)
-        for n, rd in enumerate(readings, start=1):
-            if args.json:
-                print(json.dumps(rd), flush=True)
-            else:
-                t = time.strftime("%H:%M:%S", time.localtime(rd["ts_ns"] / 1e9))
-                q = "" if rd["quality"] == "good" else f" [{rd['quality']} {rd['reason']}]"
-                print(f"{t} {rd['device']}.{rd['point']} = {rd['value']} {rd['unit']}{q}",
-                      flush=True)
-            if args.count and n >= args.count:
-                break
+    if not args.json and sys.stderr.isatty():
+        what = ", ".join(f"{k} {v}" for k, v in kw.items()) or "every device"
+        print(f"following {what}: readings appear as the devices report them (Ctrl-C stops)",
+              file=sys.stderr)
+    try:
+        with ControlClient(socket_path(args)) as c:
+            try:
+                stream = c.stream("tail", **kw)
+                readings = (m["reading"] for m in stream if "reading" in m)
+                for n, rd in enumerate(readings, start=1):
+                    print(json.dumps(rd) if args.json else _tail_line(rd, meta), flush=True)
+                    if args.count and n >= args.count:
+                        break
+            except ControlRefused as exc:
+                if exc.reason.startswith("unknown_"):
+                    check_names(cat, args.device, args.point, args.cls)
+                raise
+    except KeyboardInterrupt:  # the way to stop following: not an error
+        return EXIT_OK
     return EXIT_OK
 
 
@@ -122,8 +259,9 @@ def _buffer(args: argparse.Namespace) -> int:
         from edge_agent.cli.importer import import_batches
 
         host, _, port = args.broker.rpartition(":")
-        if not port.isdigit():
-            return fail(f"buffer import: --broker {args.broker!r}: expected HOST:PORT", EXIT_USAGE)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise CliError(f"--broker {args.broker!r} is not HOST:PORT",
+                           "e.g. --broker mqtt.example.city:8883", EXIT_USAGE, "usage")
         counts = import_batches(list(args.sources), host or "127.0.0.1", int(port),
                                 prefix=args.prefix, tls_ca=args.tls_ca)
         emit(args, counts, "\n".join(f"{gw}: {n} batches published and acknowledged"
@@ -131,37 +269,18 @@ def _buffer(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.buffer_op == "export":
         from edge_agent.cli.exporter import export_to
+        from edge_agent.cli.humanize import size
 
         res = export_to(socket_path(args), args.dest)
         seqs = f"seq {res.first_seq}..{res.last_seq}" if res.batches else "outbox empty"
         emit(args, res.as_dict(),
              f"exported {res.batches} batches ({res.readings} readings, "
-             f"{res.bytes / 1024:.1f} KiB, {seqs}) to {res.path}\n"
+             f"{size(res.bytes)}, {seqs}) to {res.path}\n"
              f"check it with: edge-agent verify --file {res.path} --key GATEWAY.pub")
         return EXIT_OK
     r = _call(args, "buffer")
-    emit(args, r, "\n".join(f"{k:<24} {v}" for k, v in r.items()))
+    emit(args, r, "\n".join(report(r, width=24)))
     return EXIT_OK
-
-
-def _guard(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        what = " ".join(x for x in (args.command, getattr(args, "buffer_op", None)) if x)
-        try:
-            code: int = func(args)
-            return code
-        except ControlUnavailable as exc:
-            return fail(f"edge-agent {what}: {exc}\n(is the daemon running? "
-                        "`systemctl status edge-agent`)", EXIT_NO_DAEMON)
-        except ControlRefused as exc:
-            return fail(f"edge-agent {what}: {exc.reason}: {exc.detail}",
-                        EXIT_TIMEOUT if exc.reason in ("timeout", "BusTimeout") else EXIT_FAIL)
-        except EdgeAgentError as exc:  # uplink, archive, export, direct-read refusals
-            return fail(f"edge-agent {what}: {exc}", EXIT_FAIL)
-        except TimeoutError:
-            return fail("the daemon did not answer in time (busy bus or hung daemon; "
-                        "`journalctl -u edge-agent`)", EXIT_TIMEOUT)
-    return run
 
 
 def register(sub: Any) -> None:
@@ -169,35 +288,38 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("status", help="uplink, outbox, devices, clock, last errors")
     add_common(p)
-    p.set_defaults(func=_guard(_status))
-    p = sub.add_parser("devices", help="one line per device: bus, unit, failures, quarantine")
+    p.set_defaults(func=_status)
+    p = sub.add_parser("devices", help="one line per device: state, last answer, failures, "
+                       "last error")
     add_common(p)
-    p.set_defaults(func=_guard(_devices))
+    p.set_defaults(func=_devices)
     p = sub.add_parser("read", help="read a device now (through the daemon, or --direct)")
     add_common(p)
     p.add_argument("device")
     p.add_argument("point", nargs="?")
     p.add_argument("--direct", action="store_true",
                    help="when the daemon is stopped, read straight from the bus (bench work)")
-    p.set_defaults(func=_guard(_read))
+    p.set_defaults(func=_read)
     p = sub.add_parser("write", help="write a point, bounded by its profile, audited")
     add_common(p)
     p.add_argument("device")
     p.add_argument("point")
     p.add_argument("value")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(func=_guard(_write))
+    p.set_defaults(func=_write)
     p = sub.add_parser("tail", help="live readings")
     add_common(p)
     p.add_argument("--device")
     p.add_argument("--point")
-    p.add_argument("--class", dest="cls", help="component class, e.g. water_meter")
-    p.add_argument("--count", type=int, default=0, help="stop after N readings")
-    p.set_defaults(func=_guard(_tail))
+    p.add_argument("--class", dest="cls", metavar="CLASS", help="component class, e.g. "
+                   "water_meter")
+    p.add_argument("--count", type=count, default=0, help="stop after N readings (default: "
+                   "follow until Ctrl-C)")
+    p.set_defaults(func=_tail)
     p = sub.add_parser("buffer",
                        help="outbox statistics; `buffer export DEST` to carry data away")
     add_common(p)
-    bsub = p.add_subparsers(dest="buffer_op")
+    bsub = p.add_subparsers(dest="buffer_op", metavar="ACTION")
     e = bsub.add_parser("export", help="write the signed batches into ONE archive file at DEST "
                         "(a directory, e.g. a USB stick, or a new file name); never overwrites")
     add_common(e)
@@ -205,10 +327,10 @@ def register(sub: Any) -> None:
     i = bsub.add_parser("import", help="publish exported batches (archives, or directories "
                         "DIR/<gw>/<seq>.cose) to a broker, in seq order, QoS 1 (no daemon needed)")
     i.add_argument("sources", type=Path, nargs="+", metavar="SOURCE")
-    i.add_argument("--broker", required=True, help="HOST:PORT")
-    i.add_argument("--prefix", default="edge")
-    i.add_argument("--tls-ca")
+    i.add_argument("--broker", required=True, metavar="HOST:PORT")
+    i.add_argument("--prefix", default="edge", help="topic prefix (default: %(default)s)")
+    i.add_argument("--tls-ca", metavar="CA.pem")
     i.add_argument("--json", action="store_true")
-    i.set_defaults(func=_guard(_buffer), buffer_op="import")
-    p.set_defaults(func=_guard(_buffer), buffer_op=None)
-    e.set_defaults(func=_guard(_buffer), buffer_op="export")
+    i.set_defaults(func=_buffer, buffer_op="import")
+    p.set_defaults(func=_buffer, buffer_op=None)
+    e.set_defaults(func=_buffer, buffer_op="export")

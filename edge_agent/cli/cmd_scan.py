@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_agent.cli.argtypes import unit_range
 from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, emit, table
 from edge_agent.config.model import SerialBus
 from edge_agent.errors import BusError, ModbusException
@@ -90,14 +91,6 @@ async def scan(port: str, bauds: list[int], parities: list[str], units: range,
     return found
 
 
-def _units(text: str) -> range:
-    lo, _, hi = text.partition("-")
-    a, b = int(lo), int(hi or lo)
-    if not 1 <= a <= b <= 247:
-        raise argparse.ArgumentTypeError("unit range must lie within 1-247")
-    return range(a, b + 1)
-
-
 def _scan(args: argparse.Namespace) -> int:
     from edge_agent.errors import ConfigError
     from edge_agent.profiles.load import load_profiles
@@ -126,7 +119,7 @@ def register(sub: Any) -> None:
     p.add_argument("--baud", type=int, default=9600)
     p.add_argument("--parity", choices=["N", "E", "O"], default="N")
     p.add_argument("--sweep", action="store_true", help="try common bauds and every parity")
-    p.add_argument("--units", type=_units, default=range(1, 248), help="e.g. 1-247 or 5-12")
+    p.add_argument("--units", type=unit_range, default=range(1, 248), help="e.g. 1-247 or 5-12")
     p.add_argument("--timeout", type=float, default=0.1, help="seconds per probe")
     p.add_argument("--profiles", type=Path,
                    help="profiles to try (default: the profiles shipped with the agent)")

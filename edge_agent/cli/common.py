@@ -1,63 +1,133 @@
-"""Shared CLI plumbing: where the control socket is, --json output, readable tables, exit codes.
+"""Shared CLI plumbing: where the control socket is, --json output, readable tables, exit codes,
+and the one way a command fails: ``raise CliError(message, hint, exit)``.
 
-Exit codes (every command): 0 ok, 1 the operation failed or a check did not pass, 2 bad usage or
-config, 3 the daemon is not reachable, 4 timed out / no answer, 130 interrupted.
+Exit codes (every command): 0 ok, 1 the operation failed or a check did not pass, 2 bad usage,
+an unknown name or a bad config, 3 the daemon is not reachable (stopped, or this user may not use
+its socket), 4 timed out / no answer, 130 interrupted (Ctrl-C), 141 the reader of our output went
+away (``edge-agent tail | head``: quiet, like any Unix filter).
+
+An error is ONE line on stderr, ``edge-agent COMMAND: what happened; what to do``; with ``--json``
+it is one JSON object on stdout instead: ``{"ok": false, "error": CODE, "message": ...,
+"hint": ..., "exit": N}`` (see ``report``).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from edge_agent.errors import EdgeAgentError
 
 DEFAULT_CONFIG = Path("/etc/edge-agent/agent.toml")
 DEFAULT_SOCKET = Path("/run/edge-agent/control.sock")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
+
+
+class CliError(EdgeAgentError):
+    """A command cannot go on: ``message`` says what happened, ``hint`` what to do about it."""
+
+    def __init__(self, message: str, hint: str = "", exit: int = EXIT_FAIL,
+                 code: str = "failed") -> None:
+        self.message = message
+        self.hint = hint
+        self.exit = exit
+        self.code = code
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class _ConfigAction(argparse.Action):
+    """``--config PATH``: remembers that the path was given (then it must exist)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, Path(values))
+        namespace.config_given = True
+
+
+def add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, action=_ConfigAction,
+                   default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+                   help="agent.toml (default: $EDGE_AGENT_CONFIG or %(default)s)")
+    p.set_defaults(config_given="EDGE_AGENT_CONFIG" in os.environ)
 
 
 def add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--socket", type=Path, help=f"control socket (default {DEFAULT_SOCKET}, "
-                   "or runtime_dir/control.sock of --config)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (errors too)")
+    p.add_argument("--socket", type=Path, help=f"control socket (default: $EDGE_AGENT_SOCKET, "
+                   f"runtime_dir/control.sock of --config, or {DEFAULT_SOCKET})")
     if config:
-        p.add_argument("--config", "-c", type=Path,
-                       default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
-                       help="agent.toml (default $EDGE_AGENT_CONFIG or /etc/edge-agent/agent.toml)")
+        add_config(p)
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    """The config the command should use; CliError when one was named and is not there."""
+    cfg = Path(getattr(args, "config", None) or DEFAULT_CONFIG)
+    if getattr(args, "config_given", False) and not cfg.exists():
+        raise CliError(f"no config file at {cfg}", "check the --config path "
+                       "(or $EDGE_AGENT_CONFIG)", EXIT_USAGE, "no_config")
+    return cfg
 
 
 def socket_path(args: argparse.Namespace) -> Path:
+    """--socket, $EDGE_AGENT_SOCKET, runtime_dir of the config, or the default socket. A config
+    named explicitly must exist and load (no silent fallback to another gateway's socket)."""
+    cfg = config_path(args)
     if getattr(args, "socket", None):
         return Path(args.socket)
     env = os.environ.get("EDGE_AGENT_SOCKET")
     if env:
         return Path(env)
-    cfg = getattr(args, "config", None)
-    if cfg is not None and Path(cfg).exists():
+    if getattr(args, "config_given", False) or cfg.exists():
+        from edge_agent.errors import ConfigError
+
         try:
             from edge_agent.config.load import load_config
 
-            return load_config(Path(cfg)).runtime_dir / "control.sock"
-        except Exception:  # a broken config must not hide the default socket
-            pass
+            return load_config(cfg).runtime_dir / "control.sock"
+        except ConfigError as exc:
+            if getattr(args, "config_given", False):
+                first = exc.problems[0] if exc.problems else "invalid"
+                raise CliError(f"{cfg} does not load ({first})",
+                               f"run: edge-agent check-config {cfg}", EXIT_USAGE,
+                               "bad_config") from None
+        except OSError as exc:  # e.g. not readable by this user: the default socket then
+            if getattr(args, "config_given", False):
+                raise CliError(f"cannot read {cfg}: {exc.strerror or exc}",
+                               "run as a member of the edge-agent group, or pass --socket",
+                               EXIT_USAGE, "bad_config") from None
     return DEFAULT_SOCKET
+
+
+def wants_json(args: argparse.Namespace | None, argv: Sequence[str] = ()) -> bool:
+    return bool(getattr(args, "json", False)) or "--json" in argv
 
 
 def emit(args: argparse.Namespace, obj: Any, human: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(obj, indent=2, default=str))
+        print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
     else:
         print(human)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+          right: Iterable[int] = ()) -> str:
+    """Columns padded to their widest cell; ``right``: indexes of right-aligned columns."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in cells]
+    ralign = set(right)
+
+    def line(r: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in ralign else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+
+    lines = [line(r) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -65,3 +135,48 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def fail(msg: str, code: int = EXIT_FAIL) -> int:
     print(msg, file=sys.stderr)
     return code
+
+
+def suggest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """The names closest to ``word``: prefix matches first, then difflib's close matches."""
+    names = sorted(set(choices))
+    low = word.lower()
+    out = [c for c in names if c.lower().startswith(low) and low]
+    out += [c for c in difflib.get_close_matches(word, names, n=n, cutoff=0.6) if c not in out]
+    out += [c for c in names if low and low in c.lower() and c not in out]
+    return out[:n]
+
+
+class UnknownName(CliError):
+    """``no device 'lamp-1' (did you mean 'lamp-01'?)``, exit 2, with where to see them all."""
+
+    def __init__(self, kind: str, word: str, choices: Iterable[str], listing: str = "") -> None:
+        names = sorted(set(choices))
+        close = suggest(word, names)
+        kinds = kind + ("es" if kind.endswith("s") else "s")
+        if close:
+            hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+        elif names and len(names) <= 8:
+            hint = f"{kinds} here: {', '.join(names)}"
+        elif names:
+            hint = f"{len(names)} {kinds} here" + (f", see: {listing}" if listing else "")
+        else:
+            hint = f"there are no {kinds} here"
+        if close and listing:
+            hint += f" (all of them: {listing})"
+        super().__init__(f"no {kind} {word!r}", hint, EXIT_USAGE, f"unknown_{kind}")
+
+
+def report(prog: str, err: CliError, as_json: bool) -> int:
+    """Print ``err`` as the one line (or JSON object) a command ends with; its exit code."""
+    if as_json:
+        obj = {"ok": False, "error": err.code, "message": err.message, "hint": err.hint,
+               "exit": err.exit}
+        try:
+            print(json.dumps(obj, ensure_ascii=False), flush=True)
+        except BrokenPipeError:
+            pass
+    else:
+        text = f"{prog}: {err.message}" + (f"; {err.hint}" if err.hint else "")
+        print(" ".join(text.split()), file=sys.stderr, flush=True)
+    return err.exit

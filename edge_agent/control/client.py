@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 from collections.abc import Iterator
@@ -13,6 +14,14 @@ from edge_agent.errors import CommandRefused, EdgeAgentError
 
 class ControlUnavailable(EdgeAgentError):
     """The daemon is not running (or the socket is not accessible), or it went away."""
+
+
+class DaemonNotRunning(ControlUnavailable):
+    """Nothing listens at the socket path (no socket file, or a stale one)."""
+
+
+class ControlNotPermitted(ControlUnavailable):
+    """The socket is there but this user may not connect (not in the socket's group)."""
 
 
 class ControlRefused(CommandRefused):
@@ -28,8 +37,12 @@ class ControlClient:
             self._sock.connect(str(path))
         except OSError as exc:
             self._sock.close()
-            raise ControlUnavailable(f"cannot reach the daemon at {path}: "
-                                     f"{exc.strerror or exc}") from exc
+            msg = f"cannot reach the daemon at {path}: {exc.strerror or exc}"
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise ControlNotPermitted(msg) from exc
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+                raise DaemonNotRunning(msg) from exc
+            raise ControlUnavailable(msg) from exc
         self._file = self._sock.makefile("rb")
 
     def _read(self) -> dict[str, Any]:

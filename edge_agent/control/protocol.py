@@ -8,7 +8,9 @@ error line); nothing a client sends makes the daemon drop the connection without
 A request line longer than ``MAX_LINE`` bytes, or nested deeper than ``MAX_DEPTH``, is refused
 before it is parsed. Error codes (``ERRORS``) are stable; ``detail`` is for humans.
 
-Ops and their arguments (``OPS``): status, devices, read {device, point?},
+Ops and their arguments (``OPS``): status, devices, catalog (the names the running config
+knows: devices with their points, buses, classes; ``edge_agent.config.catalog``),
+read {device, point?},
 write {device, point, value}, buffer, command_results {id?, recent?} (stored signed results of
 remote commands: those of one command id, else the newest ``recent``), tail {device?, point?,
 class?} (stream), export {after_seq?} (stream, see ``edge_agent.service.export``).
@@ -49,6 +51,7 @@ _ANY_VALUE = (bool, int, float, str)
 OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "status": {},
     "devices": {},
+    "catalog": {},
     "buffer": {},
     "read": {"device": ((str,), True), "point": ((str,), False)},
     "write": {"device": ((str,), True), "point": ((str,), True), "value": (_ANY_VALUE, True)},
@@ -125,6 +128,8 @@ class ControlTarget(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def devices(self) -> list[dict[str, Any]]: ...
+
+    def catalog(self) -> dict[str, Any]: ...
 
     async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]: ...
 

@@ -223,6 +223,8 @@ class ControlServer:
             return {"ok": True, "result": t.status()}
         if op == "devices":
             return {"ok": True, "result": t.devices()}
+        if op == "catalog":
+            return {"ok": True, "result": t.catalog()}
         if op == "read":
             return {"ok": True, "result": await t.read_now(req["device"], req.get("point"))}
         if op == "write":
@@ -250,9 +252,9 @@ class ControlServer:
             await _aclose(source)
 
     async def _tail(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        yield {"ok": True, "stream": True}
         want_dev, want_pt, want_cls = req.get("device"), req.get("point"), req.get("class")
-        classes = self._device_classes() if want_cls else {}
+        classes = self._check_tail_names(want_dev, want_pt, want_cls)
+        yield {"ok": True, "stream": True}
         readings = self._target.subscribe()
         try:
             async for r in readings:
@@ -266,5 +268,20 @@ class ControlServer:
         finally:
             await _aclose(readings)
 
-    def _device_classes(self) -> dict[str, str]:
-        return {d["name"]: d.get("class", "") for d in self._target.devices()}
+    def _check_tail_names(self, device: str | None, point: str | None,
+                          cls: str | None) -> dict[str, str]:
+        """Device -> class; CommandRefused (unknown_device / unknown_point / unknown_class)
+        for a name the running config does not know: a filter that can never match would
+        otherwise wait forever."""
+        devices = self._target.catalog()["devices"]
+        classes = {d["name"]: d["class"] for d in devices}
+        if device and device not in classes:
+            raise CommandRefused("unknown_device", device)
+        if cls and cls not in classes.values():
+            raise CommandRefused("unknown_class", cls)
+        if point:
+            scope = [d for d in devices if (not device or d["name"] == device)
+                     and (not cls or d["class"] == cls)]
+            if not any(p["name"] == point for d in scope for p in d["points"]):
+                raise CommandRefused("unknown_point", f"{device}.{point}" if device else point)
+        return classes

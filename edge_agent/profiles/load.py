@@ -43,7 +43,7 @@ TOP_KEYS = ("vendor", "model", "class", "protocol", "byte_order", "max_gap", "de
             "points")
 REPORTING_KEYS = ("interval", "deadband", "deadband_percent", "heartbeat", "alarm")
 COMMON_KEYS = ("name", "type", "unit", "scale", "offset", "enum", "valid_range", "description",
-               *REPORTING_KEYS)
+               "precision", *REPORTING_KEYS)
 MODBUS_KEYS = ("table", "address", "order", "access", "min", "max", "step", "allowed", "length",
                "bit")
 AT_KEYS = ("command", "pattern", "group")
@@ -194,13 +194,14 @@ def _modbus_point(t: Table, default_order: Order) -> ModbusPoint | None:
         if width and address + width - 1 > 65535:
             t.error("address", f"address {address} + {width} registers runs past 65535")
     description = t.string("description", "", nonempty=False) or ""
+    precision = t.integer("precision", None, lo=0, hi=9) if dtype in NUMERIC else None
     t.finish(POINT_KEYS, _why(table, dtype), unknown_only=broken)
     if len(t.problems.items) > before or name is None or address is None:
         return None
     return ModbusPoint(name=name, table=table, address=address, type=dtype, order=order,
                        scale=scale, offset=offset, unit=unit, access=access, bounds=bounds,
                        reporting=reporting, length=length, bit=bit, enum=enum,
-                       valid_range=valid, description=description)
+                       valid_range=valid, description=description, precision=precision)
 
 
 def _at_point(t: Table) -> AtPoint | None:
@@ -225,12 +226,13 @@ def _at_point(t: Table) -> AtPoint | None:
     valid = valid_range(t, dtype) if dtype in NUMERIC else None
     reporting = _reporting(t, dtype)
     description = t.string("description", "", nonempty=False) or ""
+    precision = t.integer("precision", None, lo=0, hi=9) if dtype in NUMERIC else None
     t.finish(POINT_KEYS, _why(None, dtype, at=True))
     if len(t.problems.items) > before or name is None or command is None or pattern is None:
         return None
     return AtPoint(name=name, command=command, pattern=pattern, group=group, type=dtype,
                    unit=unit, scale=scale, offset=offset, enum=enum, reporting=reporting,
-                   valid_range=valid, description=description)
+                   valid_range=valid, description=description, precision=precision)
 
 
 def _group(t: Table, compiled: re.Pattern[str] | None) -> str:
@@ -315,6 +317,7 @@ def _why(table: RegTable | None, dtype: DataType | None, *, at: bool = False) ->
     why |= {"length": 'only for type = "string"', "bit": 'only for type = "bit"',
             "enum": 'only for type = "enum"', "scale": "only for numeric types",
             "offset": "only for numeric types", "deadband": "only for numeric types",
+            "precision": "only for numeric types",
             "deadband_percent": "only for numeric types",
             "valid_range": "only for read-only numeric points (a writable point is plausible "
                            "within its min/max)"}

@@ -127,6 +127,7 @@ class ModbusPoint:
     enum: tuple[tuple[int, str], ...] = ()  # for ENUM: (raw, label) pairs
     valid_range: tuple[float, float] | None = None  # read-only numeric: plausible [lo, hi]
     description: str = ""
+    precision: int | None = None  # decimals to show; None: the resolution scale implies
 
     @property
     def count(self) -> int:
@@ -165,6 +166,7 @@ class AtPoint:
     reporting: Reporting = field(default_factory=Reporting)
     valid_range: tuple[float, float] | None = None  # numeric: plausible [lo, hi]
     description: str = ""
+    precision: int | None = None  # decimals to show; None: the resolution scale implies
 
 
 Point = ModbusPoint | AtPoint

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from edge_agent.config.catalog import catalog
 from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
@@ -105,6 +106,9 @@ class Agent:
 
     def devices(self) -> list[dict[str, Any]]:
         return device_rows(self)
+
+    def catalog(self) -> dict[str, Any]:
+        return catalog(self.cfg)
 
     async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]:
         if self.poller is None:

@@ -24,9 +24,13 @@ def agent_status(agent: Agent) -> dict[str, Any]:
     uplink: dict[str, Any] = {"configured": agent.uplink is not None}
     if agent.uplink is not None:
         s = agent.uplink.stats
+        # an error from before the current session is history, not the state: once connected
+        # (and every acknowledgement saved) the uplink shows none
+        current = not s.connected or s.ack_pending > 0
         uplink |= {"connected": s.connected, "sessions": s.sessions, "published": s.published,
                    "acked": s.acked, "ack_pending": s.ack_pending,
-                   "ack_failures": s.ack_failures, "last_error": s.last_error or "-"}
+                   "ack_failures": s.ack_failures,
+                   "last_error": (s.last_error or "-") if current else "-"}
     return {
         "gateway_id": agent.cfg.gateway_id,
         "version": edge_agent.__version__,
@@ -57,5 +61,7 @@ def device_rows(agent: Agent) -> list[dict[str, Any]]:
             "quarantined": d["quarantined"], "missed_deadlines": d["missed_deadlines"],
             "timeout_ms": round(d["timeout_s"] * 1000, 1), "last_error": d["last_error"],
             "unreadable": d["unreadable"], "breaks": d["breaks"],
+            # 0: answering now (any last_error is history, from before it recovered)
+            "consecutive_failures": d["consecutive_failures"],
         })
     return rows

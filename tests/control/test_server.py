@@ -39,6 +39,10 @@ class Target:
     def devices(self) -> list[dict[str, Any]]:
         raise ZeroDivisionError("a bug")
 
+    def catalog(self) -> dict[str, Any]:
+        return {"devices": [{"name": "d", "class": "generic", "points": [{"name": "p"}]}],
+                "buses": [], "classes": ["generic"]}
+
     async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]:
         if device == "missing":
             raise FileNotFoundError(2, "No such file or directory", "/var/lib/x")

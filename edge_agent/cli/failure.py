@@ -1,0 +1,173 @@
+"""Whatever a command raised, as the one line a technician reads: what happened, what to do.
+
+``as_cli_error(exc, socket)`` turns the daemon's refusals (``ControlRefused`` codes), an
+unreachable or forbidden socket, bus errors of direct work, config problems and OS errors into a
+``CliError`` with an exit code (cli/common.py). Anything else is a bug of ours: ``main`` prints it
+in one line too (``internal error``), and the CLI error-path test fails on it.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+from pathlib import Path
+
+from edge_agent.cli.common import (
+    EXIT_FAIL,
+    EXIT_NO_DAEMON,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    CliError,
+)
+from edge_agent.errors import (
+    BoundsError,
+    BusClosed,
+    BusError,
+    BusTimeout,
+    CodecError,
+    CommandRefused,
+    ConfigError,
+    CrcError,
+    EdgeAgentError,
+    FrameError,
+    ModbusException,
+)
+
+MODBUS_EXCEPTIONS = {
+    1: "illegal function (the device does not support this function code)",
+    2: "illegal data address (no such register on this device)",
+    3: "illegal data value (the device refused the value or the count)",
+    4: "device failure",
+    5: "acknowledge (the device is still working on it)",
+    6: "device busy",
+    10: "gateway path unavailable",
+    11: "gateway target did not respond",
+}
+_JOURNAL = "see `journalctl -u edge-agent`"
+
+
+def modbus_exception_text(code: int) -> str:
+    return f"Modbus exception {code}: {MODBUS_EXCEPTIONS.get(code, 'vendor specific')}"
+
+
+def _socket_group(path: Path) -> str:
+    try:
+        return grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        return "edge-agent"
+
+
+def unreachable(exc: EdgeAgentError, socket: Path | None) -> CliError:
+    from edge_agent.control.client import ControlNotPermitted, DaemonNotRunning
+
+    where = f" at {socket}" if socket is not None else ""
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        where += f" ({cause.strerror})"
+    if isinstance(exc, ControlNotPermitted):
+        group = _socket_group(socket) if socket is not None else "edge-agent"
+        join = (f"join the {group!r} group (sudo usermod -aG {group} $USER, then log in again) "
+                "or run with sudo") if group != "root" else "run with sudo"
+        return CliError(f"not permitted to use the daemon's socket{where}", join,
+                        EXIT_NO_DAEMON, "not_permitted")
+    if isinstance(exc, DaemonNotRunning):
+        return CliError(f"the daemon is not running (nothing listens{where})",
+                        "start it: sudo systemctl start edge-agent; or pass --socket / --config "
+                        "for another one", EXIT_NO_DAEMON, "no_daemon")
+    return CliError(f"lost the daemon{where}: {exc}", f"is it restarting? {_JOURNAL}",
+                    EXIT_NO_DAEMON, "no_daemon")
+
+
+def refused(reason: str, detail: str) -> CliError:
+    """A ``{"ok": false, "error": reason, "detail": ...}`` answer of the daemon, or the same
+    refusal raised by direct (daemon-less) work."""
+    d = detail or reason
+    if reason in ("timeout", "BusTimeout"):
+        return CliError(f"no answer in time ({d})", "check the device's power, wiring and "
+                        "unit id; `edge-agent devices` shows its history", EXIT_TIMEOUT, "timeout")
+    if reason == "BusClosed":
+        return CliError(f"failed: the bus is not open ({d})", "is the adapter plugged in and the "
+                        "port right? `edge-agent doctor` checks it", EXIT_FAIL, "bus_closed")
+    if reason in ("CrcError", "FrameError"):
+        return CliError(f"failed: garbled answer ({d})", "check termination, baud rate, parity "
+                        "and for a second master on the line", EXIT_FAIL, "bad_frame")
+    if reason == "ModbusException":
+        return CliError(f"the device refused: {d}", "check the address, count and table against "
+                        "the device's manual", EXIT_FAIL, "modbus_exception")
+    if reason in ("BusError", "AtError"):
+        return CliError(f"failed talking to the device ({d})", _JOURNAL, EXIT_FAIL, "bus_error")
+    if reason == "out_of_bounds":
+        return CliError(f"refused: {d}", "the profile's min/max/step/allowed values bound "
+                        "writes", EXIT_FAIL, reason)
+    if reason == "not_writable":
+        return CliError(f"refused: {d}", "only points with access = \"rw\" can be written",
+                        EXIT_FAIL, reason)
+    if reason == "not_running":
+        return CliError(f"the daemon is not ready ({d})", "it is starting or reloading: try "
+                        "again in a few seconds", EXIT_FAIL, reason)
+    if reason == "busy":
+        return CliError(f"the daemon is busy ({d})", "close other edge-agent commands (tail) "
+                        "and try again", EXIT_FAIL, reason)
+    if reason == "unsupported":
+        return CliError(f"not supported: {d}", "", EXIT_USAGE, reason)
+    if reason == "internal":
+        return CliError(f"the daemon hit a bug ({d})", _JOURNAL, EXIT_FAIL, reason)
+    if reason in ("permission_denied", "not_found", "os_error"):
+        return CliError(f"the daemon could not do it: {d}", _JOURNAL, EXIT_FAIL, reason)
+    if reason.startswith("unknown_"):
+        return CliError(f"{reason.removeprefix('unknown_')} {d!r} is not known", "",
+                        EXIT_USAGE, reason)
+    return CliError(f"{reason}: {d}" if detail else reason, "", EXIT_FAIL, reason)
+
+
+def as_cli_error(exc: BaseException, socket: Path | None = None) -> CliError | None:
+    """The CliError for ``exc``; None when it is not something a user can be told about
+    (a bug: main reports it as an internal error)."""
+    if isinstance(exc, CliError):
+        return exc
+    from edge_agent.control.client import ControlRefused, ControlUnavailable
+
+    if isinstance(exc, ControlUnavailable):
+        return unreachable(exc, socket)
+    if isinstance(exc, ControlRefused | CommandRefused):
+        return refused(exc.reason, exc.detail)
+    if isinstance(exc, ConfigError):
+        first = exc.problems[0] if exc.problems else exc
+        more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        path = exc.problems[0].file if exc.problems else "agent.toml"
+        return CliError(f"{first}{more}", f"run: edge-agent check-config {path}", EXIT_USAGE,
+                        "bad_config")
+    if isinstance(exc, BusTimeout):
+        return refused("BusTimeout", str(exc))
+    if isinstance(exc, ModbusException):
+        return refused("ModbusException", modbus_exception_text(exc.code))
+    if isinstance(exc, CrcError | FrameError):
+        return refused("FrameError", str(exc))
+    if isinstance(exc, BusClosed):
+        return refused("BusClosed", str(exc))
+    if isinstance(exc, BusError):
+        return refused("BusError", str(exc))
+    if isinstance(exc, BoundsError):
+        return refused("out_of_bounds", str(exc))
+    if isinstance(exc, CodecError):
+        return CliError(str(exc), "check the value against the point's type", EXIT_USAGE,
+                        "bad_value")
+    if isinstance(exc, EdgeAgentError):
+        return CliError(str(exc) or type(exc).__name__, "", EXIT_FAIL, type(exc).__name__)
+    if isinstance(exc, TimeoutError):
+        return CliError("the daemon did not answer in time", "busy bus or hung daemon; "
+                        + _JOURNAL, EXIT_TIMEOUT, "timeout")
+    if isinstance(exc, PermissionError):
+        return CliError(f"permission denied: {exc.filename or exc}", "run with the rights "
+                        "the file needs (sudo, or the edge-agent group)", EXIT_FAIL,
+                        "permission_denied")
+    if isinstance(exc, FileNotFoundError):
+        return CliError(f"no such file: {exc.filename or exc}", "check the path", EXIT_USAGE,
+                        "not_found")
+    if isinstance(exc, IsADirectoryError | NotADirectoryError):
+        return CliError(f"{exc.strerror}: {exc.filename}", "check the path", EXIT_USAGE,
+                        "bad_path")
+    if isinstance(exc, OSError):
+        return CliError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+                        "", EXIT_FAIL, "os_error")
+    return None

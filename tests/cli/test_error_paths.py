@@ -1,0 +1,193 @@
+"""Every CLI error is one line that says what to do (or one JSON object with --json), with its
+exit code, and never a traceback: every sub-command of the argparse tree is driven through its
+usage errors (unknown option, bad values, unknown choices, missing arguments), every command that
+needs the daemon through "daemon stopped" and "socket not permitted", and a bug in a command
+through the last-resort handler. The daemon-side paths (unknown names, refusals, broken pipe,
+Ctrl-C) are in tests/e2e/test_cli_errors.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import main as cli_main
+from edge_agent.cli.common import EXIT_NO_DAEMON, EXIT_USAGE
+from tests.e2e.technician import free_uid, need_root, open_dir, run_cli_as
+
+
+def leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[
+        tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """(argv prefix, parser) of every command that runs something."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if (not subs or not subs[0].required or parser.get_default("func") is not None) and path:
+        yield path, parser
+    for sub in subs:
+        for name, child in sub.choices.items():
+            yield from leaves(child, (*path, name))
+
+
+LEAVES = sorted(leaves(cli_main.build_parser()), key=lambda x: x[0])
+
+
+def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    try:
+        code = cli_main.main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line(code: int, out: str, err: str, want: int, *, as_json: bool = False) -> str:
+    text = out if as_json else err
+    assert "Traceback" not in out + err, out + err
+    assert "internal error" not in out + err, out + err
+    assert code == want, (code, out, err)
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    if as_json:
+        obj = json.loads(lines[0])
+        assert obj["ok"] is False and obj["exit"] == want and obj["message"], obj
+        return str(obj["message"])
+    assert lines[0].startswith("edge-agent"), lines[0]
+    return lines[0]
+
+
+def test_the_tree_has_every_command() -> None:
+    names = {" ".join(p) for p, _ in LEAVES}
+    for expected in ("status", "devices", "read", "write", "tail", "buffer", "buffer export",
+                     "buffer import", "scan", "check-config", "keys generate", "command sign",
+                     "doctor", "provision", "verify", "run"):
+        assert expected in names, names
+
+
+@pytest.mark.parametrize(("path", "parser"), LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], path: tuple[str, ...],
+                                   parser: argparse.ArgumentParser) -> None:
+    argv = list(path)
+    positionals = [a for a in parser._actions if not a.option_strings and a.required
+                   and not isinstance(a, argparse._SubParsersAction)]
+    fill = ["x"] * sum(1 for a in positionals if a.nargs in (None, "+"))
+    required = [a for a in parser._actions if a.option_strings and a.required]
+    required += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
+    fill += [x for a in required
+             for x in (a.option_strings[-1], str(next(iter(a.choices))) if a.choices else "x")]
+    msg = assert_one_line(*run(capsys, [*argv, *fill, "--no-such-option"]), EXIT_USAGE)
+    assert "--no-such-option" in msg and f"edge-agent {' '.join(path)} --help" in msg
+    assert_one_line(*run(capsys, [*argv, *fill, "--no-such-option", "--json"]), EXIT_USAGE,
+                    as_json=True)
+    if positionals or required:
+        msg = assert_one_line(*run(capsys, argv), EXIT_USAGE)
+        assert "required" in msg
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0:
+            continue
+        opt = action.option_strings[-1]
+        if action.choices is not None:
+            msg = assert_one_line(*run(capsys, [*argv, *fill, opt, "zzz-nothing"]), EXIT_USAGE)
+            assert "zzz-nothing" in msg and ("one of" in msg or "did you mean" in msg), msg
+        elif action.type not in (None, str, Path) and action.type is not Path:
+            msg = assert_one_line(*run(capsys, [*argv, *fill, opt, "not-a-value"]), EXIT_USAGE)
+            assert opt in msg and "invalid _" not in msg, msg  # no function name leaks
+
+
+def test_an_unknown_command_is_suggested(capsys: pytest.CaptureFixture[str]) -> None:
+    msg = assert_one_line(*run(capsys, ["stauts"]), EXIT_USAGE)
+    assert "did you mean 'status'?" in msg
+    msg = assert_one_line(*run(capsys, ["buffer", "exprot", "/tmp"]), EXIT_USAGE)
+    assert "did you mean 'export'?" in msg
+    msg = assert_one_line(*run(capsys, ["scan", "/dev/null", "--units", "abc"]), EXIT_USAGE)
+    assert "'abc' is not a unit range" in msg and "_units" not in msg
+
+
+DAEMON_COMMANDS = [["status"], ["devices"], ["read", "lamp-01"], ["read", "lamp-01", "power"],
+                   ["write", "lamp-01", "dimming", "40", "--yes"], ["tail"],
+                   ["tail", "--device", "x"], ["buffer"], ["command", "show", "--recent", "3"]]
+
+
+@pytest.mark.parametrize("argv", DAEMON_COMMANDS, ids=" ".join)
+def test_daemon_stopped(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                        tmp_path: Path, argv: list[str]) -> None:
+    monkeypatch.setenv("EDGE_AGENT_SOCKET", str(tmp_path / "control.sock"))
+    msg = assert_one_line(*run(capsys, argv), EXIT_NO_DAEMON)
+    assert "not running" in msg and str(tmp_path / "control.sock") in msg, msg
+    assert "start it" in msg
+    assert_one_line(*run(capsys, [*argv, "--json"]), EXIT_NO_DAEMON, as_json=True)
+
+
+def test_export_with_the_daemon_stopped(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EDGE_AGENT_SOCKET", str(tmp_path / "control.sock"))
+    msg = assert_one_line(*run(capsys, ["buffer", "export", str(tmp_path)]), EXIT_NO_DAEMON)
+    assert "not running" in msg
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_read_without_daemon_offers_direct(capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("EDGE_AGENT_SOCKET", str(tmp_path / "control.sock"))
+    msg = assert_one_line(*run(capsys, ["read", "lamp-01"]), EXIT_NO_DAEMON)
+    assert "--direct" in msg
+
+
+def test_a_mistyped_config_path_is_named(capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    monkeypatch.delenv("EDGE_AGENT_SOCKET", raising=False)
+    monkeypatch.delenv("EDGE_AGENT_CONFIG", raising=False)
+    missing = tmp_path / "agnet.toml"
+    for argv in (["status", "-c", str(missing)], ["read", "x", "--direct", "-c", str(missing)]):
+        msg = assert_one_line(*run(capsys, argv), EXIT_USAGE)
+        assert f"no config file at {missing}" in msg
+
+
+def test_a_bug_is_one_line_too(capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(args: argparse.Namespace) -> int:
+        return 1 // 0
+
+    real = cli_main.build_parser
+
+    def patched(command: str | None = None) -> argparse.ArgumentParser:
+        parser = real(command)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices["status"].set_defaults(func=broken)
+        return parser
+
+    monkeypatch.setattr(cli_main, "build_parser", patched)
+    code, _out, err = run(capsys, ["status"])
+    assert code == 1 and err.count("\n") == 1 and "internal error: ZeroDivisionError" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("EDGE_AGENT_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli_main.main(["status"])
+
+
+@pytest.mark.timeout(120)
+def test_socket_not_permitted() -> None:
+    need_root()
+    with open_dir() as d:
+        path = d / "control.sock"
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            srv.bind(str(path))
+            srv.listen(1)
+            os.chmod(path, 0o660)
+            uid = free_uid()
+            for argv in (["status"], ["read", "lamp-01"], ["tail"], ["devices", "--json"]):
+                res = run_cli_as(uid, [*argv, "--socket", str(path)])
+                as_json = "--json" in argv
+                msg = assert_one_line(res.returncode, res.stdout, res.stderr, EXIT_NO_DAEMON,
+                                      as_json=as_json)
+                assert "not permitted" in msg, msg
+                if not as_json:
+                    assert "sudo" in res.stderr and "is the daemon running" not in res.stderr
+        finally:
+            srv.close()
