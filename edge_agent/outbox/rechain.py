@@ -170,10 +170,13 @@ class ChainGuard:
         self._public = key.public_key()
         self._clock_synced = clock_synced
         self.rechained: list[Rechained] = []
+        self.announced = 0  # highest seq this process announced
+        self._missing_logged = False
 
     def witness(self) -> tuple[int, bytes]:
         """(seq, signed witness) of the current outbox head."""
         h = self.outbox.head
+        self.announced = max(self.announced, h.seq)
         w = Witness(self.signer.gateway_id, h.seq, h.prev, time.time_ns())
         return h.seq, sign_witness(self._key, w)
 
@@ -181,7 +184,13 @@ class ChainGuard:
         """Check the retained witness (None or empty: there is none) against the local chain and
         move past it when needed. Returns the witnessed seq (0 when there is no usable witness)."""
         if not retained:
-            log.info("chain_witness state=none gateway=%s", self.signer.gateway_id)
+            if self.announced and not self._missing_logged:
+                # once: the broker lost its retained messages, or refuses us the read
+                self._missing_logged = True
+                log.warning("chain_witness state=missing announced=%d (broker without persistence"
+                            " of retained messages, or an ACL refusing the read)", self.announced)
+            else:
+                log.info("chain_witness state=none gateway=%s", self.signer.gateway_id)
             return 0
         try:
             w = read_witness(retained, self._public, self.signer.gateway_id)

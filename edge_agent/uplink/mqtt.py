@@ -144,6 +144,7 @@ class MqttUplink:
         self.connect_timeout_s = connect_timeout_s
         self.on_command = on_command
         self.guard = guard
+        self._witness_refused = False
         self.results = results  # durable command results, published until PUBACKed
         self._results: deque[bytes] = deque(maxlen=RESULTS_KEPT)
         self._ssl = tls_context(cfg.tls) if cfg.tls is not None else None
@@ -255,7 +256,7 @@ class MqttUplink:
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(sess, rc)
         client.on_publish = lambda c, u, mid, rc, p: self._on_publish(sess, mid, rc)
         client.on_message = lambda c, u, msg: self._on_message(sess, msg)
-        client.on_subscribe = lambda c, u, mid, rcs, p: self._on_subscribe(sess, mid)
+        client.on_subscribe = lambda c, u, mid, rcs, p: self._on_subscribe(sess, mid, rcs)
         return client, sess
 
     def _on_connect(self, sess: _Session, rc: ReasonCode) -> None:
@@ -269,9 +270,14 @@ class MqttUplink:
         if sess.connected and not self._stop.is_set():
             log.warning("uplink_disconnected host=%s rc=%s", self.cfg.host, rc)
 
-    def _on_subscribe(self, sess: _Session, mid: int) -> None:
+    def _on_subscribe(self, sess: _Session, mid: int, rcs: list[ReasonCode]) -> None:
         if mid == sess.witness_mid:
             sess.witness_subacked = time.monotonic()
+            if any(rc.is_failure for rc in rcs) and not self._witness_refused:
+                self._witness_refused = True  # once: a broker ACL, not a passing fault
+                log.warning("chain_witness state=refused topic=%s (the broker refuses the "
+                            "subscription: anti-rollback cannot read its witness)",
+                            self.topics.chain)  # fmt: skip
 
     def _on_message(self, sess: _Session, msg: paho.MQTTMessage) -> None:
         if msg.topic == self.topics.chain:
