@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.commands.model import Action, Command, decode_result, encode_command
+from edge_agent.trust.archive import ArchiveReader
 from edge_agent.trust.cose import sign1, verify1
 from edge_agent.trust.keys import kid_of
 from tests.sandbox.conftest import GW, SandboxedGateway
@@ -143,21 +144,21 @@ def test_no_visible_time_source_means_unsynced_inside_the_unit(
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(reason="buffer export: today the daemon writes the files, and inside the unit "
-                   "it can write only its own directories (the DIR it is given lands in its "
-                   "private /tmp or is refused); the rework streams batches over the control "
-                   "socket and the CLI writes them. Remove this mark when that lands.",
-                   strict=False)
 def test_buffer_export_reaches_the_technicians_directory(harness_gateway: SandboxedGateway,
                                                          tmp_path: Path) -> None:
+    """The daemon inside the unit cannot write to a stick, /tmp or a home; it only streams the
+    batches over the control socket and the technician's CLI writes the archive."""
     gw = harness_gateway
     gw.broker.stop()  # uplink dead: the outbox fills, the technician carries the data away
     assert wait(lambda: gw.call("buffer")["result"]["depth"] >= 3, 40), gw.log_text()[-2000:]
     stick = tmp_path / "usb"
+    stick.mkdir()
     e = subprocess.run(
         [sys.executable, "-m", "edge_agent.cli.main", "buffer", "export", str(stick), "--json"],
         capture_output=True, text=True, timeout=60, check=False,
         env=dict(os.environ, EDGE_AGENT_SOCKET=str(gw.control_socket)))
-    assert e.returncode == 0, e.stdout + e.stderr
-    exported = sorted((stick / GW).iterdir()) if (stick / GW).is_dir() else []
-    assert len(exported) >= 3, (e.stdout, gw.log_text()[-2000:])
+    assert e.returncode == 0, e.stdout + e.stderr + gw.log_text()[-2000:]
+    files = list(stick.iterdir())
+    assert len(files) == 1 and files[0].name.startswith(f"{GW}-"), files
+    trailer = ArchiveReader(files[0]).check()
+    assert trailer.batches >= 3, (e.stdout, gw.log_text()[-2000:])
