@@ -118,15 +118,19 @@ def check_broker(cfg: AgentConfig, timeout: float = CONNECT_TIMEOUT_S) -> list[C
 def daemon_view(sock: Path, cfg: AgentConfig | None) -> tuple[list[Check], dict[str, Any] | None,
                                                                list[dict[str, Any]] | None]:
     """The running daemon's own view: (checks, status, device rows); no daemon: a WARN."""
-    from edge_agent.control.client import ControlClient, ControlRefused, ControlUnavailable
+    from edge_agent.control.client import (
+        ControlClient,
+        ControlNotPermitted,
+        ControlRefused,
+        ControlUnavailable,
+    )
 
     try:
         with ControlClient(sock, timeout_s=5.0) as c:
             status = c.result("status")
             devices = c.result("devices")
     except ControlUnavailable as exc:
-        cause = exc.__cause__
-        if isinstance(cause, PermissionError):
+        if isinstance(exc, ControlNotPermitted):
             return [Check("daemon", SKIP, f"{sock}: permission denied: you are not in the "
                           "control socket's group", "ask for the edge-agent group: "
                           "`sudo adduser $USER edge-agent`, then log in again")], None, None
