@@ -13,6 +13,7 @@
     │   ├── ModbusException    the device answered with an exception code (.code)
     │   ├── AtError            an AT module answered ERROR / +CME ERROR (.cme)
     │   └── BusClosed          the bus owner is shut down or the port vanished
+    │       └── PortBusy       another program holds the serial port (exclusive lock)
     ├── TrustError             keys, signatures, chain
     │   ├── KeyFileError       missing / unreadable / too-permissive key file
     │   └── VerifyError        a signature, seq or prev-chain check failed; malformed COSE
@@ -122,6 +123,11 @@ class AtError(BusError):
 
 class BusClosed(BusError):
     pass
+
+
+class PortBusy(BusClosed):
+    """Another program (the daemon, a scan, mbpoll) holds the serial port: bus owners open their
+    port exclusively, so two masters never share one line."""
 
 
 class TrustError(EdgeAgentError):

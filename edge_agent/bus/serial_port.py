@@ -21,7 +21,7 @@ from collections.abc import Callable
 import serial
 
 from edge_agent.config.model import SerialBus
-from edge_agent.errors import BusClosed
+from edge_agent.errors import BusClosed, PortBusy
 from edge_agent.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,12 @@ class SerialPort:
                 stopbits=cfg.stopbits,
                 timeout=0,
                 write_timeout=0,
+                exclusive=True,  # flock: a second master on this line fails here, not on the wire
             )
         except (serial.SerialException, OSError, ValueError) as exc:
+            if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise PortBusy(f"bus={cfg.name} port={cfg.port}: in use by another program "
+                               "(locked)") from exc
             raise BusClosed(f"bus={cfg.name} port={cfg.port}: cannot open: {exc}") from exc
         self._fd = self._ser.fileno()
         try:

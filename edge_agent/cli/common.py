@@ -150,7 +150,8 @@ def suggest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
 class UnknownName(CliError):
     """``no device 'lamp-1' (did you mean 'lamp-01'?)``, exit 2, with where to see them all."""
 
-    def __init__(self, kind: str, word: str, choices: Iterable[str], listing: str = "") -> None:
+    def __init__(self, kind: str, word: str, choices: Iterable[str], listing: str = "",
+                 what: str = "") -> None:
         names = sorted(set(choices))
         close = suggest(word, names)
         kinds = kind + ("es" if kind.endswith("s") else "s")
@@ -164,7 +165,8 @@ class UnknownName(CliError):
             hint = f"there are no {kinds} here"
         if close and listing:
             hint += f" (all of them: {listing})"
-        super().__init__(f"no {kind} {word!r}", hint, EXIT_USAGE, f"unknown_{kind}")
+        msg = f"no {kind} {word!r}" + (f" ({what})" if what else "")
+        super().__init__(msg, hint, EXIT_USAGE, f"unknown_{kind}")
 
 
 def report(prog: str, err: CliError, as_json: bool) -> int:

@@ -31,6 +31,7 @@ from edge_agent.errors import (
     EdgeAgentError,
     FrameError,
     ModbusException,
+    PortBusy,
 )
 
 MODBUS_EXCEPTIONS = {
@@ -85,6 +86,9 @@ def refused(reason: str, detail: str) -> CliError:
     if reason in ("timeout", "BusTimeout"):
         return CliError(f"no answer in time ({d})", "check the device's power, wiring and "
                         "unit id; `edge-agent devices` shows its history", EXIT_TIMEOUT, "timeout")
+    if reason == "PortBusy":
+        return CliError(f"the serial port is in use by another program ({d})", "stop the "
+                        "other program first", EXIT_FAIL, "port_busy")
     if reason == "BusClosed":
         return CliError(f"failed: the bus is not open ({d})", "is the adapter plugged in and the "
                         "port right? `edge-agent doctor` checks it", EXIT_FAIL, "bus_closed")
@@ -108,6 +112,8 @@ def refused(reason: str, detail: str) -> CliError:
     if reason == "busy":
         return CliError(f"the daemon is busy ({d})", "close other edge-agent commands (tail) "
                         "and try again", EXIT_FAIL, reason)
+    if reason == "bad_argument":
+        return CliError(d, "", EXIT_USAGE, reason)
     if reason == "unsupported":
         return CliError(f"not supported: {d}", "", EXIT_USAGE, reason)
     if reason == "internal":
@@ -143,6 +149,11 @@ def as_cli_error(exc: BaseException, socket: Path | None = None) -> CliError | N
         return refused("ModbusException", modbus_exception_text(exc.code))
     if isinstance(exc, CrcError | FrameError):
         return refused("FrameError", str(exc))
+    if isinstance(exc, PortBusy):
+        return CliError(f"the serial port is in use by another program ({exc})",
+                        "is the daemon running (with another config), or another scan or "
+                        "mbpoll? stop it first, e.g. sudo systemctl stop edge-agent", EXIT_FAIL,
+                        "port_busy")
     if isinstance(exc, BusClosed):
         return refused("BusClosed", str(exc))
     if isinstance(exc, BusError):

@@ -11,6 +11,8 @@ before it is parsed. Error codes (``ERRORS``) are stable; ``detail`` is for huma
 Ops and their arguments (``OPS``): status, devices, catalog (the names the running config
 knows: devices with their points, buses, classes; ``edge_agent.config.catalog``),
 read {device, point?},
+modbus {bus, unit, table, address, count?, values?, timeout?, probe?} (raw registers through the
+daemon's bus owner: ``edge_agent.service.commissioning``),
 write {device, point, value}, buffer, command_results {id?, recent?} (stored signed results of
 remote commands: those of one command id, else the newest ``recent``), tail {device?, point?,
 class?} (stream), export {after_seq?} (stream, see ``edge_agent.service.export``).
@@ -52,6 +54,9 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "status": {},
     "devices": {},
     "catalog": {},
+    "modbus": {"bus": ((str,), True), "unit": ((int,), True), "table": ((str,), True),
+               "address": ((int,), True), "count": ((int,), False), "values": ((list,), False),
+               "timeout": ((int, float), False), "probe": ((bool,), False)},
     "buffer": {},
     "read": {"device": ((str,), True), "point": ((str,), False)},
     "write": {"device": ((str,), True), "point": ((str,), True), "value": (_ANY_VALUE, True)},
@@ -130,6 +135,10 @@ class ControlTarget(Protocol):
     def devices(self) -> list[dict[str, Any]]: ...
 
     def catalog(self) -> dict[str, Any]: ...
+
+    async def modbus(self, bus: str, unit: int, table: str, address: int, count: int | None,
+                     values: list[int] | None, timeout: float | None,
+                     probe: bool) -> dict[str, Any]: ...
 
     async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]: ...
 

@@ -225,6 +225,10 @@ class ControlServer:
             return {"ok": True, "result": t.devices()}
         if op == "catalog":
             return {"ok": True, "result": t.catalog()}
+        if op == "modbus":
+            return {"ok": True, "result": await t.modbus(
+                req["bus"], req["unit"], req["table"], req["address"], req.get("count"),
+                req.get("values"), req.get("timeout"), bool(req.get("probe")))}
         if op == "read":
             return {"ok": True, "result": await t.read_now(req["device"], req.get("point"))}
         if op == "write":

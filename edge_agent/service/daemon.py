@@ -34,6 +34,7 @@ from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
 from edge_agent.service.buses import close_buses, make_buses
 from edge_agent.service.commands import RemoteCommands, build_command_service, stored_results
+from edge_agent.service.commissioning import raw_modbus
 from edge_agent.service.export import export_stream
 from edge_agent.service.health import unhealthy_reasons
 from edge_agent.service.metrics import write_metrics
@@ -109,6 +110,11 @@ class Agent:
 
     def catalog(self) -> dict[str, Any]:
         return catalog(self.cfg)
+
+    async def modbus(self, bus: str, unit: int, table: str, address: int, count: int | None,
+                     values: list[int] | None, timeout: float | None,
+                     probe: bool) -> dict[str, Any]:
+        return await raw_modbus(self, bus, unit, table, address, count, values, timeout, probe)
 
     async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]:
         if self.poller is None:

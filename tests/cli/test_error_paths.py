@@ -73,7 +73,8 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], path: tup
     argv = list(path)
     positionals = [a for a in parser._actions if not a.option_strings and a.required
                    and not isinstance(a, argparse._SubParsersAction)]
-    fill = ["x"] * sum(1 for a in positionals if a.nargs in (None, "+"))
+    fill = ["1" if a.type not in (None, str, Path) else "x"
+            for a in positionals if a.nargs in (None, "+")]
     required = [a for a in parser._actions if a.option_strings and a.required]
     required += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
     fill += [x for a in required

@@ -39,6 +39,11 @@ class Target:
     def devices(self) -> list[dict[str, Any]]:
         raise ZeroDivisionError("a bug")
 
+    async def modbus(self, bus: str, unit: int, table: str, address: int, count: int | None,
+                     values: list[int] | None, timeout: float | None,
+                     probe: bool) -> dict[str, Any]:
+        raise CommandRefused("unknown_bus", bus)
+
     def catalog(self) -> dict[str, Any]:
         return {"devices": [{"name": "d", "class": "generic", "points": [{"name": "p"}]}],
                 "buses": [], "classes": ["generic"]}
