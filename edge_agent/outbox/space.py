@@ -104,12 +104,15 @@ class Reserve:
         self._next_try = 0.0
         self.releases = 0  # times it was given up since open
 
-    def ensure(self, *, force: bool = False) -> bool:
-        """Hold the reserve (at most one try every RESERVE_RETRY_S unless ``force``)."""
+    def ensure(self, *, force: bool = False, free: int = -1) -> bool:
+        """Hold the reserve: at once when ``force`` or when ``free`` (the filesystem's free bytes
+        as just measured) has room for it, otherwise at most one try every RESERVE_RETRY_S."""
         if self.held or self.size <= 0:
             return self.held
         now = time.monotonic()
-        if not force and now < self._next_try:
+        if 0 <= free < self.size:
+            return False
+        if not force and free < 0 and now < self._next_try:
             return False
         self._next_try = now + RESERVE_RETRY_S
         try:

@@ -189,7 +189,6 @@ class Outbox:
             self._appended_readings += sum(b.n_readings for b in batches if b.kind == "data")
             self._commits[0] += 1
             self._charge(w0)
-            self.reserve.ensure()
         for fn in list(self._listeners):
             fn()
         return gaps
@@ -247,6 +246,7 @@ class Outbox:
                     want += drop_target(0, self._total_bytes)
                 continue
             self._applied(batches, incoming, runs, gaps, counters)
+            self.reserve.ensure(free=fp.fs_free)
             return gaps
         raise OutboxError(f"{self.path}: append failed after {MAX_ROUNDS} tries: {why}")
 

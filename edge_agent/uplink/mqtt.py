@@ -423,20 +423,33 @@ class MqttUplink:
         if free <= 0 or self._writes.full:
             return
         topic = self.topics.data
-        for b in self.outbox.pending(after_seq=sess.last_sent, limit=free + len(unsaved)):
-            if b.seq in unsaved:  # acknowledged already, only its delete is pending
+        for _ in range(2):  # read again once the held mark moved (see below)
+            moved = False
+            for b in self.outbox.pending(after_seq=sess.last_sent, limit=free + len(unsaved)):
+                if b.seq in unsaved:  # acknowledged already, only its delete is pending
+                    sess.last_sent = b.seq
+                    continue
+                if free <= 0:
+                    return
+                if b.seq > self.outbox.held_through:
+                    if not self._writes.held(b.seq):
+                        return
+                    # what was read before the mark moved may have been dropped (and named in
+                    # a gap notice) since: only what is read now is safe to publish
+                    moved = True
+                    break
+                if not self._announce(sess, b.seq):
+                    return
+                info = sess.client.publish(topic, b.cose, qos=1)
+                if info.rc != OK:
+                    sess.lost = True
+                    return
+                sess.inflight[info.mid] = b.seq
                 sess.last_sent = b.seq
-                continue
-            if free <= 0 or not self._writes.held(b.seq) or not self._announce(sess, b.seq):
+                self.stats.published += 1
+                free -= 1
+            if not moved:
                 return
-            info = sess.client.publish(topic, b.cose, qos=1)
-            if info.rc != OK:
-                sess.lost = True
-                return
-            sess.inflight[info.mid] = b.seq
-            sess.last_sent = b.seq
-            self.stats.published += 1
-            free -= 1
 
     def _announce(self, sess: _Session, seq: int) -> bool:
         """Anti-rollback: the chain witness (the outbox head) goes out, and is stored by the

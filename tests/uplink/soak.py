@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         retry=RetryPolicy(initial_s=0.05, max_s=0.5),
     )
     uplink.start()
-    batcher = Batcher(BatchConfig(args.max_readings, args.max_ms), SigningWriter(signer, outbox))
+    writer = SigningWriter(signer, outbox)
+    batcher = Batcher(BatchConfig(args.max_readings, args.max_ms), writer,
+                      on_loss=writer.commit_loss)
     print("ready", flush=True)
     chunk = 100
     made = 0

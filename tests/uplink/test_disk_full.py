@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import make_gap_signer
 from edge_agent.trust.batch import BatchSigner
+from tests.outbox.chains import verify_all
 from tests.support_broker import Mosquitto
 from tests.support_disk import fill, small_fs
 from tests.uplink.conftest import MakeSub, MakeUplink
@@ -83,3 +85,36 @@ def test_nothing_past_the_held_mark_is_published_until_the_mark_commits(
             up.stop()
         finally:
             box.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_drop_racing_the_held_mark_never_makes_a_published_batch_a_named_one(
+    tmp_path: Path, broker: Mosquitto, signer: BatchSigner, key: Ed25519PrivateKey,
+    subscribe: MakeSub, make_uplink: MakeUplink,
+) -> None:  # fmt: skip
+    """The uplink reads waiting batches, then moves the held mark; an append that commits in
+    between drops the very batches it read (they were not held yet). Only what is read after the
+    mark moved may go out: nothing published is ever named in a gap notice."""
+
+    class Racy(Outbox):
+        raced = False
+
+        def hold_through(self, seq: int) -> None:
+            if not Racy.raced:  # the batcher's append lands between the read and the mark
+                Racy.raced = True
+                append_batches(signer, self, 400)
+            super().hold_through(seq)
+
+    box = Racy(tmp_path / "o.db", cap_bytes=256 * 1024, gap_signer=make_gap_signer(signer))
+    try:
+        append_batches(signer, box, 100)
+        sub = subscribe(broker.port)
+        up = make_uplink(broker.port, box=box)
+        assert up.wait_drained(20), up.stats
+        assert Racy.raced and box.stats().batches_dropped > 0
+        report = verify_all(key, sub.payloads())
+        assert report.contradicted == 0 and report.gaps_unexplained == 0, report.problems
+        assert report.ok
+        up.stop()
+    finally:
+        box.close()
