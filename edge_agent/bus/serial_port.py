@@ -80,7 +80,8 @@ class SerialPort:
                 write_timeout=0,
                 exclusive=True,  # flock: a second master on this line fails here, not on the wire
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            # termios.error: settings the device refuses (e.g. a parity a pty cannot take)
             if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK):
                 raise PortBusy(f"bus={cfg.name} port={cfg.port}: in use by another program "
                                "(locked)") from exc

@@ -50,6 +50,15 @@ def test_modbus_through_the_daemon_then_direct(gateway: Gateway) -> None:
     assert gw.cli("modbus", "write", "rs485-water", "1", "coil", "0", "on", "--yes").returncode \
         == 0
 
+    # a scan of the line goes through the daemon too, between its polls
+    sc = gw.cli("scan", line.path, "--units", "1-4", "--json", timeout=120)
+    assert sc.returncode == 0, sc.stderr
+    units = {f["unit"]: f for f in json.loads(sc.stdout)}
+    assert set(units) == {1, 2} and units[1]["configured_as"] == "meter-01"
+    assert units[2]["profiles"][0] == "water_meter"
+    sw = gw.cli("scan", "rs485-water", "--sweep")
+    assert sw.returncode == 2 and "sudo systemctl stop edge-agent" in sw.stderr, sw.stderr
+
     # the line kept its timing and the polled meters never noticed
     assert line.violations == []
     after = failures(gw)
