@@ -26,7 +26,7 @@ from edge_agent.retry import Backoff, RetryPolicy
 log = logging.getLogger(__name__)
 
 ACK_BACKLOG_MAX = 4096  # PUBACKed seqs kept in memory while their delete cannot commit
-STORE_RETRY = RetryPolicy(initial_s=0.5, max_s=10.0)
+STORE_RETRY = RetryPolicy(initial_s=0.25, max_s=2.0)
 HOLD_AHEAD = 32  # seqs the held mark moves past the batch being published
 
 
