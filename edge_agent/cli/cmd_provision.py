@@ -120,6 +120,11 @@ def _provision(args: argparse.Namespace) -> int:
         f"  fingerprint  {info['fingerprint']}",
         "enrol this public key in the backend:",
         info["public_pem"].rstrip(),
+        *([] if not wrote_cfg else [
+            "next: add the buses and devices to the config (examples are commented in it;",
+            "      edge-agent scan PORT finds the units on a line, edge-agent profile list the",
+            "      profiles), set [uplink], then check it: edge-agent check-config " + str(cfg),
+            "      and start the service: sudo systemctl start edge-agent"]),
     ]))
     return EXIT_OK
 

@@ -77,9 +77,13 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
             broken_buses.add(t.data["name"])
     devices = [d for d in (loader.device(t) for t in top.tables("devices")) if d is not None]
     if not top.data.get("buses"):
-        top.error("buses", "at least one [[buses]] entry is needed")
+        top.error("buses", "at least one [[buses]] entry is needed",
+                  "add the line the devices hang on: name, kind (rtu, tcp or at), port or host; "
+                  "a provisioned skeleton has one commented out")
     if not top.data.get("devices"):
-        top.error("devices", "at least one [[devices]] entry is needed")
+        top.error("devices", "at least one [[devices]] entry is needed",
+                  "add each device: name, profile (edge-agent profile list), bus, unit_id "
+                  "(edge-agent scan PORT finds them)")
     uplink_t = top.table("uplink")
     uplink = loader.uplink(uplink_t) if uplink_t is not None else None
     batch = loader.batch(top.table("batch"))

@@ -90,6 +90,11 @@ def test_the_installed_tree_runs_on_its_own(tmp_path: Path,
     venv_site = next((root / "opt/edge-agent/venv/lib").glob("python3*/site-packages"))
     assert not (venv_site / "edge_agent" / "demo").exists()
     assert (root / "opt/edge-agent/device_profiles/water_meter.toml").is_file()
+    # bash completion and man page, generated from the installed command
+    completion = root / "usr/local/share/bash-completion/completions/edge-agent"
+    assert "complete -F _edge_agent edge-agent" in completion.read_text()
+    assert sh(["bash", "-n", str(completion)], cwd=work).returncode == 0
+    assert (root / "usr/local/share/man/man1/edge-agent.1").read_text().startswith(".TH EDGE")
     demo = sh([str(exe), "demo"], cwd=work)
     assert demo.returncode == 2 and demo.stdout == ""
     assert len(demo.stderr.strip().splitlines()) == 1, demo.stderr

@@ -30,6 +30,9 @@ def test_install_provision_decommission(tmp_path: Path) -> None:
     assert "edge-agent:x:" in (root / "etc/passwd").read_text()
     assert "dialout:x:20:edge-agent" in (root / "etc/group").read_text()
     assert (root / "opt/edge-agent/device_profiles/street_lamp.toml").exists()
+    completion = root / "usr/local/share/bash-completion/completions/edge-agent"
+    manpage = root / "usr/local/share/man/man1/edge-agent.1"
+    assert "complete -F _edge_agent" in completion.read_text() and manpage.exists()
     # idempotent
     again = run([str(ROOT / "scripts" / "install"), "--root", str(root)], env=env)
     assert again.returncode == 0, again.stderr
@@ -58,3 +61,4 @@ def test_install_provision_decommission(tmp_path: Path) -> None:
     purge = run([str(ROOT / "scripts" / "install"), "--root", str(root), "--decommission",
                  "--purge"])
     assert purge.returncode == 0 and not exe.exists() and not conf.exists()
+    assert not completion.exists() and not manpage.exists()
