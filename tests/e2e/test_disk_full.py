@@ -8,8 +8,11 @@ every batch either reached the consumer or is named in a gap notice — never bo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +69,12 @@ def outbox(gw: Gateway) -> dict[str, Any]:
 
 
 def watchdog_pings(gw: Gateway, seconds: float) -> int:
+    """WATCHDOG=1 notifications sent during the next ``seconds`` (older ones queued are dropped)."""
+    gw.notify.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            gw.notify.recv(4096)
+    gw.notify.setblocking(True)
     gw.notes.clear()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -148,3 +157,27 @@ def test_full_disk_with_batches_in_flight_drops_only_what_the_broker_never_saw(
     rep = json.loads(out.stdout)
     assert out.returncode == 0 and rep["ok"], out.stdout[-2000:]
     assert rep["contradicted"] == 0 and rep["gaps_unexplained"] == 0 and rep["gap_notices"] >= 2
+
+
+@pytest.mark.timeout(180)
+def test_commits_failing_withhold_the_watchdog_and_show_in_status_until_the_disk_frees(
+    gw_small_disk: tuple[Gateway, Path],
+) -> None:
+    gw, fs = gw_small_disk
+    assert wait(lambda: int(outbox(gw)["head_seq"]) >= 5, 30)
+    # no way out: the WAL checkpointed to nothing, the reserve gone, not one byte free
+    side = sqlite3.connect(fs / "outbox.sqlite")
+    side.execute("PRAGMA busy_timeout=10000")
+    side.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    side.close()
+    os.truncate(fs / "outbox.sqlite.reserve", 0)
+    fill(fs / "logs")
+    assert wait(lambda: (outbox(gw)["commit_failing_s"] or 0) > 12, 60), outbox(gw)
+    st = status(gw)
+    assert not st["healthy"] and any("commits failing" in r for r in st["unhealthy"]), st
+    assert st["outbox"]["commit_error"] and "full" in st["outbox"]["commit_error"]
+    assert watchdog_pings(gw, 3.0) == 0  # systemd would restart it: it says why in the journal
+    assert "unhealthy reasons=commits failing" in gw.log_text()
+    (fs / "logs").unlink()
+    assert wait(lambda: outbox(gw)["commit_failing_s"] is None, 30), outbox(gw)
+    assert status(gw)["healthy"] and watchdog_pings(gw, 3.0) >= 2
