@@ -14,6 +14,7 @@ allowance and truncated back to it (``space.wal_limit``), so its size stays insi
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from edge_agent.errors import OutboxError
 from edge_agent.outbox.records import BatchLike, Head
+
+log = logging.getLogger(__name__)
 
 GENESIS_PREV = bytes(32)
 PAGE_SIZE = 1024
@@ -124,6 +127,32 @@ def row(b: BatchLike) -> Row:
         b.seq, b.kind, b.n_readings, int(b.alarm), b.t_first_ns, b.t_last_ns, len(b.cose),
         time.time_ns(), b.digest, b.cose,
     )  # fmt: skip
+
+
+def delete_acked(conn: sqlite3.Connection, keys: list[int], head: Head) -> tuple[int, int, int]:
+    """Inside a transaction: delete acknowledged seqs; (batches, bytes, data readings) deleted.
+    When the newest batch goes, the head row takes over the chain head."""
+    marks = ",".join("?" * len(keys))
+    found = conn.execute(
+        "SELECT count(*), coalesce(sum(bytes), 0),"
+        " coalesce(sum(CASE kind WHEN 'data' THEN n_readings ELSE 0 END), 0)"
+        f" FROM batches WHERE seq IN ({marks})",
+        keys,
+    ).fetchone()
+    n = int(found[0])
+    conn.execute(f"DELETE FROM batches WHERE seq IN ({marks})", keys)
+    if n and conn.execute("SELECT 1 FROM batches WHERE seq >= ?", (head.seq,)).fetchone() is None:
+        conn.execute("UPDATE head SET seq=?, prev=? WHERE id = 0", (head.seq, head.prev))
+    return n, int(found[1]), int(found[2])
+
+
+def restart_wal(conn: sqlite3.Connection, where: str) -> None:
+    """Checkpoint and restart the WAL, so the next commit reuses its blocks instead of needing
+    new ones (what a full disk does not have). Best effort."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+    except sqlite3.Error as exc:
+        log.debug("outbox_checkpoint_failed path=%s err=%s", where, exc)
 
 
 def is_full(exc: BaseException) -> bool:

@@ -73,6 +73,14 @@ def _size(path: str) -> int:
         return 0
 
 
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def disk_size(directory: Path) -> int:
     """Total size of the filesystem holding ``directory`` (huge when unknown)."""
     try:

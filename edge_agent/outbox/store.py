@@ -8,13 +8,11 @@ commit in ONE transaction, while an append writes no extra page for the head, an
 ever grows over the gateway's life, across restarts and power cuts. ``append`` returns only after
 that transaction committed and the WAL was fsynced: that is the moment a batch counts as accepted.
 
-The cap is the real footprint on disk (``space``): database pages in use + the WAL allowance +
-the WAL index + the reserve file, never more than the filesystem can hold. An append is written,
-measured inside its transaction (SQLite's page and freelist counts), and when it would go over,
-rolled back and redone with the oldest batches dropped first (non-alarm data, then alarm data,
-then — last resort — older gap notices), one signed gap notice (kind "gap") per run of dropped
-seqs in the same transaction. A commit that fails for want of space (SQLITE_FULL / ENOSPC) is
-treated the same way: the reserve file is released and the append is redone, dropping as needed.
+The cap is the real footprint on disk (``space``), never more than the filesystem can hold. An
+append is measured inside its own transaction (SQLite's page and freelist counts) and, when over,
+rolled back and redone with the oldest batches dropped first (``drops``, ``runs``), one signed gap
+notice per run of dropped seqs in the same transaction. A commit failing for want of space
+(SQLITE_FULL / ENOSPC) releases the reserve file, then restarts the WAL, and is redone likewise.
 
 Exact gap notices: batches up to ``held_through`` (recorded durably by ``hold_through`` before
 the uplink publishes them) may have reached the broker, so they are never dropped: a notice names
@@ -28,7 +26,6 @@ around every transaction of this store (see ``iostat``). Every error leaves as `
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -44,12 +41,23 @@ from edge_agent.outbox.iostat import thread_write_bytes
 from edge_agent.outbox.records import BatchLike, GapSigner, Head, Stats, StoredBatch
 from edge_agent.outbox.rewrite import Rewrite, rewrite_rows
 from edge_agent.outbox.runs import DropRun
-from edge_agent.outbox.schema import INSERT, PAGE_SIZE, connect, create, is_full, load_state, row
+from edge_agent.outbox.schema import (
+    INSERT,
+    PAGE_SIZE,
+    connect,
+    create,
+    delete_acked,
+    is_full,
+    load_state,
+    restart_wal,
+    row,
+)  # fmt: skip
 from edge_agent.outbox.space import (
     Footprint,
     Reserve,
     default_reserve,
     disk_size,
+    fsync_dir,
     measure,
     wal_limit,
 )
@@ -59,14 +67,6 @@ log = logging.getLogger(__name__)
 SHM_BYTES = 32 * 1024  # the WAL index of a small database
 MAX_ROUNDS = 8  # tries of one append (over budget or disk full -> drop more, try again)
 _T = TypeVar("_T")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Outbox:
@@ -126,7 +126,7 @@ class Outbox:
                     continue
                 raise
         if fresh:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._r = connect(self.path, self.wal_limit)
         st = load_state(self._w)
         self._head, self._counters, self._held = st.head, st.counters, st.held
@@ -242,21 +242,13 @@ class Outbox:
                                 fp.fs_free, fp.files)
                 why = f"disk full: {exc}"
                 if not self.reserve.release():  # no new room: make room inside the files
-                    self._restart_wal()
+                    restart_wal(self._w, str(self.path))
                     want += drop_target(0, self._total_bytes)
                 continue
             self._applied(batches, incoming, runs, gaps, counters)
             self.reserve.ensure(free=fp.fs_free)
             return gaps
         raise OutboxError(f"{self.path}: append failed after {MAX_ROUNDS} tries: {why}")
-
-    def _restart_wal(self) -> None:
-        """Checkpoint and restart the WAL, so the next commit reuses its blocks instead of
-        needing new ones (what a full disk does not have)."""
-        try:
-            self._w.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-        except sqlite3.Error as exc:
-            log.debug("outbox_checkpoint_failed path=%s err=%s", self.path, exc)
 
     def _victims(self, want: int, must: int, before: int) -> tuple[list[DropRun], int]:
         if not want:
@@ -292,7 +284,8 @@ class Outbox:
             w0 = thread_write_bytes()
             try:
                 self._w.execute("PRAGMA synchronous=NORMAL")
-                n, nbytes, nread = self._commit("ack", lambda: self._delete(keys))
+                head = self._head
+                n, nbytes, nread = self._commit("ack", lambda: delete_acked(self._w, keys, head))
             except sqlite3.Error as exc:
                 raise OutboxError(f"{self.path}: ack failed: {exc}") from exc
             finally:
@@ -306,25 +299,6 @@ class Outbox:
             self._commits[1] += 1
             self._charge(w0)
             return n
-
-    def _delete(self, keys: list[int]) -> tuple[int, int, int]:
-        marks = ",".join("?" * len(keys))
-        found = self._w.execute(
-            "SELECT count(*), coalesce(sum(bytes), 0),"
-            " coalesce(sum(CASE kind WHEN 'data' THEN n_readings ELSE 0 END), 0)"
-            f" FROM batches WHERE seq IN ({marks})",
-            keys,
-        ).fetchone()
-        n = int(found[0])
-        self._w.execute(f"DELETE FROM batches WHERE seq IN ({marks})", keys)
-        newest_gone = n and self._w.execute(
-            "SELECT 1 FROM batches WHERE seq >= ?", (self._head.seq,)
-        ).fetchone() is None
-        if newest_gone:  # the head row keeps the head
-            self._w.execute(
-                "UPDATE head SET seq=?, prev=? WHERE id = 0", (self._head.seq, self._head.prev)
-            )
-        return n, int(found[1]), int(found[2])
 
     def hold_through(self, seq: int) -> None:
         """Durably record that batches up to ``seq`` may reach the broker from now on: they are
