@@ -11,6 +11,8 @@
     │   ├── FrameError         garbage, truncated, wrong unit id / function code, echo mismatch
     │   │   └── CrcError       a complete candidate answer failed its CRC
     │   ├── ModbusException    the device answered with an exception code (.code)
+    │   ├── GatewayTargetFailed a Modbus gateway answered for a unit behind it that did not
+    │   │                      (exception 0x0A / 0x0B, .code): that device is not answering
     │   ├── AtError            an AT module answered ERROR / +CME ERROR (.cme)
     │   └── BusClosed          the bus owner is shut down or the port vanished
     │       └── PortBusy       another program holds the serial port (exclusive lock)
@@ -113,6 +115,17 @@ class ModbusException(BusError):
     def __init__(self, code: int, message: str = "") -> None:
         self.code = code
         super().__init__(message or f"modbus exception code {code}")
+
+
+class GatewayTargetFailed(BusError):
+    """A Modbus gateway answered exception 0x0A (path unavailable) or 0x0B (target failed to
+    respond) for the addressed unit: the gateway is alive, the device behind it is not."""
+
+    CODES = (0x0A, 0x0B)
+
+    def __init__(self, code: int, unit: int) -> None:
+        self.code = code
+        super().__init__(f"gateway: unit {unit} did not respond (modbus exception code {code})")
 
 
 class AtError(BusError):

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import time
 
 
 def count(text: str) -> int:
@@ -48,3 +50,26 @@ def integer(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer (decimal or 0x hex)"
                                          ) from None
+
+
+def when(text: str) -> int:
+    """A moment as Unix seconds: digits, ``+SECONDS`` (from now) or ISO 8601 (UTC when it has
+    no offset)."""
+    if text.startswith("+") and text[1:].isdigit():
+        return int(time.time()) + int(text[1:])
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give Unix seconds, +SECONDS or ISO 8601 "
+                                         "(2025-06-01T02:00:00Z)") from None
+    return int((t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp())
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (a tag)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value

@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge_agent.config.checks import BusEntry, DeviceEntry, cross_check
 from edge_agent.config.model import (
@@ -43,7 +44,7 @@ SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "kB": 1000
 MIN_OUTBOX_BYTES = 1 << 20
 
 TOP_KEYS = ("gateway_id", "profiles_dir", "state_dir", "runtime_dir", "buses", "devices",
-            "uplink", "batch", "outbox", "keys", "commands", "health")
+            "uplink", "batch", "outbox", "keys", "commands", "health", "rollout")
 TCP_KEYS = ("host", "port", "concurrency", "timeout_max")
 SERIAL_KEYS = ("port", "baud", "parity", "stopbits", "bytesize", "turnaround_ms", "timeout_max",
                "late_answer_window")
@@ -54,14 +55,20 @@ UPLINK_KEYS = ("host", "port", "protocol", "topic_prefix", "client_id", "keepali
 TLS_KEYS = ("ca_file", "cert_file", "key_file")
 
 
-def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> AgentConfig:
-    """Parse and check ``path``; ``profiles`` (by name) replaces loading ``profiles_dir``."""
+def load_config(path: Path, *, profiles: dict[str, Profile] | None = None,
+                data: dict[str, Any] | None = None, check_files: bool = True) -> AgentConfig:
+    """Parse and check ``path``; ``profiles`` (by name) replaces loading ``profiles_dir``,
+    ``data`` (already parsed, e.g. a configuration bundle merged with the box's local settings)
+    replaces reading ``path`` (still the file problems name and relative paths start from).
+    ``check_files=False`` (an operator checking a bundle away from the gateway): files the config
+    names are neither required to exist nor checked for their permissions."""
     sink: list[Problem] = []
     problems = Problems(str(path), sink)
-    data = read_toml(path, problems)
+    if data is None:
+        data = read_toml(path, problems)
     if data is None:
         raise ConfigError(sink)
-    loader = _Loader(path, problems)
+    loader = _Loader(path, problems, check_files=check_files)
     top = Table(data, "", problems)
     gateway_id = loader.ident(top, "gateway_id")
     profiles_dir = loader.path(top, "profiles_dir") if top.has("profiles_dir") else None
@@ -100,8 +107,14 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
         if health_t.has("prometheus_textfile"):
             textfile = loader.path(health_t, "prometheus_textfile")
         health_t.finish(("prometheus_textfile",))
+    tags: dict[str, str] = {}
+    rollout_t = top.table("rollout")
+    if rollout_t is not None:
+        tags = loader.tags(rollout_t)
+        rollout_t.finish(("tags",))
     top.finish(TOP_KEYS)
-    check_config_files(_abs(path), uplink, keys, problems)
+    if check_files:
+        check_config_files(_abs(path), uplink, keys, problems)
 
     broken: set[str] = set()
     if profiles is None:
@@ -120,7 +133,8 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None) -> Ag
                        devices=tuple(d.config for d in devices), profiles=profiles, uplink=uplink,
                        batch=batch, outbox=outbox, keys=keys, state_dir=state_dir,
                        runtime_dir=runtime_dir, commands_allow_unsynced_clock=allow_unsynced,
-                       prometheus_textfile=textfile, warnings=tuple(loader.warnings))
+                       prometheus_textfile=textfile, rollout_tags=tags,
+                       warnings=tuple(loader.warnings))
 
 
 def parse_size(text: str) -> int | None:
@@ -137,6 +151,7 @@ def _abs(path: Path) -> Path:
 class _Loader:
     source: Path
     problems: Problems
+    check_files: bool = True
     warnings: list[Problem] = field(default_factory=list)
 
     def ident(self, t: Table, key: str) -> str | None:
@@ -154,7 +169,7 @@ class _Loader:
         if not p.is_absolute():
             p = self.source.parent / p
         p = _abs(p)
-        if must_exist and value is not None and not p.is_file():
+        if must_exist and self.check_files and value is not None and not p.is_file():
             t.error(key, f"file does not exist: {p}")
         return p
 
@@ -201,13 +216,7 @@ class _Loader:
         profile = t.string("profile", required=True)
         bus = t.string("bus", required=True)
         unit_id = t.integer("unit_id", 1, lo=0, hi=255)
-        tags: dict[str, str] = {}
-        tags_t = t.table("tags")
-        if tags_t is not None:
-            for key in tags_t.data:
-                value = tags_t.string(key, nonempty=False)
-                if value is not None:
-                    tags[key] = value
+        tags = self.tags(t)
         max_gap = t.integer("max_gap", lo=0, hi=125)
         interval = t.number("interval")
         if interval is not None and interval < MIN_INTERVAL_S:
@@ -218,6 +227,17 @@ class _Loader:
         cfg = DeviceConfig(name=name, profile=profile, bus=bus, unit_id=unit_id or 0, tags=tags,
                            max_gap=max_gap, interval_s=interval)
         return DeviceEntry(t.path, cfg, frozenset(t.data))
+
+    @staticmethod
+    def tags(t: Table) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        tags_t = t.table("tags")
+        if tags_t is not None:
+            for key in tags_t.data:
+                value = tags_t.string(key, nonempty=False)
+                if value is not None:
+                    tags[key] = value
+        return tags
 
     def uplink(self, t: Table) -> UplinkConfig | None:
         before = len(self.problems.items)
@@ -318,5 +338,6 @@ class _Loader:
             return None
         signing = self.path(t, "signing_key")
         commands = self.path(t, "command_keys") if t.has("command_keys") else None
-        t.finish(("signing_key", "command_keys"))
-        return KeysConfig(signing_key=signing, command_keys=commands)
+        config_keys = self.path(t, "config_keys") if t.has("config_keys") else None
+        t.finish(("signing_key", "command_keys", "config_keys"))
+        return KeysConfig(signing_key=signing, command_keys=commands, config_keys=config_keys)

@@ -129,6 +129,9 @@ class OutboxConfig:
 class KeysConfig:
     signing_key: Path
     command_keys: Path | None = None  # directory of operator public keys (allowlist)
+    # directory of the configuration operators' public keys: the only signers of configuration
+    # bundles (edge_agent.rollout); a command key cannot change configuration
+    config_keys: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,8 @@ class AgentConfig:
     runtime_dir: Path
     commands_allow_unsynced_clock: bool = False  # [commands] allow_unsynced_clock
     prometheus_textfile: Path | None = None  # [health] prometheus_textfile (node_exporter)
+    # [rollout] tags: this box's tags, matched by a configuration bundle's tag selector (local)
+    rollout_tags: dict[str, str] = field(default_factory=dict)
     # accepted but unsafe settings (insecure_plaintext...): check-config prints them, the daemon
     # logs them at start; not part of what a reload compares
     warnings: tuple[Problem, ...] = field(default=(), compare=False)

@@ -149,17 +149,19 @@ def check_config_files(source: Path, uplink: UplinkConfig | None, keys: KeysConf
         if uplink.password_file is not None:
             checks.append(("uplink.password_file", uplink.password_file, Kind.SECRET,
                            "MQTT password file"))
-    if keys is not None and keys.command_keys is not None:
-        directory = keys.command_keys
-        checks.append(("keys.command_keys", directory, Kind.DIRECTORY, "operator key directory"))
+    for name, directory, what in (
+            ("keys.command_keys", keys.command_keys if keys else None, "operator key"),
+            ("keys.config_keys", keys.config_keys if keys else None, "configuration operator key")):
+        if directory is None:
+            continue
+        checks.append((name, directory, Kind.DIRECTORY, f"{what} directory"))
         try:
             listed = sorted(directory.iterdir()) if directory.is_dir() else []
         except OSError as exc:
-            problems.add("keys.command_keys", f"operator key directory {directory}: cannot list: "
-                                              f"{exc.strerror or exc}")
+            problems.add(name, f"{what} directory {directory}: cannot list: {exc.strerror or exc}")
             listed = []
-        checks += [("keys.command_keys", f, Kind.PUBLIC, "operator key")
-                   for f in listed if f.suffix in OPERATOR_KEY_SUFFIXES]
+        checks += [(name, f, Kind.PUBLIC, what) for f in listed
+                   if f.suffix in OPERATOR_KEY_SUFFIXES]
     for key_path, path, kind, what in checks:
         why = file_problem(path, kind, what)
         if why is not None:

@@ -15,7 +15,9 @@ modbus {bus, unit, table, address, count?, values?, timeout?, probe?} (raw regis
 daemon's bus owner: ``edge_agent.service.commissioning``),
 write {device, point, value}, buffer, command_results {id?, recent?} (stored signed results of
 remote commands: those of one command id, else the newest ``recent``), tail {device?, point?,
-class?} (stream), export {after_seq?} (stream, see ``edge_agent.service.export``).
+class?} (stream), export {after_seq?} (stream, see ``edge_agent.service.export``), config_state
+(which configuration runs: version, hash, pin, last rollout), config_pin {pin, reason?} (pin the
+local config / unpin it: ``edge_agent.service.rollout``).
 Streams: {"ok": true, "stream": true, ...} then one object per line; ``tail`` until the client
 closes, ``export`` until {"end": {...}}. A stream that fails half-way ends with an error line.
 """
@@ -63,6 +65,8 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "tail": {"device": ((str,), False), "point": ((str,), False), "class": ((str,), False)},
     "export": {"after_seq": ((int,), False)},
     "command_results": {"id": ((str,), False), "recent": ((int,), False)},
+    "config_state": {},
+    "config_pin": {"pin": ((bool,), True), "reason": ((str,), False)},
 }
 STREAMS = frozenset({"tail", "export"})
 
@@ -151,6 +155,10 @@ class ControlTarget(Protocol):
     def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]: ...
 
     def command_results(self, cmd_id: str | None, recent: int) -> list[dict[str, Any]]: ...
+
+    def config_state(self) -> dict[str, Any]: ...
+
+    async def config_pin(self, pin: bool, reason: str = "") -> dict[str, Any]: ...
 
 
 def reading_json(r: Reading) -> dict[str, Any]:

@@ -238,6 +238,10 @@ class ControlServer:
             return {"ok": True, "result": t.buffer_stats()}
         if op == "command_results":
             return {"ok": True, "result": t.command_results(req.get("id"), req.get("recent") or 20)}
+        if op == "config_state":
+            return {"ok": True, "result": t.config_state()}
+        if op == "config_pin":
+            return {"ok": True, "result": await t.config_pin(req["pin"], req.get("reason") or "")}
         raise RequestError("unknown_op", op)  # an op in OPS without a handler: a bug
 
     async def _stream(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:

@@ -12,7 +12,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from edge_agent.config.model import DeviceConfig
-from edge_agent.errors import BusClosed, BusError, BusTimeout, CrcError, FrameError
+from edge_agent.errors import (
+    BusClosed,
+    BusError,
+    BusTimeout,
+    CrcError,
+    FrameError,
+    GatewayTargetFailed,
+)
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.device_plan import DevicePlan, Group
@@ -31,7 +38,7 @@ UNREADABLE_REASON = f"exc:{ModbusExc.ILLEGAL_DATA_ADDRESS}"
 def failure_reason(exc: BusError) -> str:
     if isinstance(exc, BusTimeout):
         return "timeout"
-    if isinstance(exc, ModbusExc):
+    if isinstance(exc, ModbusExc | GatewayTargetFailed):
         return f"exc:{exc.code}"
     if isinstance(exc, FrameError):
         return "crc" if isinstance(exc, CrcError) else "frame"

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import DeviceConfig
-from edge_agent.errors import BusError, BusTimeout, CodecError, FrameError
+from edge_agent.errors import BusError, BusTimeout, CodecError, FrameError, GatewayTargetFailed
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.address_map import Lesson
@@ -127,9 +127,14 @@ class DevicePoller(DeviceBase):
         self.last_timeout_s = timeout
         t0 = time.monotonic()
         try:
-            regs = await self.bus.read(
-                self.device.unit_id, req.table, req.address, req.count, timeout_s=timeout
-            )
+            try:
+                regs = await self.bus.read(
+                    self.device.unit_id, req.table, req.address, req.count, timeout_s=timeout
+                )
+            except ModbusExc as e:  # a gateway answering for a unit that did not: not alive
+                if e.code not in GatewayTargetFailed.CODES:
+                    raise
+                raise GatewayTargetFailed(e.code, self.device.unit_id) from e
         except BusError as e:
             self._account(req, e, t0, floor)
             raise

@@ -5,7 +5,9 @@ Life cycle (systemd Type=notify): READY=1 once the config is loaded and the outb
 WATCHDOG=1 from the main loop only while the poller, the batcher and the uplink are alive.
 SIGTERM/SIGINT: stop polling, flush the open batch into the outbox, publish "offline", exit.
 SIGHUP: validate the new config; apply it when valid (buses, devices, profiles), else keep the
-running one and log why.
+running one and log why. Which config runs -- the local agent.toml or a signed configuration
+bundle merged with its local settings -- is decided by rollout/source.py; bundles arrive through
+service/rollout.py, which may end the daemon with ``EXIT_RESTART`` for the unit to restart it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config.catalog import catalog
-from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
 from edge_agent.errors import CommandRefused, ConfigError, OutboxError
@@ -32,12 +33,14 @@ from edge_agent.platform.clock import ClockProbe
 from edge_agent.platform.notify import Notifier
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
+from edge_agent.rollout.source import ConfigSource
 from edge_agent.service.buses import close_buses, make_buses
 from edge_agent.service.commands import RemoteCommands, build_command_service, stored_results
 from edge_agent.service.commissioning import raw_modbus
 from edge_agent.service.export import export_stream
 from edge_agent.service.health import unhealthy_reasons
 from edge_agent.service.metrics import write_metrics
+from edge_agent.service.rollout import RolloutManager
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
 from edge_agent.trust.keys import load_signing_key
@@ -47,13 +50,17 @@ log = logging.getLogger("edge_agent")
 
 RESTART_ONLY = ("gateway_id", "uplink", "outbox", "keys", "batch", "state_dir", "runtime_dir")
 STOP_BUDGET_S = 15.0
+# a controlled restart (a configuration change that needs one): the unit restarts on it
+# (systemd/edge-agent.service: RestartForceExitStatus=75, SuccessExitStatus=75)
+EXIT_RESTART = 75
 
 
 class Agent:
     def __init__(self, config_path: Path, *, notifier: Notifier | None = None) -> None:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
-        self.cfg: AgentConfig = load_config(config_path)  # ConfigError: refuse to start
+        self.source = ConfigSource(config_path)  # ConfigError (local config): refuse to start
+        self.cfg: AgentConfig = self.source.boot()  # the local config or the current bundle
         for warning in self.cfg.warnings:  # accepted but unsafe (insecure_plaintext...)
             log.warning("config_warning %s", warning)
         self.key = load_signing_key(self.cfg.keys.signing_key)  # KeyFileError: refuse to start
@@ -77,6 +84,8 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_errors: list[str] = []
         self.control: ControlServer | None = None
+        self.rollout: RolloutManager | None = None
+        self.exit_code = 0
 
     # -- readings fan-out --------------------------------------------------------------------
 
@@ -145,6 +154,16 @@ class Agent:
         newest ``recent`` (1..1000). CommandRefused when there is no store to ask."""
         return stored_results(self.commands, cmd_id, recent)
 
+    def config_state(self) -> dict[str, Any]:
+        if self.rollout is None:
+            raise CommandRefused("not_running", "the daemon is starting")
+        return self.rollout.config_state()
+
+    async def config_pin(self, pin: bool, reason: str = "") -> dict[str, Any]:
+        if self.rollout is None:
+            raise CommandRefused("not_running", "the daemon is starting")
+        return await self.rollout.pin(pin, reason)
+
     # -- life cycle ------------------------------------------------------------------------------
 
     def _start_poller(self) -> None:
@@ -170,26 +189,40 @@ class Agent:
         self.notifier.reloading()
         try:
             try:
-                new = load_config(self.config_path)
+                new = self.source.load_running()
             except ConfigError as exc:
                 for p in exc.problems:
                     log.warning("config_reload_problem %s", p)
                 log.warning("config_reload_rejected problems=%d keeping=running_config",
                             len(exc.problems))
                 raise CommandRefused("reload_failed", "; ".join(map(str, exc.problems))) from None
-            fixed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.cfg, k)]
+            fixed = self.restart_fields(new)
             if fixed:
                 log.warning("config_reload_rejected needs_restart=%s keeping=running_config",
                             ",".join(fixed))
                 raise CommandRefused("reload_failed",
                                      f"restart needed to change {', '.join(fixed)}")
-            await self._stop_poller()
-            self.cfg = new
-            self._start_poller()
-            log.info("config_reloaded devices=%d buses=%d", len(new.devices), len(new.buses))
+            await self.swap_config(new)
             return "reloaded"
         finally:
             self.notifier.ready("running")
+
+    def restart_fields(self, new: AgentConfig) -> list[str]:
+        """The sections of ``new`` that differ from the running config and need a restart."""
+        return [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.cfg, k)]
+
+    async def swap_config(self, new: AgentConfig) -> None:
+        """Run ``new`` in place (the reload path: buses, devices, profiles)."""
+        await self._stop_poller()
+        self.cfg = new
+        self._start_poller()
+        log.info("config_reloaded devices=%d buses=%d", len(new.devices), len(new.buses))
+
+    def request_restart(self, why: str) -> None:
+        """Stop cleanly and exit ``EXIT_RESTART``: the unit starts the daemon again."""
+        log.warning("restart_requested why=%s exit=%d", why, EXIT_RESTART)
+        self.exit_code = EXIT_RESTART
+        self._stop.set()
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.create_task(coro)
@@ -237,6 +270,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_quietly()))
         try:
             self.commands = build_command_service(self, loop)
+            self.rollout = RolloutManager(self, self.source, loop)
             if self.cfg.uplink is not None:
                 self.uplink = MqttUplink(
                     self.cfg.uplink, self.cfg.gateway_id, self.outbox,
@@ -244,7 +278,10 @@ class Agent:
                     on_command=self.commands.submit if self.commands else None,
                     guard=ChainGuard(self.outbox, self.signer, self.key,
                                      clock_synced=lambda: self.clock.state().synced),
-                    results=self.commands.results if self.commands else None)
+                    results=self.commands.results if self.commands else None,
+                    on_config=self.rollout.submit, config_results=self.rollout,
+                    inventory=lambda: self.rollout.inventory if self.rollout else {})
+                self.rollout.results_changed = self.uplink.wake
                 self.uplink.start()
                 if self.commands is not None:
                     self.commands.publish_result = self.uplink.publish_result
@@ -257,6 +294,8 @@ class Agent:
             log.info("agent_started gateway=%s devices=%d boot_id=%s", self.cfg.gateway_id,
                      len(self.cfg.devices), self.clock.boot_id)
             self._spawn(self._watchdog())
+            self.rollout.start()
+            self._spawn(self.rollout.run_inventory())
             if self.cfg.prometheus_textfile is not None:
                 self._spawn(self._metrics(self.cfg.prometheus_textfile))
             while not self._stop.is_set():
@@ -266,7 +305,7 @@ class Agent:
                 if task is not None and task.done() and not task.cancelled() and task.exception():
                     log.error("poller_crashed err=%r", task.exception())
                     return 1
-            return 0
+            return self.exit_code
         finally:
             await self.shutdown()
 
@@ -304,6 +343,8 @@ class Agent:
                 log.error("stop_step_failed step=%s err=%r", name, exc)
         if self.commands is not None:
             self.commands.close()
+        if self.rollout is not None:
+            self.rollout.close()
         self.outbox.close()
         self.notifier.close()
         log.info("agent_stopped")

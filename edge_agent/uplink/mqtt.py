@@ -16,7 +16,9 @@ broker never saw. An ack or a mark that cannot commit (disk full) never ends the
 
 Command results (``ResultSource``, the daemon's durable store) are published after every CONNACK
 and whenever new ones arrive, and marked acknowledged only on their PUBACK: a result lost with a
-connection is published again in the next session (at least once).
+connection is published again in the next session (at least once). Configuration bundles
+(``on_config``) and rollout results (``config_results``) travel the same way on their own topics;
+the retained status carries the daemon's ``inventory``.
 
 Reconnects wait ``edge_agent.retry`` backoff delays (jittered, exponential, reset after a session
 reached CONNACK). Birth status (retained, "online") after every CONNACK, the same periodically, a
@@ -33,7 +35,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -98,6 +100,8 @@ class _Session:
     witness_subacked: float = 0.0
     results_inflight: dict[int, int] = field(default_factory=dict)  # mid -> result key
     results_sent: set[int] = field(default_factory=set)  # result keys published this session
+    config_inflight: dict[int, int] = field(default_factory=dict)  # mid -> rollout result key
+    config_sent: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -125,6 +129,9 @@ class MqttUplink:
         on_command: Callable[[bytes], None] | None = None,
         guard: ChainGuard | None = None,
         results: ResultSource | None = None,
+        on_config: Callable[[bytes], None] | None = None,
+        config_results: ResultSource | None = None,
+        inventory: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         """``on_command(payload)`` runs in the uplink thread for every message on the command
         topic (subscribed after every CONNACK when given); it must not block. With ``guard``
@@ -146,6 +153,9 @@ class MqttUplink:
         self.guard = guard
         self._witness_refused = False
         self.results = results  # durable command results, published until PUBACKed
+        self.on_config = on_config  # configuration bundles (rollout), like on_command
+        self.config_results = config_results  # signed rollout results, until PUBACKed
+        self.inventory = inventory  # extra keys of the retained status (read, never blocks)
         self._results: deque[bytes] = deque(maxlen=RESULTS_KEPT)
         self._ssl = tls_context(cfg.tls) if cfg.tls is not None else None
         self._password = read_password(cfg)
@@ -284,6 +294,12 @@ class MqttUplink:
             if msg.retain and sess.witness is None:
                 sess.witness = bytes(msg.payload)
             return
+        if msg.topic == self.topics.config and self.on_config is not None:
+            try:
+                self.on_config(bytes(msg.payload))
+            except Exception as exc:  # a bad handler must not kill the session
+                log.error("uplink_config_handler_failed err=%r", exc)
+            return
         if self.on_command is None or msg.topic != self.topics.command:
             return
         try:
@@ -294,6 +310,11 @@ class MqttUplink:
     def _on_publish(self, sess: _Session, mid: int, rc: ReasonCode) -> None:
         if mid == sess.offline_mid:
             sess.offline_acked = True
+            return
+        key = sess.config_inflight.pop(mid, None)
+        if key is not None:
+            if self.config_results is not None and not rc.is_failure:
+                self.config_results.acked(key)
             return
         key = sess.results_inflight.pop(mid, None)
         if key is not None:
@@ -339,6 +360,8 @@ class MqttUplink:
         self.stats.connected = True
         if self.on_command is not None:
             client.subscribe(self.topics.command, qos=1)
+        if self.on_config is not None:
+            client.subscribe(self.topics.config, qos=1)
         log.info("uplink_connected host=%s port=%d tls=%s", cfg.host, cfg.port, bool(self._ssl))
         try:
             if self.guard is not None and not self._reconcile_chain(sess, self.guard):
@@ -389,6 +412,8 @@ class MqttUplink:
                 sess.client.publish(self.topics.command_result, self._results.popleft(), qos=1)
             if self.results is not None:
                 self._publish_results(sess)
+            if self.config_results is not None:
+                self._publish_config_results(sess)
             self._fill_window(sess)
             timeout = min(1.0, max(0.0, next_status - now))
             if sess.acked:
@@ -416,6 +441,17 @@ class MqttUplink:
                 return
             sess.results_sent.add(key)
             sess.results_inflight[info.mid] = key
+
+    def _publish_config_results(self, sess: _Session) -> None:
+        assert self.config_results is not None
+        for key, payload in self.config_results.unacked():
+            if key in sess.config_sent:
+                continue
+            info = sess.client.publish(self.topics.config_result, payload, qos=1)
+            if info.rc != OK:
+                return
+            sess.config_sent.add(key)
+            sess.config_inflight[info.mid] = key
 
     def _fill_window(self, sess: _Session) -> None:
         free = self.cfg.inflight - len(sess.inflight)
@@ -483,6 +519,8 @@ class MqttUplink:
         payload = status_payload(
             state, gateway_id=self.gateway_id, boot_id=self.boot_id,
             outbox_depth=st.depth, outbox_bytes=st.bytes, readings_dropped=st.readings_dropped,
+            inventory=self.inventory() if self.inventory is not None and state == "online"
+            else None,
         )  # fmt: skip
         return sess.client.publish(self.topics.status, payload, qos=1, retain=True).mid
 

@@ -3,12 +3,15 @@
 <prefix>/<gateway>/data     every signed batch (COSE_Sign1 bytes), QoS 1, not retained
 <prefix>/<gateway>/status   retained JSON: birth ("online"), periodic, last will ("offline")
 <prefix>/<gateway>/chain    retained signed chain witness (trust/witness.py), anti-rollback
+<prefix>/<gateway>/config   signed configuration bundles in (rollout/), QoS 1
+<prefix>/<gateway>/config/res  the gateway's signed rollout results, QoS 1
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import edge_agent
@@ -58,6 +61,14 @@ class Topics:
     def command_result(self) -> str:
         return f"{self.prefix}/{self.gateway_id}/cmd/res"
 
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}/{self.gateway_id}/config"
+
+    @property
+    def config_result(self) -> str:
+        return f"{self.prefix}/{self.gateway_id}/config/res"
+
 
 def status_payload(
     state: str,
@@ -68,8 +79,11 @@ def status_payload(
     outbox_bytes: int | None = None,
     readings_dropped: int | None = None,
     now_ns: int | None = None,
+    inventory: Mapping[str, object] | None = None,
 ) -> bytes:
-    """Compact JSON; ``state`` is "online" (birth and periodic) or "offline" (will, shutdown)."""
+    """Compact JSON; ``state`` is "online" (birth and periodic) or "offline" (will, shutdown).
+    ``inventory`` (config version and hash, profile hashes, devices up/total, clock, last
+    rollout: service/rollout.py) adds its keys without replacing the ones above."""
     doc: dict[str, object] = {
         "state": state,
         "gateway": gateway_id,
@@ -83,4 +97,6 @@ def status_payload(
         doc["outbox_bytes"] = outbox_bytes
     if readings_dropped is not None:
         doc["readings_dropped"] = readings_dropped
+    for key, value in (inventory or {}).items():
+        doc.setdefault(key, value)
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()

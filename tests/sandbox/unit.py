@@ -48,6 +48,7 @@ NOT_EMULATED = {
 }
 LIFECYCLE = frozenset({
     "ExecReload", "Restart", "RestartSec", "TimeoutStartSec", "TimeoutStopSec", "KillMode",
+    "SuccessExitStatus", "RestartForceExitStatus",
 })
 
 # what the Protect*=/Restrict*= switches add as filters of their own (systemd's execute.c)

@@ -46,3 +46,13 @@ def test_unit_has_the_life_cycle_we_rely_on() -> None:
                    "ConfigurationDirectory=", "RuntimeDirectory=", "SupplementaryGroups=dialout",
                    "DeviceAllow=char-ttyUSB rw", "ExecReload=/bin/kill -HUP $MAINPID"):
         assert needle in text, needle
+
+
+def test_unit_restarts_on_the_daemons_controlled_restart() -> None:
+    """A configuration change that needs a restart ends the daemon with EXIT_RESTART: the unit
+    must restart it (and not count it as a failure)."""
+    from edge_agent.service.daemon import EXIT_RESTART
+
+    text = UNIT.read_text()
+    assert f"RestartForceExitStatus={EXIT_RESTART}" in text
+    assert f"SuccessExitStatus={EXIT_RESTART}" in text

@@ -3,7 +3,7 @@
 Stages: platform (base, -1) → profiles, config (0) → bus (1) → poll (2) → pipeline (3) → trust (4)
 → outbox (5) → uplink (6). ``platform`` (what the OS and the service sandbox constrain: clock
 state, sd_notify ...) is the base layer every stage may import; it imports no stage. Outer layers
-(service, cli, control, commands) wire stages together and may import anything; no stage
+(service, cli, control, commands, rollout) wire stages together and may import anything; no stage
 may import them. Shared leaf modules (readings, errors, retry and the package ``__init__``) are
 importable by all and import no stage and no outer layer.
 
@@ -35,7 +35,7 @@ STAGES: dict[str, int] = {
     "outbox": 5,
     "uplink": 6,
 }
-OUTER = frozenset({"service", "cli", "control", "commands"})
+OUTER = frozenset({"service", "cli", "control", "commands", "rollout"})
 SHARED = frozenset({"readings", "errors", "retry", "__init__"})
 
 

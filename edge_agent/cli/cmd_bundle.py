@@ -1,0 +1,256 @@
+"""`edge-agent config ...`: signed configuration bundles (operators) and the pin (technicians).
+
+    edge-agent config sign MANAGED.toml --key CONFIG_OPERATOR.key --version N
+        (--gateway GW ... | --tag KEY=VALUE ...) [--profiles-dir DIR] [--not-before WHEN]
+        [--ttl SECONDS] [--probation SECONDS] [--min-up-ratio R] [--note TEXT] --out FILE
+    edge-agent config send FILE --broker HOST:PORT --gateway GW [--wait S] [--gateway-key PUB]
+    edge-agent config show FILE [--print-config]   decode a bundle (does not verify it)
+    edge-agent config show                          what the running gateway runs (control socket)
+    edge-agent config pin [--reason TEXT] | unpin   the technician's local control
+
+MANAGED.toml is agent.toml without the box's local settings (gateway_id, profiles_dir, state_dir,
+runtime_dir, [keys], [rollout], [outbox] path): the bundle carries it and every profile its
+devices name, read from --profiles-dir (default: the profiles shipped with the agent). `sign`
+checks it as `check-config` would, except for the files it names (they are on the gateways).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_agent.cli import argtypes
+from edge_agent.cli.common import (
+    EXIT_FAIL,
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    add_common,
+    emit,
+    fail,
+    socket_path,
+)
+
+DEFAULT_TTL_S = 7 * 86400
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from edge_agent.errors import ConfigError, EdgeAgentError
+    from edge_agent.profiles.shipped import shipped_dir
+    from edge_agent.rollout.bundle import Bundle, decode_bundle, encode_bundle
+    from edge_agent.rollout.effective import check_offline, referenced_profiles
+    from edge_agent.trust.cose import sign1
+    from edge_agent.trust.keys import kid_of, load_signing_key
+
+    if bool(args.gateway) == bool(args.tag):
+        return fail("config sign: give the targets: --gateway GW (repeat) or --tag KEY=VALUE "
+                    "(repeat; every tag must match)", EXIT_USAGE)
+    src: Path = args.managed
+    try:
+        text = src.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"config sign: {src}: {exc}", EXIT_USAGE)
+    try:
+        key = load_signing_key(Path(args.key))
+        profiles_dir = args.profiles_dir or shipped_dir()
+        profiles = referenced_profiles(text, profiles_dir, str(src))
+        check_offline(text, profiles, config_name=str(src), profiles_dir=str(profiles_dir))
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return fail(f"config sign: {len(exc.problems)} problem(s): nothing signed")
+    except EdgeAgentError as exc:
+        return fail(f"config sign: {exc}", EXIT_USAGE)
+    now = int(time.time())
+    nbf = args.not_before if args.not_before is not None else now
+    bundle = Bundle(version=args.version, iat=now, nbf=nbf, exp=nbf + args.ttl, config=text,
+                    profiles=profiles, targets=tuple(args.gateway or ()),
+                    selector=dict(args.tag or ()), window_s=args.probation,
+                    min_up_ratio=args.min_up_ratio, note=args.note or "")
+    payload = encode_bundle(bundle)
+    try:
+        decode_bundle(payload)  # the gateway's own limits (window, ratio, names)
+    except EdgeAgentError as exc:
+        return fail(f"config sign: {exc}", EXIT_USAGE)
+    msg = sign1(payload, key, kid_of(key.public_key()))
+    out: Path = args.out
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(msg)
+        os.replace(tmp, out)
+    except OSError as exc:
+        return fail(f"config sign: {out}: {exc.strerror or exc}")
+    print(f"wrote {out}: version {bundle.version} for {bundle.describe_target()}, "
+          f"{len(profiles)} profile(s), hash sha256:{bundle.hash.hex()[:16]}, {len(msg)} bytes, "
+          f"valid {_utc(nbf)} .. {_utc(bundle.exp)}")
+    return EXIT_OK
+
+
+def _utc(t: int) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from edge_agent.errors import EdgeAgentError
+    from edge_agent.rollout.bundle import describe_signed
+
+    if args.file is None:
+        return _show_running(args)
+    try:
+        d = describe_signed(Path(args.file).read_bytes())
+    except OSError as exc:
+        return fail(f"config show: {args.file}: {exc.strerror or exc}", EXIT_USAGE)
+    except EdgeAgentError as exc:
+        return fail(f"config show: {args.file}: {exc}")
+    text = d.pop("config")
+    lines = [f"{k:<14} {v}" for k, v in d.items() if k != "profiles"]
+    lines += [f"profile        {n} {h}" for n, h in d["profiles"].items()]
+    if args.print_config:
+        lines += ["", text]
+    emit(args, d | ({"config": text} if args.print_config else {}), "\n".join(lines))
+    return EXIT_OK
+
+
+def _control(args: argparse.Namespace, op: str, **kw: Any) -> tuple[int, Any]:
+    from edge_agent.control.client import ControlClient, ControlRefused, ControlUnavailable
+
+    name = f"config {args.config_op}"
+    try:
+        with ControlClient(socket_path(args), timeout_s=30.0) as c:
+            return EXIT_OK, c.result(op, **kw)
+    except ControlUnavailable as exc:
+        return fail(f"{name}: {exc}", EXIT_NO_DAEMON), None
+    except ControlRefused as exc:
+        return fail(f"{name}: {exc.reason}: {exc.detail}"), None
+
+
+def _render_state(s: dict[str, Any]) -> str:
+    last = s.get("last_rollout") or {}
+    lines = [f"source         {s['source']}" + (f" (version {s['version']})"
+                                                 if s["source"] == "bundle" else ""),
+             f"state          {s['state']}",
+             f"hash           sha256:{s['hash']}",
+             f"pinned         {'yes: ' + (s.get('pin_reason') or '-') if s['pinned'] else 'no'}",
+             f"highest seen   {s['highest_version']}",
+             "last rollout   " + (f"version {last.get('version')} {last.get('state')}"
+                                  f"{' (' + last['reason'] + ')' if last.get('reason') else ''}"
+                                  if last else "-")]
+    lines += [f"profile        {n} {h}" for n, h in s.get("profiles", {}).items()]
+    return "\n".join(lines)
+
+
+def _show_running(args: argparse.Namespace) -> int:
+    code, s = _control(args, "config_state")
+    if code == EXIT_OK:
+        emit(args, s, _render_state(s))
+    return code
+
+
+def _pin(args: argparse.Namespace) -> int:
+    pin = args.config_op == "pin"
+    code, s = _control(args, "config_pin", pin=pin,
+                       reason=getattr(args, "reason", None) or "")
+    if code == EXIT_OK:
+        emit(args, s, ("pinned: the local config runs; bundles are declined until "
+                       "`edge-agent config unpin`" if pin else
+                       "unpinned: bundles are accepted again") + "\n" + _render_state(s))
+    return code
+
+
+def _send(args: argparse.Namespace) -> int:
+    from edge_agent.cli.operator_mqtt import OperatorClient, await_results, load_gateway_keys
+    from edge_agent.errors import EdgeAgentError
+    from edge_agent.rollout.bundle import describe_signed
+    from edge_agent.rollout.results import FINAL
+
+    try:
+        data = Path(args.file).read_bytes()
+        info = describe_signed(data)
+        keys = load_gateway_keys(args.gateway_key or [])
+    except OSError as exc:
+        return fail(f"config send: {args.file}: {exc.strerror or exc}", EXIT_USAGE)
+    except EdgeAgentError as exc:
+        return fail(f"config send: {exc}", EXIT_USAGE)
+    gw, prefix = args.gateway, args.prefix
+
+    def progress(g: str, ans: Any) -> None:
+        r = ans.result
+        if not args.json:
+            print(f"{g}: version {r.version} {r.state}"
+                  f"{' ' + r.reason if r.reason else ''}"
+                  f"{'' if ans.verified else ' (signature not checked: no --gateway-key)'}"
+                  f"{': ' + r.detail if r.detail else ''}")
+
+    try:
+        with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
+            c.subscribe(f"{prefix}/{gw}/config/res")
+            c.publish(f"{prefix}/{gw}/config", data)
+            got = await_results(c, prefix, info["version"], [gw], args.wait, keys, progress)
+    except EdgeAgentError as exc:
+        return fail(f"config send: {exc}", EXIT_NO_DAEMON)
+    answers = got.get(gw, [])
+    if args.json:
+        print(json.dumps([a.result.json() | {"verified": a.verified} for a in answers],
+                         indent=2))
+    if not answers or answers[-1].result.state not in FINAL:
+        return fail(f"config send: no final result from {gw} within {args.wait:g} s",
+                    EXIT_TIMEOUT)
+    return EXIT_OK if answers[-1].result.state in ("committed", "unchanged") else EXIT_FAIL
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("config", help="signed configuration bundles; pin the local config",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    csub = p.add_subparsers(dest="config_op", metavar="OP", required=True)
+    s = csub.add_parser("sign", help="build and sign a configuration bundle")
+    s.add_argument("managed", type=Path, metavar="MANAGED.toml",
+                   help="agent.toml without the box's local settings")
+    s.add_argument("--key", required=True, help="configuration operator's Ed25519 key")
+    s.add_argument("--version", type=int, required=True,
+                   help="configuration version, above every version the gateways have seen")
+    s.add_argument("--gateway", action="append", help="target gateway id (repeat)")
+    s.add_argument("--tag", action="append", type=argtypes.key_value, metavar="KEY=VALUE",
+                   help="tag selector (repeat: all must match the gateway's [rollout] tags)")
+    s.add_argument("--profiles-dir", type=Path, help="where the profiles are (default: shipped)")
+    s.add_argument("--not-before", type=argtypes.when, metavar="WHEN",
+                   help="Unix seconds, +SECONDS or ISO 8601 (default now)")
+    s.add_argument("--ttl", type=int, default=DEFAULT_TTL_S,
+                   help=f"seconds from not-before until it expires (default {DEFAULT_TTL_S})")
+    s.add_argument("--probation", type=int, default=60, metavar="SECONDS",
+                   help="probation window (5..3600, default 60)")
+    s.add_argument("--min-up-ratio", type=float, default=0.9, metavar="R",
+                   help="devices up after/before at least R (0.9..1.0, default 0.9)")
+    s.add_argument("--note", help="free text for the operators")
+    s.add_argument("--out", type=Path, required=True, help="where to write the bundle")
+    s.set_defaults(func=_sign)
+    se = csub.add_parser("send", help="publish a bundle to one gateway and wait for its result")
+    se.add_argument("file")
+    se.add_argument("--broker", required=True, metavar="HOST:PORT")
+    se.add_argument("--gateway", required=True)
+    se.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+    se.add_argument("--tls-ca")
+    se.add_argument("--gateway-key", action="append", metavar="PUB.pem",
+                    help="check the results' signatures with this gateway key (repeat)")
+    se.add_argument("--wait", type=float, default=180.0,
+                    help="seconds to wait for the final result (default 180)")
+    se.add_argument("--json", action="store_true", help="machine-readable output")
+    se.set_defaults(func=_send)
+    sh = csub.add_parser("show", help="decode a bundle file, or what the running gateway runs")
+    sh.add_argument("file", nargs="?", help="a bundle file (not verified)")
+    sh.add_argument("--print-config", action="store_true", help="also print its agent.toml")
+    add_common(sh, config=True)
+    sh.set_defaults(func=_show)
+    pi = csub.add_parser("pin", help="run the local agent.toml and decline bundles")
+    pi.add_argument("--reason", help="why (reported in the gateway's status)")
+    add_common(pi, config=True)
+    pi.set_defaults(func=_pin)
+    un = csub.add_parser("unpin", help="accept bundles again (the last good bundle runs)")
+    add_common(un, config=True)
+    un.set_defaults(func=_pin)

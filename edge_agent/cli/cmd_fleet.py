@@ -1,0 +1,193 @@
+"""`edge-agent fleet ...`: the operator's view of every gateway, and rollouts in waves.
+
+    edge-agent fleet status --broker HOST:PORT [--prefix edge] [--json] [--expect-version N]
+        [--silent-after S] [--backlog N] [--wait S]
+    edge-agent fleet rollout BUNDLE --broker HOST:PORT [--canary GW ...] [--wave-size N]
+        [--timeout S] [--gateway-key PUB ...] [--json]
+
+`status` reads every gateway's retained status (`<prefix>/+/status`) and prints one row per
+gateway; flags: silent, behind, rolled_back, backlogged, pinned, probation. Exit 1 when any
+gateway is silent, behind, rolled back or backlogged.
+
+`rollout` sends a signed bundle (`edge-agent config sign`) to the gateways it addresses -- its
+gateway ids, or every gateway whose status tags match its selector -- in waves: the canaries
+first (--canary, else the gateways tagged wave=canary, else the first), then --wave-size at a
+time. Each wave waits for every gateway's final result (committed, rolled back, refused); the
+rollout stops at the first rollback, refusal (a pinned gateway's "pinned" excepted) or gateway
+that does not answer. Silent gateways and gateways already at or past the version are not sent
+to. Exit 0 when every addressed gateway runs the version, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edge_agent.cli.common import EXIT_FAIL, EXIT_NO_DAEMON, EXIT_OK, EXIT_USAGE, fail, table
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge_agent.cli.fleet_view import HEADERS, Thresholds, rows, table_rows
+    from edge_agent.cli.operator_mqtt import OperatorClient, statuses
+    from edge_agent.errors import EdgeAgentError
+
+    try:
+        with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
+            found = statuses(c, args.prefix, args.wait)
+    except EdgeAgentError as exc:
+        return fail(f"fleet status: {exc}", EXIT_NO_DAEMON)
+    rs = rows(found, Thresholds(args.silent_after, args.backlog, args.expect_version))
+    bad = [r for r in rs if {"silent", "behind", "rolled_back", "backlogged"} & set(r.flags)]
+    if args.json:
+        print(json.dumps({"gateways": [r.json() for r in rs],
+                          "flagged": [r.gateway for r in bad]}, indent=2))
+    elif not rs:
+        print(f"no gateway status under {args.prefix}/+/status")
+    else:
+        print(table(HEADERS, table_rows(rs)))
+        print(f"{len(rs)} gateway(s), {len(bad)} flagged")
+    return EXIT_FAIL if bad else EXIT_OK
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from edge_agent.cli.fleet_view import Thresholds, plan_waves, rows
+    from edge_agent.cli.operator_mqtt import (
+        OperatorClient,
+        await_results,
+        load_gateway_keys,
+        statuses,
+    )
+    from edge_agent.errors import EdgeAgentError
+    from edge_agent.rollout.bundle import describe_signed
+
+    try:
+        data = Path(args.bundle).read_bytes()
+        info = describe_signed(data)
+        keys = load_gateway_keys(args.gateway_key or [])
+    except OSError as exc:
+        return fail(f"fleet rollout: {args.bundle}: {exc.strerror or exc}", EXIT_USAGE)
+    except EdgeAgentError as exc:
+        return fail(f"fleet rollout: {exc}", EXIT_USAGE)
+    version: int = info["version"]
+    timeout = args.timeout if args.timeout is not None else info["probation_s"] + 90.0
+    outcome: dict[str, dict[str, Any]] = {}
+    stopped = ""
+    try:
+        with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
+            rs = {r.gateway: r for r in rows(statuses(c, args.prefix, args.wait),
+                                             Thresholds(silent_after_s=args.silent_after))}
+            if info["targets"]:
+                addressed = list(info["targets"])
+            else:
+                sel = info["selector"]
+                addressed = [g for g, r in rs.items()
+                             if all(r.tags.get(k) == v for k, v in sel.items())]
+            candidates = []
+            for g in addressed:
+                r = rs.get(g)
+                if r is None or "silent" in r.flags:
+                    outcome[g] = {"outcome": "silent", "reason": "no recent status: not sent"}
+                elif r.version >= version:
+                    outcome[g] = {"outcome": "already", "reason": f"runs version {r.version}"}
+                else:
+                    candidates.append(g)
+            canaries = args.canary or [g for g in candidates
+                                       if rs[g].tags.get("wave") == "canary"]
+            waves = plan_waves(candidates, canaries, args.wave_size)
+            for n, wave in enumerate(waves, 1):
+                if stopped:
+                    for g in wave:
+                        outcome[g] = {"outcome": "not_sent", "reason": stopped, "wave": n}
+                    continue
+                if not args.json:
+                    print(f"wave {n}: {', '.join(wave)}", flush=True)
+                for g in wave:
+                    c.subscribe(f"{args.prefix}/{g}/config/res")
+                for g in wave:
+                    c.publish(f"{args.prefix}/{g}/config", data)
+                got = await_results(c, args.prefix, version, wave, timeout, keys)
+                for g in wave:
+                    answers = got.get(g) or []
+                    if not answers:
+                        outcome[g] = {"outcome": "no_answer", "reason": f"{timeout:g} s",
+                                      "wave": n}
+                        stopped = stopped or f"{g} did not answer"
+                        continue
+                    ans = answers[-1]
+                    res = ans.result
+                    outcome[g] = {"outcome": res.state, "reason": res.reason, "wave": n,
+                                  "detail": res.detail, "evidence": res.evidence,
+                                  "verified": ans.verified}
+                    if res.state == "rolled_back":
+                        stopped = stopped or f"{g} rolled back ({res.reason})"
+                    elif res.state == "refused" and res.reason != "pinned":
+                        stopped = stopped or f"{g} refused ({res.reason})"
+                    elif res.state not in ("committed", "unchanged", "refused"):
+                        stopped = stopped or f"{g} gave no final result ({res.state})"
+                if not args.json:
+                    for g in wave:
+                        print(f"  {g}: {_line(outcome[g])}", flush=True)
+    except EdgeAgentError as exc:
+        return fail(f"fleet rollout: {exc}", EXIT_NO_DAEMON)
+    done = all(o["outcome"] in ("committed", "unchanged", "already") for o in outcome.values())
+    if args.json:
+        print(json.dumps({"version": version, "stopped": stopped, "complete": done,
+                          "gateways": outcome}, indent=2, default=str))
+    else:
+        print(table(["gateway", "wave", "outcome", "reason"],
+                    [[g, o.get("wave", "-"), o["outcome"], o.get("reason") or "-"]
+                     for g, o in sorted(outcome.items())]))
+        if stopped:
+            print(f"rollout of version {version} stopped: {stopped}")
+        elif not outcome:
+            print(f"no gateway is addressed by version {version}")
+    return EXIT_OK if done and outcome else EXIT_FAIL
+
+
+def _line(o: dict[str, Any]) -> str:
+    ev = o.get("evidence") or {}
+    text = str(o["outcome"]) + (f" ({o['reason']})" if o.get("reason") else "")
+    if ev:
+        text += (f" devices {ev.get('before_up')}/{ev.get('before_total')} -> "
+                 f"{ev.get('up')}/{ev.get('total')}, uplink "
+                 f"{'up' if ev.get('uplink_connected') else 'DOWN'}")
+        if ev.get("failing"):
+            text += "; failing: " + "; ".join(ev["failing"][:3])
+    elif o.get("detail"):
+        text += ": " + str(o["detail"]).splitlines()[0][:200]
+    return text
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("fleet", help="every gateway's status; roll a bundle out in waves",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fsub = p.add_subparsers(dest="fleet_op", metavar="OP", required=True)
+    for name, helptext in (("status", "one row per gateway from the retained statuses"),
+                           ("rollout", "send a signed bundle in waves, canary first")):
+        f = fsub.add_parser(name, help=helptext)
+        if name == "rollout":
+            f.add_argument("bundle", help="a signed bundle (edge-agent config sign)")
+            f.add_argument("--canary", action="append", metavar="GW",
+                           help="canary gateway (repeat; default: tag wave=canary)")
+            f.add_argument("--wave-size", type=int, default=5,
+                           help="gateways per wave after the canaries (default 5)")
+            f.add_argument("--timeout", type=float,
+                           help="seconds to wait for a wave (default: probation + 90)")
+            f.add_argument("--gateway-key", action="append", metavar="PUB.pem",
+                           help="check the results' signatures with these keys (repeat)")
+        else:
+            f.add_argument("--expect-version", type=int, metavar="N",
+                           help="flag gateways below N as behind (default: the highest seen)")
+            f.add_argument("--backlog", type=int, default=1000, metavar="N",
+                           help="flag an outbox deeper than N batches (default 1000)")
+        f.add_argument("--broker", required=True, metavar="HOST:PORT")
+        f.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+        f.add_argument("--tls-ca")
+        f.add_argument("--wait", type=float, default=2.0,
+                       help="seconds to collect retained statuses (default 2)")
+        f.add_argument("--silent-after", type=float, default=300.0, metavar="S",
+                       help="a status older than S seconds is silent (default 300)")
+        f.add_argument("--json", action="store_true", help="machine-readable output")
+        f.set_defaults(func=_status if name == "status" else _rollout)

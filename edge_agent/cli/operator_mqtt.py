@@ -1,0 +1,168 @@
+"""The operator side of configuration rollout on MQTT (paho-mqtt 2.x, QoS 1): send a bundle to
+gateways, collect their signed results, read every gateway's retained status.
+
+Used by ``edge-agent config send`` and ``edge-agent fleet status|rollout``; nothing here runs on
+a gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.errors import UplinkError, VerifyError
+from edge_agent.rollout.results import FINAL, RolloutResult, decode_result
+from edge_agent.trust.cose import parse1, verify1
+from edge_agent.trust.keys import kid_of, load_public_key
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UplinkError(f"--broker {text!r}: expected HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def load_gateway_keys(paths: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:
+    keys = {}
+    for p in paths:
+        pub = load_public_key(Path(p.partition("=")[2] if "=" in p and not Path(p).exists()
+                                   else p))
+        keys[kid_of(pub)] = pub
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    result: RolloutResult
+    verified: bool  # the signature held under a --gateway-key (False: none was given)
+
+
+def read_result(payload: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Answer:
+    """A rollout result; VerifyError when it is not one or its signature fails (with keys)."""
+    if keys:
+        _, body = verify1(payload, keys)
+        return Answer(decode_result(body), True)
+    return Answer(decode_result(parse1(payload)[2]), False)
+
+
+class OperatorClient:
+    """One MQTT session of an operator tool: ``subscribe`` (waits for the SUBACK), ``publish``
+    (waits for the PUBACK), every message received in ``messages``."""
+
+    def __init__(self, broker: str, *, tls_ca: str | None = None, timeout_s: float = 10.0,
+                 username: str | None = None, password: str | None = None) -> None:
+        host, port = parse_broker(broker)
+        self.timeout_s = timeout_s
+        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self._subacks: dict[int, threading.Event] = {}
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"edge-agent-operator-{os.getpid()}-{id(self):x}")
+        if tls_ca:
+            self.client.tls_set_context(ssl.create_default_context(cafile=tls_ca))
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda c, u, f, rc, p: self._connected.set()
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda c, u, m: self.messages.put(
+            (m.topic, bytes(m.payload), bool(m.retain)))
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise UplinkError(f"cannot connect to {host}:{port}: {exc}") from exc
+        self.client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self.close()
+            raise UplinkError(f"no CONNACK from {host}:{port} within {timeout_s:g} s")
+
+    def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any) -> None:
+        with self._lock:
+            ev = self._subacks.setdefault(mid, threading.Event())
+        ev.set()
+
+    def subscribe(self, topic: str) -> None:
+        rc, mid = self.client.subscribe(topic, qos=1)
+        with self._lock:  # the SUBACK may have come already: the callback made the event
+            ev = self._subacks.setdefault(mid or -1, threading.Event())
+        if rc != mqtt.MQTT_ERR_SUCCESS or not ev.wait(self.timeout_s):
+            raise UplinkError(f"the broker did not confirm the subscription to {topic}")
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(self.timeout_s)
+        if not info.is_published():
+            raise UplinkError(f"the broker did not acknowledge the message to {topic}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> OperatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def statuses(client: OperatorClient, prefix: str, wait_s: float) -> dict[str, dict[str, Any]]:
+    """Every gateway's retained status under ``prefix`` (what arrives within ``wait_s``)."""
+    client.subscribe(f"{prefix}/+/status")
+    out: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + wait_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            topic, payload, _ = client.messages.get(timeout=left)
+        except queue.Empty:
+            break
+        gw = topic[len(prefix) + 1:].rsplit("/", 1)[0]
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out[gw] = doc
+    return out
+
+
+def await_results(client: OperatorClient, prefix: str, version: int, gateways: Iterable[str],
+                  timeout_s: float, keys: Mapping[bytes, Ed25519PublicKey],
+                  progress: Any = None) -> dict[str, list[Answer]]:
+    """Every result of ``version`` from each of ``gateways`` until each gave a final one (or
+    ``timeout_s``); results failing their signature are dropped. ``progress(gw, answer)`` is
+    called for each."""
+    want = set(gateways)
+    got: dict[str, list[Answer]] = {g: [] for g in want}
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0 and any(
+            not a or a[-1].result.state not in FINAL for a in got.values()):
+        try:
+            topic, payload, _ = client.messages.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        gw = topic[len(prefix) + 1:].rsplit("/config/res", 1)[0]
+        if gw not in want or not topic.endswith("/config/res"):
+            continue
+        try:
+            ans = read_result(payload, keys)
+        except VerifyError:
+            continue
+        if ans.result.gateway != gw or ans.result.version != version:
+            continue
+        got[gw].append(ans)
+        if progress is not None:
+            progress(gw, ans)
+    return got

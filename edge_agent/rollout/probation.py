@@ -1,0 +1,68 @@
+"""The probation verdict: is the new configuration doing no worse than the old one?
+
+Pass when, at the end of the window:
+
+* the uplink is connected (when one is configured);
+* the share of devices answering is at least ``min_up_ratio`` times the share before the change.
+  A device answers when its last poll succeeded (no failure since); one that failed is down; one
+  not polled yet in the window counts for neither side (choose a window longer than the devices'
+  shortest poll interval);
+* the daemon did not crash-loop on it (checked at start: ``boot``).
+
+Pure functions over snapshots: the daemon takes them, the tests feed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_STARTS = 3  # daemon starts on a bundle in probation before it counts as a crash loop
+MAX_FAILING = 10  # devices named in the evidence
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    uplink_connected: bool | None  # None: no uplink configured
+    up: int
+    down: int
+    total: int
+    failing: tuple[str, ...] = field(default=())
+
+    @property
+    def ratio(self) -> float | None:
+        judged = self.up + self.down
+        return None if judged == 0 else self.up / judged
+
+
+def device_snapshot(devices: Mapping[str, Mapping[str, Any]], total: int,
+                    uplink_connected: bool | None) -> Snapshot:
+    """From the poller's per-device status (``poll.status.DeviceStatus``)."""
+    up = down = 0
+    failing: list[str] = []
+    for name, d in sorted(devices.items()):
+        if d["consecutive_failures"] > 0:
+            down += 1
+            failing.append(f"{name}: {d['last_error'] or 'failing'}"[:160])
+        elif d["last_good_ns"]:
+            up += 1
+    return Snapshot(uplink_connected, up, down, total, tuple(failing[:MAX_FAILING]))
+
+
+def judge(before: Snapshot, after: Snapshot, min_up_ratio: float) -> str:
+    """"" when the change passes, else the reason (``uplink_down``, ``devices_worse``)."""
+    if after.uplink_connected is False:
+        return "uplink_down"
+    b, a = before.ratio, after.ratio
+    if a is not None and b is not None and a + 1e-9 < b * min_up_ratio:
+        return "devices_worse"
+    return ""  # (nothing judged on one side: no evidence against the change)
+
+
+def evidence(before: Snapshot, after: Snapshot, *, min_up_ratio: float, window_s: int,
+             starts: int) -> dict[str, Any]:
+    return {"uplink_connected": after.uplink_connected, "up": after.up, "down": after.down,
+            "total": after.total, "before_up": before.up, "before_down": before.down,
+            "before_total": before.total, "min_up_ratio": min_up_ratio, "window_s": window_s,
+            "starts": starts, "failing": list(after.failing)}

@@ -1,0 +1,400 @@
+"""Configuration rollout in the daemon: bundles from ``<prefix>/<gw>/config``, staged apply,
+probation, commit or automatic rollback, the technician's pin -- every decision audited (one log
+line) and answered with a gateway-signed result on ``<prefix>/<gw>/config/res``.
+
+Apply: the bundle is checked (rollout/verify.py), materialised durably in the state directory and
+loaded as ``check-config`` would; then the state names it, in probation, by one atomic rename
+(rollout/store.py). Without restart-only changes it runs at once through the reload path
+(``Agent.swap_config``); with them the daemon stops cleanly and exits ``EXIT_RESTART``, which the
+unit restarts (RestartForceExitStatus=), and the new process starts on it (rollout/source.py).
+After ``window_s`` the probation verdict (rollout/probation.py) commits it or rolls back to the
+last good configuration, in place or by the same controlled restart.
+
+Messages arrive on the uplink's thread and are handed to the event loop; one bundle is handled at
+a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.config.load import load_config
+from edge_agent.config.model import AgentConfig
+from edge_agent.errors import CommandRefused, CommandStoreError, ConfigError
+from edge_agent.rollout.bundle import Bundle, claimed_version
+from edge_agent.rollout.effective import load_bundle_dir
+from edge_agent.rollout.probation import Snapshot, device_snapshot, evidence, judge
+from edge_agent.rollout.results import RolloutResult, RolloutResults, encode_result
+from edge_agent.rollout.source import ConfigSource, describe, rolled_back
+from edge_agent.rollout.store import Probation
+from edge_agent.rollout.verify import BundleVerifier
+from edge_agent.service.commands import load_allowlist
+from edge_agent.trust.cose import sign1
+
+if TYPE_CHECKING:
+    from edge_agent.service.daemon import Agent
+
+log = logging.getLogger("edge_agent.rollout")
+audit = logging.getLogger("edge_agent.audit")
+
+COMMIT_RETRY_S = 10.0
+
+
+class MemoryResults:
+    """Where results go when the durable store cannot be opened: published while running."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, bytes] = {}
+        self._n = 0
+
+    def add(self, result: RolloutResult, cose: bytes) -> int:
+        self._n += 1
+        self._items[self._n] = cose
+        return self._n
+
+    def unacked(self) -> list[tuple[int, bytes]]:
+        return sorted(self._items.items())
+
+    def acked(self, key: int) -> None:
+        self._items.pop(key, None)
+
+    def close(self) -> None:
+        self._items.clear()
+
+
+class RolloutManager:
+    def __init__(self, agent: Agent, source: ConfigSource,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.agent = agent
+        self.source = source
+        self._loop = loop
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._probation_task: asyncio.Task[None] | None = None
+        self.results_changed: Callable[[], None] = lambda: None
+        cfg = agent.cfg
+        self.results: RolloutResults | MemoryResults
+        try:
+            self.results = RolloutResults(cfg.state_dir / "rollout_results.db")
+        except CommandStoreError as exc:
+            log.error("rollout_results_not_durable err=%s (published from memory only)", exc)
+            self.results = MemoryResults()
+        self._described: dict[str, Any] = describe(cfg)
+        self._described_for: AgentConfig = cfg
+        self.inventory: dict[str, Any] = {}
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def submit(self, message: bytes) -> None:
+        """Thread-safe: the uplink thread hands over every message on the config topic."""
+        self._loop.call_soon_threadsafe(self._spawn, self.handle(message))
+
+    def _spawn(self, coro: Any) -> None:
+        t = self._loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def start(self) -> None:
+        """After the daemon's stages run: report what the start decided, resume probation."""
+        st = self.source.state
+        if st.last_result is not None and not st.last_result.get("reported", True):
+            r = st.last_result
+            self._deliver(RolloutResult(
+                self.agent.cfg.gateway_id, int(r["version"]), str(r["state"]), str(r["reason"]),
+                int(r["t_ms"]) * 1_000_000, bytes.fromhex(r.get("kid", "")),
+                bytes.fromhex(r.get("hash", "")), str(r.get("detail", "")),
+                dict(r.get("evidence") or {})))
+            r["reported"] = True
+            self.source.save_quietly()
+        if st.probation is not None and self.source.running is not None:
+            self._probation_task = self._loop.create_task(self._probation(st.probation))
+        self.refresh_inventory()
+
+    def unacked(self) -> list[tuple[int, bytes]]:
+        """The uplink's ``ResultSource``: signed results not yet acknowledged by the broker."""
+        return self.results.unacked()
+
+    def acked(self, key: int) -> None:
+        self.results.acked(key)
+
+    def close(self) -> None:
+        for t in [*self._tasks, self._probation_task]:
+            if t is not None:
+                t.cancel()
+        self.results.close()
+
+    # -- a bundle arrives --------------------------------------------------------------------------
+
+    def _verifier(self) -> BundleVerifier:
+        cfg = self.agent.cfg
+        synced = (lambda: True) if cfg.commands_allow_unsynced_clock \
+            else (lambda: self.agent.clock.state().synced)
+        return BundleVerifier(load_allowlist(cfg.keys.config_keys),
+                              load_allowlist(cfg.keys.command_keys), cfg.gateway_id,
+                              self.source.local.rollout_tags, clock_synced=synced)
+
+    async def handle(self, message: bytes) -> RolloutResult:
+        async with self._lock:
+            kid, bundle, detail = b"", None, ""
+            try:
+                verifier = self._verifier()
+                signed = verifier.authenticate(message)
+                kid = signed.kid
+                bundle = verifier.decode(signed)
+                res = await self._admit_and_apply(verifier, bundle, kid, message)
+            except CommandRefused as exc:
+                res = self._result(bundle, kid, "refused", exc.reason, exc.detail)
+                if bundle is None:  # correlate by the version the message claims
+                    res = replace(res, version=claimed_version(message))
+                detail = exc.detail
+            except Exception as exc:  # a bug must not leave a bundle unanswered
+                log.exception("rollout_failed kid=%s", kid.hex() or "-")
+                res = self._result(bundle, kid, "refused", "internal_error",
+                                   f"{type(exc).__name__}: {exc}")
+                detail = res.detail
+            audit.info("config_audit version=%s kid=%s state=%s reason=%s%s",
+                       bundle.version if bundle else "-", kid.hex() or "-", res.state,
+                       res.reason or "-", f" detail={detail[:300]!r}" if detail else "")
+            self._deliver(res)
+            self.refresh_inventory()
+            return res
+
+    async def _admit_and_apply(self, verifier: BundleVerifier, b: Bundle, kid: bytes,
+                               message: bytes) -> RolloutResult:
+        st = self.source.state
+        verifier.admit_target(b, pinned=st.pinned is not None)
+        verifier.admit_time(b)
+        cur = st.current
+        if cur is not None and cur.version == b.version and cur.hash == b.hash.hex():
+            if st.probation is not None:
+                return self._result(b, kid, "applying", "", "in probation")
+            return self._result(b, kid, "unchanged", "", "already running this version")
+        if st.probation is not None:
+            raise CommandRefused("busy", f"version {st.probation.version} is in probation")
+        verifier.admit_version(b, st.highest_version)
+        return await self._apply(b, kid, message)
+
+    async def _apply(self, b: Bundle, kid: bytes, message: bytes) -> RolloutResult:
+        src, st = self.source, self.source.state
+        try:
+            slot = src.store.stage(b, message)
+        except CommandStoreError as exc:
+            raise CommandRefused("state_unwritable", str(exc)) from None
+        where = src.store.path(slot)
+        try:
+            new = load_bundle_dir(src.local_path, where)
+        except ConfigError as exc:
+            shutil.rmtree(where, ignore_errors=True)
+            text = "\n".join(str(p) for p in exc.problems).replace(f"{where}/", "")
+            raise CommandRefused("config_invalid", text) from None
+        restart = self.agent.restart_fields(new)
+        before = self.snapshot()
+        saved = (st.current, st.last_good, st.probation, st.highest_version)
+        st.last_good, st.current = st.current, slot
+        st.highest_version = b.version
+        st.probation = Probation(b.version, 0, before.up, before.down, before.total, b.window_s,
+                                 b.min_up_ratio, kid.hex(), bool(restart))
+        try:
+            src.store.save(st)
+        except CommandStoreError as exc:
+            st.current, st.last_good, st.probation, st.highest_version = saved
+            shutil.rmtree(where, ignore_errors=True)
+            raise CommandRefused("state_unwritable", str(exc)) from None
+        log.info("rollout_applying version=%d restart=%s window_s=%d", b.version,
+                 ",".join(restart) or "no", b.window_s)
+        if restart:
+            self.agent.request_restart(f"config version {b.version}")
+            return self._result(b, kid, "applying", "", "restart: " + ", ".join(restart))
+        await self.agent.swap_config(new)
+        src.running = slot
+        self._probation_task = self._loop.create_task(self._probation(st.probation))
+        return self._result(b, kid, "applying", "", "applied in place")
+
+    # -- probation ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        poller, up = self.agent.poller, self.agent.uplink
+        devs = poller.status() if poller is not None else {}
+        return device_snapshot(devs, len(self.agent.cfg.devices),
+                               None if up is None else up.stats.connected)
+
+    async def _probation(self, p: Probation) -> None:
+        await asyncio.sleep(p.window_s)
+        before = Snapshot(None, p.before_up, p.before_down, p.before_total)
+        after = self.snapshot()
+        reason = judge(before, after, p.min_up_ratio)
+        ev = evidence(before, after, min_up_ratio=p.min_up_ratio, window_s=p.window_s,
+                      starts=p.starts)
+        async with self._lock:
+            st = self.source.state
+            if st.probation is not p:  # ended otherwise meanwhile (pinned)
+                return
+            if reason:
+                await self._roll_back(reason, ev)
+            else:
+                await self._commit(p, ev)
+            self.refresh_inventory()
+
+    async def _commit(self, p: Probation, ev: dict[str, Any]) -> None:
+        st = self.source.state
+        slot = st.current
+        st.last_good, st.probation = slot, None
+        st.last_result = {"version": p.version, "state": "committed", "reason": "",
+                          "t_ms": time.time_ns() // 1_000_000, "reported": True}
+        while not self.source.save_quietly():  # still in probation on disk: try again
+            await asyncio.sleep(COMMIT_RETRY_S)
+        self.source.store.gc(st)
+        log.info("rollout_committed version=%d", p.version)
+        audit.info("config_audit version=%d kid=%s state=committed reason=-", p.version, p.kid)
+        self._deliver(RolloutResult(self.agent.cfg.gateway_id, p.version, "committed", "",
+                                    time.time_ns(), bytes.fromhex(p.kid),
+                                    bytes.fromhex(slot.hash if slot else ""), "", ev))
+
+    async def _roll_back(self, reason: str, ev: dict[str, Any], detail: str = "") -> None:
+        st = self.source.state
+        rolled_back(st, reason, detail, ev)
+        r = st.last_result or {}
+        r["reported"] = True
+        self.source.save_quietly()
+        self.source.store.gc(st)
+        log.warning("rollout_rolled_back version=%s reason=%s up=%s/%s before=%s/%s uplink=%s",
+                    r.get("version"), reason, ev.get("up"), ev.get("total"),
+                    ev.get("before_up"), ev.get("before_total"), ev.get("uplink_connected"))
+        audit.info("config_audit version=%s kid=%s state=rolled_back reason=%s",
+                   r.get("version"), r.get("kid") or "-", reason)
+        self._deliver(RolloutResult(self.agent.cfg.gateway_id, int(r.get("version", 0)),
+                                    "rolled_back", reason, time.time_ns(),
+                                    bytes.fromhex(r.get("kid", "")),
+                                    bytes.fromhex(r.get("hash", "")), detail, ev))
+        await self._switch(self._target_config(), "rollback")
+
+    def _target_config(self) -> AgentConfig:
+        try:
+            return self.source.load_running()
+        except ConfigError as exc:  # the last good bundle no longer loads: the local config
+            log.error("config_last_good_unloadable err=%s (the local config runs)",
+                      str(exc).replace("\n", "; ")[:500])
+            return self.source.local
+
+    async def _switch(self, cfg: AgentConfig, why: str) -> None:
+        st = self.source.state
+        self.source.running = None if st.pinned is not None else st.current
+        restart = self.agent.restart_fields(cfg)
+        if restart:
+            self.agent.request_restart(why)
+        else:
+            await self.agent.swap_config(cfg)
+
+    # -- the technician's pin ----------------------------------------------------------------------
+
+    async def pin(self, pinned: bool, reason: str = "") -> dict[str, Any]:
+        """Pin: the local agent.toml runs and bundles are declined; unpin: the last good bundle
+        runs again (or the local config, when there is none). CommandRefused('config_invalid')
+        when the configuration to switch to does not load."""
+        async with self._lock:
+            st = self.source.state
+            if pinned == (st.pinned is not None):
+                return self.config_state()
+            try:
+                target = load_config(self.source.local_path) if pinned else None
+            except ConfigError as exc:
+                raise CommandRefused("config_invalid",
+                                     "; ".join(map(str, exc.problems))[:2000]) from None
+            saved = (st.pinned, st.current, st.probation, st.last_result)
+            abandoned = self._abandon_probation() if pinned else None
+            st.pinned = {"at_ms": time.time_ns() // 1_000_000, "reason": reason[:200]} \
+                if pinned else None
+            if not self.source.save_quietly():
+                st.pinned, st.current, st.probation, st.last_result = saved
+                raise CommandRefused("state_unwritable", "the pin could not be recorded")
+            if abandoned is not None:
+                if self._probation_task is not None:
+                    self._probation_task.cancel()
+                self._deliver(abandoned)
+            audit.info("config_audit pinned=%s reason=%r", str(pinned).lower(), reason[:200])
+            if target is None:
+                target = self._target_config()
+            else:
+                self.source.local = target
+            await self._switch(target, "pin" if pinned else "unpin")
+            self.refresh_inventory()
+            return self.config_state()
+
+    def _abandon_probation(self) -> RolloutResult | None:
+        """Pinned during probation: the bundle is rolled back (in the state, not saved yet)."""
+        st = self.source.state
+        p = st.probation
+        if p is None:
+            return None
+        ev = evidence(Snapshot(None, p.before_up, p.before_down, p.before_total),
+                      self.snapshot(), min_up_ratio=p.min_up_ratio, window_s=p.window_s,
+                      starts=p.starts)
+        rolled_back(st, "pinned", "a technician pinned the local config during probation", ev)
+        r = st.last_result or {}
+        r["reported"] = True
+        return RolloutResult(self.agent.cfg.gateway_id, p.version, "rolled_back", "pinned",
+                             time.time_ns(), bytes.fromhex(p.kid),
+                             bytes.fromhex(r.get("hash", "")), r.get("detail", ""), ev)
+
+    # -- results and inventory ---------------------------------------------------------------------
+
+    def _result(self, b: Bundle | None, kid: bytes, state: str, reason: str,
+                detail: str = "") -> RolloutResult:
+        return RolloutResult(self.agent.cfg.gateway_id, b.version if b else 0, state, reason,
+                             time.time_ns(), kid, b.hash if b else b"", detail)
+
+    def _deliver(self, res: RolloutResult) -> None:
+        cose = sign1(encode_result(res), self.agent.key, self.agent.signer.kid)
+        try:
+            self.results.add(res, cose)
+        except CommandStoreError as exc:
+            log.warning("rollout_result_not_stored version=%d err=%s (from memory)",
+                        res.version, exc)
+            memory = MemoryResults()
+            memory.add(res, cose)
+            self.results = memory
+        self.results_changed()
+
+    def config_state(self) -> dict[str, Any]:
+        """What `config show` prints for the running gateway and the status topic carries."""
+        cfg, st, running = self.agent.cfg, self.source.state, self.source.running
+        if self._described_for is not cfg:
+            self._described, self._described_for = describe(cfg), cfg
+        last = None
+        if st.last_result is not None:
+            last = {k: st.last_result.get(k) for k in ("version", "state", "reason", "t_ms")}
+        return {
+            "version": running.version if running else 0,
+            "source": "bundle" if running else "local",
+            "state": "probation" if st.probation is not None and running else "committed",
+            "hash": self._described["hash"], "profiles": self._described["profiles"],
+            "pinned": st.pinned is not None,
+            "pin_reason": (st.pinned or {}).get("reason", ""),
+            "highest_version": st.highest_version,
+            "last_rollout": last,
+        }
+
+    def refresh_inventory(self) -> None:
+        """The retained status' inventory, computed on the event loop (the uplink thread only
+        reads the finished dict)."""
+        snap = self.snapshot()
+        clock = self.agent.clock.state()
+        self.inventory = {
+            "config": {k: v for k, v in self.config_state().items() if k != "pin_reason"},
+            "tags": dict(self.source.local.rollout_tags),
+            "devices": {"up": snap.up, "down": snap.down, "total": snap.total},
+            "clock": {"synced": clock.synced, "source": self.agent.clock.source},
+        }
+
+    async def run_inventory(self, interval_s: float = 1.0) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.refresh_inventory()
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,27 @@
+"""The probation verdict on snapshots."""
+
+from __future__ import annotations
+
+from edge_agent.rollout.probation import Snapshot, device_snapshot, judge
+
+
+def dev(failures: int, good: bool) -> dict[str, object]:
+    return {"consecutive_failures": failures, "last_good_ns": 1 if good else None,
+            "last_error": "BusTimeout" if failures else ""}
+
+
+def test_snapshot_counts_up_down_and_unpolled() -> None:
+    s = device_snapshot({"a": dev(0, True), "b": dev(3, True), "c": dev(0, False)}, 3, True)
+    assert (s.up, s.down, s.total, s.ratio) == (1, 1, 3, 0.5)
+    assert s.failing == ("b: BusTimeout",)
+
+
+def test_judge() -> None:
+    before = Snapshot(None, 7, 0, 7)
+    assert judge(before, Snapshot(True, 7, 0, 7), 0.9) == ""
+    assert judge(before, Snapshot(False, 7, 0, 7), 0.9) == "uplink_down"
+    assert judge(before, Snapshot(True, 5, 2, 7), 0.9) == "devices_worse"
+    assert judge(before, Snapshot(None, 5, 2, 7), 0.7) == ""  # looser bundle ratio
+    assert judge(Snapshot(None, 5, 2, 7), Snapshot(True, 5, 2, 7), 1.0) == ""  # no worse
+    assert judge(before, Snapshot(True, 0, 0, 7), 1.0) == ""  # nothing polled yet: no evidence
+    assert judge(Snapshot(None, 0, 0, 0), Snapshot(True, 0, 3, 3), 1.0) == ""  # nothing before
