@@ -57,6 +57,10 @@ path = "{state}/outbox.db"
 [keys]
 signing_key = "{key}"
 command_keys = "{operators}"
+config_keys = "{config_operators}"   # who may sign configuration bundles
+
+# [rollout]
+# tags = {{ district = "harbour" }}   # matched by a configuration bundle's tag selector
 """
 
 
@@ -85,8 +89,9 @@ def _provision(args: argparse.Namespace) -> int:
     state: Path = args.state_dir
     key_path = state / "keys" / "signing.key"
     operators = conf_dir / "operators"
+    config_operators = conf_dir / "config-operators"
     for d, mode in ((conf_dir, 0o750), (state, 0o700), (key_path.parent, 0o700),
-                    (operators, 0o755)):
+                    (operators, 0o755), (config_operators, 0o755)):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, mode)
     _chown(state, args.user)
@@ -103,7 +108,8 @@ def _provision(args: argparse.Namespace) -> int:
     if not cfg.exists():
         cfg.write_text(SKELETON.format(
             gw=args.gateway_id, cfg=cfg, profiles=_profiles_line(args.profiles_dir), state=state,
-            runtime=args.runtime_dir, key=key_path, operators=operators))
+            runtime=args.runtime_dir, key=key_path, operators=operators,
+            config_operators=config_operators))
         wrote_cfg = True
     pub = key.public_key()
     info: dict[str, Any] = {
