@@ -28,13 +28,12 @@ from typing import Any
 from edge_agent.cli import argtypes
 from edge_agent.cli.common import (
     EXIT_FAIL,
-    EXIT_NO_DAEMON,
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
+    CliError,
     add_common,
     emit,
-    fail,
     socket_path,
 )
 
@@ -50,13 +49,15 @@ def _sign(args: argparse.Namespace) -> int:
     from edge_agent.trust.keys import kid_of, load_signing_key
 
     if bool(args.gateway) == bool(args.tag):
-        return fail("config sign: give the targets: --gateway GW (repeat) or --tag KEY=VALUE "
-                    "(repeat; every tag must match)", EXIT_USAGE)
+        raise CliError("no targets (or both kinds)", "give --gateway GW (repeat) or --tag "
+                       "KEY=VALUE (repeat; every tag must match), not both", EXIT_USAGE,
+                       "bad_argument")
     src: Path = args.managed
     try:
         text = src.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return fail(f"config sign: {src}: {exc}", EXIT_USAGE)
+        raise CliError(f"cannot read {src}: {exc}", "give the managed agent.toml",
+                       EXIT_USAGE, "not_found") from None
     try:
         key = load_signing_key(Path(args.key))
         profiles_dir = args.profiles_dir or shipped_dir()
@@ -65,9 +66,11 @@ def _sign(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for p in exc.problems:
             print(p, file=sys.stderr)
-        return fail(f"config sign: {len(exc.problems)} problem(s): nothing signed")
+        raise CliError(f"{len(exc.problems)} problem(s) in the bundle (above): nothing signed",
+                       "fix them; the gateways would refuse it (config_invalid)", EXIT_FAIL,
+                       "config_invalid") from None
     except EdgeAgentError as exc:
-        return fail(f"config sign: {exc}", EXIT_USAGE)
+        raise CliError(str(exc), "", EXIT_USAGE, "bad_argument") from None
     now = int(time.time())
     nbf = args.not_before if args.not_before is not None else now
     bundle = Bundle(version=args.version, iat=now, nbf=nbf, exp=nbf + args.ttl, config=text,
@@ -78,7 +81,8 @@ def _sign(args: argparse.Namespace) -> int:
     try:
         decode_bundle(payload)  # the gateway's own limits (window, ratio, names)
     except EdgeAgentError as exc:
-        return fail(f"config sign: {exc}", EXIT_USAGE)
+        raise CliError(str(exc).removeprefix("malformed: "), "see --help for the limits",
+                       EXIT_USAGE, "bad_argument") from None
     msg = sign1(payload, key, kid_of(key.public_key()))
     out: Path = args.out
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -86,7 +90,8 @@ def _sign(args: argparse.Namespace) -> int:
         tmp.write_bytes(msg)
         os.replace(tmp, out)
     except OSError as exc:
-        return fail(f"config sign: {out}: {exc.strerror or exc}")
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}", "", EXIT_FAIL,
+                       "os_error") from None
     print(f"wrote {out}: version {bundle.version} for {bundle.describe_target()}, "
           f"{len(profiles)} profile(s), hash sha256:{bundle.hash.hex()[:16]}, {len(msg)} bytes, "
           f"valid {_utc(nbf)} .. {_utc(bundle.exp)}")
@@ -98,17 +103,11 @@ def _utc(t: int) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from edge_agent.errors import EdgeAgentError
-    from edge_agent.rollout.bundle import describe_signed
-
     if args.file is None:
         return _show_running(args)
-    try:
-        d = describe_signed(Path(args.file).read_bytes())
-    except OSError as exc:
-        return fail(f"config show: {args.file}: {exc.strerror or exc}", EXIT_USAGE)
-    except EdgeAgentError as exc:
-        return fail(f"config show: {args.file}: {exc}")
+    from edge_agent.cli.operator_mqtt import read_bundle
+
+    _, d = read_bundle(args.file)
     text = d.pop("config")
     lines = [f"{k:<14} {v}" for k, v in d.items() if k != "profiles"]
     lines += [f"profile        {n} {h}" for n, h in d["profiles"].items()]
@@ -118,17 +117,12 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _control(args: argparse.Namespace, op: str, **kw: Any) -> tuple[int, Any]:
-    from edge_agent.control.client import ControlClient, ControlRefused, ControlUnavailable
+def _control(args: argparse.Namespace, op: str, **kw: Any) -> Any:
+    """The op's answer; the CLI turns an unreachable daemon or a refusal into one line."""
+    from edge_agent.control.client import ControlClient
 
-    name = f"config {args.config_op}"
-    try:
-        with ControlClient(socket_path(args), timeout_s=30.0) as c:
-            return EXIT_OK, c.result(op, **kw)
-    except ControlUnavailable as exc:
-        return fail(f"{name}: {exc}", EXIT_NO_DAEMON), None
-    except ControlRefused as exc:
-        return fail(f"{name}: {exc.reason}: {exc.detail}"), None
+    with ControlClient(socket_path(args), timeout_s=30.0) as c:
+        return c.result(op, **kw)
 
 
 def _render_state(s: dict[str, Any]) -> str:
@@ -147,37 +141,33 @@ def _render_state(s: dict[str, Any]) -> str:
 
 
 def _show_running(args: argparse.Namespace) -> int:
-    code, s = _control(args, "config_state")
-    if code == EXIT_OK:
-        emit(args, s, _render_state(s))
-    return code
+    s = _control(args, "config_state")
+    emit(args, s, _render_state(s))
+    return EXIT_OK
 
 
 def _pin(args: argparse.Namespace) -> int:
     pin = args.config_op == "pin"
-    code, s = _control(args, "config_pin", pin=pin,
-                       reason=getattr(args, "reason", None) or "")
-    if code == EXIT_OK:
-        emit(args, s, ("pinned: the local config runs; bundles are declined until "
-                       "`edge-agent config unpin`" if pin else
-                       "unpinned: bundles are accepted again") + "\n" + _render_state(s))
-    return code
+    s = _control(args, "config_pin", pin=pin, reason=getattr(args, "reason", None) or "")
+    emit(args, s, ("pinned: the local config runs; bundles are declined until "
+                   "`edge-agent config unpin`" if pin else
+                   "unpinned: bundles are accepted again") + "\n" + _render_state(s))
+    return EXIT_OK
 
 
 def _send(args: argparse.Namespace) -> int:
-    from edge_agent.cli.operator_mqtt import OperatorClient, await_results, load_gateway_keys
-    from edge_agent.errors import EdgeAgentError
-    from edge_agent.rollout.bundle import describe_signed
+    from edge_agent.cli.operator_mqtt import (
+        OperatorClient,
+        await_results,
+        broker_failure,
+        gateway_keys,
+        read_bundle,
+    )
+    from edge_agent.errors import UplinkError
     from edge_agent.rollout.results import FINAL
 
-    try:
-        data = Path(args.file).read_bytes()
-        info = describe_signed(data)
-        keys = load_gateway_keys(args.gateway_key or [])
-    except OSError as exc:
-        return fail(f"config send: {args.file}: {exc.strerror or exc}", EXIT_USAGE)
-    except EdgeAgentError as exc:
-        return fail(f"config send: {exc}", EXIT_USAGE)
+    data, info = read_bundle(args.file)
+    keys = gateway_keys(args.gateway_key or [])
     gw, prefix = args.gateway, args.prefix
 
     def progress(g: str, ans: Any) -> None:
@@ -186,22 +176,23 @@ def _send(args: argparse.Namespace) -> int:
             print(f"{g}: version {r.version} {r.state}"
                   f"{' ' + r.reason if r.reason else ''}"
                   f"{'' if ans.verified else ' (signature not checked: no --gateway-key)'}"
-                  f"{': ' + r.detail if r.detail else ''}")
+                  f"{': ' + r.detail if r.detail else ''}", flush=True)
 
     try:
         with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
             c.subscribe(f"{prefix}/{gw}/config/res")
             c.publish(f"{prefix}/{gw}/config", data)
             got = await_results(c, prefix, info["version"], [gw], args.wait, keys, progress)
-    except EdgeAgentError as exc:
-        return fail(f"config send: {exc}", EXIT_NO_DAEMON)
+    except UplinkError as exc:
+        raise CliError(*broker_failure(exc, args.broker)) from None
     answers = got.get(gw, [])
     if args.json:
         print(json.dumps([a.result.json() | {"verified": a.verified} for a in answers],
                          indent=2))
     if not answers or answers[-1].result.state not in FINAL:
-        return fail(f"config send: no final result from {gw} within {args.wait:g} s",
-                    EXIT_TIMEOUT)
+        raise CliError(f"no final result from {gw} within {args.wait:g} s",
+                       "is the gateway online (edge-agent fleet status)? its result comes "
+                       "after the probation window: raise --wait", EXIT_TIMEOUT, "timeout")
     return EXIT_OK if answers[-1].result.state in ("committed", "unchanged") else EXIT_FAIL
 
 

@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_FAIL, EXIT_NO_DAEMON, EXIT_OK, EXIT_USAGE, fail, table
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, CliError, table
 
 
 def _status(args: argparse.Namespace) -> int:
     from edge_agent.cli.fleet_view import HEADERS, Thresholds, rows, table_rows
-    from edge_agent.cli.operator_mqtt import OperatorClient, statuses
-    from edge_agent.errors import EdgeAgentError
+    from edge_agent.cli.operator_mqtt import OperatorClient, broker_failure, statuses
+    from edge_agent.errors import UplinkError
 
     try:
         with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
             found = statuses(c, args.prefix, args.wait)
-    except EdgeAgentError as exc:
-        return fail(f"fleet status: {exc}", EXIT_NO_DAEMON)
+    except UplinkError as exc:
+        raise CliError(*broker_failure(exc, args.broker)) from None
     rs = rows(found, Thresholds(args.silent_after, args.backlog, args.expect_version))
     bad = [r for r in rs if {"silent", "behind", "rolled_back", "backlogged"} & set(r.flags)]
     if args.json:
@@ -56,20 +55,15 @@ def _rollout(args: argparse.Namespace) -> int:
     from edge_agent.cli.operator_mqtt import (
         OperatorClient,
         await_results,
-        load_gateway_keys,
+        broker_failure,
+        gateway_keys,
+        read_bundle,
         statuses,
     )
-    from edge_agent.errors import EdgeAgentError
-    from edge_agent.rollout.bundle import describe_signed
+    from edge_agent.errors import UplinkError
 
-    try:
-        data = Path(args.bundle).read_bytes()
-        info = describe_signed(data)
-        keys = load_gateway_keys(args.gateway_key or [])
-    except OSError as exc:
-        return fail(f"fleet rollout: {args.bundle}: {exc.strerror or exc}", EXIT_USAGE)
-    except EdgeAgentError as exc:
-        return fail(f"fleet rollout: {exc}", EXIT_USAGE)
+    data, info = read_bundle(args.bundle)
+    keys = gateway_keys(args.gateway_key or [])
     version: int = info["version"]
     timeout = args.timeout if args.timeout is not None else info["probation_s"] + 90.0
     outcome: dict[str, dict[str, Any]] = {}
@@ -129,8 +123,8 @@ def _rollout(args: argparse.Namespace) -> int:
                 if not args.json:
                     for g in wave:
                         print(f"  {g}: {_line(outcome[g])}", flush=True)
-    except EdgeAgentError as exc:
-        return fail(f"fleet rollout: {exc}", EXIT_NO_DAEMON)
+    except UplinkError as exc:
+        raise CliError(*broker_failure(exc, args.broker)) from None
     done = all(o["outcome"] in ("committed", "unchanged", "already") for o in outcome.values())
     if args.json:
         print(json.dumps({"version": version, "stopped": stopped, "complete": done,

@@ -199,7 +199,7 @@ def _innermost(parser: argparse.ArgumentParser,
 
 # dests of the second-level sub-commands, to name "edge-agent buffer export" in messages
 _SUBCOMMAND_DESTS = ("buffer_op", "keys_command", "command_op", "firmware_command",
-                     "modbus_op", "profile_op", "completion_shell")
+                     "modbus_op", "profile_op", "completion_shell", "config_op", "fleet_op")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The operator side of configuration rollout on MQTT (paho-mqtt 2.x, QoS 1): send a bundle to
-gateways, collect their signed results, read every gateway's retained status.
+"""The operator side of configuration rollout (paho-mqtt 2.x, QoS 1): read a bundle file, send it
+to gateways, collect their signed results, read every gateway's retained status.
 
 Used by ``edge-agent config send`` and ``edge-agent fleet status|rollout``; nothing here runs on
 a gateway.
@@ -22,7 +22,9 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.errors import UplinkError, VerifyError
+from edge_agent.cli.common import EXIT_NO_DAEMON, EXIT_USAGE, CliError
+from edge_agent.errors import EdgeAgentError, KeyFileError, UplinkError, VerifyError
+from edge_agent.rollout.bundle import describe_signed
 from edge_agent.rollout.results import FINAL, RolloutResult, decode_result
 from edge_agent.trust.cose import parse1, verify1
 from edge_agent.trust.keys import kid_of, load_public_key
@@ -31,17 +33,28 @@ from edge_agent.trust.keys import kid_of, load_public_key
 def parse_broker(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UplinkError(f"--broker {text!r}: expected HOST:PORT")
+        raise CliError(f"--broker {text!r} is not HOST:PORT", "e.g. --broker "
+                       "mqtt.city.example:8883", EXIT_USAGE, "bad_argument")
     return host or "127.0.0.1", int(port)
 
 
-def load_gateway_keys(paths: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:
+def gateway_keys(paths: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:
+    """Gateway public keys to check results with; CliError naming a key that does not load."""
     keys = {}
     for p in paths:
-        pub = load_public_key(Path(p.partition("=")[2] if "=" in p and not Path(p).exists()
-                                   else p))
+        try:
+            pub = load_public_key(Path(p))
+        except KeyFileError as exc:
+            raise CliError(str(exc), "give a gateway's public key (PEM; edge-agent keys show "
+                           "--pem)", EXIT_USAGE, "bad_key") from None
         keys[kid_of(pub)] = pub
     return keys
+
+
+def broker_failure(exc: UplinkError, broker: str) -> tuple[str, str, int, str]:
+    """``CliError(*broker_failure(...))``: the broker did not take the tool's session."""
+    return (f"broker {broker}: {exc}", "check HOST:PORT, the network, and --tls-ca for a TLS "
+            "listener", EXIT_NO_DAEMON, "no_broker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +69,19 @@ def read_result(payload: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Answe
         _, body = verify1(payload, keys)
         return Answer(decode_result(body), True)
     return Answer(decode_result(parse1(payload)[2]), False)
+
+
+def read_bundle(path: str) -> tuple[bytes, dict[str, Any]]:
+    """A bundle file and its description; CliError when it cannot be read or is not one."""
+    try:
+        data = Path(path).read_bytes()
+        return data, describe_signed(data)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}", "", EXIT_USAGE,
+                       "not_found") from None
+    except EdgeAgentError as exc:
+        raise CliError(f"{path} is not a configuration bundle ({exc})",
+                       "make one with: edge-agent config sign", EXIT_USAGE, "malformed") from None
 
 
 class OperatorClient:

@@ -78,7 +78,8 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], path: tup
     required = [a for a in parser._actions if a.option_strings and a.required]
     required += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
     fill += [x for a in required
-             for x in (a.option_strings[-1], str(next(iter(a.choices))) if a.choices else "x")]
+             for x in (a.option_strings[-1], str(next(iter(a.choices))) if a.choices
+                       else "1" if a.type not in (None, str, Path) else "x")]
     msg = assert_one_line(*run(capsys, [*argv, *fill, "--no-such-option"]), EXIT_USAGE)
     assert "--no-such-option" in msg and f"edge-agent {' '.join(path)} --help" in msg
     assert_one_line(*run(capsys, [*argv, *fill, "--no-such-option", "--json"]), EXIT_USAGE,
@@ -109,7 +110,8 @@ def test_an_unknown_command_is_suggested(capsys: pytest.CaptureFixture[str]) -> 
 
 DAEMON_COMMANDS = [["status"], ["devices"], ["read", "lamp-01"], ["read", "lamp-01", "power"],
                    ["write", "lamp-01", "dimming", "40", "--yes"], ["tail"],
-                   ["tail", "--device", "x"], ["buffer"], ["command", "show", "--recent", "3"]]
+                   ["tail", "--device", "x"], ["buffer"], ["command", "show", "--recent", "3"],
+                   ["config", "show"], ["config", "pin"], ["config", "unpin"]]
 
 
 @pytest.mark.parametrize("argv", DAEMON_COMMANDS, ids=" ".join)
