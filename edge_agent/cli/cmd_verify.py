@@ -235,7 +235,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     p.add_argument(
         "--protocol", choices=("5", "3.1.1"), default="5",
-        help="MQTT version (3.1.1: a persistent session never expires on the broker)",
+        help="MQTT version (3.1.1: with --state a session that never expires on the broker, "
+        "without it a clean session)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run)
