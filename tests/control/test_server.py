@@ -69,6 +69,12 @@ class Target:
     def command_results(self, cmd_id: str | None, recent: int) -> list[dict[str, Any]]:
         raise CommandStoreError("/var/lib/edge-agent/command_results.db: file is not a database")
 
+    def config_state(self) -> dict[str, Any]:
+        return {"pinned": False}
+
+    async def config_pin(self, pin: bool, reason: str = "") -> dict[str, Any]:
+        raise OSError(30, "Read-only file system", "/var/lib/edge-agent/config")
+
     async def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
         assert self.outbox is not None
         box = self.outbox
