@@ -103,11 +103,10 @@ def installed_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What ``scripts/install --root`` lays down (once per session): the sandbox runs its
     /opt/edge-agent/venv/bin/edge-agent, the unit's ExecStart= unchanged."""
     root = tmp_path_factory.mktemp("installed")
-    # the base interpreter's packages stay visible (as in tests/service/test_install.py): what it
-    # already has is not fetched again
-    env = dict(os.environ, EDGE_AGENT_VENV_ARGS="--system-site-packages")
+    # a venv of its own, as on a gateway (no --system-site-packages: the base interpreter's
+    # packages would stand in for a dependency the production set forgot to declare)
     done = subprocess.run([str(ROOT / "scripts" / "install"), "--root", str(root)],
-                          capture_output=True, text=True, timeout=300, check=False, env=env)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return root
 

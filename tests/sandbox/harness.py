@@ -224,13 +224,11 @@ class UnitHarness:
         if self.install_root is not None:
             prefix = str(Path(u.exec_start[0]).parents[2])  # /opt/edge-agent
             tops.add(self._graft(prefix, None))
+            # only there: the tree is made for /opt/edge-agent (scripts/install relocates it), and
+            # the scratch root's path stays out of reach (below /tmp, which PrivateTmp= hides),
+            # so a tree that names it anywhere fails here as on a box imaged from it
             ro_binds.append({"source": str(self.install_root / prefix.lstrip("/")),
                              "target": prefix})
-            # pip wrote the scratch root's own path into the entry points' shebangs (a venv is
-            # not relocatable): show the tree there too, read-only, until the install writes
-            # /opt/edge-agent/venv/bin/python instead
-            shebang_tree = str(self.install_root / prefix.lstrip("/"))
-            ro_binds.append({"source": shebang_tree, "target": shebang_tree})
         cred_dir = "/run/credentials/edge-agent.service"
         if u.credentials:
             tops.add(self._graft(cred_dir, None))
