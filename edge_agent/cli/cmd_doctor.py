@@ -19,7 +19,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, add_common, emit, socket_path
+from edge_agent.cli.common import (
+    DEFAULT_SOCKET,
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_common,
+    emit,
+    socket_path,
+)
 from edge_agent.cli.doctor_checks import (
     FAIL,
     PASS,
@@ -93,12 +101,21 @@ def _file_checks(config: Path, ident: Identity | None,
     return [first, *checks], cfg
 
 
+def _socket(args: argparse.Namespace, cfg: AgentConfig | None) -> Path:
+    """The control socket as every command finds it; the default one when the config is not
+    yours to read (doctor still reports, where another command would stop)."""
+    try:
+        return socket_path(args)
+    except CliError:
+        return cfg.runtime_dir / "control.sock" if cfg is not None else DEFAULT_SOCKET
+
+
 def run_checks(args: argparse.Namespace) -> list[Check]:
     first, ident = _identity(args.unit)
     checks, cfg = _file_checks(args.config, ident, first)
     from edge_agent.cli.doctor_net import check_broker, check_endpoints, daemon_view
 
-    view, status, devices = daemon_view(socket_path(args), cfg)
+    view, status, devices = daemon_view(_socket(args, cfg), cfg)
     if cfg is not None:
         checks.append(check_disk(cfg, (status or {}).get("outbox")))
         if not args.offline:

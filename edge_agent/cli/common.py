@@ -66,10 +66,23 @@ def add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
         add_config(p)
 
 
+def maybe_exists(path: Path) -> bool:
+    """False only when ``path`` is known not to exist: one the caller may not look at (a
+    directory not searchable, /etc/edge-agent 0750 to a technician outside the group) may be
+    there, and reading it says why not."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def config_path(args: argparse.Namespace) -> Path:
     """The config the command should use; CliError when one was named and is not there."""
     cfg = Path(getattr(args, "config", None) or DEFAULT_CONFIG)
-    if getattr(args, "config_given", False) and not cfg.exists():
+    if getattr(args, "config_given", False) and not maybe_exists(cfg):
         raise CliError(f"no config file at {cfg}", "check the --config path "
                        "(or $EDGE_AGENT_CONFIG)", EXIT_USAGE, "no_config")
     return cfg
@@ -84,7 +97,7 @@ def socket_path(args: argparse.Namespace) -> Path:
     env = os.environ.get("EDGE_AGENT_SOCKET")
     if env:
         return Path(env)
-    if getattr(args, "config_given", False) or cfg.exists():
+    if getattr(args, "config_given", False) or maybe_exists(cfg):
         from edge_agent.errors import ConfigError
 
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import grp
 import os
 import ssl
 import time
@@ -212,8 +213,19 @@ def caller_checks(config: Path, ident: Identity | None,
                   why_not: str) -> tuple[list[Check], AgentConfig | None]:
     """What someone without the service's identity can tell; SKIP (``why_not`` says how to get
     the full check) where only the service's rights could."""
-    if config.exists() and not os.access(config, os.R_OK):
-        return [Check("config", SKIP, f"{config} is not readable by you: {why_not}")], None
+    try:
+        os.stat(config)
+        readable = os.access(config, os.R_OK)
+    except PermissionError:  # a directory on the way that is not yours to search
+        readable = False
+    except OSError:
+        readable = True  # missing: load() FAILs naming it, whoever asks
+    if not readable:
+        return [Check("config", SKIP, f"{config} is not readable by you: "
+                      f"{way_in(config, why_not)}"),
+                Check("needs the config", SKIP, "signing key, state dir, serial ports, TLS "
+                      "files, disk, Modbus TCP endpoints, broker, the unit's writable paths: "
+                      "they come from the config")], None
     checks, cfg = load(config)
     if cfg is None:
         return checks, None
@@ -222,6 +234,28 @@ def caller_checks(config: Path, ident: Identity | None,
     checks += [_serial_by_modes(b, ident) for b in cfg.buses.values() if isinstance(b, SerialBus)]
     checks += check_tls_files(cfg, skip_unreadable=why_not)
     return checks, cfg
+
+
+def way_in(path: Path, why_not: str) -> str:
+    """How the caller gets to read ``path``: the group to join when the group's bits would let
+    its members in (the directory on the way, else the file), and ``why_not`` in any case."""
+    blocker, bit = path, 0o040
+    for p in reversed(path.parents):  # from / down: the first directory not searchable
+        if not os.access(p, os.X_OK):
+            blocker, bit = p, 0o010
+            break
+    try:
+        st = os.stat(blocker)
+    except OSError:
+        return why_not
+    if st.st_mode & bit and st.st_gid not in {os.getegid(), *os.getgroups()}:
+        try:
+            name = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            name = str(st.st_gid)
+        return (f"join group {name} (`sudo adduser $USER {name}`, then log in again), or "
+                f"{why_not}")
+    return why_not
 
 
 def _key_as_caller(cfg: AgentConfig, why_not: str) -> Check:

@@ -24,7 +24,7 @@ from simulators.loopback import free_port
 from tests.support_broker import Mosquitto, make_tls
 
 from .conftest import Gateway
-from .technician import free_uid, need_root, run_cli_as
+from .technician import free_uid, need_root, open_dir, run_cli_as
 
 
 def _by_name(out: str) -> dict[str, list[dict[str, Any]]]:
@@ -247,3 +247,45 @@ signing_key = "{tmp_path}/signing.key"
         assert b["status"] == "FAIL" and "TLS handshake failed" in b["detail"], wrong.stdout
     finally:
         broker.stop()
+
+
+@pytest.mark.timeout(120)
+def test_doctor_for_a_technician_outside_the_group(tmp_path: Path) -> None:
+    """The real layout: /etc/edge-agent 0750 root:edge-agent, agent.toml 0640 root:edge-agent. A
+    technician outside the group cannot even look into the directory: doctor still reports what
+    it can (the service user, the clock, the daemon) and SKIPs the rest with the way in."""
+    need_root()
+    svc = free_uid()
+    tech = free_uid(svc + 1)
+    with open_dir() as d:
+        etc = d / "etc-edge-agent"
+        etc.mkdir()
+        config = etc / "agent.toml"
+        config.write_text(f'gateway_id = "gw-x"\nstate_dir = "{d}/state"\n'
+                          f'runtime_dir = "{d}/run"\n[keys]\nsigning_key = "{d}/signing.key"\n')
+        for p, mode in ((etc, 0o750), (config, 0o640)):
+            os.chown(p, 0, svc)
+            p.chmod(mode)
+        unit = d / "edge-agent.service"
+        unit.write_text(f"[Service]\nUser={svc}\nGroup={svc}\n")
+        unit.chmod(0o644)
+        env = {"EDGE_AGENT_SOCKET": str(d / "run" / "control.sock")}
+        for how in (["--config", str(config)], []):  # named, and from $EDGE_AGENT_CONFIG
+            r = run_cli_as(tech, ["doctor", *how, "--unit", str(unit), "--offline", "--json"],
+                           env=env | ({} if how else {"EDGE_AGENT_CONFIG": str(config)}))
+            assert r.returncode == 0, r.stdout + r.stderr
+            st, lines = _statuses(r.stdout), _by_name(r.stdout)
+            assert "FAIL" not in st.values(), r.stdout
+            cfg = lines["config"][0]
+            assert cfg["status"] == "SKIP", r.stdout
+            assert f"join group {svc}" in cfg["detail"], cfg
+            assert "sudo edge-agent doctor" in cfg["detail"], cfg
+            assert st["service user"] == "PASS" and "clock" in st and "daemon" in st, r.stdout
+            rest = lines["needs the config"][0]
+            assert rest["status"] == "SKIP" and "signing key" in rest["detail"], rest
+        # in the group: the config is read and checked (this one lacks buses and devices)
+        r = run_cli_as(tech, ["doctor", "--config", str(config), "--unit", str(unit),
+                              "--offline", "--json"], groups=[svc], env=env)
+        lines = _by_name(r.stdout)
+        assert "needs the config" not in lines, r.stdout + r.stderr
+        assert any("[[buses]]" in c["detail"] for c in lines["config"]), r.stdout
