@@ -6,9 +6,11 @@ and SupplementaryGroups= and checks as that identity (a forked child that drops 
 (through ``load_config``, every loading and permission rule included), signing key, state
 directory, serial ports, TLS files. Run by a technician it checks what it can and SKIPs, with the
 reason, what only the service's rights could check (never a FAIL for the caller's own lack of
-rights). Then, for anyone: the disk against the outbox's reserve and cap, Modbus TCP endpoints and
-the broker (TCP connect, TLS handshake, certificate expiry), the clock, and the running daemon's
-own view over the control socket (uplink, devices, outbox health).
+rights). Then, for anyone: the disk against the outbox's reserve and cap, the config's paths
+against the unit's writable paths, Modbus TCP endpoints and the broker (TCP connect, TLS
+handshake, certificate expiry), the running daemon's own view over the control socket (uplink,
+devices, outbox health), and the clock as the service inside its unit judges it
+(doctor_unit.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from edge_agent.cli.doctor_checks import (
     WARN,
     Check,
     caller_checks,
-    check_clock,
     check_disk,
     load,
     service_checks,
@@ -47,7 +48,10 @@ from edge_agent.cli.doctor_identity import (
     run_as,
     unit_identity,
 )
+from edge_agent.cli.doctor_unit import check_clock, check_unit_paths
 from edge_agent.config.model import AgentConfig
+from edge_agent.errors import ConfigError
+from edge_agent.platform.unit_file import ServiceUnit, installed_unit
 
 ME = "this shell"
 
@@ -55,7 +59,7 @@ ME = "this shell"
 def _identity(unit_file: Path | None) -> tuple[Check, Identity | None]:
     try:
         unit = unit_identity(unit_file)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         return Check("service user", FAIL, f"cannot read the unit: {exc}"), None
     got = resolve(unit)
     if isinstance(got, str) and unit.source == NO_UNIT:
@@ -110,20 +114,31 @@ def _socket(args: argparse.Namespace, cfg: AgentConfig | None) -> Path:
         return cfg.runtime_dir / "control.sock" if cfg is not None else DEFAULT_SOCKET
 
 
+def _unit(unit_file: Path | None) -> ServiceUnit | None:
+    """The installed unit with its drop-ins (or --unit FILE); None when there is none or it
+    cannot be read (the service user line says why)."""
+    try:
+        return installed_unit(unit_file)
+    except (OSError, ConfigError):
+        return None
+
+
 def run_checks(args: argparse.Namespace) -> list[Check]:
     first, ident = _identity(args.unit)
+    unit = _unit(args.unit)
     checks, cfg = _file_checks(args.config, ident, first)
     from edge_agent.cli.doctor_net import check_broker, check_endpoints, daemon_view
 
     view, status, devices = daemon_view(_socket(args, cfg), cfg)
     if cfg is not None:
         checks.append(check_disk(cfg, (status or {}).get("outbox")))
+        checks += check_unit_paths(cfg, unit)
         if not args.offline:
             checks += check_endpoints(cfg, devices)
             if not args.no_broker:
                 checks += check_broker(cfg)
     checks += view
-    checks.append(check_clock(cfg.commands_allow_unsynced_clock if cfg else None))
+    checks.append(check_clock(cfg.commands_allow_unsynced_clock if cfg else None, unit, status))
     return checks
 
 

@@ -14,7 +14,6 @@ import errno
 import grp
 import os
 import ssl
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from edge_agent.errors import ConfigError, EdgeAgentError
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 EXPIRY_WARN_DAYS = 30
-CLOCK_FLOOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # a wall clock before this is not a clock
 
 
 @dataclass
@@ -349,20 +347,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def check_clock(allow_unsynced: bool | None = None) -> Check:
-    from edge_agent.platform.clock import ClockSync
-
-    now = dt.datetime.now(dt.UTC)
-    if now < CLOCK_FLOOR:
-        return Check("clock", FAIL, f"wall clock says {now:%Y-%m-%d %H:%M} UTC",
-                     "no RTC and no time service yet? readings carry a wrong wall time (with "
-                     "the boot id); check `timedatectl` and the network")
-    sync = ClockSync()
-    if sync():
-        return Check("clock", PASS, f"synchronised ({sync.source}), "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC")
-    consequence = "; remote commands are refused until it is" if allow_unsynced is False else ""
-    return Check("clock", WARN, f"not synchronised (source: {sync.source}){consequence}",
-                 "readings carry clock_synced=false and the boot id; check `timedatectl` / NTP")

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-UNIT = "edge-agent.service"
-UNIT_DIRS = (Path("/etc/systemd/system"), Path("/run/systemd/system"),
-             Path("/usr/local/lib/systemd/system"), Path("/usr/lib/systemd/system"),
-             Path("/lib/systemd/system"))
+from edge_agent.platform.unit_file import UNIT, ServiceUnit, installed_unit
+
 DEFAULT_USER, DEFAULT_SUPPLEMENTARY = "edge-agent", ("dialout",)
 NO_UNIT = "the shipped unit's defaults (no installed unit found)"
 
@@ -61,33 +59,24 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+def identity_of(unit: ServiceUnit) -> UnitIdentity:
+    """User/Group/SupplementaryGroups of a unit and its drop-ins (systemd's rules: the last
+    User=/Group= wins, an empty SupplementaryGroups= resets the list)."""
+    return UnitIdentity(unit.last("User") or "root", unit.last("Group") or None,
+                        tuple(unit.every("SupplementaryGroups")), unit.source)
+
+
 def parse_unit(texts: list[str], source: str) -> UnitIdentity:
-    """User/Group/SupplementaryGroups from unit file texts (the unit, then its drop-ins)."""
-    user, group, supp = "", None, list(DEFAULT_SUPPLEMENTARY) if not texts else []
-    for text in texts:
-        section = ""
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line or line[0] in "#;":
-                continue
-            if line.startswith("["):
-                section = line
-                continue
-            if section != "[Service]" or "=" not in line:
-                continue
-            key, value = (s.strip() for s in line.split("=", 1))
-            if key == "User":
-                user = value
-            elif key == "Group":
-                group = value or None
-            elif key == "SupplementaryGroups":
-                supp = [] if not value else supp + value.split()
-    return UnitIdentity(user or "root", group, tuple(supp), source)
+    """The identity from unit file texts (the unit, then its drop-ins); no text: the shipped
+    unit's defaults."""
+    if not texts:
+        return UnitIdentity("root", None, DEFAULT_SUPPLEMENTARY, source)
+    return identity_of(ServiceUnit.from_texts([(source, t) for t in texts], source))
 
 
 def unit_identity(unit_file: Path | None = None) -> UnitIdentity:
     if unit_file is not None:
-        return parse_unit([unit_file.read_text()], str(unit_file))
+        return identity_of(ServiceUnit.load(unit_file))
     systemctl = shutil.which("systemctl")
     if systemctl and Path("/run/systemd/system").is_dir():
         r = subprocess.run([systemctl, "show", "-p", "User", "-p", "Group", "-p",
@@ -98,13 +87,9 @@ def unit_identity(unit_file: Path | None = None) -> UnitIdentity:
             return UnitIdentity(props.get("User") or "root", props.get("Group") or None,
                                 tuple(props.get("SupplementaryGroups", "").split()),
                                 f"systemctl show {UNIT}")
-    for d in UNIT_DIRS:
-        main = d / UNIT
-        if main.is_file():
-            drop_ins = sorted((p for dd in UNIT_DIRS for p in (dd / f"{UNIT}.d").glob("*.conf")),
-                              key=lambda p: p.name)
-            texts = [main.read_text()] + [p.read_text() for p in drop_ins]
-            return parse_unit(texts, str(main))
+    unit = installed_unit()
+    if unit is not None:
+        return identity_of(unit)
     return UnitIdentity(DEFAULT_USER, None, DEFAULT_SUPPLEMENTARY, NO_UNIT)
 
 

@@ -173,11 +173,7 @@ def _judge(st: dict[str, Any], devices: list[dict[str, Any]],
         out.append(Check("devices", PASS, f"{n_up} of {total} up"
                          + (f", {total - n_up} not polled yet" if total - n_up else "")))
     out.append(_outbox(st.get("outbox") or {}, cfg))
-    if st.get("clock_synced") is False:
-        out.append(Check("daemon clock", WARN, "the daemon sees the clock as not synchronised "
-                         f"(source: {st.get('clock_source', '?')})",
-                         "readings carry clock_synced=false; check `timedatectl`"))
-    return out
+    return out  # the daemon's clock verdict: the clock line (doctor_unit.check_clock)
 
 
 def _outbox(ob: dict[str, Any], cfg: AgentConfig | None) -> Check:

@@ -148,6 +148,17 @@ class ClockSync:
         return flag_synced(time.time() - mtime)
 
 
+def adjtimex_denied() -> int:
+    """What ``adjtimex`` gives inside a unit that denies it (ProtectClock=, ~@clock: EPERM)."""
+    return errno.EPERM
+
+
+def service_clock(adjtimex_allowed: bool, flag: Path = TIMESYNC_FLAG) -> ClockSync:
+    """The ``ClockSync`` the daemon has inside a unit that allows ``adjtimex`` or denies it: its
+    verdict and ``source`` are the service's, whoever asks (`edge-agent doctor`, the tests)."""
+    return ClockSync(flag, read_adjtimex if adjtimex_allowed else adjtimex_denied)
+
+
 def kernel_clock_synced() -> bool:
     """One verdict from a fresh ``ClockSync`` (the doctor's question)."""
     return ClockSync()()

@@ -7,6 +7,7 @@ also run in a transient unit started by ``systemd-run`` with the unit's properti
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -23,7 +24,7 @@ from edge_agent.trust.archive import ArchiveReader
 from edge_agent.trust.cose import sign1, verify1
 from edge_agent.trust.keys import kid_of
 from tests.sandbox.conftest import GW, SandboxedGateway
-from tests.sandbox.harness import UnitHarness
+from tests.sandbox.harness import UNIT_FILE, UnitHarness
 from tests.support_broker import Subscriber
 
 NOBODY = 65534  # a local user outside every group of the service: node_exporter's standing
@@ -124,6 +125,19 @@ def test_the_daemon_works_inside_the_shipped_unit(synced_gateway: SandboxedGatew
     assert not problems, "inside the unit's sandbox:\n  " + "\n  ".join(problems)
 
 
+def doctor_clock(gw: SandboxedGateway) -> dict[str, str]:
+    """`edge-agent doctor`'s clock line for the service in the harness (its unit, its socket)."""
+    config = gw.harness.host_path("/etc/edge-agent/agent.toml")
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli.main", "doctor", "--config", str(config),
+         "--unit", str(UNIT_FILE), "--socket", str(gw.control_socket), "--offline", "--json"],
+        capture_output=True, text=True, timeout=60, check=False)
+    lines = [c for c in json.loads(r.stdout) if c["name"] == "clock"]
+    assert len(lines) == 1, r.stdout + r.stderr
+    line: dict[str, str] = lines[0]
+    return line
+
+
 @pytest.mark.timeout(120)
 def test_a_stale_clock_refuses_commands_inside_the_unit(unsynced_gateway: SandboxedGateway
                                                         ) -> None:
@@ -131,6 +145,9 @@ def test_a_stale_clock_refuses_commands_inside_the_unit(unsynced_gateway: Sandbo
     status = gw.call("status")["result"]
     assert status["clock_synced"] is False and status["clock_source"] == "timesyncd", status
     assert send_command(gw, Action.PING, 1)["reason"] == "clock_unsynced"
+    clock = doctor_clock(gw)  # what the service concluded, not what the caller's kernel says
+    assert clock["status"] in ("WARN", "FAIL") and "running service" in clock["detail"], clock
+    assert "source: timesyncd" in clock["detail"] and "clock_unsynced" in clock["detail"], clock
 
 
 @pytest.mark.timeout(120)
@@ -141,6 +158,9 @@ def test_no_visible_time_source_means_unsynced_inside_the_unit(
     status = gw.call("status")["result"]
     assert status["clock_synced"] is False and status["clock_source"] == "none", status
     assert send_command(gw, Action.PING, 1)["reason"] == "clock_unsynced"
+    clock = doctor_clock(gw)
+    assert clock["status"] in ("WARN", "FAIL") and "source: none" in clock["detail"], clock
+    assert "adjtimex is denied to the service (ProtectClock=yes" in clock["detail"], clock
 
 
 @pytest.mark.timeout(150)

@@ -15,12 +15,13 @@ follows the unit when it changes.
 
 from __future__ import annotations
 
-import errno as errno_mod
 import functools
 import re
-import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from edge_agent.errors import ConfigError
+from edge_agent.platform import unit_file
 
 EMULATED = frozenset({
     "User", "Group", "SupplementaryGroups", "DynamicUser",
@@ -64,108 +65,44 @@ class UnitError(Exception):
 
 
 def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
-    """Sections of a unit file, each an ordered list of (key, value); continuation lines joined."""
-    sections: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] | None = None
-    pending = ""
-    for raw in text.splitlines():
-        line = pending + raw.strip()
-        pending = ""
-        if line.endswith("\\"):
-            pending = line[:-1] + " "
-            continue
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1], [])
-            continue
-        if current is None or "=" not in line:
-            raise UnitError(f"unit line outside a section or without '=': {raw!r}")
-        key, _, value = line.partition("=")
-        current.append((key.strip(), value.strip()))
-    return sections
+    """The production parser (edge_agent.platform.unit_file), its problems as UnitError."""
+    try:
+        return unit_file.parse_unit(text)
+    except ConfigError as exc:
+        raise UnitError(str(exc)) from None
 
 
 @functools.cache
 def syscall_groups() -> dict[str, tuple[str, ...]]:
-    """Every ``@group`` systemd knows and its members (syscalls or nested groups), from
-    ``systemd-analyze syscall-filter`` of the installed systemd."""
-    out = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True,
-                         timeout=30, check=True).stdout
-    groups: dict[str, list[str]] = {}
-    members: list[str] | None = None
-    for line in out.splitlines():
-        if line.startswith("@"):
-            members = groups.setdefault(line.strip(), [])
-        elif line.startswith("    ") and members is not None:
-            item = line.strip()
-            if item and not item.startswith("#"):
-                members.append(item)
+    """systemd's groups (``systemd-analyze syscall-filter``); the harness needs them all."""
+    groups = unit_file.syscall_groups()
     if "@default" not in groups or "@system-service" not in groups:
         raise UnitError("systemd-analyze syscall-filter printed no @default/@system-service")
-    return {k: tuple(v) for k, v in groups.items()}
+    return groups
 
 
 def expand(name: str, groups: dict[str, tuple[str, ...]] | None = None) -> set[str]:
-    """The syscalls a filter item stands for: a name, or a ``@group`` resolved recursively."""
-    groups = syscall_groups() if groups is None else groups
-    if not name.startswith("@"):
-        return {name}
-    if name not in groups:
-        raise UnitError(f"unknown system call group {name}")
-    out: set[str] = set()
-    for member in groups[name]:
-        out |= expand(member, groups)
-    return out
+    try:
+        return unit_file.expand(name, syscall_groups() if groups is None else groups)
+    except ConfigError as exc:
+        raise UnitError(str(exc)) from None
 
 
-@dataclass
-class SyscallFilter:
-    """SystemCallFilter= after systemd's merge: an allow list (everything else gets the error
-    number) or a deny list. ``names`` maps each syscall to its own errno, or None for the
-    default (SystemCallErrorNumber=)."""
+SyscallFilter = unit_file.SyscallFilter
 
-    allow_list: bool = False
-    names: dict[str, int | None] = field(default_factory=dict)
 
-    @classmethod
-    def merge(cls, lines: list[str], groups: dict[str, tuple[str, ...]] | None = None
-              ) -> SyscallFilter | None:
-        """systemd's config_parse_syscall_filter: the first line decides allow or deny list (an
-        allow list starts with @default); later lines add to or take from the set — an inverted
-        (``~``) line takes from an allow list and adds to a deny list; an empty line resets."""
-        f: SyscallFilter | None = None
-        for value in lines:
-            if not value:
-                f = None
-                continue
-            invert = value.startswith("~")
-            if invert:
-                value = value[1:]
-            if f is None:
-                f = cls(allow_list=not invert)
-                if f.allow_list:
-                    for s in expand("@default", groups):
-                        f.names[s] = None
-            remove = invert == f.allow_list
-            for item in value.split():
-                name, _, err = item.partition(":")
-                number = _errno(err) if err else None
-                for s in expand(name, groups):
-                    if remove:
-                        f.names.pop(s, None)
-                    else:
-                        f.names[s] = number
-        return f
+def _merge(lines: list[str]) -> SyscallFilter | None:
+    try:
+        return SyscallFilter.merge(lines, syscall_groups())
+    except ConfigError as exc:
+        raise UnitError(str(exc)) from None
 
 
 def _errno(name: str) -> int:
-    if name.isdigit():
-        return int(name)
-    number = getattr(errno_mod, name, None)
-    if not isinstance(number, int):
-        raise UnitError(f"unknown errno name {name!r}")
-    return number
+    try:
+        return unit_file._errno(name)
+    except ConfigError as exc:
+        raise UnitError(str(exc)) from None
 
 
 def _bool(value: str) -> bool:
@@ -292,7 +229,7 @@ class UnitSandbox:
             protect_kernel_tunables=flag("ProtectKernelTunables"),
             no_new_privileges=flag("NoNewPrivileges"),
             capability_bounding_empty=True,
-            syscall_filter=SyscallFilter.merge(every.get("SystemCallFilter", [])),
+            syscall_filter=_merge(every.get("SystemCallFilter", [])),
             syscall_errno=(_errno(last["SystemCallErrorNumber"])
                            if "SystemCallErrorNumber" in last else None),
             restrict_families=families,
