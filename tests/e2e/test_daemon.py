@@ -179,6 +179,8 @@ def test_technician_cli(gateway: Gateway, tmp_path: Path) -> None:
     text = metrics.read_text()
     assert 'edge_agent_devices{gateway="gw-e2e",state="up"}' in text
     assert 'edge_agent_device_failures_total{gateway="gw-e2e",device="meter-01"' in text
+    assert 'edge_agent_healthy{gateway="gw-e2e"} 1' in text
+    assert 'edge_agent_outbox_footprint_bytes{gateway="gw-e2e"}' in text
     table = gw.cli("devices").stdout
     assert "meter-01" in table and "rs485-water" in table
     w = gw.cli("write", "lamp-02", "dimming", "30", "--yes", "--json")
