@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -59,6 +60,7 @@ TURNAROUND_S = 0.005
 UNITS = range(1, 11)
 DYING = UNITS[-1]
 TIMING = LineTiming(BAUD)
+TIMEOUT_MAX_S = [0.3]  # the bus's timeout_max_s (--timeout-max)
 LACKING = (9, 10)  # units whose firmware lacks input 13..15 in the refusal scenario
 
 
@@ -159,7 +161,7 @@ class Run:
     """A Poller on the line, its metered bus, and the meters' configs."""
 
     def __init__(self, profile: Profile, line: LineProcess) -> None:
-        bus_cfg = SerialBus("rs485", line.path, baud=BAUD, timeout_max_s=0.3)
+        bus_cfg = SerialBus("rs485", line.path, baud=BAUD, timeout_max_s=TIMEOUT_MAX_S[0])
         devs = [DeviceConfig(f"wm{u}", profile.name, "rs485", unit_id=u, interval_s=0.05)
                 for u in UNITS]
         self.bus = MeteredBus(SerialRtuBus(bus_cfg))
@@ -306,7 +308,7 @@ def _violations(line: LineProcess) -> None:
 
 
 async def _naive(profile: Profile, line: LineProcess, seconds: float) -> Row:
-    bus_cfg = SerialBus("rs485", line.path, baud=BAUD, timeout_max_s=0.3)
+    bus_cfg = SerialBus("rs485", line.path, baud=BAUD, timeout_max_s=TIMEOUT_MAX_S[0])
     bus = MeteredBus(SerialRtuBus(bus_cfg))
     reqs = one_per_point(profile.modbus_points)
     errors = 0
@@ -316,7 +318,8 @@ async def _naive(profile: Profile, line: LineProcess, seconds: float) -> Row:
             for u in UNITS:
                 for r in reqs:
                     try:
-                        await bus.read(u, r.table, r.address, r.count, timeout_s=0.3)
+                        await bus.read(u, r.table, r.address, r.count,
+                                       timeout_s=TIMEOUT_MAX_S[0])
                     except BusError:
                         errors += 1
         secs = time.monotonic() - t0
@@ -345,13 +348,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0,
                     help="measuring window per scenario, and least steady phase")
     ap.add_argument("--rounds", type=int, default=3, help="times unit 10 dies and comes back")
+    ap.add_argument("--timeout-max", type=float, default=0.3,
+                    help="the bus's timeout_max_s (the agent's default is 1.0)")
     ap.add_argument("--seed", type=int, default=1, help="when in a probe gap the unit returns")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
+    TIMEOUT_MAX_S[0] = args.timeout_max
+    load0 = os.getloadavg()
     profile = load_profile(shipped_dir() / "water_meter.toml")
     rows = [*alive_rows(profile, args.seconds), *lacking_rows(profile, args.seconds),
             *naive_rows(profile, args.seconds), line_limit()]
     phases = dying_phases(profile, args.seconds, args.rounds, args.seed)
+    load1 = os.getloadavg()
+    print(f"timeout_max_s={args.timeout_max} seconds={args.seconds} rounds={args.rounds} "
+          f"seed={args.seed}; load average (1, 5, 15 min) at start "
+          f"{', '.join(f'{x:.2f}' for x in load0)}, at end {', '.join(f'{x:.2f}' for x in load1)}")
     print(f"silent-interval violations recorded by the line: {_VIOLATIONS[0]}")
     planned = plan(profile.modbus_points, max_gap=profile.max_gap)
     print(f"water meter: {len(profile.modbus_points)} points; planned requests "
