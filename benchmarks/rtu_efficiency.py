@@ -97,6 +97,7 @@ class Phase:
     seconds: float
     probes: int
     cycles_per_s: float  # per live unit
+    dead_share: float  # line time the dead unit's failed transactions took / phase length
     cadence: float  # cycles_per_s / the all-alive phase's
     efficiency: float
 
@@ -244,10 +245,11 @@ def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> li
         ideal_cycle = plan_ideal_s(run.plans([1])[1])
 
         def phase(r: int, name: str, t0: float, t1: float, units: Sequence[int],
-                  probes: int, alive_rate: float) -> Phase:
+                  probes: int, alive_rate: float, lost_s: float = 0.0) -> Phase:
             done = run.bus.window(t0, t1, units)
             rate = len(done) / per_cycle / len(units) / (t1 - t0)
             return Phase(r, name, round(t1 - t0, 2), probes, round(rate, 3),
+                         round(lost_s / (t1 - t0), 3),
                          round(rate / alive_rate, 3) if alive_rate else 1.0,
                          round(sum(d.ideal_s for d in done) / (t1 - t0), 3))
 
@@ -260,9 +262,10 @@ def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> li
             health = dev.health
             for r in range(1, rounds + 1):
                 line.fault(DYING, DeviceFault.DEAD)
-                t_kill, p0 = time.monotonic(), health.probes
+                t_kill, p0, lost0 = time.monotonic(), health.probes, health.failed_time_s
                 await _until(lambda: health.quarantined)
                 t_q, f_q = health.quarantined_mono or time.monotonic(), health.failures
+                lost_q = health.failed_time_s
 
                 def steady_done(f_q: int = f_q, t_q: float = t_q) -> bool:
                     # two probes *failed* (not just started), the phase long enough
@@ -273,7 +276,8 @@ def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> li
                 gap = health.next_probe_at - time.monotonic()
                 await asyncio.sleep(rng.uniform(0.0, max(0.0, gap)))
                 t_back = time.monotonic()
-                probes = health.probes - p0
+                probes, lost_back = health.probes - p0, health.failed_time_s
+                pto = health.probe_timeout_s
                 line.fault(DYING, DeviceFault.NONE)
                 n = len(run.bus.done)
 
@@ -282,13 +286,16 @@ def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> li
 
                 await _until(answered)
                 t_found = next(d.t for d in run.bus.done[n:] if d.unit == DYING)
-                print(f"round {r}: probe timeout {health.probe_timeout_s:.3f} s; probe gap "
-                      f"when it came back {gap:.2f} s", file=sys.stderr)
+                print(f"round {r}: the probe gap it came back in: {gap:.2f} s, next probe's "
+                      f"timeout {pto:.3f} s", file=sys.stderr)
                 rate = alive.cycles_per_s
                 phases.extend([
-                    phase(r, "entry: dead -> quarantined", t_kill, t_q, live, 0, rate),
-                    phase(r, "steady: quarantined", t_q, t_back, live, probes, rate),
-                    phase(r, "entry + steady (dead)", t_kill, t_back, live, probes, rate),
+                    phase(r, "entry: dead -> quarantined", t_kill, t_q, live, 0, rate,
+                          lost_q - lost0),
+                    phase(r, "steady: quarantined", t_q, t_back, live, probes, rate,
+                          lost_back - lost_q),
+                    phase(r, "entry + steady (dead)", t_kill, t_back, live, probes, rate,
+                          lost_back - lost0),
                     phase(r, "revival: back -> answer", t_back, t_found, live,
                           dev.health.probes - p0 - probes, rate),
                 ])
@@ -381,12 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r.efficiency:>7} {r.registers_per_s:>8} {r.points_per_s:>9}")
     print()
     head = f"{'rnd':>3} {'unit 10 dies, comes back':<28} {'seconds':>8} {'probes':>7} " \
-           f"{'cycles/s':>9} {'cadence':>8} {'effic.':>7}"
+           f"{'dead share':>10} {'cycles/s':>9} {'cadence':>8} {'effic.':>7}"
     print(head)
     print("-" * len(head))
     for p in phases:
-        print(f"{p.round:>3} {p.phase:<28} {p.seconds:>8} {p.probes:>7} {p.cycles_per_s:>9} "
-              f"{p.cadence:>8} {p.efficiency:>7}")
+        print(f"{p.round:>3} {p.phase:<28} {p.seconds:>8} {p.probes:>7} {p.dead_share:>10} "
+              f"{p.cycles_per_s:>9} {p.cadence:>8} {p.efficiency:>7}")
     for name in ("entry: dead -> quarantined", "entry + steady (dead)",
                  "revival: back -> answer"):
         got = [p for p in phases if p.phase == name]
