@@ -10,15 +10,15 @@ Quarantine. After ``QUARANTINE_AFTER`` consecutive failures the device is not po
 with one cheap read on the schedule of the one retry policy (``PROBE_POLICY`` walked by a
 ``Backoff``): often just after it died -- a unit that blinked (power glitch, reboot, a loose
 connector) is back within seconds -- and ever more rarely while it stays dead. Its bus share is
-adaptive but never more than ``PROBE_SHARE``: each probe is preceded by a gap of at least its own
-timeout / ``PROBE_SHARE``, and a failed probe that cost more than its timeout (a hold of the line,
-a guard silence) pushes the next one out by its real cost / ``PROBE_SHARE``.
+adaptive but never more than ``PROBE_SHARE``: each probe is preceded by a gap of at least its
+expected cost (its timeout) / ``PROBE_SHARE``, and followed by one of at least its real cost /
+``PROBE_SHARE`` (more than its timeout when the bus owner also held or guarded the line).
 
 The probe's timeout adapts the same way. Early on it is what the unit needed when it was alive
 (the estimator's timeout *without* the doubling after timeouts, ``probe_s``): a revived unit
-answers as it used to, so frequent probes stay cheap. As the gaps grow, the probe may wait longer
-(``PROBE_SHARE`` x the gap before it, up to the bus maximum), so a unit that came back slower is
-found too. The quarantine entry (the failures before it) is not a probe and is not charged.
+answers as it used to, so frequent probes stay cheap. As the policy's delays grow, the probe may
+wait longer (``PROBE_SHARE`` x the delay, up to the bus maximum), so a unit that came back slower
+is found too. The quarantine entry (the failures before it) is not a probe and is not charged.
 """
 
 from __future__ import annotations
@@ -149,8 +149,10 @@ class DeviceHealth:
 
     def _schedule_probe(self, now: float, charged_s: float, cheap_s: float) -> None:
         """The next probe: after the policy's delay, but at least ``charged_s`` (what the probe
-        just failed took) and the next probe's own least cost ``cheap_s`` over the share cap;
-        its timeout: what the gap affords at the cap, at least ``cheap_s``."""
-        gap = max(self.backoff.next_delay(), charged_s / PROBE_SHARE, cheap_s / PROBE_SHARE)
+        just failed really took) and the next probe's least cost ``cheap_s`` over the share cap.
+        Its timeout: what the policy's delay affords at the cap, at least ``cheap_s`` (from the
+        delay, not the gap: an expensive probe must not make the next one more expensive)."""
+        delay = self.backoff.next_delay()
+        gap = max(delay, charged_s / PROBE_SHARE, cheap_s / PROBE_SHARE)
         self.next_probe_at = now + gap
-        self.probe_timeout_s = min(self.rtt.max_s, max(cheap_s, PROBE_SHARE * gap))
+        self.probe_timeout_s = min(self.rtt.max_s, max(cheap_s, PROBE_SHARE * delay))

@@ -157,5 +157,6 @@ def test_a_probe_that_cost_more_than_its_timeout_pushes_the_next_one_out() -> No
     t = h.next_probe_at
     h.on_failure(t, "timeout", "rs485", cost_s=2.3, probe_s=0.2)  # the line was held 2 s
     assert h.next_probe_at - t == pytest.approx(2.3 / PROBE_SHARE)
+    assert h.probe_timeout_s == 0.2  # ... but is not made more expensive by it
     assert h.on_success(h.next_probe_at, 1)
     assert h.quarantined_mono is None and h.probe_timeout_s == 0.0
