@@ -115,6 +115,9 @@ class NewFile:
             except FileExistsError:
                 raise ExportError(f"{directory / self._tmp}: exists (planted?); not "
                                   "followed, not overwritten") from None
+            except OSError as exc:  # named by the directory chosen, not the temporary name
+                raise ExportError(f"{directory}: cannot create {name} there: "
+                                  f"{exc.strerror or exc}") from None
         except BaseException:
             os.close(self._dfd)
             raise
@@ -197,9 +200,9 @@ def export_to(socket_path: Path, dest: Path) -> ExportResult:
         except ConnectionError as exc:
             raise ControlUnavailable(f"the daemon closed the connection during the export "
                                      f"({exc.strerror or exc}); nothing was written") from None
-        except OSError as exc:
-            where = exc.filename or directory / name
-            raise ExportError(f"{where}: {exc.strerror or exc}; nothing was written") from None
+        except OSError as exc:  # the destination, never the temporary file's name
+            raise ExportError(f"{directory / name}: {exc.strerror or exc}; nothing was "
+                              "written") from None
         except ArchiveError as exc:
             raise ExportError(f"export: {exc}") from None
     return ExportResult(directory / name, gateway, t.batches, t.readings, t.nbytes, t.first_seq,

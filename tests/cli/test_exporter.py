@@ -88,8 +88,10 @@ def test_export_writes_one_complete_archive(tmp_path: Path, box: Outbox) -> None
 
 def test_full_stick_and_dying_daemon_leave_nothing(tmp_path: Path, box: Outbox) -> None:
     with tmpfs(tmp_path / "stick", "64k") as stick:
-        with pytest.raises(ExportError, match="No space left on device; nothing was written"):
+        with pytest.raises(ExportError, match="No space left on device; nothing was written") \
+                as full:
             _export(tmp_path, Lying(box), stick)
+        assert str(full.value).startswith(f"{stick}/") and ".tmp" not in str(full.value)
         assert os.listdir(stick) == []
     usb = tmp_path / "usb"
     usb.mkdir()

@@ -109,6 +109,8 @@ def test_export_as_a_technician_never_follows_links(open_gateway: Gateway) -> No
     locked.mkdir(mode=0o755)
     r = run_cli_as(tech, ["buffer", "export", str(locked)], groups=[0], env=env)
     assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    # named by the directory the technician chose, not by the temporary file never made
+    assert f"{locked}: cannot create " in r.stderr and ".tmp" not in r.stderr, r.stderr
     assert list(locked.iterdir()) == []
     # no daemon socket access (not in the group): exit 3, named
     r = run_cli_as(tech, ["buffer", "export", str(stick)], env=env)
