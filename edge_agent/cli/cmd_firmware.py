@@ -16,12 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import firmware_bridge
 from edge_agent.errors import ConfigError
 from firmware_bridge import gen
-
-NODE_DIR = Path(firmware_bridge.__file__).resolve().parent / "node"
-NODE_FILES = ("crc16.py", "regmap.py", "modbus_slave.py", "node.py", "main.py")
+from firmware_bridge.sources import NODE_FILES, node_dir
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,17 +70,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    missing = [name for name in NODE_FILES if not (NODE_DIR / name).is_file()]
-    if missing:
-        print(f"{NODE_DIR}: node sources missing ({', '.join(missing)}); run from a source "
-              "checkout", file=sys.stderr)
+    try:
+        sources = node_dir()
+    except ConfigError as exc:
+        _report(exc)
         return 2
     out: Path = args.dir
     try:
         out.mkdir(parents=True, exist_ok=True)
         gen.write(args.profile, out / "device_map.py")
         for name in NODE_FILES:
-            shutil.copyfile(NODE_DIR / name, out / name)
+            shutil.copyfile(sources / name, out / name)
     except ConfigError as exc:
         return _report(exc)
     except OSError as exc:

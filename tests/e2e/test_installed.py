@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from firmware_bridge.sources import NODE_FILES
 from simulators.scenario import BackgroundScenario, Scenario
 from tests.support_broker import Mosquitto
 from tests.support_installed import at_final_place, installed_unavailable, names_scratch_root
@@ -195,6 +196,19 @@ def test_the_installed_tree_runs_on_its_own(tmp_path: Path,
     assert demo.returncode == 2 and demo.stdout == ""
     assert len(demo.stderr.strip().splitlines()) == 1, demo.stderr
     assert "scripts/demo" in demo.stderr and "Traceback" not in demo.stderr
+
+    # a sensor node's firmware from the installed tree: the node sources are package data
+    node, profile = work / "node", "/opt/edge-agent/device_profiles/water_meter.toml"
+    gen = sh([*exe, "firmware", "gen", profile, str(work / "device_map.py")], cwd=work)
+    assert gen.returncode == 0, gen.stdout + gen.stderr
+    bundle = sh([*exe, "firmware", "bundle", profile, str(node)], cwd=work)
+    assert bundle.returncode == 0, bundle.stdout + bundle.stderr
+    assert sorted(p.name for p in node.iterdir()) == sorted([*NODE_FILES, "device_map.py"])
+    for name in NODE_FILES:
+        assert (node / name).read_bytes() == (src / "firmware_bridge/node" / name).read_bytes()
+    assert (node / "device_map.py").read_bytes() == (work / "device_map.py").read_bytes()
+    check = sh([*exe, "firmware", "check", profile, str(node / "device_map.py")], cwd=work)
+    assert check.returncode == 0, check.stdout + check.stderr
 
     # the simulated street's config, with the installed agent's own shipped profiles
     gw = tmp_path / "gw"

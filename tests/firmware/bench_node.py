@@ -17,9 +17,9 @@ import time
 from edge_agent.bus.serial_line import SerialRtuBus
 from edge_agent.config.model import SerialBus
 from edge_agent.profiles.model import Table
-from firmware_bridge import shim
-from firmware_bridge.shim import machine
+from tests.firmware import shim
 from tests.firmware.conftest import NODE_DIR
+from tests.firmware.shim import machine
 
 
 async def bench(path: str, baud: int, n: int) -> list[float]:

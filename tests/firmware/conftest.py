@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-import firmware_bridge
 from edge_agent.trust.keys import generate_signing_key
-from firmware_bridge import shim
-from firmware_bridge.shim import machine
+from firmware_bridge.sources import node_dir
+from tests.firmware import shim
+from tests.firmware.shim import machine
 
-NODE_DIR = Path(firmware_bridge.__file__).resolve().parent / "node"
-REPO = NODE_DIR.parents[1]
+NODE_DIR = node_dir()
+REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "device_profiles"
 NODE_MODULES = ("crc16", "regmap", "modbus_slave", "node", "main", "device_map")
 

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from edge_agent.profiles.load import load_profile
-from firmware_bridge.shim import machine
 from tests.firmware.conftest import (
     CLI,
     PROFILES,
@@ -27,6 +26,7 @@ from tests.firmware.conftest import (
     NodeLoader,
     NodeThread,
 )
+from tests.firmware.shim import machine
 
 UNIT = 7
 BAUD = 9600  # what main.py (and docs/firmware.md) configure

@@ -27,8 +27,8 @@ from edge_agent.profiles import codec
 from edge_agent.profiles.load import load_profile
 from edge_agent.profiles.model import ModbusPoint, Profile, Table
 from firmware_bridge import gen
-from firmware_bridge.shim import machine
 from tests.firmware.conftest import PROFILES, NodeLoader, NodeThread
+from tests.firmware.shim import machine
 
 T = TypeVar("T")
 BAUD = 115200

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 
 from edge_agent.profiles.load import load_profile
-from firmware_bridge.shim import machine
 from simulators.clock import SimClock
 from simulators.devices.catalog import make_device
 from simulators.transports.rtu_line import RtuLine
 from tests.firmware.conftest import PROFILES, AgentProcess, AgentStarter, NodeLoader, NodeThread
+from tests.firmware.shim import machine
 
 BAUD = 9600
 NODE_UNIT = 7

@@ -13,7 +13,7 @@ import sys
 import time
 from types import ModuleType
 
-from firmware_bridge.shim import machine, micropython, ticks
+from tests.firmware.shim import machine, micropython, ticks
 
 _TIME_HELPERS = ("ticks_ms", "ticks_us", "ticks_cpu", "ticks_diff", "ticks_add", "sleep_ms",
                  "sleep_us")

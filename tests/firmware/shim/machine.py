@@ -18,8 +18,8 @@ import time
 import tty
 from collections.abc import Callable
 
-from firmware_bridge.shim import ticks
-from firmware_bridge.shim.uart import UART, LineLink, Link, PtyLink, Wire
+from tests.firmware.shim import ticks
+from tests.firmware.shim.uart import UART, LineLink, Link, PtyLink, Wire
 
 _lock = threading.Lock()
 _links: dict[int, Link] = {}  # uart id -> what its UART is attached to

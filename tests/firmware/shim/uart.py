@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Protocol
 
-from firmware_bridge.shim import ticks
+from tests.firmware.shim import ticks
 
 
 def char_seconds(baudrate: int, bits: int = 8, parity: int | None = None, stop: int = 1) -> float:
@@ -253,7 +253,7 @@ class UART:
         txbuf: int = 256,
         rxbuf: int = 256,
     ) -> None:
-        from firmware_bridge.shim import machine
+        from tests.firmware.shim import machine
 
         link = machine.link_of(id)
         self.id = id
