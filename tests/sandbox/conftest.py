@@ -1,7 +1,8 @@
 """A gateway running as the shipped unit runs it: the real ``edge-agent run`` under the sandbox of
 systemd/edge-agent.service (tests/sandbox/harness.py), a real mosquitto, the simulated street of
 tests/e2e/mini.toml (Modbus TCP poles, RS-485 meters on a pty, an NB-IoT modem), the example
-config's paths, an operator key on the allowlist and no ``allow_unsynced_clock``."""
+config's paths, an operator key on the allowlist, a configuration operator's key on its own
+allowlist (``config_keys``) and no ``allow_unsynced_clock``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class SandboxedGateway:
     gateway_key: Ed25519PrivateKey
     example: dict[str, Any]
     expected_synced: bool  # what the service should conclude from the time source it may see
+    config_operator: Ed25519PrivateKey | None = None  # signs configuration bundles
 
     @property
     def control_socket(self) -> Path:
@@ -66,10 +68,12 @@ def example_config() -> dict[str, Any]:
 
 
 def write_config(h: Runner, sim: Scenario, port: int, operator: Ed25519PrivateKey,
-                 scratch: Path) -> Ed25519PrivateKey:
+                 scratch: Path, config_operator: Ed25519PrivateKey | None = None
+                 ) -> Ed25519PrivateKey:
     """The simulator's buses and devices with the example config's paths; the files placed on the
     host where the sandbox shows them on those paths, owned as provisioning leaves them."""
     ex = example_config()
+    config_operator = config_operator or Ed25519PrivateKey.generate()
     generated = sim.write_config(scratch, mqtt_port=port, gateway_id=GW).read_text()
     key_path = ex["keys"]["signing_key"]
     key_host = h.host_path(key_path)
@@ -83,10 +87,16 @@ def write_config(h: Runner, sim: Scenario, port: int, operator: Ed25519PrivateKe
     (ops / "operator.pub").write_bytes(public_pem(operator))
     (ops / "operator.pub").chmod(0o644)
     ops.chmod(0o755)
+    config_ops = h.host_path(ex["keys"]["config_keys"])
+    config_ops.mkdir(parents=True, exist_ok=True)
+    (config_ops / "config-operator.pub").write_bytes(public_pem(config_operator))
+    (config_ops / "config-operator.pub").chmod(0o644)
+    config_ops.chmod(0o755)
     text = re.sub(r'(?m)^state_dir = .*$', f'state_dir = "{ex["state_dir"]}"', generated)
     text = re.sub(r'(?m)^runtime_dir = .*$', f'runtime_dir = "{ex["runtime_dir"]}"', text)
     text = re.sub(r'(?m)^signing_key = .*$',
-                  f'signing_key = "{key_path}"\ncommand_keys = "{ex["keys"]["command_keys"]}"',
+                  f'signing_key = "{key_path}"\ncommand_keys = "{ex["keys"]["command_keys"]}"'
+                  f'\nconfig_keys = "{ex["keys"]["config_keys"]}"',
                   text)
     text = text.replace("[uplink]\n", "[uplink]\nstatus_interval = 1\n")
     text += ("\n[batch]\nmax_readings = 50\nmax_ms = 200\n"
@@ -148,9 +158,11 @@ def start_gateway(unit: UnitSandbox, tmp_path: Path, *, launcher: str,
             h.whiteouts.append(TIMESYNC_FLAG)
             expected = False
         operator = generate_signing_key(tmp_path / "operator.key")
-        gw_key = write_config(h, sim, broker.port, operator, tmp_path / "generated")
+        config_op = generate_signing_key(tmp_path / "config-operator.key")
+        gw_key = write_config(h, sim, broker.port, operator, tmp_path / "generated", config_op)
         h.start()
-        gw = SandboxedGateway(h, broker, sim, operator, gw_key, example_config(), expected)
+        gw = SandboxedGateway(h, broker, sim, operator, gw_key, example_config(), expected,
+                              config_op)
         assert h.wait_notify("READY=1", 45), gw.log_text()[-4000:]
         yield gw
     finally:
