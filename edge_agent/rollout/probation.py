@@ -4,9 +4,11 @@ Pass when, at the end of the window:
 
 * the uplink is connected (when one is configured);
 * the share of devices answering is at least ``min_up_ratio`` times the share before the change.
-  A device answers when its last poll succeeded (no failure since); one that failed is down; one
-  not polled yet in the window counts for neither side (choose a window longer than the devices'
-  shortest poll interval);
+  A device answers when it has answered (under this configuration: the poller starts afresh
+  with it) and not failed more than ``TOLERATED_FAILURES`` times in a row since -- one lost
+  answer on a busy line is not a verdict; one that failed without ever answering, or more often
+  than that, is down; one not polled yet counts for neither side (choose a window longer than
+  the devices' shortest poll interval);
 * the daemon did not crash-loop on it (checked at start: ``boot``).
 
 Pure functions over snapshots: the daemon takes them, the tests feed them.
@@ -20,6 +22,7 @@ from typing import Any
 
 MAX_STARTS = 3  # daemon starts on a bundle in probation before it counts as a crash loop
 MAX_FAILING = 10  # devices named in the evidence
+TOLERATED_FAILURES = 2  # in a row, by a device that answered: still up
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,8 @@ def device_snapshot(devices: Mapping[str, Mapping[str, Any]], total: int,
     up = down = 0
     failing: list[str] = []
     for name, d in sorted(devices.items()):
-        if d["consecutive_failures"] > 0:
+        failures = d["consecutive_failures"]
+        if failures > (TOLERATED_FAILURES if d["last_good_ns"] else 0):
             down += 1
             failing.append(f"{name}: {d['last_error'] or 'failing'}"[:160])
         elif d["last_good_ns"]:

@@ -82,6 +82,8 @@ class ConfigSource:
     def boot(self) -> AgentConfig:
         """The configuration to start on (see the module doc)."""
         st = self.state
+        if not st.unreadable:
+            self.store.gc(st)  # bundles staged by a daemon that died before naming them
         if st.pinned is not None:
             log.info("config_source=local reason=pinned")
             return self.local

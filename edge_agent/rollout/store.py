@@ -17,6 +17,8 @@ writable); the local agent.toml is the configuration of last resort and always s
 Errors: ``CommandStoreError`` for a state that cannot be written (the caller refuses the bundle,
 audited). A state file that cannot be read or parsed is logged and taken as "no bundle" (the
 local config runs); the highest version is then recovered from the bundle directories present.
+A bundle directory the state does not name (staged, then the daemon died before the state named
+it) was never admitted: its version is not passed, and the next start removes it.
 """
 
 from __future__ import annotations
@@ -126,8 +128,8 @@ class BundleStore:
     def load(self) -> RolloutState:
         try:
             raw = self.state_file.read_bytes()
-        except FileNotFoundError:
-            return RolloutState(highest_version=self._highest_on_disk())
+        except FileNotFoundError:  # no bundle was ever admitted (a staged one is not, yet)
+            return RolloutState()
         except OSError as exc:
             return self._unreadable(f"cannot read: {exc.strerror or exc}")
         try:

@@ -47,6 +47,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "readings_polled": agent.poller.readings_made if agent.poller is not None else 0,
         "readings_emitted": agent.poller.readings_emitted if agent.poller is not None else 0,
         "last_errors": errors[:10],
+        # which configuration runs (local or a bundle), pinned, the last rollout
+        "config": agent.rollout.config_state() if agent.rollout is not None else None,
     }
 
 

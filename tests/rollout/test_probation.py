@@ -11,9 +11,10 @@ def dev(failures: int, good: bool) -> dict[str, object]:
 
 
 def test_snapshot_counts_up_down_and_unpolled() -> None:
-    s = device_snapshot({"a": dev(0, True), "b": dev(3, True), "c": dev(0, False)}, 3, True)
-    assert (s.up, s.down, s.total, s.ratio) == (1, 1, 3, 0.5)
-    assert s.failing == ("b: BusTimeout",)
+    s = device_snapshot({"a": dev(0, True), "b": dev(3, True), "c": dev(0, False),
+                         "d": dev(2, True), "e": dev(1, False)}, 5, True)
+    assert (s.up, s.down, s.total) == (2, 2, 5)  # d: one lost answer is no verdict
+    assert s.failing == ("b: BusTimeout", "e: BusTimeout")  # e never answered
 
 
 def test_judge() -> None:

@@ -82,3 +82,18 @@ def test_kill9_at_any_point_leaves_a_complete_configuration(tmp_path: Path) -> N
             load_bundle_dir(local, store.path(st.last_good))
         last = st.current.version
     assert last > 15
+
+
+def test_a_staged_bundle_the_state_never_named_is_not_passed(tmp_path: Path) -> None:
+    """The daemon died between staging and switching the state: that version was not admitted
+    (the operator may send it again), and the next start clears the leftover."""
+    from edge_agent.rollout.source import ConfigSource
+
+    local = local_config(tmp_path / "etc")
+    store = BundleStore(tmp_path / "etc" / "state")
+    b = bundle(2)
+    store.stage(b, signed(b, Ed25519PrivateKey.generate()))
+    assert store.load().highest_version == 0
+    src = ConfigSource(local)
+    src.boot()
+    assert src.running is None and list(store.bundles.iterdir()) == []
