@@ -214,6 +214,15 @@ def test_the_installed_tree_runs_on_its_own(tmp_path: Path,
     gw = tmp_path / "gw"
     config = sim.write_config(gw, mqtt_port=broker.port, gateway_id="gw-installed")
     text = re.sub(r"(?m)^profiles_dir = .*\n", "", config.read_text())
+    # a configuration operator's key (made by the installed CLI) may sign bundles for this box
+    ops = gw / "config-operators"
+    ops.mkdir()
+    made = sh([*exe, "keys", "generate", str(work / "config-op.key"), "--public",
+               str(ops / "op.pub")], cwd=work)
+    assert made.returncode == 0, made.stdout + made.stderr
+    managed = text[text.index("[[buses]]"):text.index("[keys]")]
+    text = text.replace("[keys]\n", f'[commands]\nallow_unsynced_clock = true\n\n[keys]\n'
+                        f'config_keys = "{ops}"\n')
     config.write_text(text)
     check = sh([*exe, "check-config", str(config)], cwd=work)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -240,6 +249,22 @@ def test_the_installed_tree_runs_on_its_own(tmp_path: Path,
         assert status, log_text[-3000:]
         devices = status["devices"]
         assert isinstance(devices, dict) and (devices["up"], devices["total"]) == (7, 7), status
+        # a bundle signed and sent with the installed CLI (the shipped profiles it carries are
+        # package data), applied by the installed daemon in place, probation passed
+        (work / "managed.toml").write_text(
+            managed.replace('name = "meter-01"\n', 'name = "meter-01"\ninterval = 20\n', 1)
+            + "\n[commands]\nallow_unsynced_clock = true\n")
+        assert "interval = 20" in (work / "managed.toml").read_text()
+        sign = sh([*exe, "config", "sign", "managed.toml", "--key", "config-op.key",
+                   "--version", "1", "--gateway", "gw-installed", "--probation", "5", "--out",
+                   "v1.cose"], cwd=work)
+        assert sign.returncode == 0, sign.stdout + sign.stderr
+        send = sh([*exe, "config", "send", "v1.cose", "--broker", f"127.0.0.1:{broker.port}",
+                   "--gateway", "gw-installed", "--wait", "60", "--json"], cwd=work, timeout=90)
+        assert send.returncode == 0, send.stdout + send.stderr
+        assert json.loads(send.stdout)[-1]["state"] == "committed", send.stdout
+        shown = sh([*exe, "config", "show", "--json"], cwd=work, env=env)
+        assert json.loads(shown.stdout)["version"] == 1, shown.stdout + shown.stderr
         doctor = sh([*exe, "doctor"], cwd=work, env=env, timeout=60)
         assert "Traceback" not in doctor.stdout + doctor.stderr
         assert re.search(r"(?m)^\[PASS\] config ", doctor.stdout), doctor.stdout + doctor.stderr
