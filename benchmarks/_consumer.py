@@ -24,6 +24,7 @@ class VerifyingConsumer:
         self.readings = 0  # readings in accepted data batches (duplicates included)
         self.rejected = 0
         self.verify_cpu_s = 0.0  # thread CPU spent verifying
+        self.first_at: float | None = None  # time.monotonic() of the first data batch
         self._subscribed = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{id(self)}",
                                   clean_session=True)
@@ -41,6 +42,8 @@ class VerifyingConsumer:
 
     def _on_message(self, c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
         t0 = time.thread_time()
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         with self._lock:
             accepted = self.verifier.feed(bytes(msg.payload))
             self.messages += 1

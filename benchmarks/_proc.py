@@ -49,6 +49,21 @@ def memory(pid: int) -> Memory:
     return Memory(vals.get("VmRSS", float("nan")), vals.get("VmHWM", float("nan")))
 
 
+def wakeups(pid: int) -> dict[int, int]:
+    """Voluntary context switches (a thread going to sleep: each one is a later wake-up) so far,
+    per thread id, from /proc/PID/task/*/status (threads that ended are not counted)."""
+    out: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out[int(task.name)] = int(line.split()[1])
+    return out
+
+
 def pin(pid: int, cores: set[int] | None) -> str:
     """Restrict ``pid`` (and the threads it starts later) to ``cores``; describe the result."""
     if not cores:
