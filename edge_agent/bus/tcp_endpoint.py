@@ -35,6 +35,7 @@ from edge_agent.errors import (
     FrameError,
     ModbusException,
 )
+from edge_agent.platform.timers import timers_for
 from edge_agent.profiles.model import Table
 from edge_agent.retry import Backoff, RetryPolicy
 
@@ -204,7 +205,7 @@ class TcpEndpoint:
             fut: _Waiter = loop.create_future()
             self._pending[tid] = (fut, unit)
             proto.send(_MBAP.pack(tid, 0, len(pdu.body) + 1, unit) + pdu.body)
-            handle = loop.call_later(timeout_s, self._expire, tid, unit, pdu.fc)
+            handle = timers_for(loop).call_later(timeout_s, self._expire, tid, unit, pdu.fc)
             try:
                 answer = await fut
             finally:

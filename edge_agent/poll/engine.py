@@ -55,9 +55,25 @@ from edge_agent.readings import Quality, Reading, Value
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Reading], None]
-# network buses start their jobs on a common 20 ms grid: one loop wake-up starts the polls of many
-# endpoints (a line's jobs keep their exact releases: its bus time is what is scarce there)
+SinkMany = Callable[[list[Reading]], None]
+# Network buses start their jobs on a common grid, so one loop wake-up starts the polls of many
+# endpoints (a line's jobs keep their exact releases: its bus time is what is scarce there). The
+# grid is as coarse as gives about JOBS_PER_TICK jobs a tick over all network buses, at most a
+# quarter of a bus's shortest interval and NETWORK_TICK_MAX_S, at least NETWORK_TICK_S; ticks are
+# 20 ms x a power of two, so the grids of different buses nest and their wake-ups coincide.
 NETWORK_TICK_S = 0.02
+NETWORK_TICK_MAX_S = 1.0
+JOBS_PER_TICK = 16
+
+
+def network_tick(jobs_per_s: float, shortest_interval_s: float) -> float:
+    """The start grid of a network bus: see NETWORK_TICK_S above."""
+    want = JOBS_PER_TICK / jobs_per_s if jobs_per_s > 0 else NETWORK_TICK_MAX_S
+    want = min(want, shortest_interval_s / 4, NETWORK_TICK_MAX_S)
+    tick = NETWORK_TICK_S
+    while tick * 2 <= want:
+        tick *= 2
+    return tick
 
 
 @dataclass(slots=True)
@@ -76,16 +92,24 @@ class Poller:
         *,
         clock: ClockProbe | None = None,
         rng: random.Random | None = None,
+        sink_many: SinkMany | None = None,
     ) -> None:
+        """``sink`` gets every reading that passes the report filter, one call each; with
+        ``sink_many`` they go there instead, a job's readings in one call when the job ends (one
+        hand-over, e.g. one lock of the batcher, instead of one per reading), ``read_now``'s and
+        ``write``'s before they return."""
         self._config = config
         self._buses = buses
         self._sink = sink
+        self._sink_many = sink_many
+        self._out: list[Reading] = []  # readings of the running jobs, for sink_many
         self._clock = clock or ClockProbe()
         self._rng = rng or random.Random()
         self._filter = ReportFilter()
         self._stop = asyncio.Event()
         self.readings_made = 0  # before the report filter
         self.readings_emitted = 0  # after it
+        self.planned_at: float | None = None  # monotonic time the first releases count from
         self.devices: dict[str, DeviceBase] = {}
         self._slots: dict[str, list[_Slot]] = {}
         self._by_job: dict[int, _Slot] = {}
@@ -131,7 +155,7 @@ class Poller:
             if dev.bus not in self.schedulers:
                 if isinstance(bus_cfg, SerialBus):
                     sched = BusScheduler(dev.bus, 1, self._run_job)
-                else:
+                else:  # the grid is set from every job's interval in _make_jobs
                     sched = BusScheduler(dev.bus, bus_cfg.concurrency, self._run_job,
                                          tick_s=NETWORK_TICK_S)
                 self.schedulers[dev.bus] = sched
@@ -145,10 +169,26 @@ class Poller:
         if not self._filter.should_emit(reading, rep):
             return
         self.readings_emitted += 1
+        self._deliver(reading)
+
+    def _deliver(self, reading: Reading) -> None:
+        if self._sink_many is not None:
+            self._out.append(reading)
+            return
         try:
             self._sink(reading)
         except Exception:
             log.exception("sink_failed device=%s point=%s", reading.device, reading.point)
+
+    def _flush(self) -> None:
+        """Hand the readings gathered for ``sink_many`` over (end of a job, read_now, write)."""
+        out = self._out
+        if out and self._sink_many is not None:
+            self._out = []
+            try:
+                self._sink_many(out)
+            except Exception:
+                log.exception("sink_failed readings=%d", len(out))
 
     def _offer(self, device: str, p: Point, value: Value, q: Quality, reason: str, mono: int,
                wall: int, synced: bool) -> None:
@@ -159,6 +199,9 @@ class Poller:
             return
         self.readings_emitted += 1
         reading = Reading(device, p.name, value, p.unit, wall, mono, q, reason, rep.alarm, synced)
+        if self._sink_many is not None:
+            self._out.append(reading)
+            return
         try:
             self._sink(reading)
         except Exception:
@@ -181,16 +224,32 @@ class Poller:
                 sched.queue.add(job)
             self._slots[name] = slots
         self._by_job = {id(s.job): s for slots in self._slots.values() for s in slots}
+        self._set_network_grid()
+
+    def _set_network_grid(self) -> None:
+        shortest: dict[str, float] = {}
+        rate = 0.0
+        for slot in self._by_job.values():
+            bus, iv = slot.poller.device.bus, slot.job.interval_s
+            if self.schedulers[bus].tick_s > 0 and iv > 0:
+                rate += 1.0 / iv
+                shortest[bus] = min(iv, shortest.get(bus, iv))
+        for bus, iv in shortest.items():
+            self.schedulers[bus].tick_s = network_tick(rate, iv)
 
     async def _run_job(self, job: Job) -> None:
         slot = self._by_job[id(job)]
-        await slot.poller.run_group(slot.group)
+        try:
+            await slot.poller.run_group(slot.group)
+        finally:
+            self._flush()
 
     async def run(self) -> None:
         """Poll until ``stop()``. A second concurrent ``run()`` is an error."""
         if self._slots:
             raise ContractError("Poller.run() is already running (or ran): make a new Poller")
-        self._make_jobs(time.monotonic())
+        self.planned_at = time.monotonic()
+        self._make_jobs(self.planned_at)
         log.info("poller_started devices=%d buses=%d", len(self.devices), len(self.schedulers))
         tasks = [
             asyncio.create_task(s.run(), name=f"bus:{name}") for name, s in self.schedulers.items()
@@ -250,8 +309,11 @@ class Poller:
             except KeyError:
                 raise CommandRefused("unknown_point", f"{device}.{point}") from None
         sched = self.schedulers[dp.device.bus]
-        async with sched.slots, dp.lock:
-            return await dp.read_now(point)
+        try:
+            async with sched.slots, dp.lock:
+                return await dp.read_now(point)
+        finally:
+            self._flush()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -287,4 +349,5 @@ class Poller:
                           Quality.GOOD, "", p.reporting.alarm, synced)
         dp.last_values[p.name] = confirmed
         self._emit(reading, p.reporting)
+        self._flush()
         return confirmed

@@ -32,6 +32,9 @@ def _numeric(v: Value) -> float | None:
 
 def moved(last: Value, new: Value, rep: Reporting) -> bool:
     """Has the value changed enough to report, under ``rep``'s deadband / alarm rules?"""
+    if rep.deadband is None or rep.alarm:  # every change: by equality, NaN equal to NaN
+        # (for numbers as for the rest: 1 == 1.0, True == 1 — as comparing floats did)
+        return last != new and not (last != last and new != new)  # x != x: x is NaN
     a, b = _numeric(last), _numeric(new)
     if a is None or b is None or rep.alarm or rep.deadband is None:
         if a is not None and b is not None:

@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from edge_agent.platform.timers import timers_for
+
 log = logging.getLogger(__name__)
 
 
@@ -70,9 +72,11 @@ class EdfQueue:
     def __len__(self) -> int:
         return len(self._pending) + len(self._ready)
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, *, wake: bool = True) -> None:
+        """Queue ``job`` for its release. ``wake=False``: the caller is a worker about to look
+        at the queue itself (a job it just completed), so sleeping workers stay asleep."""
         heapq.heappush(self._pending, (job.release, next(self._seq), job))
-        if job.release < self.wake_at:  # earlier than what the workers sleep until: wake them
+        if wake and job.release < self.wake_at:  # earlier than the workers sleep until: wake
             self.changed = True
             for fut in self.waiters:
                 _wake(fut)
@@ -142,7 +146,8 @@ class BusScheduler:
                     if self.tick_s > 0:  # worker i on the grid shifted by i/concurrency ticks
                         off = self.tick_s * worker / self._concurrency
                         wake = math.ceil((nxt - off) / self.tick_s) * self.tick_s + off
-                    timer = loop.call_later(max(0.0, wake - now), _wake, fut)
+                    # one loop timer for every scheduler's sleeps (and the requests' timeouts)
+                    timer = timers_for(loop).call_later(max(0.0, wake - now), _wake, fut)
                 queue.waiters.add(fut)
                 try:
                     await fut
@@ -165,7 +170,8 @@ class BusScheduler:
                 finished = self._clock()
                 self.busy_s += finished - started
                 job.complete(finished)
-                self.queue.add(job)
+                # this worker looks at the queue next: no need to wake the others for it
+                self.queue.add(job, wake=False)
 
     async def _worker(self, i: int) -> None:
         while True:

@@ -79,6 +79,7 @@ class Agent:
         self.buses: dict[str, Any] = {}
         self.poller: Poller | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        self._poll_crash: BaseException | None = None  # the poller ended on its own, with this
         self._stop = asyncio.Event()
         self._subscribers: set[asyncio.Queue[Reading]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -99,6 +100,19 @@ class Agent:
         for q in self._subscribers:
             if q.qsize() < q.maxsize:
                 q.put_nowait(reading)
+
+    def _sink_many(self, readings: list[Reading]) -> None:
+        """A poll job's readings: one hand-over to the batcher (one lock) for all of them."""
+        try:
+            self.batcher.add_many(readings)
+        except OutboxError as exc:
+            if not self._sink_refused:
+                self._sink_refused = True
+                log.error("readings_refused err=%s", exc)
+        for q in self._subscribers:
+            for reading in readings:
+                if q.qsize() < q.maxsize:
+                    q.put_nowait(reading)
 
     async def subscribe(self) -> AsyncIterator[Reading]:
         q: asyncio.Queue[Reading] = asyncio.Queue(maxsize=1000)
@@ -168,17 +182,28 @@ class Agent:
 
     def _start_poller(self) -> None:
         self.buses = make_buses(self.cfg)
-        self.poller = Poller(self.cfg, self.buses, self._sink, clock=self.clock)
+        self.poller = Poller(self.cfg, self.buses, self._sink, clock=self.clock,
+                             sink_many=self._sink_many)
         self._poll_task = asyncio.create_task(self.poller.run(), name="poller")
+        self._poll_task.add_done_callback(self._poller_ended)
+
+    def _poller_ended(self, task: asyncio.Task[None]) -> None:
+        """A poller that crashes stops the agent (exit 1): noticed when it happens, no polling
+        loop. One stopped on purpose (reload, shutdown) is no longer ``_poll_task`` by then or
+        ended without an exception."""
+        if task is self._poll_task and not task.cancelled() and task.exception() is not None:
+            self._poll_crash = task.exception()
+            self._stop.set()
 
     async def _stop_poller(self) -> None:
+        task, self._poll_task = self._poll_task, None  # ending now is no crash
         if self.poller is not None:
             self.poller.stop()
-        if self._poll_task is not None:
+        if task is not None:
             with contextlib.suppress(Exception):
-                await self._poll_task
+                await task
         await close_buses(self.buses)
-        self.poller, self._poll_task, self.buses = None, None, {}
+        self.poller, self.buses = None, {}
 
     async def reload(self) -> str:
         """Apply a changed config (buses, devices, profiles, commands, health) or refuse it whole.
@@ -298,13 +323,10 @@ class Agent:
             self._spawn(self.rollout.run_inventory())
             if self.cfg.prometheus_textfile is not None:
                 self._spawn(self._metrics(self.cfg.prometheus_textfile))
-            while not self._stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 1.0)
-                task = self._poll_task
-                if task is not None and task.done() and not task.cancelled() and task.exception():
-                    log.error("poller_crashed err=%r", task.exception())
-                    return 1
+            await self._stop.wait()  # a signal, a restart request or the poller crashing
+            if self._poll_crash is not None:
+                log.error("poller_crashed err=%r", self._poll_crash)
+                return 1
             return self.exit_code
         finally:
             await self.shutdown()

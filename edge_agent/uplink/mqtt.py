@@ -169,6 +169,7 @@ class MqttUplink:
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
         self._writes = OutboxWrites(outbox)
+        self._idle_s = cfg.keepalive_s / 4 if cfg.keepalive_s > 0 else 60.0
         outbox.add_listener(self.wake)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -415,7 +416,10 @@ class MqttUplink:
             if self.config_results is not None:
                 self._publish_config_results(sess)
             self._fill_window(sess)
-            timeout = min(1.0, max(0.0, next_status - now))
+            # sleep until something is due: the socket, the wake pipe (new batches, results,
+            # stop), the status, an ack group or retry, or paho's keepalive check (a PINGREQ at
+            # most a quarter keepalive late: well inside the broker's 1.5x); no fixed polling
+            timeout = min(self._idle_s, max(0.0, next_status - now))
             if sess.acked:
                 timeout = min(timeout, ACK_DELAY_S)
             due = self._writes.due_in(now)

@@ -220,12 +220,15 @@ def test_thousand_devices_spread_over_the_interval() -> None:
                          interval_s=1.0) for i in range(1000)]
     cfg = make_config(buses, devs, [profile("pipe_pressure")])
     poller = Poller(cfg, dict(fakes), lambda r: None, clock=clock(), rng=random.Random(1))
-    t0 = time.monotonic()
     releases: list[float] = []
+    t0 = 0.0
 
     async def main() -> None:
+        nonlocal t0
         task = asyncio.create_task(poller.run())
         await asyncio.sleep(0)
+        assert poller.planned_at is not None
+        t0 = poller.planned_at  # the poller's own start: a loaded host's delay before it is not
         releases.extend(j.release - t0 for j in poller.jobs)  # first releases, before any ran
         await asyncio.sleep(0.5)
         poller.stop()
@@ -245,6 +248,67 @@ def test_thousand_devices_spread_over_the_interval() -> None:
     # about half the devices had their first release in the first half interval
     assert 350 <= len(first_half) <= 650
     assert max(per_10ms.values()) <= 100  # ~10 expected; a loaded host may stall the loop
+
+
+@pytest.mark.timeout(10)
+def test_sink_many_gets_a_jobs_readings_in_one_call_and_read_now_before_it_returns() -> None:
+    bus = FakeBus("rs485")
+    dev = DeviceConfig("meter", "water_meter", "rs485", unit_id=5, interval_s=0.05)
+    cfg = make_config([SerialBus("rs485", "/dev/null")], [dev], [profile("water_meter")])
+    one: list[Reading] = []
+    many: list[list[Reading]] = []
+    poller = Poller(cfg, {"rs485": bus}, one.append, clock=clock(), sink_many=many.append)
+
+    async def main() -> dict[str, object]:
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.12)
+        before = len(many)
+        bus.regs[(5, Table.INPUT, 4)] = 55  # battery changed: the report filter passes it
+        got = await poller.read_now("meter", "battery")
+        assert len(many) == before + 1 and [r.point for r in many[-1]] == ["battery"]
+        poller.stop()
+        await task
+        return dict(got)
+
+    assert asyncio.run(main()) == {"battery": 55}
+    assert one == []  # nothing one by one
+    points = len(profile("water_meter").points)
+    assert len(many[0]) == points  # the first job: every point (first readings always report)
+    assert all(many) and sum(map(len, many)) == poller.readings_emitted
+
+
+@pytest.mark.timeout(10)
+def test_a_quiet_network_starts_its_polls_in_few_wake_ups_on_one_grid() -> None:
+    """50 TCP devices at 1 s: not 50 wake-ups a second but ~6, each starting ~8 devices' polls,
+    on a grid shared by all endpoints; every device still polled once per interval."""
+    buses = [TcpBus(f"ep{i}", "127.0.0.1", concurrency=2) for i in range(50)]
+    fakes = {b.name: FakeBus(b.name, latency_s=0.001) for b in buses}
+    devs = [DeviceConfig(f"d{i}", "pipe_pressure", f"ep{i}", unit_id=1, interval_s=1.0)
+            for i in range(50)]
+    poller = Poller(make_config(buses, devs, [profile("pipe_pressure")]), dict(fakes),
+                    lambda r: None, clock=clock(), rng=random.Random(5))
+    starts: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(2.1)
+        poller.stop()
+        await task
+        # FakeBus stamps time.monotonic(), the loop's clock
+        assert abs(loop.time() - time.monotonic()) < 0.01
+        starts.extend(t for f in fakes.values() for t in f.times)
+
+    asyncio.run(main())
+    ticks = {s.tick_s for s in poller.schedulers.values()}
+    assert len(ticks) == 1 and ticks.pop() == pytest.approx(0.16)
+    first = {f.name: f.times[0] for f in fakes.values() if f.times}
+    assert len(first) == 50 and all(1 <= len(f.times) <= 3 for f in fakes.values())
+    # one start per device per grid point (or half a tick later: a bus's second worker)
+    half = 0.08
+    assert all(min(t % half, half - t % half) < 0.03 for t in starts)
+    wakeups = {round(t / half) for t in starts}
+    assert len(wakeups) <= 2.1 / half + 1  # vs. ~100 starts spread over 2 s
 
 
 @pytest.mark.timeout(10)

@@ -95,3 +95,29 @@ def test_nan_is_a_change_once() -> None:
     assert moved(1.0, float("nan"), rep)
     assert not moved(float("nan"), float("nan"), rep)
     assert not moved(float("nan"), float("nan"), Reporting())
+
+
+def _moved_by_floats(last: Value, new: Value) -> bool:
+    """Any change counts (no deadband, or an alarm point): numbers compared as floats, NaN
+    equal to NaN, anything else by equality (what ``moved`` did before its fast path)."""
+    import math
+
+    def num(v: Value) -> float | None:
+        return None if isinstance(v, bool) or not isinstance(v, int | float) else float(v)
+
+    a, b = num(last), num(new)
+    if a is not None and b is not None:
+        return a != b and not (math.isnan(a) and math.isnan(b))
+    return last != new
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40),
+                    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["on", "off"]))
+
+
+@given(_VALUES, _VALUES, st.booleans())
+def test_any_change_rule_is_equality_with_nan_equal_to_nan(last: Value, new: Value,
+                                                           alarm: bool) -> None:
+    rep = Reporting(deadband=Deadband(5.0) if alarm else None, alarm=alarm)
+    assert moved(last, new, rep) == _moved_by_floats(last, new)
+    assert not moved(float("nan"), float("nan"), rep) and moved(float("nan"), 1.0, rep)

@@ -114,3 +114,19 @@ def test_tcp_concurrency_limit_and_spread() -> None:
     assert peak == 3
     assert all(j.runs >= 1 for j in jobs)
     assert sum(j.missed for j in jobs) > 0  # 12 x 20 ms / 3 slots > 100 ms interval
+
+
+def test_network_grid_gathers_jobs_into_few_wake_ups_but_stays_well_inside_the_interval() -> None:
+    from edge_agent.poll.engine import NETWORK_TICK_MAX_S, NETWORK_TICK_S, network_tick
+
+    assert network_tick(50, 1.0) == pytest.approx(0.16)  # 50 devices at 1 s: ~8 per wake-up
+    assert network_tick(1000 / 60, 60.0) == pytest.approx(0.64)  # a district at 60 s
+    assert network_tick(1000, 1.0) == NETWORK_TICK_S  # busy: the finest grid
+    assert network_tick(4000, 0.05) == NETWORK_TICK_S  # never finer than 20 ms
+    assert network_tick(0.01, 3600.0) <= NETWORK_TICK_MAX_S
+    for rate in (1.0, 10.0, 100.0):
+        for iv in (0.1, 0.5, 2.0, 30.0):
+            tick = network_tick(rate, iv)
+            assert tick <= max(NETWORK_TICK_S, iv / 4)
+            ratio = tick / NETWORK_TICK_S  # a power of two: grids of different buses nest
+            assert ratio == 2 ** round(ratio).bit_length() / 2

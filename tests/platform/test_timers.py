@@ -1,0 +1,104 @@
+"""Timers: many deadlines on one loop timer, in deadline order, never waking the loop for a
+deadline that was cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from edge_agent.platform.timers import Timers, timers_for
+
+
+def _loop_timers(loop: asyncio.AbstractEventLoop) -> int:
+    """Live asyncio timers of ``loop`` (what the selector's timeout is computed from)."""
+    scheduled: list[Any] = loop._scheduled  # type: ignore[attr-defined]
+    return sum(1 for h in scheduled if not h.cancelled())
+
+
+@pytest.mark.timeout(10)
+def test_callbacks_run_in_deadline_order_on_one_loop_timer() -> None:
+    ran: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        t = timers_for(loop)
+        assert timers_for(loop) is t  # one per loop
+        now = loop.time()
+        order = list(range(40))
+        random.Random(3).shuffle(order)
+        for k in order:
+            t.call_at(now + 0.01 + k * 0.002, ran.append, k)
+        assert len(t) == 40
+        assert _loop_timers(loop) == 1
+        await asyncio.sleep(0.2)
+        assert len(t) == 0 and _loop_timers(loop) == 0
+
+    asyncio.run(main())
+    assert ran == list(range(40))
+
+
+@pytest.mark.timeout(10)
+def test_cancelling_the_earliest_re_arms_for_the_next_or_disarms() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        t = Timers(loop)
+        fired: list[str] = []
+        now = loop.time()
+        a = t.call_at(now + 0.05, fired.append, "a")
+        b = t.call_at(now + 5.0, fired.append, "b")
+        assert t._armed == a.when
+        a.cancel()
+        a.cancel()  # idempotent
+        assert t._armed == b.when and len(t) == 1  # the loop sleeps until b, not until a
+        b.cancel()
+        assert _loop_timers(loop) == 0 and len(t) == 0
+        c = t.call_later(0.01, fired.append, "c")
+        await asyncio.sleep(0.05)
+        c.cancel()  # after it ran: nothing happens
+        assert fired == ["c"] and len(t) == 0 and t._blanks == 0
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(10)
+def test_a_failing_callback_goes_to_the_loop_handler_and_the_rest_still_run() -> None:
+    seen: list[Any] = []
+
+    def boom() -> None:
+        raise ValueError("bug")
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx["exception"]))
+        t = Timers(loop)
+        out: list[str] = []
+        now = loop.time()
+        t.call_at(now + 0.01, boom)
+        t.call_at(now + 0.01, out.append, "after")
+        await asyncio.sleep(0.05)
+        return out
+
+    assert asyncio.run(main()) == ["after"]
+    assert len(seen) == 1 and isinstance(seen[0], ValueError)
+
+
+@pytest.mark.timeout(10)
+def test_cancelled_deadlines_do_not_pile_up() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        t = Timers(loop)
+        keep = t.call_later(60.0, lambda: None)
+        now = loop.time()
+        for i in range(5000):  # like answered requests' timeouts: almost all cancelled
+            t.call_at(now + 100 + i * 1e-3, lambda: None).cancel()
+        assert len(t) == 1 and len(t._heap) == 5001  # behind a live one: blanked, kept
+        t.call_later(0.001, lambda: None)  # the next fire compacts
+        await asyncio.sleep(0.02)
+        assert len(t._heap) == 1 and len(t) == 1
+        keep.cancel()
+        t.close()
+
+    asyncio.run(main())
