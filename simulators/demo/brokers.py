@@ -22,6 +22,7 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,10 @@ class DemoBroker:
     """start() / kill() / stop() on loopback; ``kind`` says which broker runs, ``port`` is the
     agent's port, ``consumer_port`` the verifier's, ``outage`` what kill() does."""
 
-    def __init__(self, workdir: Path, *, kind: str = "auto") -> None:
+    def __init__(self, workdir: Path, *, kind: str = "auto",
+                 spawn: Callable[..., subprocess.Popen[bytes]] | None = None) -> None:
         self.workdir = workdir
+        self._spawn = spawn or subprocess.Popen  # the demo's: its children's process group
         self.kind = choose(kind)
         self.port = free_port()
         self.consumer_port = self.port
@@ -93,7 +96,7 @@ class DemoBroker:
             lines.append("user root")
         conf.write_text("\n".join(lines) + "\n")
         with open(self.workdir / "broker.log", "ab") as log:
-            self._proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
+            self._proc = self._spawn([exe, "-c", str(conf)], stdout=log, stderr=log)
 
     def kill(self) -> None:
         """An outage; sessions survive (see the module docstring)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +26,9 @@ from edge_agent.control.client import ControlClient, ControlUnavailable
 from edge_agent.errors import UplinkError
 from edge_agent.trust.keys import kid_of, load_signing_key
 from simulators.demo.brokers import DemoBroker, NoBroker
+from simulators.demo.children import ChildGroup
 from simulators.demo.consumer import VerifyingConsumer
-from simulators.demo.view import render
+from simulators.demo.view import Screen, render
 from simulators.faults import DeviceFault
 from simulators.scenario import BackgroundScenario
 
@@ -36,7 +38,8 @@ FAULT_DEVICE = "meter-03"
 class Demo:
     def __init__(self, workdir: Path, *, seed: int, broker: str) -> None:
         self.workdir = workdir
-        self.broker = DemoBroker(workdir, kind=broker)
+        self.children = ChildGroup()  # agent and mosquitto: one group, gone with the demo
+        self.broker = DemoBroker(workdir, kind=broker, spawn=self.children.spawn)
         self.sim = BackgroundScenario.load("street", seed=seed)
         self.agent: subprocess.Popen[bytes] | None = None
         self.consumer: VerifyingConsumer | None = None
@@ -44,6 +47,7 @@ class Demo:
         self.t0 = time.monotonic()
         self.meter_dead = False
         self.config: Path | None = None
+        self.printed = 0  # events already printed (no terminal: as they happen)
 
     def start(self) -> None:
         self.broker.start()
@@ -58,11 +62,11 @@ class Demo:
         if not self.consumer.subscribed.wait(10):
             raise UplinkError("the verifying consumer could not subscribe")
         with open(self.workdir / "agent.log", "wb") as log:  # the child keeps its own descriptor
-            self.agent = subprocess.Popen(
+            self.agent = self.children.spawn(
                 [sys.executable, "-m", "edge_agent.cli.main", "run", "--config", str(self.config)],
-                stdout=log, stderr=log)
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.event(f"broker {self.broker.kind} on 127.0.0.1:{self.broker.port}; agent pid "
-                   f"{self.agent.pid}; logs in {self.workdir / 'agent.log'}")
+                   f"{self.agent.pid}; logs in {self.workdir} (kept if the run fails)")
 
     def event(self, text: str) -> None:
         self.events.append(f"{time.monotonic() - self.t0:6.1f}s  {text}")
@@ -116,73 +120,127 @@ class Demo:
             self.consumer.stop()
         self.sim.stop()
         self.broker.stop()
+        self.children.stop()  # whatever is left of the group
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP (a closed terminal) arrived: stop everything, in order."""
+
+
+def _say(text: str) -> None:
+    """Print, unless the terminal is gone (hang-up) or the reader left."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
 
 
 def run_demo(duration: float | None, seed: int, chaos: bool, broker: str = "auto",
              workdir: Path | None = None) -> int:
-    tmp = tempfile.TemporaryDirectory(prefix="edge-demo-") if workdir is None else None
-    wd = Path(tmp.name) if tmp is not None else workdir
+    tmp = tempfile.mkdtemp(prefix="edge-demo-") if workdir is None else None
+    wd = Path(tmp) if tmp is not None else workdir
     assert wd is not None
     try:
         demo = Demo(wd, seed=seed, broker=broker)
     except NoBroker as exc:
         print(f"edge-agent demo: {exc}", file=sys.stderr)
         if tmp is not None:
-            tmp.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)
         return 2
     interactive = duration is None and sys.stdin.isatty() and sys.stdout.isatty()
     old_tty = termios.tcgetattr(sys.stdin) if interactive else None
     plan = {0.2: demo.toggle_meter, 0.3: demo.toggle_broker, 0.5: demo.toggle_broker,
             0.6: demo.toggle_meter} if chaos and duration else {}
-    last_print = 0.0
+
+    def on_signal(signum: int, frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # one stop, however many signals follow
+        raise _Stopped(signal.Signals(signum).name)
+
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM,
+                                                                   signal.SIGHUP)}
+    stopped = ""
+    crashed = ""
     try:
         demo.start()
         if interactive:
             tty.setcbreak(sys.stdin.fileno())
-        while True:
-            t = time.monotonic() - demo.t0
-            if duration is not None and t >= duration:
-                break
-            for frac in sorted(plan):
-                if duration is not None and t >= frac * duration:
-                    plan.pop(frac)()
-            if demo.agent is not None and demo.agent.poll() is not None:
-                demo.event(f"agent exited with {demo.agent.returncode}")
-                break
-            st, dv = demo.agent_status()
-            assert demo.consumer is not None
-            if interactive:
-                sys.stdout.write("\x1b[H\x1b[2J" + render(demo, st, dv) + "\n")
-                sys.stdout.flush()
-                r, _, _ = select.select([sys.stdin], [], [], 1.0)
-                if r:
-                    ch = os.read(sys.stdin.fileno(), 1).decode(errors="ignore").lower()
-                    if ch == "q":
-                        break
-                    if ch == "b":
-                        demo.toggle_broker()
-                    if ch == "d":
-                        demo.toggle_meter()
-            else:
-                if t - last_print >= 5.0:
-                    last_print = t
-                    print(render(demo, st, dv, compact=True), flush=True)
-                time.sleep(0.5)
+        with Screen() if interactive else contextlib.nullcontext() as screen:
+            _loop(demo, duration, plan, screen)
         drained = demo.drain(30.0)
         demo.event("outbox drained" if drained else "outbox NOT drained within 30 s")
+    except _Stopped as exc:
+        stopped = str(exc)
+        demo.event(f"stopped by {stopped}: shutting down")
+    except KeyboardInterrupt:
+        stopped = "Ctrl-C"
+        demo.event("interrupted (Ctrl-C): shutting down")
+    except Exception as exc:
+        crashed = f"{type(exc).__name__}: {exc}"
+        demo.event(f"demo failed: {crashed}")
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         if old_tty is not None:
-            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old_tty)
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old_tty)
         demo.stop()
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     assert demo.consumer is not None
     rep = demo.consumer.report()
-    for e in demo.events:
-        print(e)
-    print(f"verified: {rep.batches} batches, {rep.readings} readings, duplicates {rep.duplicates},"
-          f" gaps explained {rep.gaps_explained}, unexplained {rep.gaps_unexplained}, "
-          f"forged {rep.forged}, broken links {rep.broken_chain} -> "
-          f"{'ALL VERIFIED' if rep.ok and rep.batches else 'FAILED'}")
-    if tmp is not None:
-        with contextlib.suppress(OSError):
-            tmp.cleanup()
-    return 0 if rep.ok and rep.batches > 0 else 1
+    for e in demo.events[demo.printed:]:
+        _say(e)
+    _say(f"verified: {rep.batches} batches, {rep.readings} readings, duplicates "
+         f"{rep.duplicates}, gaps explained {rep.gaps_explained}, unexplained "
+         f"{rep.gaps_unexplained}, forged {rep.forged}, broken links {rep.broken_chain} -> "
+         f"{'ALL VERIFIED' if rep.ok and rep.batches else 'FAILED'}")
+    ok = rep.ok and rep.batches > 0 and not crashed
+    if stopped:
+        ok = rep.ok  # cut short on purpose: nothing to keep unless something was wrong
+    if not ok:
+        _say(f"logs kept in {wd} (agent.log, broker.log)")
+    elif tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if stopped:
+        return 130 if stopped == "Ctrl-C" else 128 + int(getattr(signal, stopped))
+    return 0 if ok else 1
+
+
+def _loop(demo: Demo, duration: float | None, plan: dict[float, Any], screen: Any) -> None:
+    """Until the duration is up, q is pressed or the agent exits."""
+    last_print = 0.0
+    while True:
+        t = time.monotonic() - demo.t0
+        if duration is not None and t >= duration:
+            return
+        for frac in sorted(plan):
+            if duration is not None and t >= frac * duration:
+                plan.pop(frac)()
+        if demo.agent is not None and demo.agent.poll() is not None:
+            demo.event(f"agent exited with {demo.agent.returncode}")
+            raise _AgentExited(demo.agent.returncode)
+        st, dv = demo.agent_status()
+        if screen is not None:
+            size = shutil.get_terminal_size((80, 24))
+            screen.draw(render(demo, st, dv, width=size.columns, height=size.lines))
+            r, _, _ = select.select([sys.stdin], [], [], 1.0)
+            if r:
+                ch = os.read(sys.stdin.fileno(), 1).decode(errors="ignore").lower()
+                if ch == "q":
+                    return
+                if ch == "b":
+                    demo.toggle_broker()
+                if ch == "d":
+                    demo.toggle_meter()
+        else:
+            for e in demo.events[demo.printed:]:  # events as they happen
+                _say(e)
+            demo.printed = len(demo.events)
+            if t - last_print >= 5.0:
+                last_print = t
+                _say(render(demo, st, dv, compact=True))
+            time.sleep(0.5)
+
+
+class _AgentExited(Exception):
+    """The agent process ended on its own: the run failed."""
