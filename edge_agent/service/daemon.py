@@ -345,6 +345,8 @@ class Agent:
         def left(share: float) -> float:
             return max(0.5, min(share, deadline - time.monotonic()))
 
+        if self.rollout is not None:
+            self.rollout.stop()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -124,10 +124,15 @@ class RolloutManager:
     def acked(self, key: int) -> None:
         self.results.acked(key)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """The daemon is stopping: no verdict is taken while its stages shut down (a probation
+        under way resumes at the next start, counted)."""
         for t in [*self._tasks, self._probation_task]:
             if t is not None:
                 t.cancel()
+
+    def close(self) -> None:
+        self.stop()
         self.results.close()
 
     # -- a bundle arrives --------------------------------------------------------------------------
