@@ -88,8 +88,10 @@ def _file_checks(config: Path, ident: Identity | None,
     if ident is not None and euid == 0:
         first.detail += "; checked as it"
         # root's own view first: the network checks need the config, and what the checks import
-        # is then loaded before the child drops its rights
-        cfg = load(config)[1]
+        # is then loaded before the child drops its rights. Whether the files it names may be
+        # trusted is the child's verdict: owners are judged against the service user, which
+        # root's view cannot tell from any other account
+        cfg = load(config, check_files=False)[1]
         for mod in ("edge_agent.trust.keys", "cryptography.x509"):
             importlib.import_module(mod)
         got = run_as(ident, lambda: service_checks(config))

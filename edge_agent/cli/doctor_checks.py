@@ -49,12 +49,14 @@ def _why(exc: OSError) -> str:
     return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
 
 
-def load(path: Path) -> tuple[list[Check], AgentConfig | None]:
-    """The config as the daemon would load it, with every problem and warning as a line."""
+def load(path: Path, *, check_files: bool = True) -> tuple[list[Check], AgentConfig | None]:
+    """The config as the daemon would load it, with every problem and warning as a line.
+    ``check_files=False``: only what the config says, not whether the files it names may be
+    trusted (root's own view when the service's identity judges them)."""
     from edge_agent.config.load import load_config
 
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, check_files=check_files)
     except ConfigError as exc:
         return [Check("config", FAIL, str(p), f"edge-agent check-config {path}")
                 for p in exc.problems], None

@@ -114,7 +114,10 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None,
         rollout_t.finish(("tags",))
     top.finish(TOP_KEYS)
     if check_files:
-        check_config_files(_abs(path), uplink, keys, problems)
+        unseen: list[str] = []
+        check_config_files(_abs(path), uplink, keys, problems, warnings=unseen,
+                           profiles_dir=profiles_dir if profiles is None else None)
+        loader.warnings += [Problem(problems.file, "keys.signing_key", w) for w in unseen]
 
     broken: set[str] = set()
     if profiles is None:

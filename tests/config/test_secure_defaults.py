@@ -23,7 +23,7 @@ from edge_agent.config.load import load_config
 from edge_agent.config.permissions import Kind, file_problem
 from edge_agent.errors import CommandRefused, ConfigError, KeyFileError, Problem
 from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
-from tests.config.conftest import EXAMPLE, Doc, Writer, paths, problems
+from tests.config.conftest import EXAMPLE, PROFILES, Doc, Writer, paths, problems
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 NOBODY = 65534
@@ -126,6 +126,14 @@ def _gateway(tmp_path: Path, write: Writer, config: Doc, *, tls: bool = True) ->
     """A config using every checked file, all at the modes provisioning lays down."""
     ops = tmp_path / "operators"
     ops.mkdir(mode=0o755)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir(mode=0o755)
+    for shipped in PROFILES.glob("*.toml"):
+        (profiles / shipped.name).write_bytes(shipped.read_bytes())
+        os.chmod(profiles / shipped.name, 0o644)
+    config["profiles_dir"] = "profiles"
+    (tmp_path / "keys").mkdir(mode=0o700)
+    generate_signing_key(tmp_path / "keys" / "signing.key")
     (ops / "alice.pem").write_bytes(public_pem(generate_signing_key(tmp_path / "alice.key")))
     (ops / "README").write_text("not a key: not loaded, not checked\n")
     config["keys"]["command_keys"] = "operators"
@@ -153,13 +161,22 @@ def _gateway(tmp_path: Path, write: Writer, config: Doc, *, tls: bool = True) ->
     ("client.key", 0o644, "uplink.tls.key_file", "chmod 600"),
     ("client.key", 0o604, "uplink.tls.key_file", "chmod 600"),
     ("mqtt.pass", 0o640, "uplink.password_file", "chmod 600"),
+    ("keys/signing.key", 0o666, "keys.signing_key", "chmod 600"),
+    ("keys/signing.key", 0o640, "keys.signing_key", "chmod 600"),
+    ("profiles", 0o777, "profiles_dir", "chmod go-w"),
+    ("profiles/street_lamp.toml", 0o666, "profiles_dir", "chmod go-w"),
+    ("profiles/water_meter.toml", 0o664, "profiles_dir", "chmod go-w"),
+    # a directory holding a trusted file: whoever may write it can swap the file by a rename
+    (".", 0o777, "", "chmod go-w"),
+    (".", 0o775, "", "chmod go-w"),
+    ("keys", 0o777, "keys.signing_key", "chmod go-w"),
 ])
 def test_file_open_to_others_is_refused_and_the_fix_works(
         tmp_path: Path, write: Writer, config: Doc, rel: str, mode: int, key_path: str,
         fix: str) -> None:
     path = _gateway(tmp_path, write, config)
     load_config(path)  # as provisioned: fine
-    target = tmp_path / rel
+    target = Path(os.path.normpath(tmp_path / rel))
     os.chmod(target, mode)
     found = problems(lambda: load_config(path))
     assert paths(found) == [key_path], "\n".join(map(str, found))
@@ -193,6 +210,106 @@ def test_file_owned_by_another_user_is_refused_and_the_fix_works(
     assert fix_of(found[0]) == f"chown {owner} {target}"
     apply_fix(found[0])
     load_config(path)
+
+
+def test_a_sticky_directory_is_no_hole(tmp_path: Path, write: Writer, config: Doc) -> None:
+    """/tmp's rule: in a 1777 directory others may add names but not rename or remove a name they
+    do not own, so the files the agent trusts stay in place (this is where pytest's tmp_path and
+    every test gateway live)."""
+    path = _gateway(tmp_path, write, config)
+    for d in (tmp_path, tmp_path / "keys", tmp_path / "profiles" / ".."):
+        os.chmod(d, 0o1777)
+    load_config(path)
+    os.chmod(tmp_path, 0o777)  # the same without the sticky bit
+    found = problems(lambda: load_config(path))
+    assert paths(found) == [""] and f"directory {tmp_path} holding config file" in \
+        found[0].message and "rename" in found[0].message
+
+
+def test_a_writable_directory_far_up_is_found_once(tmp_path: Path, write: Writer,
+                                                   config: Doc) -> None:
+    """The walk goes up to /: a 0777 grand-parent opens every file below it, reported once at
+    the first key path that reaches it, with a fix that makes the config load."""
+    top = tmp_path / "site"
+    gw = top / "gw"
+    gw.mkdir(parents=True)
+    path = _gateway(gw, write_into(gw), config)
+    os.chmod(top, 0o777)
+    found = problems(lambda: load_config(path))
+    assert paths(found) == [""], "\n".join(map(str, found))
+    assert f"directory {top} holding config file {path}" in found[0].message
+    assert fix_of(found[0]) == f"chmod go-w {top}"
+    apply_fix(found[0])
+    load_config(path)
+
+
+def write_into(directory: Path) -> Writer:
+    from tests.config.tomlw import dumps
+
+    def write(name: str, doc: Doc) -> Path:
+        p = directory / name
+        p.write_text(dumps(doc))
+        return p
+    return write
+
+
+@ROOT_ONLY
+def test_a_directory_or_link_on_the_way_owned_by_another_user_is_refused(
+        tmp_path: Path, write: Writer, config: Doc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(permissions, "SERVICE_USER", "edge-agent-absent")
+    real = tmp_path / "real"
+    real.mkdir()
+    path = _gateway(real, write_into(real), config)
+    os.chown(real, NOBODY, -1)
+    found = problems(lambda: load_config(path))
+    assert paths(found) == [""] and fix_of(found[0]) == f"chown root {real}"
+    apply_fix(found[0])
+    load_config(path)
+    link = tmp_path / "etc"
+    link.symlink_to(real)
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+    found = problems(lambda: load_config(link / "agent.toml"))
+    assert [p.path for p in found] == [""] and f"symbolic link {link}" in found[0].message
+    apply_fix(found[0])
+    load_config(link / "agent.toml")
+
+
+def test_check_config_refuses_a_signing_key_others_can_read(
+        tmp_path: Path, write: Writer, config: Doc, capsys: pytest.CaptureFixture[str]) -> None:
+    """The daemon, doctor and `keys show` refuse it: check-config says so before them."""
+    path = _gateway(tmp_path, write, config, tls=False)
+    assert main(["check-config", str(path)]) == 0
+    capsys.readouterr()
+    os.chmod(tmp_path / "keys" / "signing.key", 0o666)
+    assert main(["check-config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"keys.signing_key: signing key {tmp_path / 'keys' / 'signing.key'} is accessible " \
+           "by group and others" in out
+
+
+@ROOT_ONLY
+def test_a_signing_key_the_technician_cannot_see_is_noted_not_refused() -> None:
+    """check-config as a user outside the service's state directory (0700): the key's rules are
+    checked by whoever can load it; the technician is told they were not checked here."""
+    from tests.config.conftest import CONFIG
+    from tests.config.tomlw import dumps
+    from tests.e2e.technician import free_uid, open_dir, run_cli_as
+
+    with open_dir() as base:
+        profiles = base / "profiles"
+        profiles.mkdir(mode=0o755)
+        for shipped in PROFILES.glob("*.toml"):
+            (profiles / shipped.name).write_bytes(shipped.read_bytes())
+            os.chmod(profiles / shipped.name, 0o644)
+        (base / "keys").mkdir(mode=0o700)
+        generate_signing_key(base / "keys" / "signing.key")
+        (base / "agent.toml").write_text(dumps(dict(CONFIG, profiles_dir="profiles")))
+        os.chmod(base / "agent.toml", 0o644)
+        uid = free_uid()
+        run = run_cli_as(uid, ["check-config", str(base / "agent.toml")])
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "WARNING:" in run.stdout and "keys.signing_key" in run.stdout
+        assert f"not visible to {uid}" in run.stdout
 
 
 def test_every_problem_at_once(tmp_path: Path, write: Writer, config: Doc) -> None:
@@ -247,8 +364,6 @@ def test_signing_key_uses_the_same_rules(tmp_path: Path) -> None:
 def test_reload_is_refused_when_an_operator_key_becomes_writable(
         tmp_path: Path, write: Writer, config: Doc) -> None:
     path = _gateway(tmp_path, write, config, tls=False)
-    (tmp_path / "keys").mkdir()
-    generate_signing_key(tmp_path / "keys" / "signing.key")
     from edge_agent.service.daemon import Agent
 
     agent = Agent(path)

@@ -41,12 +41,19 @@ def _statuses(out: str) -> dict[str, str]:
 
 
 def _hand_to(gw: Gateway, uid: int) -> Path:
-    """What scripts/install + provision do for the service user: it owns its state and key, its
-    serial ports are open to it; a unit file naming it."""
-    for p in (gw.dir / "signing.key", gw.dir / "state", gw.dir / "state" / "outbox.db"):
+    """What scripts/install + provision do for the service user: it owns its state and key, the
+    key in a directory only it may enter (as provision lays down /var/lib/edge-agent/keys 0700),
+    its serial ports are open to it; a unit file naming it."""
+    buses = load_config(gw.config).buses.values()
+    keys = gw.dir / "keys"
+    keys.mkdir(mode=0o700)
+    os.rename(gw.dir / "signing.key", keys / "signing.key")
+    text = gw.config.read_text()
+    gw.config.write_text(text.replace(str(gw.dir / "signing.key"), str(keys / "signing.key")))
+    for p in (keys, keys / "signing.key", gw.dir / "state", gw.dir / "state" / "outbox.db"):
         if p.exists():
             os.chown(p, uid, uid)
-    for bus in load_config(gw.config).buses.values():
+    for bus in buses:
         if isinstance(bus, SerialBus):
             os.chown(bus.port, uid, uid)  # the pty slave: dialout's role on a real box
     unit = gw.dir.parent / "edge-agent.service"
@@ -82,7 +89,7 @@ def test_doctor_as_root_checks_as_the_service_user(open_gateway: Gateway) -> Non
     assert st["clock"] == "PASS" or st["clock"] == "WARN"  # a verdict, and never exit 1 alone
 
     # the key is root's again: root could read it, the service cannot -> FAIL, named
-    key = gw.dir / "signing.key"
+    key = gw.dir / "keys" / "signing.key"
     os.chown(key, 0, 0)
     try:
         bad = gw.cli(*args)
@@ -91,11 +98,14 @@ def test_doctor_as_root_checks_as_the_service_user(open_gateway: Gateway) -> Non
         assert key_lines[0]["status"] == "FAIL" and "ermission denied" in key_lines[0]["detail"]
     finally:
         os.chown(key, svc, svc)
-    # a key the rules call too open: the permission rule of key loading shows up here
+    # a key the rules call too open: the config's permission rules (check-config's) refuse it
     os.chmod(key, 0o644)
     try:
         bad = gw.cli(*args)
-        assert bad.returncode == 1 and _statuses(bad.stdout)["signing key"] == "FAIL"
+        assert bad.returncode == 1 and _statuses(bad.stdout)["config"] == "FAIL", bad.stdout
+        assert any(c["status"] == "FAIL" and "keys.signing_key" in c["detail"]
+                   and f"chmod 600 {key}" in c["detail"]
+                   for c in _by_name(bad.stdout)["config"]), bad.stdout
     finally:
         os.chmod(key, 0o600)
 
