@@ -84,17 +84,21 @@ def check_names(cat: dict[str, Any], device: str | None = None, point: str | Non
 
 # -- values ----------------------------------------------------------------------------------
 
-def _quality(p: dict[str, Any] | None, value: Any, error: str = "") -> str:
-    if value is None:
-        return f"BAD ({error})" if error else "BAD (no value)"
-    rng = (p or {}).get("valid_range")
-    if rng and isinstance(value, int | float) and not isinstance(value, bool):
-        lo, hi = rng
-        if value < lo:
-            return f"OUT OF RANGE (below {lo:g})"
-        if value > hi:
-            return f"OUT OF RANGE (above {hi:g})"
-    return "ok"
+Judged = tuple[str, str]  # (quality, reason) as the poller decided it (readings.Quality values)
+
+
+def _quality(p: dict[str, Any] | None, judged: Judged | None) -> str:
+    """The poller's verdict as a person reads it: the daemon's own for a read through it,
+    ``poll.quality.judge``'s for ``--direct`` (the same rule: ``valid_range`` or a writable
+    point's min/max, ``plausible_range`` in the catalog)."""
+    quality, reason = judged or ("bad", "no value")
+    if quality == "good":
+        return "ok"
+    if quality == "out_of_range":
+        rng = (p or {}).get("plausible_range") or (p or {}).get("valid_range")
+        bound = "" if not rng else f" {rng[0] if reason == 'below' else rng[1]:g}"
+        return f"OUT OF RANGE ({reason}{bound})"
+    return f"{quality.upper()} ({reason or 'no value'})"
 
 
 def shown(p: dict[str, Any] | None, value: Any) -> str:
@@ -105,10 +109,9 @@ def shown(p: dict[str, Any] | None, value: Any) -> str:
 
 
 def _values_table(dev: dict[str, Any], values: dict[str, Any],
-                  errors: dict[str, str] | None = None) -> str:
+                  quality: dict[str, Judged]) -> str:
     meta = {p["name"]: p for p in dev["points"]}
-    rows = [[name, shown(meta.get(name), v), _quality(meta.get(name), v,
-                                                        (errors or {}).get(name, ""))]
+    rows = [[name, shown(meta.get(name), v), _quality(meta.get(name), quality.get(name))]
             for name, v in sorted(values.items())]
     when = time.strftime("%H:%M:%S")
     head = f"{dev['name']} ({dev.get('profile', '?')}, bus {dev['bus']}, unit " \
@@ -165,12 +168,14 @@ def _read(args: argparse.Namespace) -> int:
     if args.point:
         _point(dev, args.point)
     try:
-        values = _call(args, "read", device=args.device, point=args.point)
+        judged = _call(args, "read", device=args.device, point=args.point, quality=True)
     except ControlRefused as exc:
         if exc.reason.startswith("unknown_"):  # the config changed under us (reload)
             check_names(cat, args.device, args.point)
         raise
-    emit(args, values, _values_table(dev, values))
+    values = {k: j["value"] for k, j in judged.items()}
+    quality = {k: (str(j["quality"]), str(j["reason"])) for k, j in judged.items()}
+    emit(args, values, _values_table(dev, values, quality))
     return EXIT_OK
 
 
@@ -184,7 +189,8 @@ def _read_direct(args: argparse.Namespace) -> int:
     if args.point:
         _point(dev, args.point)
     got = direct_read(cfg, args.device, args.point)
-    emit(args, got.values, _values_table(dev, got.values, got.errors))
+    quality = {k: (q.value, r) for k, (q, r) in got.quality.items()}
+    emit(args, got.values, _values_table(dev, got.values, quality))
     return EXIT_OK
 
 

@@ -23,16 +23,28 @@ from edge_agent.errors import (
     CommandRefused,
     EdgeAgentError,
 )
+from edge_agent.poll.quality import judge
 from edge_agent.profiles.codec import decode
-from edge_agent.profiles.model import AtPoint, ModbusPoint, Protocol
+from edge_agent.profiles.model import AtPoint, ModbusPoint, Point, Protocol, plausible_range
 from edge_agent.profiles.planner import plan
-from edge_agent.readings import Value
+from edge_agent.readings import Quality, Value
 
 
 @dataclass
 class DirectRead:
     values: dict[str, Value] = field(default_factory=dict)  # None where the point failed
     errors: dict[str, str] = field(default_factory=dict)  # point -> why it has no value
+    # point -> (quality, reason) by the poller's own rule: what the daemon would publish
+    quality: dict[str, tuple[Quality, str]] = field(default_factory=dict)
+
+    def judge(self, points: Sequence[Point]) -> None:
+        """Each value's quality by ``poll.quality.judge`` against ``plausible_range`` (the one
+        rule the poller applies), BAD with the error where there is no value."""
+        for p in points:
+            if p.name in self.values:
+                value = self.values[p.name]
+                self.quality[p.name] = (Quality.BAD, self.errors.get(p.name, "no value")) \
+                    if value is None else judge(value, plausible_range(p))
 
 
 def direct_read(cfg: AgentConfig, device: str, point: str | None) -> DirectRead:
@@ -62,6 +74,7 @@ def direct_read(cfg: AgentConfig, device: str, point: str | None) -> DirectRead:
         if first == "timeout":
             raise BusTimeout(f"{where}: no answer")
         raise BusError(f"{where}: {first}")
+    got.judge(points)
     return got
 
 

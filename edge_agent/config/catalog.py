@@ -12,13 +12,17 @@ from typing import Any
 
 from edge_agent.config.model import AgentConfig, SerialBus, TcpBus
 from edge_agent.profiles.display import decimals, significant
-from edge_agent.profiles.model import ModbusPoint, Point
+from edge_agent.profiles.model import ModbusPoint, Point, plausible_range
 
 
 def point_info(p: Point) -> dict[str, Any]:
+    """``plausible_range``: where a reading is plausible (``valid_range``, or a writable point's
+    min/max; ``profiles.model.plausible_range``): outside it the poller says out_of_range."""
+    plausible = plausible_range(p)
     info: dict[str, Any] = {
         "name": p.name, "type": str(p.type), "unit": p.unit, "decimals": decimals(p),
         "digits": significant(p), "valid_range": list(p.valid_range) if p.valid_range else None,
+        "plausible_range": list(plausible) if plausible else None,
         "writable": isinstance(p, ModbusPoint) and p.writable,
     }
     if isinstance(p, ModbusPoint):

@@ -60,7 +60,7 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
                "address": ((int,), True), "count": ((int,), False), "values": ((list,), False),
                "timeout": ((int, float), False), "probe": ((bool,), False)},
     "buffer": {},
-    "read": {"device": ((str,), True), "point": ((str,), False)},
+    "read": {"device": ((str,), True), "point": ((str,), False), "quality": ((bool,), False)},
     "write": {"device": ((str,), True), "point": ((str,), True), "value": (_ANY_VALUE, True)},
     "tail": {"device": ((str,), False), "point": ((str,), False), "class": ((str,), False)},
     "export": {"after_seq": ((int,), False)},
@@ -145,6 +145,8 @@ class ControlTarget(Protocol):
                      probe: bool) -> dict[str, Any]: ...
 
     async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]: ...
+
+    async def read_judged(self, device: str, point: str | None = None) -> dict[str, Any]: ...
 
     async def local_write(self, device: str, point: str, value: Value) -> Value: ...
 

@@ -229,8 +229,9 @@ class ControlServer:
             return {"ok": True, "result": await t.modbus(
                 req["bus"], req["unit"], req["table"], req["address"], req.get("count"),
                 req.get("values"), req.get("timeout"), bool(req.get("probe")))}
-        if op == "read":
-            return {"ok": True, "result": await t.read_now(req["device"], req.get("point"))}
+        if op == "read":  # quality: each point's {value, quality, reason} as the poller judged
+            read = t.read_judged if req.get("quality") else t.read_now
+            return {"ok": True, "result": await read(req["device"], req.get("point"))}
         if op == "write":
             value = await t.local_write(req["device"], req["point"], req["value"])
             return {"ok": True, "result": {"confirmed": value}}

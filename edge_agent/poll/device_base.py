@@ -29,6 +29,7 @@ from edge_agent.profiles.model import Point, Profile, Reporting, plausible_range
 from edge_agent.readings import Quality, Reading, Value
 
 Emit = Callable[[Reading, Reporting], None]
+Judged = tuple[Value, Quality, str]  # a read-now answer: value, its quality and the reason
 # The hot path's emit: (device, point, value, quality, reason, mono_ns, wall_ns, clock_synced);
 # the receiver builds the Reading only if the report filter lets it through.
 Offer = Callable[[str, Point, Value, Quality, str, int, int, bool], None]
@@ -75,12 +76,12 @@ class DeviceBase(abc.ABC):
         self.requests_done = 0
         self.registers_read = 0
         self.last_timeout_s = timeout_max_s
-        self._collect: dict[str, Value] | None = None  # set by read_now
+        self._collect: dict[str, Judged] | None = None  # set by read_now
 
     def _reading(self, p: Point, value: Value, q: Quality, reason: str, mono: int,
                  wall: int, synced: bool) -> None:
         if self._collect is not None:
-            self._collect[p.name] = value
+            self._collect[p.name] = (value, q, reason)
         if self._offer is not None:
             self._offer(self.device.name, p, value, q, reason, mono, wall, synced)
             return
@@ -88,9 +89,10 @@ class DeviceBase(abc.ABC):
                     p.reporting.alarm, synced)
         self._emit(r, p.reporting)
 
-    async def read_now(self, point: str | None = None) -> dict[str, Value]:
-        """Read every point (or one) at once, quarantine or not; {point: value}, None for a BAD
-        point. BusTimeout / BusError when the device does not answer. Caller holds the lock."""
+    async def read_now(self, point: str | None = None) -> dict[str, Judged]:
+        """Read every point (or one) at once, quarantine or not; {point: (value, quality,
+        reason)} as the poller judged them (value None for a BAD point). BusTimeout / BusError
+        when the device does not answer. Caller holds the lock."""
         self._collect = {}
         try:
             if not await self._read_now(point):
@@ -102,7 +104,9 @@ class DeviceBase(abc.ABC):
             got = self._collect
         finally:
             self._collect = None
-        return got if point is None else {point: got.get(point)}
+        if point is None:
+            return got
+        return {point: got.get(point, (None, Quality.BAD, "no value"))}
 
     @abc.abstractmethod
     async def _read_now(self, point: str | None) -> bool:

@@ -40,7 +40,7 @@ from edge_agent.errors import (
 )
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.at_poll import AtDevicePoller
-from edge_agent.poll.device_base import DeviceBase
+from edge_agent.poll.device_base import DeviceBase, Judged
 from edge_agent.poll.device_plan import Group
 from edge_agent.poll.device_poll import DevicePoller
 from edge_agent.poll.health import GRANULARITY_S, NETWORK_GRANULARITY_S
@@ -300,6 +300,11 @@ class Poller:
         quarantined. {point: value}, None for a point that read BAD; the readings also go through
         the report filter to the sink. CommandRefused for an unknown device / point, BusError
         when the device does not answer."""
+        return {k: v[0] for k, v in (await self.read_judged(device, point)).items()}
+
+    async def read_judged(self, device: str, point: str | None = None) -> dict[str, Judged]:
+        """``read_now`` with each value's quality and reason as the poller decided them (what
+        the readings it published carry: good, out_of_range, bad, unreadable)."""
         dp = self.devices.get(device)
         if dp is None:
             raise CommandRefused("unknown_device", device)

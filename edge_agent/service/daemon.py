@@ -144,6 +144,13 @@ class Agent:
             raise CommandRefused("not_running", "poller not started")
         return await self.poller.read_now(device, point)
 
+    async def read_judged(self, device: str, point: str | None = None) -> dict[str, Any]:
+        """``read_now`` with the poller's own verdict: {point: {value, quality, reason}}."""
+        if self.poller is None:
+            raise CommandRefused("not_running", "poller not started")
+        got = await self.poller.read_judged(device, point)
+        return {k: {"value": v, "quality": q.value, "reason": r} for k, (v, q, r) in got.items()}
+
     async def write(self, device: str, point: str, value: Value) -> Value:
         if self.poller is None:
             raise CommandRefused("not_running", "poller not started")
