@@ -13,11 +13,20 @@ everything ever fed.
 
 Writes happen inside one transaction that ``commit()`` ends (``synchronous=FULL`` in WAL mode for a
 file): the caller commits when what it fed is recorded, e.g. before acknowledging it to a broker.
+
+One process at a time: a state file is locked (``flock`` on ``DB.lock`` beside it, holding the
+holder's pid) from open to close. A second archiver on the same state would take the MQTT session
+(the client id the state keeps) from the first and report the other's batches as gaps; it is
+refused at once with ``StateInUse`` naming the holder's pid. The lock goes with the process (a
+``kill -9`` frees it); the lock file stays.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -58,11 +67,59 @@ Range = tuple[int, int]
 Seen = tuple[bytes, bytes]  # digest, prev
 
 
+class StateInUse(VerifyError):
+    """Another process holds the state file (``pid`` when it could be read, else None)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        who = f"pid {pid}" if pid is not None else "a process whose pid is not written yet"
+        super().__init__(f"{path}: in use by another edge-agent verify ({who}); one archiver "
+                         "per state file")
+        self.pid = pid
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _holder(fd: int) -> int | None:
+    """The pid the holder wrote in the lock file (it writes it right after taking the lock)."""
+    for _ in range(20):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.01)
+    return None
+
+
+def _lock(path: Path) -> int:
+    """Take the state's lock; the open fd (its lifetime is the lock's). StateInUse if held."""
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise VerifyError(f"{lock}: cannot open the state's lock file: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _holder(fd)
+        os.close(fd)
+        raise StateInUse(path, pid) from None
+    except OSError as exc:
+        os.close(fd)
+        raise VerifyError(f"{lock}: cannot lock: {exc.strerror or exc}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class VerifyState:
     def __init__(self, path: Path | None = None) -> None:
-        """``path`` None: a private temporary database, deleted on close."""
+        """``path`` None: a private temporary database, deleted on close. A file is locked for
+        this process until ``close`` (StateInUse when another holds it)."""
         self.path = path
         where = str(path) if path is not None else "temporary verify state"
+        self._lock_fd = _lock(path) if path is not None else None
         try:
             self._db = sqlite3.connect(
                 "" if path is None else str(path), isolation_level=None, check_same_thread=False
@@ -83,8 +140,17 @@ class VerifyState:
                                   f"{SCHEMA_VERSION}")  # fmt: skip
             self.commit()
         except sqlite3.DatabaseError as exc:
+            self._unlock()
             raise VerifyError(f"{where}: cannot open verify state: {exc}") from exc
+        except BaseException:
+            self._unlock()
+            raise
         self.where = where
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # frees the flock
+            self._lock_fd = None
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -110,8 +176,11 @@ class VerifyState:
         self._db.execute("RELEASE report")
 
     def close(self) -> None:
-        self.commit()
-        self._db.close()
+        try:
+            self.commit()
+            self._db.close()
+        finally:
+            self._unlock()
 
     # -- meta, counters, events ----------------------------------------------------------------
 

@@ -3,13 +3,18 @@ change nothing, and every lookup indexed (checked with EXPLAIN QUERY PLAN, not w
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
 from edge_agent.trust.verify import ChainVerifier, VerifyReport
-from edge_agent.trust.verify_state import VerifyState
+from edge_agent.trust.verify_state import StateInUse, VerifyState, lock_path
 from tests.trust.helpers import BOOT, GATEWAY, T0, build_chain, fixed_key, keyring, make_readings
 
 SIGNER = BatchSigner(fixed_key(0), GATEWAY, BOOT)
@@ -30,9 +35,13 @@ def _twin(chain: list[SignedBatch], seq: int) -> SignedBatch:
 
 
 def _report(msgs: list[bytes], path: Path | None = None, window: int = 16) -> VerifyReport:
-    v = ChainVerifier(KEYS, window=window, state=VerifyState(path))
-    v.feed_many(msgs)
-    return v.summary()
+    state = VerifyState(path)
+    try:
+        v = ChainVerifier(KEYS, window=window, state=state)
+        v.feed_many(msgs)
+        return v.summary()
+    finally:
+        state.close()
 
 
 def test_resumes_across_restarts_with_the_same_verdict(tmp_path: Path) -> None:
@@ -50,13 +59,11 @@ def test_resumes_across_restarts_with_the_same_verdict(tmp_path: Path) -> None:
         v.feed_many(part)
         v.commit()
         state.close()
-    resumed = ChainVerifier(KEYS, window=16, state=VerifyState(path)).summary()
+    resumed = _report([], path)
     assert resumed == one_shot
     assert (resumed.gaps_explained, resumed.gaps_unexplained, resumed.duplicates) == (3, 1, 1)
     assert resumed.unexplained == ((GATEWAY, 40, 40),)
-    later = ChainVerifier(KEYS, window=16, state=VerifyState(path))
-    later.feed(chain[39].cose)  # seq 40 after all, in a fourth run
-    r = later.summary()
+    r = _report([chain[39].cose], path)  # seq 40 after all, in a fourth run
     assert r.ok and (r.late, r.gaps_unexplained, r.links_unchecked) == (resumed.late + 1, 0, 1)
 
 
@@ -72,18 +79,19 @@ def test_a_conflict_is_found_however_old_the_first_copy(tmp_path: Path) -> None:
     assert (r.conflicts, r.duplicates, r.batches, r.late) == (1, 1, 5000, 0)
     assert not r.ok and any("conflict" in p and "seq=3:" in p for p in r.problems)
     assert len(v._chains[GATEWAY].pending) == 0  # memory: nothing kept per linked batch
+    state.close()
 
 
 def test_pins_survive_a_restart(tmp_path: Path) -> None:
     chain = build_chain(SIGNER, 3)
     impostor = build_chain(BatchSigner(fixed_key(1), GATEWAY, BOOT), 4)
     path = tmp_path / "v.db"
-    v = ChainVerifier(KEYS, state=VerifyState(path))
-    v.feed_many(b.cose for b in chain)
-    v.commit()
-    v2 = ChainVerifier(KEYS, state=VerifyState(path))
+    _report([b.cose for b in chain], path)
+    state = VerifyState(path)
+    v2 = ChainVerifier(KEYS, state=state)
     assert v2.feed(impostor[3].cose) is None  # a valid key, but not the one this gateway uses
     r = v2.summary()
+    state.close()
     assert r.forged == 1 and any("signs with kid" in p for p in r.problems)
 
 
@@ -120,6 +128,7 @@ def test_every_lookup_is_indexed(tmp_path: Path) -> None:
     v.commit()
     v.summary()
     state._db.set_trace_callback(None)
+    state.close()
     probe = sqlite3.connect(tmp_path / "v.db")
     scans = []
     for sql in statements:
@@ -134,3 +143,34 @@ def test_every_lookup_is_indexed(tmp_path: Path) -> None:
     probe.close()
     assert scans == []
     assert any("FROM seen" in s for s in statements) and any("FROM claims" in s for s in statements)
+
+
+def test_one_process_per_state_file(tmp_path: Path) -> None:
+    """Two archivers on one state would take the MQTT session from each other and call each
+    other's batches gaps: the second is refused at once, naming the holder's pid; closing (or the
+    holder's death, even by kill -9) frees the state."""
+    path = tmp_path / "v.db"
+    first = VerifyState(path)
+    with pytest.raises(StateInUse, match=rf"{path}: in use by another edge-agent verify "
+                                         rf"\(pid {os.getpid()}\)") as info:
+        VerifyState(path)
+    assert info.value.pid == os.getpid()
+    first.close()
+    VerifyState(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from edge_agent.trust.verify_state import VerifyState; "
+         f"VerifyState(Path({str(path)!r})); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(StateInUse) as info:
+            VerifyState(path)
+        assert info.value.pid == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert lock_path(path).exists()  # left in place: removing it would race a new holder
+    VerifyState(path).close()  # the dead holder's lock went with it

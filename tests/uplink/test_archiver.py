@@ -192,3 +192,34 @@ def test_conflicts_are_reported_and_kept_beside_the_first_copy(
     )  # fmt: skip
     again = json.loads(out.stdout)
     assert out.returncode == 1 and (again["conflicts"], again["batches"]) == (2, 12)
+
+
+@pytest.mark.timeout(60)
+def test_a_second_archiver_on_the_same_state_exits_at_once_naming_the_first(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """Two archivers on one state took the MQTT session from each other (the client id is kept
+    in the state) and called each other's batches unexplained gaps: the second now exits before
+    it connects or touches --save, with one line naming the holder's pid; the first goes on."""
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    arch = Archiver(tmp_path, broker.port, key)
+    try:
+        arch.run()
+        assert arch.proc is not None
+        t0 = time.monotonic()
+        second = subprocess.run(arch.cmd, cwd=REPO, capture_output=True, text=True, timeout=30,
+                                check=False)
+        assert time.monotonic() - t0 < 10
+        assert second.returncode == 2 and second.stdout == "", second
+        lines = second.stderr.strip().splitlines()
+        assert lines == [f"edge-agent verify: {arch.state}: in use by another edge-agent verify "
+                         f"(pid {arch.proc.pid}); one archiver per state file"], second.stderr
+        rc, rep = arch.stop()
+        assert rc == 0 and rep["ok"] is True, rep
+        arch.run()  # and once it has stopped, the state is free again
+        rc, _ = arch.stop()
+        assert rc == 0
+    finally:
+        arch.close()
+        broker.stop()
