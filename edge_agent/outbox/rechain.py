@@ -42,6 +42,7 @@ from edge_agent.trust.batch import (
     decode_payload,
 )
 from edge_agent.trust.cose import parse1
+from edge_agent.trust.gap import normalize
 from edge_agent.trust.witness import Witness, read_witness, sign_witness
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ def _shifted(p: BatchPayload, base: int, shift: int) -> BatchPayload:
         return s + shift if s > base else s
 
     if p.gap is not None:
-        p = replace(p, gap=replace(p.gap, first_seq=move(p.gap.first_seq),
-                                   last_seq=move(p.gap.last_seq)))  # fmt: skip
+        spans = [(a, min(b, base)) for a, b in p.gap.ranges if a <= base]
+        spans += [(max(a, base + 1) + shift, b + shift) for a, b in p.gap.ranges if b > base]
+        p = replace(p, gap=replace(p.gap, ranges=normalize(spans)))
     if p.resume is not None:
         r = p.resume
         p = replace(p, resume=replace(r, from_seq=move(r.from_seq), local_head=move(r.local_head)))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge_agent.outbox.runs import DropRun
+from edge_agent.outbox.runs import DropPlan
 
 
 class BatchLike(Protocol):
@@ -30,8 +30,8 @@ class BatchLike(Protocol):
     def t_last_ns(self) -> int: ...
 
 
-# (head_seq, head_prev, run) -> a signed gap notice with seq == head_seq + 1
-GapSigner = Callable[[int, bytes, DropRun], BatchLike]
+# (head_seq, head_prev, drop) -> the drop's signed gap notice, with seq == head_seq + 1
+GapSigner = Callable[[int, bytes, DropPlan], BatchLike]
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,8 @@ class State:
     depth: int
     readings: int
     total_bytes: int
+    oldest_ns: int | None
+    live_pages: int
 
 
 def load_state(conn: sqlite3.Connection) -> State:
@@ -115,7 +117,8 @@ def load_state(conn: sqlite3.Connection) -> State:
     if top is not None and int(top[0]) > head.seq:
         head = Head(int(top[0]), bytes(top[1]))
     counters = [int(h[2]), int(h[3]), int(h[4]), int(h[5])]
-    return State(head, counters, held, int(depth), int(readings), int(total))
+    return State(head, counters, held, int(depth), int(readings), int(total),
+                 oldest_created(conn), live_pages(conn))
 
 
 def _statements() -> list[str]:
@@ -144,6 +147,18 @@ def delete_acked(conn: sqlite3.Connection, keys: list[int], head: Head) -> tuple
     if n and conn.execute("SELECT 1 FROM batches WHERE seq >= ?", (head.seq,)).fetchone() is None:
         conn.execute("UPDATE head SET seq=?, prev=? WHERE id = 0", (head.seq, head.prev))
     return n, int(found[1]), int(found[2])
+
+
+def oldest_created(conn: sqlite3.Connection) -> int | None:
+    """When the oldest waiting batch was stored (wall ns), None when there is none."""
+    r = conn.execute("SELECT created FROM batches ORDER BY seq LIMIT 1").fetchone()
+    return None if r is None else int(r[0])
+
+
+def live_pages(conn: sqlite3.Connection) -> int:
+    """Pages in use: the page count minus SQLite's freelist."""
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    return pages - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
 def restart_wal(conn: sqlite3.Connection, where: str) -> None:

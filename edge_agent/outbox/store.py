@@ -9,10 +9,11 @@ ever grows over the gateway's life, across restarts and power cuts. ``append`` r
 that transaction committed and the WAL was fsynced: that is the moment a batch counts as accepted.
 
 The cap is the real footprint on disk (``space``), never more than the filesystem can hold. An
-append is measured inside its own transaction (SQLite's page and freelist counts) and, when over,
-rolled back and redone with the oldest batches dropped first (``drops``, ``runs``), one signed gap
-notice per run of dropped seqs in the same transaction. A commit failing for want of space
+append is measured inside its own transaction and, when over, redone with the oldest batches
+dropped first and one signed gap notice that names them and carries what the unpublished notices
+it replaces had named (``append``, ``drops``, ``runs``). A commit failing for want of space
 (SQLITE_FULL / ENOSPC) releases the reserve file, then restarts the WAL, and is redone likewise.
+What ``stats`` reports comes from memory (``append.Mirror``): `status` never waits for the disk.
 
 Exact gap notices: batches up to ``held_through`` (recorded durably by ``hold_through`` before
 the uplink publishes them) may have reached the broker, so they are never dropped: a notice names
@@ -34,23 +35,21 @@ from pathlib import Path
 from typing import TypeVar
 
 from edge_agent.errors import OutboxError
-from edge_agent.outbox import drops
-from edge_agent.outbox.drops import GAP_RESERVE_BYTES, drop_target, pragma
+from edge_agent.outbox.append import Appender, Mirror
+from edge_agent.outbox.drops import GAP_RESERVE_BYTES
 from edge_agent.outbox.health import CommitHealth
 from edge_agent.outbox.iostat import thread_write_bytes
 from edge_agent.outbox.records import BatchLike, GapSigner, Head, Stats, StoredBatch
 from edge_agent.outbox.rewrite import Rewrite, rewrite_rows
-from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.schema import (
-    INSERT,
     PAGE_SIZE,
     connect,
     create,
     delete_acked,
     is_full,
+    live_pages,
     load_state,
-    restart_wal,
-    row,
+    oldest_created,
 )  # fmt: skip
 from edge_agent.outbox.space import (
     Footprint,
@@ -65,7 +64,6 @@ from edge_agent.outbox.space import (
 log = logging.getLogger(__name__)
 
 SHM_BYTES = 32 * 1024  # the WAL index of a small database
-MAX_ROUNDS = 8  # tries of one append (over budget or disk full -> drop more, try again)
 _T = TypeVar("_T")
 
 
@@ -129,8 +127,12 @@ class Outbox:
             fsync_dir(self.path.parent)
         self._r = connect(self.path, self.wal_limit)
         st = load_state(self._w)
-        self._head, self._counters, self._held = st.head, st.counters, st.held
-        self._depth, self._readings, self._total_bytes = st.depth, st.readings, st.total_bytes
+        self._m = Mirror(st.head, st.counters, st.held, st.depth, st.readings, st.total_bytes,
+                         st.oldest_ns, st.live_pages)  # fmt: skip
+        self._appender = Appender(
+            self._w, str(self.path), cap=self.cap_bytes, wal_limit=self.wal_limit,
+            reserve=self.reserve, signer=self.gap_signer, mirror=self._m, measure=self._measure,
+        )  # fmt: skip
 
     def _fixed_overhead(self) -> int:
         return self.wal_limit + self.reserve.size + SHM_BYTES
@@ -148,11 +150,11 @@ class Outbox:
 
     @property
     def head(self) -> Head:
-        return self._head
+        return self._m.head
 
     @property
     def held_through(self) -> int:
-        return self._held
+        return self._m.held
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -165,7 +167,7 @@ class Outbox:
         if not batches:
             return []
         with self._wlock:
-            expect = self._head.seq + 1
+            expect = self._m.head.seq + 1
             for b in batches:
                 if b.seq != expect:
                     raise OutboxError(
@@ -181,7 +183,7 @@ class Outbox:
                 )
             w0 = thread_write_bytes()
             try:
-                gaps = self._append_rounds(batches, incoming)
+                gaps = self._appender.run(batches, incoming)
             except OutboxError as exc:
                 self.health.failed("append", str(exc))
                 raise
@@ -193,88 +195,6 @@ class Outbox:
             fn()
         return gaps
 
-    def _append_rounds(self, batches: Sequence[BatchLike], incoming: int) -> list[BatchLike]:
-        rows = [row(b) for b in batches]
-        first, last = batches[0], batches[-1]
-        want = must = 0  # bytes to drop / to drop even if it takes notices
-        why = ""
-        for _ in range(MAX_ROUNDS):
-            fp = self._measure()
-            try:
-                self._w.execute("BEGIN IMMEDIATE")
-                pages0 = pragma(self._w, "page_count")
-                runs, reach = self._victims(want, must, first.seq)
-                drops.delete_runs(self._w, runs)
-                self._w.executemany(INSERT, rows)
-                gaps = (drops.sign_gaps(self._w, self.gap_signer, runs, Head(last.seq, last.digest),
-                                  str(self.path)) if runs and self.gap_signer else [])
-                cap_over, disk_over = drops.over_budget(
-                    self._w, fp, pages0, cap=self.cap_bytes, wal_limit=self.wal_limit,
-                    reserve=self.reserve.size)  # fmt: skip
-                over = max(cap_over, disk_over)
-                if over > 0 and not (reach and cap_over <= 0):
-                    self._rollback()
-                    if reach == 2:
-                        raise OutboxError(
-                            f"{self.path}: outbox full: {cap_over} bytes over the cap of"
-                            f" {self.cap_bytes} and only batches held for the broker"
-                            f" (seq <= {self._held}) or being appended are left"
-                        )
-                    must = must + over if cap_over > 0 else must
-                    want = max(want + over, drop_target(over, self._total_bytes))
-                    why = f"{over} bytes over budget"
-                    continue
-                # over the disk with nothing left to drop: try; the disk decides (SQLITE_FULL)
-                counters = drops.counted(self._counters, runs, gaps)
-                if runs:
-                    self._w.execute(
-                        "UPDATE head SET batches_dropped=?, readings_dropped=?, bytes_dropped=?,"
-                        " gaps=? WHERE id = 0",
-                        counters,
-                    )
-                self._w.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                if not is_full(exc):
-                    raise OutboxError(f"{self.path}: append failed: {exc}") from exc
-                if not why.startswith("disk full"):  # one line per append, not per try
-                    log.warning("outbox_disk_full path=%s free=%d files=%d", self.path,
-                                fp.fs_free, fp.files)
-                why = f"disk full: {exc}"
-                if not self.reserve.release():  # no new room: make room inside the files
-                    restart_wal(self._w, str(self.path))
-                    want += drop_target(0, self._total_bytes)
-                continue
-            self._applied(batches, incoming, runs, gaps, counters)
-            self.reserve.ensure(free=fp.fs_free)
-            return gaps
-        raise OutboxError(f"{self.path}: append failed after {MAX_ROUNDS} tries: {why}")
-
-    def _victims(self, want: int, must: int, before: int) -> tuple[list[DropRun], int]:
-        if not want:
-            return [], 0
-        if self.gap_signer is None:
-            raise OutboxError(f"{self.path}: outbox full and no gap signer")
-        return drops.choose_victims(self._w, want, must, held_through=self._held, before=before)
-
-    def _applied(
-        self,
-        batches: Sequence[BatchLike],
-        incoming: int,
-        runs: list[DropRun],
-        gaps: list[BatchLike],
-        counters: list[int],
-    ) -> None:
-        """The in-memory mirror of a committed append."""
-        last = gaps[-1] if gaps else batches[-1]
-        self._head = Head(last.seq, last.digest)
-        self._counters = counters
-        self._total_bytes += incoming + sum(len(g.cose) for g in gaps) - sum(r.bytes for r in runs)
-        self._depth += len(batches) + len(gaps) - sum(len(r.seqs) for r in runs)
-        self._readings += sum(b.n_readings for b in batches if b.kind == "data")
-        self._readings -= sum(r.readings for r in runs)
-        drops.log_drops(runs, gaps, self.cap_bytes)
-
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete acknowledged batches; returns how many were still present."""
         keys = sorted(set(seqs))
@@ -284,8 +204,10 @@ class Outbox:
             w0 = thread_write_bytes()
             try:
                 self._w.execute("PRAGMA synchronous=NORMAL")
-                head = self._head
-                n, nbytes, nread = self._commit("ack", lambda: delete_acked(self._w, keys, head))
+                head = self._m.head
+                n, nbytes, nread, oldest, live = self._commit("ack", lambda: (
+                    *delete_acked(self._w, keys, head), oldest_created(self._w),
+                    live_pages(self._w)))  # fmt: skip
             except sqlite3.Error as exc:
                 raise OutboxError(f"{self.path}: ack failed: {exc}") from exc
             finally:
@@ -293,11 +215,13 @@ class Outbox:
                     self._w.execute("PRAGMA synchronous=FULL")
                 except sqlite3.Error as exc:  # only on a closed or broken connection
                     log.error("outbox_pragma_failed path=%s err=%s", self.path, exc)
-            self._total_bytes -= nbytes
-            self._depth -= n
-            self._readings -= nread
+            m = self._m
+            m.total_bytes, m.depth = m.total_bytes - nbytes, m.depth - n
+            m.readings -= nread
+            m.oldest_ns, m.live_pages = oldest, live
             self._commits[1] += 1
             self._charge(w0)
+            self._refresh()
             return n
 
     def hold_through(self, seq: int) -> None:
@@ -305,11 +229,11 @@ class Outbox:
         never dropped (a gap notice must not name a batch the consumer may have). The uplink
         calls it before publishing past the previous mark, a few dozen batches ahead."""
         with self._wlock:
-            if seq <= self._held:
+            if seq <= self._m.held:
                 return
             self._commit("hold", lambda: self._w.execute(
                 "UPDATE held SET seq = ? WHERE id = 0", (seq,)))  # fmt: skip
-            self._held = seq
+            self._m.held = seq
 
     def _commit(self, kind: str, body: Callable[[], _T]) -> _T:
         """``body`` in one write transaction; on a full disk the reserve is released and it is
@@ -331,21 +255,30 @@ class Outbox:
         raise OutboxError(f"{self.path}: {kind} failed")  # not reached
 
     def _rollback(self) -> None:
-        try:
-            if self._w.in_transaction:
-                self._w.execute("ROLLBACK")
-        except sqlite3.Error as exc:  # SQLite may have rolled back already
-            log.debug("outbox_rollback path=%s err=%s", self.path, exc)
+        self._appender.rollback()
 
     def _measure(self) -> Footprint:
         try:
-            return measure(self.path, self.reserve.path)
+            fp = measure(self.path, self.reserve.path)
         except OSError as exc:
             raise OutboxError(f"{self.path}: cannot measure the outbox files: {exc}") from exc
+        self._m.fp = fp
+        return fp
+
+    def _refresh(self) -> None:
+        """Measure the files after a commit, for ``stats`` (best effort)."""
+        try:
+            self._measure()
+        except OutboxError as exc:
+            log.debug("outbox_measure_failed err=%s", exc)
+
+    def refresh(self) -> None:
+        """Measure the files and the filesystem now (``stats`` reports the last measurement)."""
+        self._refresh()
 
     def _rewrite(self, rewrite: Rewrite) -> tuple[Head, int, int, int]:
         try:
-            return rewrite_rows(self._w, str(self.path), self._head, self._depth, rewrite)
+            return rewrite_rows(self._w, str(self.path), self._m.head, self._m.depth, rewrite)
         except Exception as exc:
             if not isinstance(exc, sqlite3.Error):  # _commit rolls back only SQLite errors
                 self._rollback()
@@ -361,9 +294,11 @@ class Outbox:
         nothing changed when the rewrite or the disk fails."""
         with self._wlock:
             w0 = thread_write_bytes()
-            head, depth, readings, total = self._commit("rewrite", lambda: self._rewrite(rewrite))
-            self._head, self._depth, self._readings = head, depth, readings
-            self._total_bytes = total
+            head, depth, readings, total, oldest, live = self._commit("rewrite", lambda: (
+                *self._rewrite(rewrite), oldest_created(self._w), live_pages(self._w)))
+            m = self._m
+            m.head, m.depth, m.readings, m.total_bytes = head, depth, readings, total
+            m.oldest_ns, m.live_pages = oldest, live
             self._commits[0] += 1
             self._charge(w0)
         for fn in list(self._listeners):
@@ -393,43 +328,26 @@ class Outbox:
         ]
 
     def stats(self) -> Stats:
-        with self._rlock:
-            try:
-                row0 = self._r.execute("SELECT min(created) FROM batches").fetchone()
-                pages, free = pragma(self._r, "page_count"), pragma(self._r, "freelist_count")
-            except sqlite3.Error as exc:
-                raise OutboxError(f"{self.path}: read failed: {exc}") from exc
-        fp = self._measure()
-        oldest = 0.0 if row0[0] is None else max(0.0, (time.time_ns() - int(row0[0])) / 1e9)
-        used = (pages - free) * PAGE_SIZE + max(fp.wal, self.wal_limit) + fp.shm + fp.journal
+        """From memory: the counts as of the last commit, the files as last measured (after each
+        commit, or by ``refresh``). Never reads the database, so it answers while the disk hangs
+        or fails."""
+        m = self._m
+        fp = m.fp or Footprint(0, 0, 0, 0, 0, -1)
+        oldest = 0.0 if m.oldest_ns is None else max(0.0, (time.time_ns() - m.oldest_ns) / 1e9)
+        used = m.live_pages * PAGE_SIZE + max(fp.wal, self.wal_limit) + fp.shm + fp.journal
         err, failing = self.health.state()
-        c = self._counters
+        c = m.counters
         return Stats(
-            depth=self._depth,
-            readings=self._readings,
-            bytes=self._total_bytes,
-            oldest_age_s=oldest,
-            head_seq=self._head.seq,
-            batches_dropped=c[0],
-            readings_dropped=c[1],
-            bytes_dropped=c[2],
-            gaps=c[3],
-            file_bytes=fp.db + fp.wal,
-            bytes_written=self._written,
-            readings_appended=self._appended_readings,
-            append_commits=self._commits[0],
-            ack_commits=self._commits[1],
-            footprint_bytes=fp.files,
-            used_bytes=used + self.reserve.size,
-            cap_bytes=self.cap_bytes,
-            budget_bytes=min(self.cap_bytes, fp.disk_budget),
-            disk_free_bytes=fp.fs_free,
-            reserve_bytes=self.reserve.size,
-            reserve_held=self.reserve.held,
-            held_through=self._held,
-            commit_error=err,
-            commit_failing_s=failing,
-        )
+            depth=m.depth, readings=m.readings, bytes=m.total_bytes, oldest_age_s=oldest,
+            head_seq=m.head.seq, batches_dropped=c[0], readings_dropped=c[1], bytes_dropped=c[2],
+            gaps=c[3], file_bytes=fp.db + fp.wal, bytes_written=self._written,
+            readings_appended=self._appended_readings, append_commits=self._commits[0],
+            ack_commits=self._commits[1], footprint_bytes=fp.files,
+            used_bytes=used + self.reserve.size, cap_bytes=self.cap_bytes,
+            budget_bytes=min(self.cap_bytes, fp.disk_budget), disk_free_bytes=fp.fs_free,
+            reserve_bytes=self.reserve.size, reserve_held=self.reserve.held,
+            held_through=m.held, commit_error=err, commit_failing_s=failing,
+        )  # fmt: skip
 
     def close(self) -> None:
         with self._wlock, self._rlock:

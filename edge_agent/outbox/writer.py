@@ -6,7 +6,7 @@ appends them in one transaction (group commit: one fsync for all). The store rai
 ``OutboxError`` (disk full, I/O error) propagates, which the batcher takes as "retry the same
 readings with backoff"; on retry the group is re-signed from the then-current head.
 
-``make_gap_signer`` bridges the store's drop runs to ``BatchSigner.sign_gap`` so the store can
+``make_gap_signer`` bridges the store's drops to ``BatchSigner.sign_gap`` so the store can
 append a signed gap notice when the cap forces it to drop batches. ``SigningWriter.commit_loss``
 is the batcher's ``on_loss``: it signs a loss notice for readings given up before signing.
 """
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from edge_agent.outbox.records import GapSigner
-from edge_agent.outbox.runs import DropRun
+from edge_agent.outbox.runs import DropPlan
 from edge_agent.outbox.store import Outbox
 from edge_agent.pipeline.loss import Loss
 from edge_agent.readings import Reading
@@ -33,17 +33,17 @@ def make_gap_signer(
     reason: str = GAP_REASON,
     clock_synced: Callable[[], bool] = lambda: True,
 ) -> GapSigner:
-    """Bridge the outbox's drop runs to ``BatchSigner.sign_gap``; ``clock_synced()`` tells whether
+    """Bridge the outbox's drops to ``BatchSigner.sign_gap``; ``clock_synced()`` tells whether
     the wall clock can be trusted at signing time (platform.clock knows)."""
 
-    def sign(head_seq: int, head_prev: bytes, run: DropRun) -> SignedBatch:
+    def sign(head_seq: int, head_prev: bytes, drop: DropPlan) -> SignedBatch:
         return signer.sign_gap(
             ChainHead(head_seq, head_prev),
-            first_seq=run.first_seq,
-            last_seq=run.last_seq,
-            readings=run.readings,
-            t_first_ns=run.t_first_ns,
-            t_last_ns=run.t_last_ns,
+            ranges=drop.ranges,
+            readings=drop.readings,
+            unsigned=drop.unsigned,
+            t_first_ns=drop.t_first_ns,
+            t_last_ns=drop.t_last_ns,
             reason=reason,
             created_ns=time.time_ns(),
             clock_synced=clock_synced(),

@@ -25,16 +25,19 @@ from typing import TypeVar
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.errors import CodecError, ContractError, VerifyError
-from edge_agent.readings import Quality, Reading
+from edge_agent.errors import ContractError, VerifyError
+from edge_agent.readings import Reading
 from edge_agent.trust.cose import sign1
+from edge_agent.trust.gap import BadGapField, GapNotice, Range, gap_fields, gap_from_map
 from edge_agent.trust.keys import kid_of
 from edge_agent.trust.loss import KIND_LOSS, BadLossField, LossNotice, loss_fields, loss_from_map
+from edge_agent.trust.rows import BadRowField, decode_readings, reading_rows
 
 FORMAT_VERSION = 1
 GENESIS_PREV = bytes(32)
 
-# payload map keys; all < 24 so each key is one byte and every deterministic ordering agrees
+# payload map keys; all < 256, so the length-first (cbor2 canonical) and the bytewise (RFC 8949
+# section 4.2.1) orders of the encoded keys agree
 K_VERSION = 0
 K_KIND = 1
 K_GATEWAY = 2
@@ -64,20 +67,6 @@ KIND_RESUME = 2
 KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap", KIND_RESUME: "resume", KIND_LOSS: "loss"}
 KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
 
-# per-reading flags (row element 5)
-# The quality code is bits 0-1 plus bit 4 as its third bit (bits 2-3 were taken when code 4
-# came): 0 good, 1 stale, 2 bad, 3 out_of_range, 4 unreadable. flags = code & 3 | (code & 4) << 2
-F_QUALITY_MASK = 0x13
-F_ALARM = 0x04
-F_UNSYNCED = 0x08
-F_ALL = F_QUALITY_MASK | F_ALARM | F_UNSYNCED
-QUALITY_CODE: dict[Quality, int] = {Quality.GOOD: 0, Quality.STALE: 1, Quality.BAD: 2,
-                                    Quality.OUT_OF_RANGE: 3, Quality.UNREADABLE: 4}
-# the flags' quality bits (flags & F_QUALITY_MASK) of each quality, and back
-QUALITY_FLAGS: dict[Quality, int] = {q: c & 3 | (c & 4) << 2 for q, c in QUALITY_CODE.items()}
-QUALITY_OF_FLAGS: dict[int, Quality] = {v: k for k, v in QUALITY_FLAGS.items()}
-
-_VALUE_TYPES = (bool, int, float, str, type(None))
 _T = TypeVar("_T")
 
 
@@ -101,16 +90,6 @@ class SignedBatch:
     alarm: bool  # any reading is an alarm
     t_first_ns: int  # earliest reading wall time (gap: start of the dropped span)
     t_last_ns: int  # latest reading wall time (gap: end of the dropped span)
-
-
-@dataclass(frozen=True, slots=True)
-class GapNotice:
-    first_seq: int  # first dropped batch seq
-    last_seq: int  # last dropped batch seq (inclusive)
-    readings: int  # readings lost with them
-    t_first_ns: int
-    t_last_ns: int
-    reason: str  # e.g. "outbox_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,64 +141,6 @@ def _header(p: BatchPayload) -> dict[int, object]:
     }
 
 
-def _reading_rows(readings: Sequence[Reading]) -> tuple[list[str], int, int, list[list[object]]]:
-    """String table, base mono, base offset and the compact rows. Hot path: keep it lean."""
-    table: dict[str, int] = {}
-    strings: list[str] = []
-    if not readings:
-        return strings, 0, 0, []
-    first = readings[0]
-    base_mono = prev_mono = first.mono_ns
-    base_off = prev_off = first.ts_ns - first.mono_ns
-    rows: list[list[object]] = []
-    append = rows.append
-    qcode = QUALITY_FLAGS
-    get = table.get
-    for i, r in enumerate(readings):
-        v = r.value
-        if type(v) not in _VALUE_TYPES:
-            raise CodecError(
-                f"reading {i} ({r.device}/{r.point}): value of type {type(v).__name__} "
-                "cannot be carried in a batch"
-            )
-        d = get(r.device)
-        if d is None:
-            d = table[r.device] = len(strings)
-            strings.append(r.device)
-        p = get(r.point)
-        if p is None:
-            p = table[r.point] = len(strings)
-            strings.append(r.point)
-        u = get(r.unit)
-        if u is None:
-            u = table[r.unit] = len(strings)
-            strings.append(r.unit)
-        mono = r.mono_ns
-        dt = mono - prev_mono
-        off = r.ts_ns - mono
-        wadj = off - prev_off
-        prev_mono, prev_off = mono, off
-        flags = qcode[r.quality]
-        if r.alarm:
-            flags |= F_ALARM
-        if not r.clock_synced:
-            flags |= F_UNSYNCED
-        reason = r.reason
-        if reason:
-            x = get(reason)
-            if x is None:
-                x = table[reason] = len(strings)
-                strings.append(reason)
-            append([d, p, u, v, dt, flags, wadj, x])
-        elif wadj:
-            append([d, p, u, v, dt, flags, wadj])
-        elif flags:
-            append([d, p, u, v, dt, flags])
-        else:
-            append([d, p, u, v, dt])
-    return strings, base_mono, base_off, rows
-
-
 def encode_payload(p: BatchPayload) -> bytes:
     """Deterministic CBOR of a payload (cbor2 canonical: sorted one-byte keys, shortest heads and
     shortest exact floats). ``encode_payload(decode_payload(b)) == b`` for every payload we make."""
@@ -228,7 +149,7 @@ def encode_payload(p: BatchPayload) -> bytes:
             or (p.loss is not None) != (p.kind == "loss")):
         raise ContractError(f"a {p.kind} batch carries exactly its own notice")
     if p.kind == "data":
-        strings, base_mono, base_off, rows = _reading_rows(p.readings)
+        strings, base_mono, base_off, rows = reading_rows(p.readings)
         m[K_STRINGS] = strings
         m[K_BASE_MONO] = base_mono
         m[K_BASE_OFFSET] = base_off
@@ -244,14 +165,8 @@ def encode_payload(p: BatchPayload) -> bytes:
     elif p.loss is not None:
         m.update(loss_fields(p.loss))
     else:
-        g = p.gap
-        assert g is not None
-        m[K_GAP_FIRST] = g.first_seq
-        m[K_GAP_LAST] = g.last_seq
-        m[K_GAP_READINGS] = g.readings
-        m[K_GAP_T_FIRST] = g.t_first_ns
-        m[K_GAP_T_LAST] = g.t_last_ns
-        m[K_GAP_REASON] = g.reason
+        assert p.gap is not None
+        m.update(gap_fields(p.gap, p.seq))
     return cbor2.dumps(m, canonical=True)
 
 
@@ -274,55 +189,6 @@ def _get(m: dict[object, object], key: int, typ: type[_T]) -> _T:
     if type(v) is not typ:
         raise _Bad(f"[{key}]", f"expected {typ.__name__}, got {type(v).__name__}")
     return v
-
-
-def _decode_readings(m: dict[object, object]) -> tuple[Reading, ...]:
-    strings: list[str] = []
-    for i, s in enumerate(_get(m, K_STRINGS, list)):
-        if not isinstance(s, str):
-            raise _Bad(f"[{K_STRINGS}][{i}]", "string table entry is not text")
-        strings.append(s)
-    mono = _int(m, K_BASE_MONO)
-    off = _int(m, K_BASE_OFFSET)
-    rows: list[object] = _get(m, K_READINGS, list)
-    n = len(strings)
-    out: list[Reading] = []
-    for i, row in enumerate(rows):
-        where = f"[{K_READINGS}][{i}]"
-        if type(row) is not list or not 5 <= len(row) <= 8:
-            raise _Bad(where, "reading row must be an array of 5..8 elements")
-        d, p, u, v, dt = row[0], row[1], row[2], row[3], row[4]
-        for j, ix in enumerate((d, p, u)):
-            if type(ix) is not int or not 0 <= ix < n:
-                raise _Bad(f"{where}[{j}]", f"string index {ix!r} outside table of {n}")
-        if type(v) not in _VALUE_TYPES:
-            raise _Bad(f"{where}[3]", f"value of type {type(v).__name__} not allowed")
-        if type(dt) is not int:
-            raise _Bad(f"{where}[4]", "time delta is not an integer")
-        flags = row[5] if len(row) > 5 else 0
-        wadj = row[6] if len(row) > 6 else 0
-        reason = ""
-        if (type(flags) is not int or flags & ~F_ALL
-                or (flags & F_QUALITY_MASK) not in QUALITY_OF_FLAGS):
-            raise _Bad(f"{where}[5]", f"invalid flags {flags!r}")
-        if type(wadj) is not int:
-            raise _Bad(f"{where}[6]", "wall-clock adjustment is not an integer")
-        if len(row) > 7:
-            x = row[7]
-            if type(x) is not int or not 0 <= x < n:
-                raise _Bad(f"{where}[7]", f"string index {x!r} outside table of {n}")
-            reason = strings[x]
-        mono += dt
-        off += wadj
-        out.append(
-            Reading(
-                device=strings[d], point=strings[p], value=v, unit=strings[u],
-                ts_ns=mono + off, mono_ns=mono,
-                quality=QUALITY_OF_FLAGS[flags & F_QUALITY_MASK], reason=reason,
-                alarm=bool(flags & F_ALARM), clock_synced=not flags & F_UNSYNCED,
-            )
-        )  # fmt: skip
-    return tuple(out)
 
 
 def _decode(payload: bytes) -> BatchPayload:
@@ -350,7 +216,10 @@ def _decode(payload: bytes) -> BatchPayload:
     synced = _get(m, K_SYNCED, bool)
     kind = KIND_NAMES[kind_code]
     if kind_code == KIND_DATA:
-        readings = _decode_readings(m)
+        try:
+            readings = decode_readings(m)
+        except BadRowField as exc:
+            raise _Bad(exc.path, exc.message) from None
         return BatchPayload(
             version, kind, gateway, boot, seq, prev, created, created_mono, synced, readings
         )
@@ -380,13 +249,10 @@ def _decode(payload: bytes) -> BatchPayload:
         return BatchPayload(
             version, kind, gateway, boot, seq, prev, created, created_mono, synced, loss=loss
         )
-    gap = GapNotice(
-        first_seq=_int(m, K_GAP_FIRST, minimum=1), last_seq=_int(m, K_GAP_LAST, minimum=1),
-        readings=_int(m, K_GAP_READINGS, minimum=0), t_first_ns=_int(m, K_GAP_T_FIRST),
-        t_last_ns=_int(m, K_GAP_T_LAST), reason=_get(m, K_GAP_REASON, str),
-    )  # fmt: skip
-    if not gap.first_seq <= gap.last_seq < seq:
-        raise _Bad(f"[{K_GAP_FIRST}]", f"gap {gap.first_seq}..{gap.last_seq} not before seq {seq}")
+    try:
+        gap = gap_from_map(m, seq)
+    except BadGapField as exc:
+        raise _Bad(exc.path, exc.message) from None
     return BatchPayload(
         version, kind, gateway, boot, seq, prev, created, created_mono, synced, (), gap
     )
@@ -453,8 +319,9 @@ class BatchSigner:
         self,
         head: ChainHead,
         *,
-        first_seq: int,
-        last_seq: int,
+        first_seq: int = 0,
+        last_seq: int = 0,
+        ranges: Sequence[Range] = (),
         readings: int,
         t_first_ns: int,
         t_last_ns: int,
@@ -462,18 +329,17 @@ class BatchSigner:
         created_ns: int,
         clock_synced: bool,
         created_mono_ns: int | None = None,
+        unsigned: int = 0,
     ) -> SignedBatch:
-        """A gap notice (its own seq ``head.seq + 1``) saying batches first_seq..last_seq, holding
-        ``readings`` readings, were dropped. They must be already-used seqs: 1 <= first <= last
-        <= head.seq."""
-        if not 1 <= first_seq <= last_seq <= head.seq:
-            raise ContractError(
-                f"gap {first_seq}..{last_seq} must lie within used seqs 1..{head.seq}"
-            )
-        if readings < 0:
-            raise ContractError("dropped readings count must be >= 0")
+        """A gap notice (its own seq ``head.seq + 1``) saying the batches of ``ranges`` (or of
+        first_seq..last_seq), holding ``readings`` readings, were dropped. They must be
+        already-used seqs: 1 <= first <= last <= head.seq. ``unsigned``: readings that loss
+        notices among them had announced (see ``trust.gap``)."""
+        spans = tuple(ranges) if ranges else ((first_seq, last_seq),)
+        if not all(1 <= a <= b <= head.seq for a, b in spans):
+            raise ContractError(f"gap {spans} must lie within used seqs 1..{head.seq}")
         mono = time.monotonic_ns() if created_mono_ns is None else created_mono_ns
-        gap = GapNotice(first_seq, last_seq, readings, t_first_ns, t_last_ns, reason)
+        gap = GapNotice(spans, readings, t_first_ns, t_last_ns, reason, unsigned)
         p = BatchPayload(
             FORMAT_VERSION, "gap", self.gateway_id, self.boot_id, head.seq + 1, head.prev,
             created_ns, mono, clock_synced, (), gap,

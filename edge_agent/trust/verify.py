@@ -36,59 +36,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.batch import GENESIS_PREV, BatchPayload, decode_payload
 from edge_agent.trust.cose import verify1
-from edge_agent.trust.verify_state import MAX_EVENTS, VerifyState
+from edge_agent.trust.verify_report import COUNTERS, MAX_PROBLEMS, Accepted, VerifyReport
+from edge_agent.trust.verify_state import VerifyState
+
+__all__ = ["COUNTERS", "MAX_PROBLEMS", "Accepted", "ChainVerifier", "VerifyReport"]
 
 log = logging.getLogger(__name__)
-
-MAX_PROBLEMS = MAX_EVENTS  # problem lines in a report (counters keep counting)
-COUNTERS = (
-    "batches", "gap_notices", "resumes", "readings", "readings_dropped", "duplicates",
-    "conflicts", "gaps_explained", "gaps_unexplained", "forged", "broken_chain", "links_checked",
-    "links_unchecked", "late", "contradicted", "loss_notices", "readings_lost",
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A batch that passed signature and payload checks."""
-
-    kid: bytes
-    payload: BatchPayload
-    digest: bytes  # SHA-256 of the COSE bytes
-    verdict: str = "new"  # "new" | "duplicate" | "conflict"
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    batches: int  # distinct, validly signed batches (data + notices)
-    gap_notices: int
-    resumes: int  # resume notices: a gateway moved past seqs its restored state had published
-    readings: int  # readings in distinct data batches
-    readings_dropped: int  # as announced by gap notices
-    duplicates: int  # same gateway+seq, identical bytes
-    conflicts: int  # same gateway+seq, different bytes
-    gaps_explained: int  # missing seqs covered by a gap or resume notice
-    gaps_unexplained: int  # missing seqs no notice covers
-    forged: int  # bad signature, unknown kid, not COSE_Sign1, malformed payload
-    broken_chain: int  # links whose prev does not match the previous batch's digest
-    links_checked: int
-    links_unchecked: int  # first batch seen of a chain, or right after a gap
-    late: int  # arrived after its seq was given up as missing (filled in, link re-checked)
-    gateways: tuple[str, ...]
-    unexplained: tuple[tuple[str, int, int], ...]  # (gateway, first seq, last seq)
-    problems: tuple[str, ...]
-    notices: tuple[str, ...] = ()  # resume notices, one line each (not failures)
-    contradicted: int = 0  # batches that arrived although a gap notice announced them dropped
-    loss_notices: int = 0
-    readings_lost: int = 0  # readings given up before signing, as announced by loss notices
-
-    @property
-    def ok(self) -> bool:
-        return not (
-            self.forged or self.broken_chain or self.gaps_unexplained or self.conflicts
-            or self.contradicted
-        )
-
 
 @dataclass(slots=True)
 class _Entry:
@@ -179,8 +132,9 @@ class ChainVerifier:
         self._contradictions(chain, p)
         self.state.add_seen(chain.gw, p.seq, digest, p.prev)
         if p.gap is not None:
-            self._claim(chain, p.gap.first_seq, p.gap.last_seq)
-            self.state.add_claim(chain.gw, p.gap.first_seq, p.gap.last_seq, "dropped")
+            for a, b in p.gap.ranges:
+                self._claim(chain, a, b)
+                self.state.add_claim(chain.gw, a, b, "dropped")
         if p.resume is not None:
             self._resumed(chain, p)
         if chain.next_seq is not None and p.seq < chain.next_seq:
@@ -197,6 +151,7 @@ class ChainVerifier:
         if p.gap is not None:
             self._c["gap_notices"] += 1
             self._c["readings_dropped"] += p.gap.readings
+            self._c["readings_lost"] += p.gap.unsigned
         elif p.loss is not None:
             self._c["loss_notices"] += 1
             self._c["readings_lost"] += p.loss.readings
@@ -207,7 +162,10 @@ class ChainVerifier:
     def _contradictions(self, chain: _Chain, p: BatchPayload) -> None:
         """A new gap notice naming batches seen, or a new batch a gap notice named as dropped."""
         if p.gap is not None:
-            n, seqs = self.state.seen_within(chain.gw, p.gap.first_seq, p.gap.last_seq)
+            n, seqs = 0, list[int]()
+            for a, b in p.gap.ranges:
+                k, some = self.state.seen_within(chain.gw, a, b)
+                n, seqs = n + k, (seqs + some)[:10]
         elif self.state.claim_end(chain.gw, p.seq, "dropped") is not None:
             n, seqs = 1, [p.seq]
         else:

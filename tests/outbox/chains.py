@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.outbox.runs import DropPlan
 from edge_agent.outbox.store import Outbox
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
 from edge_agent.trust.keys import kid_of
@@ -37,6 +38,16 @@ def sign_chain(
         out.append(b)
         head = BatchSigner.next_head(b)
     return out
+
+
+def drop_plan(
+    ranges: Sequence[tuple[int, int]], readings: int, t_first_ns: int = 1, t_last_ns: int = 2,
+    *, unsigned: int = 0,
+) -> DropPlan:
+    """A drop naming ``ranges`` (the data batches of them, for tests that sign notices)."""
+    seqs = tuple(s for a, b in ranges for s in range(a, b + 1))
+    return DropPlan(seqs, tuple(ranges), readings, unsigned, 100 * len(seqs), t_first_ns,
+                    t_last_ns, len(seqs), readings, 0, 0)  # fmt: skip
 
 
 def verifier(key: Ed25519PrivateKey) -> ChainVerifier:

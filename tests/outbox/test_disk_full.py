@@ -27,7 +27,7 @@ def _claims(box: Outbox) -> set[int]:
         if b.kind == "gap":
             g = decode_payload(parse1(b.cose)[2]).gap
             assert g is not None
-            out.update(range(g.first_seq, g.last_seq + 1))
+            out.update(g.seqs())
     return out
 
 

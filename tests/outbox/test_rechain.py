@@ -13,14 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.errors import ContractError, OutboxError, VerifyError
 from edge_agent.outbox.rechain import ChainGuard, continues, rechain
 from edge_agent.outbox.rewrite import PAGE
-from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
 from edge_agent.trust.batch import BatchSigner, ChainHead, decode_payload
 from edge_agent.trust.cose import parse1
 from edge_agent.trust.witness import Witness, read_witness, sign_witness
 from simulators.synthetic import synthetic_readings
-from tests.outbox.chains import GATEWAY, sign_chain, verify_all
+from tests.outbox.chains import GATEWAY, drop_plan, sign_chain, verify_all
 
 
 def _open(path: Path, signer: BatchSigner) -> Outbox:
@@ -97,7 +96,7 @@ def test_fork_below_the_head_and_shifted_gap_notice(
         box.append(local)
         gap = make_gap_signer(signer)  # batches 7..8 dropped, announced by a notice at 15
         box.ack([7, 8])
-        box.append([gap(box.head.seq, box.head.prev, DropRun((7, 8), 20, 100, 1, 2, 0))])
+        box.append([gap(box.head.seq, box.head.prev, drop_plan([(7, 8)], 20))])
         assert not continues(box, *witness)  # local 10 is not the published 10
         done = rechain(box, signer, *witness)
         # the notice goes above the local head: 11..15 were signed here, they are never reused

@@ -83,7 +83,7 @@ def test_uses_wal_and_full_sync(outbox: Outbox, signer: BatchSigner) -> None:
     assert Path(f"{outbox.path}-wal").exists()
 
 
-def test_cap_drops_oldest_non_alarm_first_with_signed_gap_notices(
+def test_cap_drops_oldest_non_alarm_first_with_one_merged_gap_notice(
     tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
 ) -> None:
     path = tmp_path / "small.db"
@@ -114,7 +114,13 @@ def test_cap_drops_oldest_non_alarm_first_with_signed_gap_notices(
         # the consumer only gets what is still in the outbox: every hole is explained
         report = verify_all(key, [b.cose for b in kept])
         assert report.gaps_unexplained == 0 and report.broken_chain == 0 and report.forged == 0
-        assert len(gap_payloads) == st.gaps  # no gap notice had to go
+        # each drop merged the notice before it: ONE notice names every dropped seq (those of
+        # the notices it replaced too), around the kept alarm batch, with all their readings
+        (gap,) = [p.gap for p in gap_payloads]
+        assert gap is not None and st.gaps > 1 and gap.ranges[0] == (1, 2)
+        assert gap.ranges[1][0] == 4 and not gap.covers(3)
+        stored = {b.seq for b in kept}
+        assert set(gap.seqs()) == set(range(1, st.head_seq + 1)) - stored
         assert report.readings_dropped == st.readings_dropped
     finally:
         box.close()

@@ -10,13 +10,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.errors import OutboxError
 from edge_agent.outbox.records import BatchLike
-from edge_agent.outbox.runs import DropRun
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import GAP_REASON, SigningWriter, make_gap_signer
-from edge_agent.trust.batch import GENESIS_PREV, BatchSigner, GapNotice, decode_payload
+from edge_agent.trust.batch import GENESIS_PREV, BatchSigner, decode_payload
 from edge_agent.trust.cose import parse1
+from edge_agent.trust.gap import GapNotice
 from simulators.synthetic import synthetic_readings
-from tests.outbox.chains import verify_all
+from tests.outbox.chains import drop_plan, verify_all
 
 
 def test_group_is_signed_as_one_chain_and_appended_in_one_transaction(
@@ -75,13 +75,13 @@ def test_refused_append_raises_outbox_error_and_a_retry_resigns_from_the_head(
 
 def test_gap_signer_signs_the_drop_run_onto_the_given_head(signer: BatchSigner) -> None:
     prev = bytes(range(32))
-    run = DropRun(seqs=(2, 3, 4), readings=30, bytes=999, t_first_ns=10, t_last_ns=20, alarms=0)
+    run = drop_plan([(2, 4)], 30, 10, 20)
     gap = make_gap_signer(signer, clock_synced=lambda: False)(7, prev, run)
     assert (gap.seq, gap.kind, gap.n_readings) == (8, "gap", 0)
     p = decode_payload(parse1(gap.cose)[2])
     assert (p.seq, p.prev, p.clock_synced) == (8, prev, False)
-    assert p.gap == GapNotice(2, 4, 30, 10, 20, GAP_REASON)
+    assert p.gap == GapNotice(((2, 4),), 30, 10, 20, GAP_REASON)
     other = make_gap_signer(signer, reason="operator_purge")(4, GENESIS_PREV, run)
     assert decode_payload(parse1(other.cose)[2]).gap == GapNotice(
-        2, 4, 30, 10, 20, "operator_purge"
+        ((2, 4),), 30, 10, 20, "operator_purge"
     )

@@ -146,7 +146,7 @@ def run_full_chaos(workdir: Path, cycles: int, seed: int = 5) -> FullChaosResult
 
         def account() -> tuple[set[int], set[int]]:
             got = decoded()
-            named = {s for p in got if p.gap for s in range(p.gap.first_seq, p.gap.last_seq + 1)}
+            named = {s for p in got if p.gap for s in p.gap.seqs()}
             return {p.seq for p in got}, named
 
         deadline = time.monotonic() + 30
@@ -164,7 +164,7 @@ def run_full_chaos(workdir: Path, cycles: int, seed: int = 5) -> FullChaosResult
     got = [decode_payload(parse1(p)[2]) for p in payloads]
     data = {p.seq for p in got if p.kind == "data"}
     seen = {p.seq for p in got}
-    named = {s for p in got if p.gap for s in range(p.gap.first_seq, p.gap.last_seq + 1)}
+    named = {s for p in got if p.gap for s in p.gap.seqs()}
     res.delivered, res.named = len(seen), len(named)
     res.missing = len(set(range(1, res.head + 1)) - seen - named)
     res.contradicted = len(named & data)

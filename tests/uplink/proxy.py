@@ -1,5 +1,6 @@
-"""A small TCP proxy for tests: sits between the uplink and mosquitto, can cut every connection or
-silently swallow the broker's replies (so PUBACKs never arrive). One thread, closed by ``close()``.
+"""A small TCP proxy for tests: sits between the uplink and mosquitto, can cut every connection,
+silently swallow the broker's replies (so PUBACKs never arrive) or play an outage (``down``: every
+connection is cut and new ones are closed at once). One thread, closed by ``close()``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Proxy:
         self._cut = False
         self._stop = False
         self.swallow_replies = False  # drop broker -> client bytes
+        self.down = False  # an outage: connections are closed as soon as they are accepted
         self.accepted = 0
         self._thread = threading.Thread(target=self._run, name="test-proxy")
         self._thread.start()
@@ -32,6 +34,12 @@ class Proxy:
         """Close every live connection (both sides) at once."""
         with self._lock:
             self._cut = True
+
+    def outage(self, down: bool) -> None:
+        """Start (cutting every live connection) or end an outage."""
+        self.down = down
+        if down:
+            self.cut()
 
     def _close_pair(self, s: socket.socket) -> None:
         other = self._peer.pop(s, None)
@@ -80,6 +88,9 @@ class Proxy:
         try:
             client, _ = self._listen.accept()
         except BlockingIOError:
+            return
+        if self.down:
+            client.close()
             return
         try:
             up = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
