@@ -204,7 +204,7 @@ def register(sub: Any) -> None:
     s.add_argument("managed", type=Path, metavar="MANAGED.toml",
                    help="agent.toml without the box's local settings")
     s.add_argument("--key", required=True, help="configuration operator's Ed25519 key")
-    s.add_argument("--version", type=int, required=True,
+    s.add_argument("--version", type=argtypes.whole(1), required=True,
                    help="configuration version, above every version the gateways have seen")
     s.add_argument("--gateway", action="append", help="target gateway id (repeat)")
     s.add_argument("--tag", action="append", type=argtypes.key_value, metavar="KEY=VALUE",
@@ -212,11 +212,11 @@ def register(sub: Any) -> None:
     s.add_argument("--profiles-dir", type=Path, help="where the profiles are (default: shipped)")
     s.add_argument("--not-before", type=argtypes.when, metavar="WHEN",
                    help="Unix seconds, +SECONDS or ISO 8601 (default now)")
-    s.add_argument("--ttl", type=int, default=DEFAULT_TTL_S,
+    s.add_argument("--ttl", type=argtypes.whole(1, 10 * 366 * 86400), default=DEFAULT_TTL_S,
                    help=f"seconds from not-before until it expires (default {DEFAULT_TTL_S})")
-    s.add_argument("--probation", type=int, default=60, metavar="SECONDS",
+    s.add_argument("--probation", type=argtypes.whole(5, 3600), default=60, metavar="SECONDS",
                    help="probation window (5..3600, default 60)")
-    s.add_argument("--min-up-ratio", type=float, default=0.9, metavar="R",
+    s.add_argument("--min-up-ratio", type=argtypes.number(0.9, 1.0), default=0.9, metavar="R",
                    help="devices up after/before at least R (0.9..1.0, default 0.9)")
     s.add_argument("--note", help="free text for the operators")
     s.add_argument("--out", type=Path, required=True, help="where to write the bundle")
@@ -229,7 +229,7 @@ def register(sub: Any) -> None:
     se.add_argument("--tls-ca")
     se.add_argument("--gateway-key", action="append", metavar="PUB.pem",
                     help="check the results' signatures with this gateway key (repeat)")
-    se.add_argument("--wait", type=float, default=180.0,
+    se.add_argument("--wait", type=argtypes.seconds, default=180.0,
                     help="seconds to wait for the final result (default 180)")
     se.add_argument("--json", action="store_true", help="machine-readable output")
     se.set_defaults(func=_send)

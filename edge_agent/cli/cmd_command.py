@@ -21,6 +21,7 @@ from typing import Any
 
 import cbor2
 
+from edge_agent.cli import argtypes
 from edge_agent.cli.common import (
     EXIT_NO_DAEMON,
     EXIT_OK,
@@ -156,15 +157,18 @@ def register(sub: Any) -> None:
     s.add_argument("--device")
     s.add_argument("--point")
     s.add_argument("--value")
-    s.add_argument("--ttl", type=int, default=300, help="seconds until it expires (default 300)")
-    s.add_argument("--counter", type=int, help="per-signer counter (default: microseconds now)")
+    s.add_argument("--ttl", type=argtypes.whole(1, 366 * 86400), default=300,
+                   help="seconds until it expires (default 300)")
+    s.add_argument("--counter", type=argtypes.whole(),
+                   help="per-signer counter (default: microseconds now)")
     s.add_argument("--out", help="write the COSE bytes here (default: hex on stdout)")
     s.set_defaults(func=_sign)
     sh = csub.add_parser("show", help="decode a command or result file (does not verify), or "
                          "list the results the running gateway stored")
     sh.add_argument("file", nargs="?", help="a command or result file to decode")
     sh.add_argument("--id", help="the stored results of this command id (hex)")
-    sh.add_argument("--recent", type=int, help="the newest N stored results (default 20)")
+    sh.add_argument("--recent", type=argtypes.whole(1, 1000),
+                    help="the newest N stored results (default 20)")
     add_common(sh, config=True)
     sh.set_defaults(func=_show)
     se = csub.add_parser("send", help="publish a signed command and wait for the signed result")
@@ -173,5 +177,5 @@ def register(sub: Any) -> None:
     se.add_argument("--gateway", required=True)
     se.add_argument("--prefix", default="edge")
     se.add_argument("--tls-ca")
-    se.add_argument("--wait", type=float, default=10.0)
+    se.add_argument("--wait", type=argtypes.seconds, default=10.0)
     se.set_defaults(func=_send)

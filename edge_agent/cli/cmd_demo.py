@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_agent.cli import argtypes
 from edge_agent.cli.common import EXIT_USAGE
 
 NOT_HERE = ("edge-agent demo: the demo is not installed here (a gateway gets the production set "
@@ -35,10 +36,11 @@ def _demo(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="simulated street + broker + agent + verifier, live "
                                     "(lab install only)")
-    p.add_argument("--duration", type=float, help="run S seconds unattended, then verify")
+    p.add_argument("--duration", type=argtypes.seconds,
+                   help="run S seconds unattended, then verify")
     p.add_argument("--chaos", action="store_true",
                    help="with --duration: kill the broker and a meter on a timer")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=argtypes.whole(), default=7)
     p.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
                    help="auto: the system mosquitto when installed, else amqtt (in-process)")
     p.add_argument("--workdir", type=Path, help="keep config, outbox and logs here")

@@ -24,6 +24,7 @@ import argparse
 import json
 from typing import Any
 
+from edge_agent.cli import argtypes
 from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, CliError, table
 
 
@@ -165,23 +166,23 @@ def register(sub: Any) -> None:
             f.add_argument("bundle", help="a signed bundle (edge-agent config sign)")
             f.add_argument("--canary", action="append", metavar="GW",
                            help="canary gateway (repeat; default: tag wave=canary)")
-            f.add_argument("--wave-size", type=int, default=5,
+            f.add_argument("--wave-size", type=argtypes.whole(1, 100_000), default=5,
                            help="gateways per wave after the canaries (default 5)")
-            f.add_argument("--timeout", type=float,
+            f.add_argument("--timeout", type=argtypes.seconds,
                            help="seconds to wait for a wave (default: probation + 90)")
             f.add_argument("--gateway-key", action="append", metavar="PUB.pem",
                            help="check the results' signatures with these keys (repeat)")
         else:
-            f.add_argument("--expect-version", type=int, metavar="N",
+            f.add_argument("--expect-version", type=argtypes.whole(1), metavar="N",
                            help="flag gateways below N as behind (default: the highest seen)")
-            f.add_argument("--backlog", type=int, default=1000, metavar="N",
+            f.add_argument("--backlog", type=argtypes.count, default=1000, metavar="N",
                            help="flag an outbox deeper than N batches (default 1000)")
         f.add_argument("--broker", required=True, metavar="HOST:PORT")
         f.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
         f.add_argument("--tls-ca")
-        f.add_argument("--wait", type=float, default=2.0,
+        f.add_argument("--wait", type=argtypes.seconds, default=2.0,
                        help="seconds to collect retained statuses (default 2)")
-        f.add_argument("--silent-after", type=float, default=300.0, metavar="S",
+        f.add_argument("--silent-after", type=argtypes.seconds, default=300.0, metavar="S",
                        help="a status older than S seconds is silent (default 300)")
         f.add_argument("--json", action="store_true", help="machine-readable output")
         f.set_defaults(func=_status if name == "status" else _rollout)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -30,6 +31,7 @@ from edge_agent.cli.common import (
     socket_path,
     table,
 )
+from edge_agent.cli.failure import Explained, as_cli_error, refused
 from edge_agent.cli.humanize import age_of, report
 from edge_agent.control.client import (
     ControlClient,
@@ -37,6 +39,7 @@ from edge_agent.control.client import (
     ControlUnavailable,
     DaemonNotRunning,
 )
+from edge_agent.errors import BusError
 from edge_agent.profiles.display import format_value
 
 DEVICE_OPS_TIMEOUT_S = 20.0  # read/write wait for the bus (queued behind polls, adaptive timeouts)
@@ -68,18 +71,65 @@ def _point(dev: dict[str, Any], name: str) -> dict[str, Any]:
 
 def check_names(cat: dict[str, Any], device: str | None = None, point: str | None = None,
                 cls: str | None = None) -> None:
-    """CliError (exit 2, with "did you mean") for a name ``cat`` does not know."""
+    """CliError (exit 2, with "did you mean") for a name ``cat`` does not know, or for names
+    that select nothing together (a device of another class)."""
     if cls and cls not in cat["classes"]:
         raise UnknownName("class", cls, cat["classes"])
     if device:
         dev = _device(cat, device)
+        if cls and dev["class"] != cls:
+            raise CliError(f"{device} is a {dev['class']}, not a {cls}: --device and --class "
+                           "select nothing together", "drop one of them", EXIT_USAGE,
+                           "no_match")
         if point:
             _point(dev, point)
     elif point:
         scope = [d for d in cat["devices"] if not cls or d["class"] == cls]
         names = {p["name"] for d in scope for p in d["points"]}
         if point not in names:
-            raise UnknownName("point", point, names)
+            raise UnknownName("point", point, names,
+                              what=f"of a {cls}" if cls else "")
+
+
+def selected(cat: dict[str, Any], device: str | None, point: str | None,
+             cls: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """(device, point info) of every point the filters select."""
+    return [(d["name"], p) for d in cat["devices"]
+            if (not device or d["name"] == device) and (not cls or d["class"] == cls)
+            for p in d["points"] if not point or p["name"] == point]
+
+
+QUIET_S = 60.0  # a point reported less often than this may keep `tail` silent a while
+
+
+def report_note(cat: dict[str, Any], device: str | None, point: str | None,
+                cls: str | None) -> str:
+    """A line saying how rarely the points ``tail`` follows are reported, when a point filter
+    selects only points without a heartbeat under QUIET_S (else "")."""
+    from edge_agent.cli.humanize import duration
+
+    points = selected(cat, device, point, cls) if point else []
+    reps = [p.get("report") for _, p in points]
+    if not points or any(r is None or (r["heartbeat_s"] or float("inf")) < QUIET_S
+                         for r in reps):
+        return ""
+    dev, p = points[0]
+    rep = p["report"]
+    how = "only when it changes" if rep["on_change"] else "when it moves beyond its deadband"
+    hb = (f"at least every {duration(rep['heartbeat_s'])} (heartbeat)" if rep["heartbeat_s"]
+          else "no heartbeat")
+    who = f"{dev}.{p['name']}" if len(points) == 1 else f"{p['name']} ({len(points)} devices)"
+    now = f"edge-agent read {dev if len(points) == 1 else 'DEVICE'} {p['name']}"
+    return (f"note: {who} is polled every {duration(rep['interval_s'])} and reported {how}, "
+            f"{hb}: a reading may be a while coming; `{now}` reads it now")
+
+
+def tcp_of(cat: dict[str, Any], dev: dict[str, Any]) -> str:
+    """host:port of the device's bus when it is Modbus TCP, else "" (cli/failure.py)."""
+    for b in cat["buses"]:
+        if b["name"] == dev["bus"] and "host" in b:
+            return f"{b['host']}:{b['port']}"
+    return ""
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -109,14 +159,28 @@ def shown(p: dict[str, Any] | None, value: Any) -> str:
 
 
 def _values_table(dev: dict[str, Any], values: dict[str, Any],
-                  quality: dict[str, Judged]) -> str:
+                  quality: dict[str, Judged], read_at: float | None = None) -> str:
     meta = {p["name"]: p for p in dev["points"]}
-    rows = [[name, shown(meta.get(name), v), _quality(meta.get(name), quality.get(name))]
+    at = time.time() if read_at is None else read_at
+    rows = [[name, shown(meta.get(name), v), _quality(meta.get(name), quality.get(name)),
+             age_of(int(at * 1e9)) if v is not None else "-"]
             for name, v in sorted(values.items())]
-    when = time.strftime("%H:%M:%S")
+    when = time.strftime("%H:%M:%S", time.localtime(at))
     head = f"{dev['name']} ({dev.get('profile', '?')}, bus {dev['bus']}, unit " \
            f"{dev['unit_id']}) read at {when}"
-    return head + "\n" + table(["point", "value", "quality"], rows)
+    return head + "\n" + table(["point", "value", "quality", "age"], rows)
+
+
+def as_json(dev: dict[str, Any], values: dict[str, Any], exact: bool) -> dict[str, Any]:
+    """``read --json``: each value rounded to its point's resolution like the table (a float32
+    register's 0.029999999329447746 is 0.03); ``exact``: as decoded. NaN/inf are null."""
+    from edge_agent.profiles.display import rounded
+
+    if exact:
+        return values
+    meta = {p["name"]: p for p in dev["points"]}
+    return {k: rounded(v, (meta.get(k) or {}).get("decimals"), (meta.get(k) or {}).get("digits"))
+            for k, v in values.items()}
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -163,6 +227,15 @@ def _read(args: argparse.Namespace) -> int:
                                "edge-agent), or read straight from the bus with --direct",
                                3, "no_daemon") from None
             raise
+        if not isinstance(exc, DaemonNotRunning):  # it may well run: never a second master
+            from edge_agent.cli.failure import unreachable
+
+            sock = socket_path(args)
+            err = unreachable(exc, sock)
+            raise CliError(f"--direct refused: the daemon's socket {sock} is there but this "
+                           "user may not use it, so the daemon probably runs and owns the "
+                           "buses (a direct read would be a second master on them)",
+                           f"to read through it, {err.hint}", err.exit, err.code) from None
         return _read_direct(args)
     dev = _device(cat, args.device)
     if args.point:
@@ -172,10 +245,10 @@ def _read(args: argparse.Namespace) -> int:
     except ControlRefused as exc:
         if exc.reason.startswith("unknown_"):  # the config changed under us (reload)
             check_names(cat, args.device, args.point)
-        raise
+        raise Explained(refused(exc.reason, exc.detail, tcp_of(cat, dev))) from None
     values = {k: j["value"] for k, j in judged.items()}
     quality = {k: (str(j["quality"]), str(j["reason"])) for k, j in judged.items()}
-    emit(args, values, _values_table(dev, values, quality))
+    emit(args, as_json(dev, values, args.exact), _values_table(dev, values, quality))
     return EXIT_OK
 
 
@@ -188,9 +261,15 @@ def _read_direct(args: argparse.Namespace) -> int:
     dev = _device(cat, args.device)
     if args.point:
         _point(dev, args.point)
-    got = direct_read(cfg, args.device, args.point)
+    try:
+        got = direct_read(cfg, args.device, args.point)
+    except BusError as exc:
+        err = as_cli_error(exc, tcp=tcp_of(cat, dev))
+        if err is None:
+            raise
+        raise Explained(err) from None
     quality = {k: (q.value, r) for k, (q, r) in got.quality.items()}
-    emit(args, got.values, _values_table(dev, got.values, quality))
+    emit(args, as_json(dev, got.values, args.exact), _values_table(dev, got.values, quality))
     return EXIT_OK
 
 
@@ -206,6 +285,7 @@ def _write(args: argparse.Namespace) -> int:
                            q["name"] for q in dev["points"] if q.get("writable")) or "none"),
                        EXIT_USAGE, "not_writable")
     value = parse_value(args.value)
+    check_value(args.device, p, value)
     if not args.yes:
         if not sys.stdin.isatty():
             raise CliError("refusing to write without confirmation: not on a terminal",
@@ -218,10 +298,48 @@ def _write(args: argparse.Namespace) -> int:
     except ControlRefused as exc:
         if exc.reason.startswith("unknown_"):
             check_names(cat, args.device, args.point)
-        raise
+        raise Explained(refused(exc.reason, exc.detail, tcp_of(cat, dev))) from None
     emit(args, r, f"{args.device}.{args.point} = {shown(p, r['confirmed'])} "
                   "(confirmed by the device)")
     return EXIT_OK
+
+
+_NUMERIC = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32",
+                      "float64"})
+
+
+def _takes(p: dict[str, Any]) -> str:
+    """What a writable point takes, for a message: ``a number 0..100 %``, ``on or off``."""
+    b = p.get("bounds") or {}
+    if p["type"] in ("bool", "bit"):
+        return "on or off (true/false)"
+    if p.get("labels"):
+        return "one of " + ", ".join(b.get("allowed") or p["labels"])
+    if p["type"] in _NUMERIC:
+        lo, hi = b.get("min"), b.get("max")
+        rng = f" {lo:g}..{hi:g}" if lo is not None and hi is not None else ""
+        unit = f" {p['unit']}" if p.get("unit") and rng else ""
+        return f"a number{rng}{unit}"
+    return f"a {p['type']}"
+
+
+def check_value(device: str, p: dict[str, Any], value: Any) -> None:
+    """CliError (exit 2) for a value the point cannot take whatever its bounds: text for a
+    number, a number for an on/off point, nan or inf (the daemon checks the bounds)."""
+    kind = p["type"]
+    where = f"{device}.{p['name']}"
+    bad = ""
+    if kind in _NUMERIC:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            bad = f"{str(value)!r} is not a number"
+        elif isinstance(value, float) and not math.isfinite(value):
+            bad = f"{value} is not a finite number"
+    elif kind in ("bool", "bit") and not isinstance(value, bool) and value not in (0, 1):
+        bad = f"{str(value)!r} is not on/off"
+    elif p.get("labels") and (not isinstance(value, str) or value not in p["labels"]):
+        bad = f"{str(value)!r} is not one of its labels"
+    if bad:
+        raise CliError(f"{bad}: {where} takes {_takes(p)}", "", EXIT_USAGE, "bad_value")
 
 
 def _tail_line(rd: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> str:
@@ -242,6 +360,9 @@ def _tail(args: argparse.Namespace) -> int:
         what = ", ".join(f"{k} {v}" for k, v in kw.items()) or "every device"
         print(f"following {what}: readings appear as the devices report them (Ctrl-C stops)",
               file=sys.stderr)
+    note = report_note(cat, args.device, args.point, args.cls)
+    if note and not args.json:
+        print(note, file=sys.stderr, flush=True)
     try:
         with ControlClient(socket_path(args)) as c:
             try:
@@ -304,7 +425,10 @@ def register(sub: Any) -> None:
     p.add_argument("device")
     p.add_argument("point", nargs="?")
     p.add_argument("--direct", action="store_true",
-                   help="when the daemon is stopped, read straight from the bus (bench work)")
+                   help="when the daemon is stopped, read straight from the bus (bench work; "
+                        "refused while its socket is there and this user may not use it)")
+    p.add_argument("--exact", action="store_true",
+                   help="with --json: values as decoded, not rounded to the point's resolution")
     p.set_defaults(func=_read)
     p = sub.add_parser("write", help="write a point, bounded by its profile, audited")
     add_common(p)

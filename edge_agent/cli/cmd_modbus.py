@@ -14,11 +14,11 @@ profile: it asks first (--yes for scripts) and the daemon logs an audit line.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import math
 import sys
 from typing import Any
 
-from edge_agent.cli.argtypes import count, integer, seconds
+from edge_agent.cli.argtypes import address, baud, count, scale, seconds, unit_id
 from edge_agent.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -27,6 +27,7 @@ from edge_agent.cli.common import (
     emit,
     table,
 )
+from edge_agent.errors import CodecError
 from edge_agent.profiles.model import REGISTER_WIDTH, DataType, Order, Table
 
 TYPES = ["uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64",
@@ -56,6 +57,10 @@ def _decode(dtype: str, order: Order, regs: list[int], scale: float) -> Any:
     return value
 
 
+def _a(dtype: str) -> str:
+    return ("an " if dtype.startswith("int") else "a ") + dtype
+
+
 def _encode(dtype: str, order: Order, text: str, scale: float, bits: bool) -> list[int]:
     from edge_agent.profiles.codec import raw_encode
 
@@ -69,19 +74,29 @@ def _encode(dtype: str, order: Order, text: str, scale: float, bits: bool) -> li
                        EXIT_USAGE, "bad_value")
     if dtype == "string":
         n = (len(text.encode()) + 1) // 2
+        if n > 123:
+            raise CliError(f"a string of {len(text.encode())} bytes does not fit one write",
+                           "at most 246 bytes (123 registers)", EXIT_USAGE, "bad_value")
         return raw_encode(DataType.STRING, order, text, length=max(1, n))
+    as_float = dtype in ("float32", "float64") or scale != 1.0
+    what = "numbers like 12.5 or -3" if as_float else "integers in decimal or 0x hex"
     try:
-        if dtype in ("float32", "float64"):
-            raw: float | int = float(text) / scale
-        elif scale != 1.0:
-            raw = round(float(text) / scale)
-        else:
-            raw = int(text, 0)
+        raw: float | int = float(text) / scale if as_float else int(text, 0)
     except ValueError:
-        raise CliError(f"{text!r} is not a {dtype} value", "integers in decimal or 0x hex, "
-                       "floats with a dot", EXIT_USAGE, "bad_value") from None
+        raise CliError(f"{text!r} is not {_a(dtype)} value", what, EXIT_USAGE,
+                       "bad_value") from None
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise CliError(f"{text!r} is not a finite number", f"{dtype} values are {what}",
+                       EXIT_USAGE, "bad_value")
+    if dtype not in ("float32", "float64"):
+        raw = round(raw)
     kind = DataType.UINT16 if dtype == "hex" else DataType(dtype)
-    return raw_encode(kind, order, raw)
+    try:
+        return raw_encode(kind, order, raw)
+    except CodecError as exc:  # outside the type's range
+        shown = f"{text} / scale {scale:g} = {raw:g}" if scale != 1.0 else text
+        raise CliError(f"{shown} does not fit {_a(dtype)}", f"{exc}".partition(": ")[2],
+                       EXIT_USAGE, "bad_value") from None
 
 
 def _rows(dtype: str, order: Order, address: int, regs: list[int], scale: float,
@@ -153,7 +168,7 @@ def _modbus(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             raise CliError("cancelled", "", 1, "cancelled")
     timeout = args.timeout if args.timeout is not None else line.timeout_s
-    res = asyncio.run(_run(line, tbl, args.unit, args.address, n, values, timeout))
+    res = line.run(_run(line, tbl, args.unit, args.address, n, values, timeout))
     if res.exception is not None:
         from edge_agent.cli.failure import modbus_exception_text
 
@@ -179,9 +194,9 @@ def _modbus(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("bus", help="bus name, serial port (e.g. /dev/ttyUSB0) or HOST:PORT")
-    p.add_argument("unit", type=integer, help="unit id (1..247)")
+    p.add_argument("unit", type=unit_id, help="unit id (1..247; 0: broadcast write)")
     p.add_argument("table", help="holding, input, coil or discrete (hr, ir, co, di)")
-    p.add_argument("address", type=integer,
+    p.add_argument("address", type=address,
                    help="0-based protocol address (decimal or 0x hex; manual 40001 = holding 0)")
 
 
@@ -191,14 +206,15 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--order", choices=[o.value for o in Order], default="ABCD",
                    help="byte/word order of multi-register values (default: %(default)s; "
                         "CDAB = low word first)")
-    p.add_argument("--scale", type=float, default=1.0,
+    p.add_argument("--scale", type=scale, default=1.0,
                    help="engineering = raw x scale (default: %(default)s)")
     p.add_argument("--timeout", type=seconds,
                    help="seconds to wait for the answer (default: the bus's timeout_max)")
-    p.add_argument("--baud", type=int, default=9600,
-                   help="for a serial port not in the config (default: %(default)s)")
-    p.add_argument("--parity", choices=["N", "E", "O"], default="N",
-                   help="for a serial port not in the config (default: %(default)s)")
+    p.add_argument("--baud", type=baud,
+                   help="for a serial port not in the config (default: 9600; refused when it "
+                        "differs from the line's own settings)")
+    p.add_argument("--parity", choices=["N", "E", "O"],
+                   help="for a serial port not in the config (default: N)")
     add_common(p)
 
 

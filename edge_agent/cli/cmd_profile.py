@@ -11,12 +11,12 @@ A draft is written (never over an existing file without --force) and validated l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from edge_agent.cli.argtypes import baud
 from edge_agent.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -116,15 +116,18 @@ async def _probe_span(bus: Any, unit: int, tbl: Table, span: range, timeout: flo
 
 
 def _from_scan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[int, str], str]:
-    from edge_agent.cli.argtypes import integer
+    from edge_agent.cli.argtypes import unit_id
     from edge_agent.cli.profile_draft import from_registers
     from edge_agent.cli.raw_client import open_line
 
     bus_name, unit_text = args.scan
     try:
-        unit = integer(unit_text)
+        unit = unit_id(unit_text)
     except argparse.ArgumentTypeError as exc:
         raise CliError(f"--scan BUS UNIT: {exc}", "", EXIT_USAGE, "usage") from None
+    if unit == 0:
+        raise CliError("--scan BUS UNIT: unit 0 is the broadcast address: nobody answers it",
+                       "give the unit id, 1..247", EXIT_USAGE, "usage")
     spans = [_span(s) for s in (args.span or ["holding:0-99", "input:0-99"])]
     line = open_line(args, bus_name, baud=args.baud, parity=args.parity)
     found: dict[tuple[str, int], int] = {}
@@ -138,7 +141,7 @@ def _from_scan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[int
         finally:
             await line.bus.close()
 
-    answered = asyncio.run(go())
+    answered = line.run(go())
     if not answered:
         raise CliError(f"unit {unit} on {line.label} answered none of "
                        f"{', '.join(f'{t} {r.start}-{r.stop - 1}' for t, r in spans)}",
@@ -196,7 +199,9 @@ def _new(args: argparse.Namespace) -> int:
     notes: list[str] = []
     comments: dict[int, str] = {}
     if args.csv is not None:
-        draft = from_csv(args.csv.read_text(encoding="utf-8-sig"), one_based=args.one_based,
+        from edge_agent.cli.csv_text import read_csv_text
+
+        draft = from_csv(read_csv_text(args.csv, args.encoding), one_based=args.one_based,
                          order=args.byte_order)
         if draft.problems:
             for problem in draft.problems:
@@ -251,6 +256,9 @@ def register(sub: Any) -> None:
                                     "it like check-config.")
     n.add_argument("name", help="profile name = file name (e.g. acme_ps2)")
     n.add_argument("--csv", type=Path, metavar="FILE", help="the vendor's register table")
+    n.add_argument("--encoding", metavar="NAME",
+                   help="with --csv: the file's encoding when it is not UTF-8 and has no "
+                        "byte-order mark (e.g. cp1252); default: UTF-8, or what its BOM says")
     n.add_argument("--scan", nargs=2, metavar=("BUS", "UNIT"),
                    help="read a unit (through the daemon when it runs) and draft what answers")
     n.add_argument("--span", action="append", metavar="TABLE:LO-HI",
@@ -258,10 +266,10 @@ def register(sub: Any) -> None:
                         "input:0-99)")
     n.add_argument("--keep-zeros", action="store_true",
                    help="with --scan: draft registers reading 0 too")
-    n.add_argument("--baud", type=int, default=9600,
-                   help="with --scan of a port not in the config (default: %(default)s)")
-    n.add_argument("--parity", choices=["N", "E", "O"], default="N",
-                   help="with --scan of a port not in the config (default: %(default)s)")
+    n.add_argument("--baud", type=baud,
+                   help="with --scan of a port not in the config (default: 9600)")
+    n.add_argument("--parity", choices=["N", "E", "O"],
+                   help="with --scan of a port not in the config (default: N)")
     n.add_argument("--vendor", default="unknown", help="(default: %(default)s)")
     n.add_argument("--model", help="(default: NAME)")
     n.add_argument("--class", dest="cls", choices=COMPONENT_CLASSES, default="generic",

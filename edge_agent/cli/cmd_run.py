@@ -47,7 +47,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the gateway daemon (systemd starts this)")
     p.add_argument("--config", "-c", type=Path,
-                   default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)))
+                   default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+                   help=f"agent.toml (default: $EDGE_AGENT_CONFIG, else {DEFAULT_CONFIG})")
     p.add_argument("--log-level", default=os.environ.get("EDGE_AGENT_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+                   choices=["debug", "info", "warning", "error"],
+                   help="(default: $EDGE_AGENT_LOG_LEVEL, else info)")
     p.set_defaults(func=_run)

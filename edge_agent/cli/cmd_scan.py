@@ -6,8 +6,10 @@ and ranked by what the registers hold (identity registers, plausible values: cli
 
 While the daemon runs and owns the line, the scan goes through the daemon's bus owner, between
 its polls, at the line's settings (a --sweep, which must change them, is refused with the command
-that stops the daemon). Otherwise the port is opened directly and exclusively. Ctrl-C keeps (and
-prints) the units found so far.
+that stops the daemon). Otherwise the port is opened directly and exclusively: PORT may then also
+be a bus name of the config (its port and settings, unless --baud/--parity are given). Either way
+the units the config uses are shown with their device names. Ctrl-C keeps (and prints) the units
+found so far, and so does a failure half-way (the daemon stopping): the finds, then the error.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.argtypes import seconds, unit_range
+from edge_agent.cli.argtypes import baud, seconds, unit_range
 from edge_agent.cli.common import (
     EXIT_FAIL,
     EXIT_INTERRUPTED,
@@ -48,7 +50,7 @@ class Found:
     answer: str
     profiles: list[str] = field(default_factory=list)  # the ones that fit, best first
     ranking: list[dict[str, Any]] = field(default_factory=list)
-    configured_as: str = ""  # the daemon's device on this unit, when scanned through it
+    configured_as: str = ""  # the device the config (or running daemon) has on this unit
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -60,6 +62,7 @@ class Progress:
     done: int = 0
     refused: list[tuple[int, str, str]] = field(default_factory=list)  # baud, parity, why
     show: bool = False
+    unit: int = 0  # the unit being probed (or ranked)
 
     def step(self, what: str, found: int) -> None:
         self.done += 1
@@ -110,22 +113,23 @@ async def scan_line(open_bus: Callable[[int, str], Any], combos: list[tuple[int,
                     configured: dict[int, str] | None = None) -> None:
     """Probe ``units`` at every (baud, parity) of ``combos``; append to ``found`` as units
     answer (so a caller interrupted half-way still has them)."""
-    for baud, parity in combos:
-        bus = open_bus(baud, parity)
+    for speed, parity in combos:
+        bus = open_bus(speed, parity)
         try:
             t = max(timeout, bus.min_timeout_s(Table.HOLDING, 1) * 2)
             for unit in units:
+                progress.unit = unit
                 try:
                     answer = await _probe(bus, unit, t)
                 except BusClosed as exc:
-                    progress.refused.append((baud, parity, str(exc).rpartition(": ")[2]))
+                    progress.refused.append((speed, parity, str(exc).rpartition(": ")[2]))
                     progress.done += len(units) - (unit - units.start) - 1
                     break
-                progress.step(f"{baud} {parity} unit {unit:3d}", len(found))
+                progress.step(f"{speed} {parity} unit {unit:3d}", len(found))
                 if answer is None:
                     continue
                 ranked = await _rank(bus, unit, profiles, max(t, 0.2))
-                f = Found(baud, parity, unit, answer, ranked.profiles, ranked.ranking,
+                f = Found(speed, parity, unit, answer, ranked.profiles, ranked.ranking,
                           (configured or {}).get(unit, ""))
                 found.append(f)
                 progress.say(_line(f))
@@ -189,19 +193,104 @@ def _daemon_bus(args: argparse.Namespace) -> tuple[dict[str, Any], dict[int, str
             cat = c.result("catalog")
     except DaemonNotRunning:
         return None
+    return _bus_of(args.port, cat)
+
+
+def _bus_of(port: str, cat: dict[str, Any]) -> tuple[dict[str, Any], dict[int, str]] | None:
+    """The bus of ``cat`` (a catalog) named ``port`` (its name or serial port), with the unit ids
+    its devices use; None when no bus matches. CliError for a bus that is not RS-485 Modbus."""
     for b in cat["buses"]:
-        port = "" if "host" in b else str(b.get("port", ""))
-        if b["name"] == args.port or (port and (port == args.port or os.path.realpath(port)
-                                                == os.path.realpath(args.port))):
+        dev = "" if "host" in b else str(b.get("port", ""))
+        if b["name"] == port or (dev and (dev == port or os.path.realpath(dev)
+                                          == os.path.realpath(port))):
             if b["kind"] != "rtu":
-                raise CliError(f"{args.port} is the daemon's {b['kind']} bus {b['name']}, not "
-                               "an RS-485 Modbus line", "", EXIT_USAGE, "unsupported")
+                raise CliError(f"{port} is the {b['kind']} bus {b['name']}, not an RS-485 "
+                               "Modbus line", "scan probes serial lines; for a Modbus TCP "
+                               f"device use: edge-agent modbus read {b['name']} UNIT holding 0",
+                               EXIT_USAGE, "unsupported")
             units = {d["unit_id"]: d["name"] for d in cat["devices"] if d["bus"] == b["name"]}
             return b, units
     return None
 
 
+def _config_bus(args: argparse.Namespace) -> tuple[dict[str, Any], dict[int, str]] | None:
+    """The config's bus for this port, the daemon being stopped (a config named with --config
+    must load; the default one is used when it is there and readable)."""
+    from edge_agent.cli.common import config_path
+    from edge_agent.config.catalog import catalog
+    from edge_agent.config.load import load_config
+    from edge_agent.errors import ConfigError
+
+    cfg = config_path(args)
+    given = getattr(args, "config_given", False)
+    try:
+        return _bus_of(args.port, catalog(load_config(cfg))) if given or cfg.exists() else None
+    except (ConfigError, OSError):
+        if given:
+            raise
+        return None  # the default config, unreadable to this user: a port path still works
+
+
+@dataclass
+class _Plan:
+    combos: list[tuple[int, str]]
+    open_bus: Callable[[int, str], Any]
+    via: str
+    configured: dict[int, str]
+    port: str
+
+
+def _through_daemon(args: argparse.Namespace, b: dict[str, Any]) -> _Plan:
+    from edge_agent.cli.common import socket_path
+    from edge_agent.cli.raw_client import DaemonBus
+
+    stop = "stop it first: sudo systemctl stop edge-agent"
+    if args.sweep:
+        raise CliError(f"the daemon owns {args.port} (bus {b['name']}, {b['baud']} "
+                       f"{b['parity']}): a sweep would change the line's settings under it",
+                       stop, EXIT_USAGE, "daemon_owns_line")
+    if args.baud_given and (args.baud, args.parity) != (b["baud"], b["parity"]):
+        raise CliError(f"the daemon runs {args.port} at {b['baud']} {b['parity']}, not "
+                       f"{args.baud} {args.parity}", f"scan at its settings, or {stop}",
+                       EXIT_USAGE, "daemon_owns_line")
+    sock = socket_path(args)
+
+    def open_bus(baud: int, parity: str) -> Any:
+        return DaemonBus(sock, b["name"], probe=True)
+
+    return _Plan([(int(b["baud"]), str(b["parity"]))], open_bus,
+                 f"through the daemon (bus {b['name']}, between its polls)", {}, str(b["port"]))
+
+
+def _direct(args: argparse.Namespace, b: dict[str, Any] | None) -> _Plan:
+    """Straight on the port: a bus of the config (its port and, unless given, its settings)
+    or a port path."""
+    port = str(b["port"]) if b is not None else args.port
+    if not os.path.exists(port):
+        what = f"no serial port {port}" + (f" (bus {b['name']} of the config)" if b else "")
+        raise CliError(what, "is the adapter plugged in? see: ls /dev/ttyUSB* /dev/ttyAMA* "
+                       "/dev/serial/by-id", EXIT_USAGE, "no_port")
+    baud, parity = args.baud, args.parity
+    if b is not None and not args.baud_given:
+        baud, parity = int(b["baud"]), str(b["parity"])
+    bauds = list(STANDARD_BAUDS) if args.sweep else [baud]
+    parities = list(PARITIES) if args.sweep else [parity]
+
+    def open_bus(baud: int, parity: str) -> Any:
+        from edge_agent.bus.serial_line import SerialRtuBus
+
+        # no late-answer hold: most unit ids of a scan are absent, and holding the line
+        # after each of them would stretch a 247-unit scan from seconds to minutes
+        return SerialRtuBus(SerialBus(name="scan", port=port, baud=baud, parity=parity,
+                                      timeout_max_s=args.timeout, late_answer_window_s=0.0))
+
+    via = "direct (port locked for the scan)" + (f", bus {b['name']} of the config" if b else "")
+    return _Plan([(bd, pa) for bd in bauds for pa in parities], open_bus, via, {}, port)
+
+
 def _scan(args: argparse.Namespace) -> int:
+    from edge_agent.cli.common import socket_path
+    from edge_agent.cli.failure import as_cli_error
     from edge_agent.errors import ConfigError
     from edge_agent.profiles.load import load_profiles
     from edge_agent.profiles.shipped import shipped_dir
@@ -213,66 +302,50 @@ def _scan(args: argparse.Namespace) -> int:
         raise CliError(f"the profiles do not load: {first}", f"run: edge-agent check-config "
                        f"{args.profiles or shipped_dir()}", EXIT_USAGE, "bad_profiles") from None
     owned = _daemon_bus(args)
-    configured: dict[int, str] = {}
     if owned is not None:
-        b, configured = owned
-        stop = "stop it first: sudo systemctl stop edge-agent"
-        if args.sweep:
-            raise CliError(f"the daemon owns {args.port} (bus {b['name']}, {b['baud']} "
-                           f"{b['parity']}): a sweep would change the line's settings under it",
-                           stop, EXIT_USAGE, "daemon_owns_line")
-        if (args.baud, args.parity) != (b["baud"], b["parity"]) and args.baud_given:
-            raise CliError(f"the daemon runs {args.port} at {b['baud']} {b['parity']}, not "
-                           f"{args.baud} {args.parity}", f"scan at its settings, or {stop}",
-                           EXIT_USAGE, "daemon_owns_line")
-        from edge_agent.cli.common import socket_path
-        from edge_agent.cli.raw_client import DaemonBus
-
-        sock = socket_path(args)
-        combos = [(int(b["baud"]), str(b["parity"]))]
-        via = f"through the daemon (bus {b['name']}, between its polls)"
-
-        def open_bus(baud: int, parity: str) -> Any:
-            return DaemonBus(sock, b["name"], probe=True)
+        plan = _through_daemon(args, owned[0])
     else:
-        if not os.path.exists(args.port):
-            raise CliError(f"no serial port {args.port}", "is the adapter plugged in? see: ls "
-                           "/dev/ttyUSB* /dev/ttyAMA* /dev/serial/by-id", EXIT_USAGE, "no_port")
-        bauds = list(STANDARD_BAUDS) if args.sweep else [args.baud]
-        parities = list(PARITIES) if args.sweep else [args.parity]
-        combos = [(bd, pa) for bd in bauds for pa in parities]
-        via = "direct (port locked for the scan)"
-
-        def open_bus(baud: int, parity: str) -> Any:
-            from edge_agent.bus.serial_line import SerialRtuBus
-
-            # no late-answer hold: most unit ids of a scan are absent, and holding the line
-            # after each of them would stretch a 247-unit scan from seconds to minutes
-            return SerialRtuBus(SerialBus(name="scan", port=args.port, baud=baud, parity=parity,
-                                          timeout_max_s=args.timeout, late_answer_window_s=0.0))
-
+        owned = _config_bus(args)
+        plan = _direct(args, owned[0] if owned else None)
+    plan.configured = owned[1] if owned else {}
+    combos = plan.combos
     progress = Progress(len(combos) * len(args.units),
                         show=not args.json and sys.stderr.isatty())
     est = len(combos) * len(args.units) * max(args.timeout, 0.02)
-    progress.say(f"scanning {args.port} {via}: units {args.units.start}-{args.units.stop - 1}"
-                 f" at {len(combos)} setting(s), about {est:.0f} s; Ctrl-C stops and keeps "
-                 "what was found")
+    progress.say(f"scanning {args.port} {plan.via}: units {args.units.start}-"
+                 f"{args.units.stop - 1} at {len(combos)} setting(s), about {est:.0f} s; "
+                 "Ctrl-C stops and keeps what was found")
     found: list[Found] = []
     interrupted = False
+    failure: CliError | None = None
     t0 = time.monotonic()
     try:
-        asyncio.run(scan_line(open_bus, combos, args.units, profiles, args.timeout, found,
-                              progress, configured))
+        asyncio.run(scan_line(plan.open_bus, combos, args.units, profiles, args.timeout, found,
+                              progress, plan.configured))
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as exc:  # e.g. the daemon stopped mid-scan: keep what was found
+        failure = as_cli_error(exc, socket_path(args) if owned else None)
+        if failure is None:
+            raise
     if progress.show:
         sys.stderr.write("\r\x1b[K")
     notes = _refusals(progress.refused, len({b for b, _ in combos}))
-    if combos and len(combos) > 1 and os.path.realpath(args.port).startswith("/dev/pts/"):
+    if combos and len(combos) > 1 and os.path.realpath(plan.port).startswith("/dev/pts/"):
         notes.append(f"{args.port} is a pseudo-terminal: it has no line speed, so a unit "
                      "answers at every baud")
+    took = f"after {time.monotonic() - t0:.0f} s"
     if interrupted:
-        notes.append(f"interrupted after {time.monotonic() - t0:.0f} s: the units found so far")
+        notes.append(f"interrupted {took}: the units found so far")
+    if failure is not None:
+        at = f" at unit {progress.unit}" if progress.unit else ""
+        notes.append(f"stopped{at} {took}: the units found so far")
+        if args.json:  # one JSON object: the error, with the finds
+            failure.data = {"found": [f.as_dict() for f in found]}
+        else:
+            print(_render(found, notes), flush=True)
+        raise CliError(f"the scan stopped{at}: {failure.message}", failure.hint, failure.exit,
+                       failure.code, failure.data)
     emit(args, [f.as_dict() for f in found], _render(found, notes))
     if interrupted:
         return EXIT_INTERRUPTED
@@ -293,7 +366,7 @@ def register(sub: Any) -> None:
                                     "profiles that fit", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("port", help="serial device (e.g. /dev/ttyUSB0) or the daemon's bus name")
-    p.add_argument("--baud", type=int, default=9600, action=_Given,
+    p.add_argument("--baud", type=baud, default=9600, action=_Given,
                    help="line speed (default: %(default)s; the daemon's when it owns the line)")
     p.add_argument("--parity", choices=list(PARITIES), default="N", action=_Given,
                    help="N, E or O (default: %(default)s)")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge_agent.cli import argtypes
 from edge_agent.cli.verify_live import (
     EPHEMERAL_EXPIRY_S,
     SESSION_EXPIRY_S,
@@ -161,7 +162,18 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
     print("result=OK" if report.ok else "result=FAILED")
 
 
+def _broker_warnings() -> None:
+    """A consumer on a broker runs for long: its connection warnings (lost, refused) stay on
+    stderr, as the one thing of the library logging the CLI otherwise keeps quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    for name in ("edge_agent.cli.verify_live", __name__):
+        logging.getLogger(name).addHandler(handler)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.broker is not None:
+        _broker_warnings()
     try:
         keys, bindings = _load_keys(args.key)
         if args.broker is not None:
@@ -215,8 +227,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--topic", default="edge/+/data", help="subscription, e.g. '$share/grp/edge/+/data'"
     )
     p.add_argument("--tls-ca", type=Path, metavar="F", help="CA file: connect with TLS")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--count", type=argtypes.whole(1), metavar="N", help="stop after N messages")
+    p.add_argument("--duration", type=argtypes.seconds, metavar="S", help="stop after S seconds")
     p.add_argument(
         "--save", type=Path, metavar="DIR",
         help="append-only archive: <gateway>/<seq>.cose (first copy kept; a conflicting one "
@@ -229,7 +241,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     p.add_argument("--client-id", metavar="ID", help="MQTT client id (default: kept in --state)")
     p.add_argument(
-        "--session-expiry", type=int, default=SESSION_EXPIRY_S, metavar="S",
+        "--session-expiry", type=argtypes.whole(1, 2**32 - 1), default=SESSION_EXPIRY_S,
+        metavar="S",
         help="with --state: how long the broker keeps the session (and queues batches) while "
         "this consumer is away (default 7 days)",
     )  # fmt: skip

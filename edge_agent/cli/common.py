@@ -14,7 +14,6 @@ it is one JSON object on stdout instead: ``{"ok": false, "error": CODE, "message
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
@@ -34,11 +33,12 @@ class CliError(EdgeAgentError):
     """A command cannot go on: ``message`` says what happened, ``hint`` what to do about it."""
 
     def __init__(self, message: str, hint: str = "", exit: int = EXIT_FAIL,
-                 code: str = "failed") -> None:
+                 code: str = "failed", data: dict[str, Any] | None = None) -> None:
         self.message = message
         self.hint = hint
         self.exit = exit
         self.code = code
+        self.data = data  # with --json: more fields of the error object (e.g. partial results)
         super().__init__(f"{message}; {hint}" if hint else message)
 
 
@@ -54,7 +54,7 @@ class _ConfigAction(argparse.Action):
 def add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", type=Path, action=_ConfigAction,
                    default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
-                   help="agent.toml (default: $EDGE_AGENT_CONFIG or %(default)s)")
+                   help=f"agent.toml (default: $EDGE_AGENT_CONFIG, else {DEFAULT_CONFIG})")
     p.set_defaults(config_given="EDGE_AGENT_CONFIG" in os.environ)
 
 
@@ -151,13 +151,11 @@ def fail(msg: str, code: int = EXIT_FAIL) -> int:
 
 
 def suggest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """The names closest to ``word``: prefix matches first, then difflib's close matches."""
-    names = sorted(set(choices))
-    low = word.lower()
-    out = [c for c in names if c.lower().startswith(low) and low]
-    out += [c for c in difflib.get_close_matches(word, names, n=n, cutoff=0.6) if c not in out]
-    out += [c for c in names if low and low in c.lower() and c not in out]
-    return out[:n]
+    """The names closest to ``word``, best first (profiles/names.py: ``lamp-1`` is
+    ``lamp-01``)."""
+    from edge_agent.profiles.names import closest
+
+    return closest(word, choices, n)
 
 
 class UnknownName(CliError):
@@ -186,7 +184,7 @@ def report(prog: str, err: CliError, as_json: bool) -> int:
     """Print ``err`` as the one line (or JSON object) a command ends with; its exit code."""
     if as_json:
         obj = {"ok": False, "error": err.code, "message": err.message, "hint": err.hint,
-               "exit": err.exit}
+               "exit": err.exit, **(err.data or {})}
         try:
             print(json.dumps(obj, ensure_ascii=False), flush=True)
         except BrokenPipeError:

@@ -167,12 +167,25 @@ def destination(dest: Path, gateway: str, now: float | None = None) -> tuple[Pat
     return parent, dest.name
 
 
-def _check_space(directory: Path, need: int) -> None:
+def check_room(directory: Path, need: int) -> None:
+    """ExportError unless ``directory`` can take a file of ``need`` bytes: on a filesystem that
+    stores files (not /proc or /sys), mounted read-write, with the space (a directory this user
+    may not write to is named when the file cannot be created)."""
+    from edge_agent.cli.humanize import size
+
     st = os.statvfs(directory)
+    writable = os.access(directory, os.W_OK | os.X_OK)
+    if st.f_blocks == 0 and not writable:
+        raise ExportError(f"{directory}: not a filesystem for files (no blocks at all: /proc, "
+                          "/sys or another pseudo filesystem?); give the stick's mount point, "
+                          "e.g. /mnt/usb")
+    if st.f_flag & os.ST_RDONLY:
+        raise ExportError(f"{directory}: mounted read-only; remount it read-write (or is the "
+                          "stick's write-protect switch on?)")
     free = st.f_bavail * st.f_frsize
-    if free < need:
-        raise ExportError(f"{directory}: {free / 2**20:.1f} MiB free, the export needs about "
-                          f"{need / 2**20:.1f} MiB")
+    if st.f_blocks and free < need:  # a filesystem with no block counts says nothing of room
+        raise ExportError(f"{directory}: {size(free)} free, the export needs about "
+                          f"{size(need)}")
 
 
 def export_to(socket_path: Path, dest: Path) -> ExportResult:
@@ -183,7 +196,7 @@ def export_to(socket_path: Path, dest: Path) -> ExportResult:
         if not isinstance(gateway, str) or not gateway:
             raise ControlUnavailable(f"export: the daemon's first line has no gateway: {head}")
         directory, name = destination(dest, gateway)
-        _check_space(directory, int(head.get("bytes", 0)) + 9 * int(head.get("depth", 0)) + 4096)
+        check_room(directory, int(head.get("bytes", 0)) + 9 * int(head.get("depth", 0)) + 4096)
         try:
             with NewFile(directory, name) as out:
                 writer = ArchiveWriter(out.file, Header(

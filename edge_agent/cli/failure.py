@@ -79,10 +79,33 @@ def unreachable(exc: EdgeAgentError, socket: Path | None) -> CliError:
                     EXIT_NO_DAEMON, "no_daemon")
 
 
-def refused(reason: str, detail: str) -> CliError:
+def _tcp(reason: str, d: str, where: str) -> CliError | None:
+    """The failures of a Modbus TCP device, said for a network (``where``: host:port)."""
+    host = where.rpartition(":")[0]
+    if reason in ("BusClosed", "PortBusy"):
+        return CliError(f"cannot connect to the Modbus TCP device at {where} ({d})",
+                        f"is it powered and reachable from this box (ping {host}), and is "
+                        f"{where.rpartition(':')[2]} its Modbus TCP port? `edge-agent doctor` "
+                        "checks the configured endpoints", EXIT_FAIL, "unreachable")
+    if reason in ("CrcError", "FrameError"):
+        return CliError(f"failed: garbled answer from {where} ({d})", "does that port speak "
+                        "Modbus TCP (not RTU over TCP, not another protocol)? check the "
+                        "device's network settings", EXIT_FAIL, "bad_frame")
+    if reason in ("timeout", "BusTimeout"):
+        return CliError(f"no answer in time from {where} ({d})", "connected, but the unit did "
+                        "not answer: check the unit id (behind a gateway: its serial side)",
+                        EXIT_TIMEOUT, "timeout")
+    return None
+
+
+def refused(reason: str, detail: str, tcp: str = "") -> CliError:
     """A ``{"ok": false, "error": reason, "detail": ...}`` answer of the daemon, or the same
-    refusal raised by direct (daemon-less) work."""
+    refusal raised by direct (daemon-less) work. ``tcp``: the host:port of the Modbus TCP
+    device concerned, when the caller knows it is one (the hints differ from a serial line's)."""
     d = detail or reason
+    said = _tcp(reason, d, tcp) if tcp else None
+    if said is not None:
+        return said
     if reason in ("timeout", "BusTimeout"):
         return CliError(f"no answer in time ({d})", "check the device's power, wiring and "
                         "unit id; `edge-agent devices` shows its history", EXIT_TIMEOUT, "timeout")
@@ -107,13 +130,21 @@ def refused(reason: str, detail: str) -> CliError:
         return CliError(f"refused: {d}", "only points with access = \"rw\" can be written",
                         EXIT_FAIL, reason)
     if reason == "not_running":
-        return CliError(f"the daemon is not ready ({d})", "it is starting or reloading: try "
-                        "again in a few seconds", EXIT_FAIL, reason)
+        return CliError(f"the daemon is not ready ({d})", "it is starting, reloading or "
+                        "stopping: try again in a few seconds (`edge-agent status` says if it "
+                        "runs)", EXIT_FAIL, reason)
     if reason == "busy":
         return CliError(f"the daemon is busy ({d})", "close other edge-agent commands (tail) "
                         "and try again", EXIT_FAIL, reason)
     if reason == "bad_argument":
         return CliError(d, "", EXIT_USAGE, reason)
+    if reason == "bad_value":
+        return CliError(f"refused: {d}", "give a value of the point's type (a number, on/off, "
+                        "or one of its labels): `edge-agent read DEVICE POINT` shows one",
+                        EXIT_USAGE, reason)
+    if reason == "no_match":
+        return CliError(f"{d}: the filters select nothing together", "drop one of them",
+                        EXIT_USAGE, reason)
     if reason == "unsupported":
         return CliError(f"not supported: {d}", "", EXIT_USAGE, reason)
     if reason == "internal":
@@ -126,9 +157,18 @@ def refused(reason: str, detail: str) -> CliError:
     return CliError(f"{reason}: {d}" if detail else reason, "", EXIT_FAIL, reason)
 
 
-def as_cli_error(exc: BaseException, socket: Path | None = None) -> CliError | None:
+class Explained(CliError):
+    """A CliError made by ``refused`` / ``as_cli_error``, raised where the caller knows more
+    than ``main`` would (a Modbus TCP device's host:port)."""
+
+    def __init__(self, err: CliError) -> None:
+        super().__init__(err.message, err.hint, err.exit, err.code, err.data)
+
+
+def as_cli_error(exc: BaseException, socket: Path | None = None,
+                 tcp: str = "") -> CliError | None:
     """The CliError for ``exc``; None when it is not something a user can be told about
-    (a bug: main reports it as an internal error)."""
+    (a bug: main reports it as an internal error). ``tcp``: see ``refused``."""
     if isinstance(exc, CliError):
         return exc
     from edge_agent.control.client import ControlRefused, ControlUnavailable
@@ -136,7 +176,11 @@ def as_cli_error(exc: BaseException, socket: Path | None = None) -> CliError | N
     if isinstance(exc, ControlUnavailable):
         return unreachable(exc, socket)
     if isinstance(exc, ControlRefused | CommandRefused):
-        return refused(exc.reason, exc.detail)
+        return refused(exc.reason, exc.detail, tcp)
+    if tcp and isinstance(exc, BusClosed | FrameError | BusTimeout):
+        name = ("BusClosed" if isinstance(exc, BusClosed) else
+                "FrameError" if isinstance(exc, FrameError) else "BusTimeout")
+        return refused(name, str(exc), tcp)
     if isinstance(exc, ConfigError):
         first = exc.problems[0] if exc.problems else exc
         more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""

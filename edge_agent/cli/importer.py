@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import UplinkError
-from edge_agent.trust.archive import ArchiveReader, is_archive
+from edge_agent.trust.archive import SUFFIX, ArchiveReader, is_archive
 
 Batch = tuple[str, str, bytes]  # gateway, where (file / archive offset), COSE bytes
 
@@ -42,7 +42,15 @@ def batches_of(sources: list[Path]) -> tuple[int, Iterator[Batch]]:
     total = 0
     for src in sources:
         if src.is_dir():
-            for gw, files in exported(src).items():
+            found = exported(src)
+            archives = sorted(f.name for f in src.iterdir() if f.is_file() and is_archive(f))
+            if not found and archives:
+                shown = ", ".join(archives[:3]) + (f" (+{len(archives) - 3} more)"
+                                                   if len(archives) > 3 else "")
+                raise UplinkError(f"{src} holds {len(archives)} export archive(s), not a "
+                                  f"<gateway>/<seq>.cose tree: pass the file(s): {shown} "
+                                  f"(e.g. {src / archives[0]}, or {src}/*{SUFFIX})")
+            for gw, files in found.items():
                 plan.append((gw, src, files))
                 total += len(files)
         elif is_archive(src):

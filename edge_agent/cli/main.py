@@ -161,6 +161,22 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
             return EXIT_PIPE
 
 
+def quiet_logging(command: str | None) -> None:
+    """A command's output is its own lines: the library and bus log lines (``connect_failed``
+    ...) that would otherwise reach the terminal through logging's last-resort handler are
+    dropped, or shown in full with ``EDGE_AGENT_DEBUG=1``. The daemon (`run`) and long-running
+    consumers configure their own logging."""
+    import logging
+
+    if command in ("run", "--version") or logging.getLogger().handlers:
+        return
+    if os.environ.get("EDGE_AGENT_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(levelname)s %(name)s %(message)s")
+    else:
+        logging.getLogger().addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -182,6 +198,7 @@ def _main(argv: Sequence[str] | None) -> int:
     prog = "edge-agent " + " ".join(
         x for x in (args.command, *(getattr(args, k, None) for k in _SUBCOMMAND_DESTS))
         if isinstance(x, str))
+    quiet_logging(args.command)
     return run_command(func, args, prog)
 
 

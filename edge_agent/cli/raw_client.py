@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from edge_agent.bus.base import ModbusBus
 from edge_agent.cli.common import EXIT_USAGE, CliError, UnknownName, socket_path
+from edge_agent.cli.failure import Explained
 from edge_agent.config.model import SerialBus, TcpBus
 from edge_agent.errors import (
     BusClosed,
@@ -27,24 +28,26 @@ from edge_agent.errors import (
 )
 from edge_agent.profiles.model import Table
 
+T = TypeVar("T")
 DAEMON_TIMEOUT_S = 20.0  # the op waits for a slot between polls, then for the device
 
 
 class DaemonBus:
-    """The daemon's bus owner, over the control socket (op ``modbus``)."""
+    """The daemon's bus owner, over the control socket (op ``modbus``), awaited in the event loop
+    (Ctrl-C stops a scan between two requests, or in the middle of one)."""
 
     def __init__(self, sock: Any, bus: str, probe: bool = False) -> None:
-        from edge_agent.control.client import ControlClient
+        from edge_agent.control.client import AsyncControlClient
 
-        self._client = ControlClient(sock)
+        self._client = AsyncControlClient(sock)
         self.name = bus
         self._probe = probe
 
-    def _call(self, **kw: Any) -> dict[str, Any]:
+    async def _call(self, **kw: Any) -> dict[str, Any]:
         from edge_agent.control.client import ControlRefused
 
         try:
-            res: dict[str, Any] = self._client.result(
+            res: dict[str, Any] = await self._client.result(
                 "modbus", timeout_s=DAEMON_TIMEOUT_S, bus=self.name, probe=self._probe, **kw)
         except ControlRefused as exc:  # the owner's errors, as the owner raises them
             if exc.reason == "BusTimeout":
@@ -62,20 +65,20 @@ class DaemonBus:
 
     async def read(self, unit: int, table: Table, address: int, count: int, *,
                    timeout_s: float) -> list[int]:
-        res = self._call(unit=unit, table=str(table), address=address, count=count,
-                         timeout=timeout_s)
+        res = await self._call(unit=unit, table=str(table), address=address, count=count,
+                               timeout=timeout_s)
         return [int(r) for r in res["registers"]]
 
     async def write(self, unit: int, table: Table, address: int, values: Sequence[int], *,
                     timeout_s: float) -> None:
-        self._call(unit=unit, table=str(table), address=address, values=list(values),
-                   timeout=timeout_s)
+        await self._call(unit=unit, table=str(table), address=address, values=list(values),
+                         timeout=timeout_s)
 
     def min_timeout_s(self, table: Table, count: int) -> float:
         return 0.0  # the daemon raises a too short timeout to its line's minimum
 
     async def close(self) -> None:
-        self._client.close()
+        await self._client.close()
 
 
 @dataclass
@@ -85,6 +88,22 @@ class Line:
     via: str  # "daemon" or "direct"
     timeout_s: float  # default per request
     serial: SerialBus | None = None  # the line's settings, when known
+    tcp: str = ""  # host:port of a Modbus TCP device (its failures are said for a network)
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """``asyncio.run(work)``, a failure of the line as the one line a technician reads."""
+        import asyncio
+
+        from edge_agent.cli.failure import as_cli_error
+        from edge_agent.control.client import ControlRefused
+
+        try:
+            return asyncio.run(work)
+        except (BusError, ControlRefused) as exc:
+            err = as_cli_error(exc, tcp=self.tcp)
+            if err is None:
+                raise
+            raise Explained(err) from None
 
 
 def _describe(b: SerialBus | TcpBus) -> str:
@@ -157,9 +176,11 @@ def direct_owner(b: SerialBus | TcpBus) -> ModbusBus:
     return SerialRtuBus(b)
 
 
-def open_line(args: argparse.Namespace, name: str, *, baud: int = 9600, parity: str = "N",
-              probe: bool = False) -> Line:
-    """The line ``name`` names, through the daemon when it owns it."""
+def open_line(args: argparse.Namespace, name: str, *, baud: int | None = None,
+              parity: str | None = None, probe: bool = False) -> Line:
+    """The line ``name`` names, through the daemon when it owns it. ``baud``/``parity``: what
+    the command line asked for (None: not given); refused when the daemon runs the line at
+    other settings, used instead of the config's when the port is opened directly."""
     running = _daemon_buses(args)
     if running is not None:
         for b in running:
@@ -167,10 +188,11 @@ def open_line(args: argparse.Namespace, name: str, *, baud: int = 9600, parity: 
                 if b["kind"] == "at":
                     raise CliError(f"bus {b['name']} is an AT-command line, not Modbus", "",
                                    EXIT_USAGE, "unsupported")
+                _same_settings(b, baud, parity)
                 known = _config_bus(b)
                 label = _describe(known) if known is not None else b["name"]
                 return Line(DaemonBus(socket_path(args), b["name"], probe), label, "daemon",
-                            1.0, known if isinstance(known, SerialBus) else None)
+                            1.0, known if isinstance(known, SerialBus) else None, _tcp(known))
     buses = [] if running is not None else _config_buses(args)
     for b in buses:
         if _matches(b, name):
@@ -179,15 +201,31 @@ def open_line(args: argparse.Namespace, name: str, *, baud: int = 9600, parity: 
                 raise CliError(f"bus {b['name']} is an AT-command line, not Modbus", "",
                                EXIT_USAGE, "unsupported")
             if isinstance(known, SerialBus):
-                known = SerialBus(name=known.name, port=known.port, baud=known.baud,
-                                  parity=known.parity, stopbits=known.stopbits,
+                known = SerialBus(name=known.name, port=known.port, baud=baud or known.baud,
+                                  parity=parity or known.parity, stopbits=known.stopbits,
                                   late_answer_window_s=0.0)
             return Line(direct_owner(known), _describe(known), "direct", known.timeout_max_s,
-                        known if isinstance(known, SerialBus) else None)
-    adhoc = _adhoc(name, baud, parity)
+                        known if isinstance(known, SerialBus) else None, _tcp(known))
+    adhoc = _adhoc(name, baud or 9600, parity or "N")
     if adhoc is None:
         names = [b["name"] for b in (running or buses)]
         raise UnknownName("bus", name, names, what="give a bus name, a serial port path or "
                           "HOST:PORT")
     return Line(direct_owner(adhoc), _describe(adhoc), "direct", adhoc.timeout_max_s,
-                adhoc if isinstance(adhoc, SerialBus) else None)
+                adhoc if isinstance(adhoc, SerialBus) else None, _tcp(adhoc))
+
+
+def _tcp(b: SerialBus | TcpBus | None) -> str:
+    return f"{b.host}:{b.port}" if isinstance(b, TcpBus) else ""
+
+
+def _same_settings(b: dict[str, Any], baud: int | None, parity: str | None) -> None:
+    """CliError when --baud/--parity ask for other settings than the daemon runs the line at:
+    going through the daemon, the request would silently use the line's own."""
+    if b["kind"] != "rtu" or (baud in (None, b["baud"]) and parity in (None, b["parity"])):
+        return
+    asked = f"{baud or b['baud']} {parity or b['parity']}"
+    raise CliError(f"the daemon runs {b['name']} ({b['port']}) at {b['baud']} {b['parity']}, "
+                   f"not {asked}", "leave out --baud/--parity to use the line's settings, or "
+                   "stop the daemon first: sudo systemctl stop edge-agent", EXIT_USAGE,
+                   "daemon_owns_line")

@@ -3,7 +3,8 @@ decimals to show, plausible range, access), buses and component classes.
 
 The daemon answers it over the control socket (op ``catalog``: the config it runs, which may be
 newer or older than the file); direct (daemon-less) work builds it from the file. The CLI uses it
-to check and suggest names and to show values the way a person reads them.
+to check and suggest names and to show values the way a person reads them; a point's ``report``
+(poll interval, heartbeat, every change or a deadband) tells ``tail`` how often to expect it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ def point_info(p: Point) -> dict[str, Any]:
     }
     if isinstance(p, ModbusPoint):
         info |= {"table": str(p.table), "address": p.address, "count": p.count}
+        if p.bounds is not None:
+            b = p.bounds
+            info["bounds"] = {"min": b.min, "max": b.max, "step": b.step,
+                              "allowed": list(b.allowed)}
+    if p.enum:
+        info["labels"] = [label for _, label in p.enum]
+    rep = p.reporting
+    info["report"] = {"interval_s": rep.interval_s, "heartbeat_s": rep.heartbeat_s,
+                      "on_change": rep.deadband is None or rep.alarm, "alarm": rep.alarm}
     return info
 
 

@@ -47,7 +47,8 @@ ERRORS = {
     "timeout": "the op did not finish in time",
     "internal": "a bug in the daemon (logged with where it happened)",
     # ops also answer the typed refusals of the daemon: unknown_device, unknown_point,
-    # out_of_bounds, not_writable, not_running, BusTimeout, OutboxError, ...
+    # out_of_bounds, bad_value (a value the point's type cannot take), not_writable,
+    # not_running, BusTimeout, OutboxError, ...
 }
 
 # op -> {argument: (accepted types, required)}; None counts as absent for optional ones

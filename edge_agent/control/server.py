@@ -15,6 +15,7 @@ import logging
 import os
 import traceback
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from edge_agent.control.protocol import (
     reading_json,
     too_deep,
 )
-from edge_agent.errors import BoundsError, CodecError, CommandRefused, EdgeAgentError
+from edge_agent.errors import BoundsError, BusTimeout, CodecError, CommandRefused, EdgeAgentError
 from edge_agent.platform.files import give_group
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,16 @@ async def _aclose(it: AsyncIterator[Any]) -> None:
             await aclose()
 
 
-def error_reply(op: str, exc: BaseException) -> dict[str, Any]:
+def error_reply(op: str, exc: BaseException, quiet: bool = False) -> dict[str, Any]:
     """One error reply for whatever ``op`` raised, logged once (a refusal at info, an OS error
-    at warning, anything unexpected at error with the place it was raised)."""
+    at warning, anything unexpected at error with the place it was raised); ``quiet``: an
+    expected outcome counted elsewhere (a scan's absent unit), not logged."""
     if isinstance(exc, CommandRefused):  # RequestError included
         code, detail = exc.reason, exc.detail
     elif isinstance(exc, BoundsError):
         code, detail = "out_of_bounds", str(exc)
-    elif isinstance(exc, CodecError):
-        code, detail = "not_writable", str(exc)
+    elif isinstance(exc, CodecError):  # a value the point's type cannot take
+        code, detail = "bad_value", str(exc)
     elif isinstance(exc, EdgeAgentError):
         code, detail = type(exc).__name__, str(exc)
     elif isinstance(exc, TimeoutError):
@@ -120,9 +122,28 @@ def error_reply(op: str, exc: BaseException) -> dict[str, Any]:
         log.error("control_op_failed op=%s error=internal exc=%r at=%s", op, exc, where)
     elif isinstance(exc, OSError):
         log.warning("control_op_failed op=%s error=%s detail=%s", op, code, detail)
-    else:
+    elif not quiet:
         log.info("control_op_refused op=%s error=%s detail=%s", op, code, detail[:200])
     return {"ok": False, "error": code, "detail": detail}
+
+
+@dataclass
+class _Session:
+    """What one connection did that is logged once when it ends: the unit ids a scan probed per
+    bus and those that answered, instead of a line per absent unit."""
+
+    probes: dict[str, tuple[set[int], set[int]]] = field(default_factory=dict)
+
+    def probed(self, bus: str, unit: int, answered: bool) -> None:
+        tried, heard = self.probes.setdefault(bus, (set(), set()))
+        tried.add(unit)
+        if answered:
+            heard.add(unit)
+
+    def log(self) -> None:
+        for bus, (tried, heard) in self.probes.items():
+            log.info("modbus_scan bus=%s probed=%d answered=%d absent=%d", bus, len(tried),
+                     len(heard), len(tried - heard))
 
 
 class ControlServer:
@@ -158,6 +179,7 @@ class ControlServer:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        session = _Session()
         try:
             if len(self._conns) > MAX_CONNECTIONS:
                 log.warning("control_busy connections=%d", len(self._conns))
@@ -169,19 +191,22 @@ class ControlServer:
                 line = await lines.next()
                 if line is None:
                     return
-                if not await self._request(line, writer):
+                if not await self._request(line, writer, session):
                     return
         except (ConnectionError, ClientStalled, asyncio.CancelledError):
             pass
         finally:
+            session.log()
             self._conns.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _request(self, line: bytes | _TooLong, writer: asyncio.StreamWriter) -> bool:
+    async def _request(self, line: bytes | _TooLong, writer: asyncio.StreamWriter,
+                       session: _Session | None = None) -> bool:
         """Answer one request line; False when the connection should end (after a stream)."""
         op = "?"
+        probe: tuple[str, int] | None = None  # a scan's (bus, unit): counted, not logged
         try:
             if isinstance(line, _TooLong):
                 raise RequestError("request_too_long", f"request line over {MAX_LINE} bytes")
@@ -197,11 +222,18 @@ class ControlServer:
             if req["op"] in STREAMS:
                 await self._stream(req, writer)
                 return False
+            if req["op"] == "modbus" and req.get("probe") and req.get("values") is None:
+                probe = (req["bus"][:64], req["unit"])
             reply = await self._dispatch(req)
+            if probe is not None and session is not None:
+                session.probed(*probe, answered=True)
         except (ConnectionError, ClientStalled, asyncio.CancelledError):
             raise
         except Exception as exc:
-            reply = error_reply(op, exc)
+            absent = probe is not None and isinstance(exc, BusTimeout)
+            if probe is not None and session is not None:
+                session.probed(*probe, answered=False)
+            reply = error_reply(op, exc, quiet=absent)
         await self._reply(writer, reply)
         return True
 
@@ -280,14 +312,16 @@ class ControlServer:
     def _check_tail_names(self, device: str | None, point: str | None,
                           cls: str | None) -> dict[str, str]:
         """Device -> class; CommandRefused (unknown_device / unknown_point / unknown_class)
-        for a name the running config does not know: a filter that can never match would
-        otherwise wait forever."""
+        for a name the running config does not know, no_match for filters that select nothing
+        together: a filter that can never match would otherwise wait forever."""
         devices = self._target.catalog()["devices"]
         classes = {d["name"]: d["class"] for d in devices}
         if device and device not in classes:
             raise CommandRefused("unknown_device", device)
         if cls and cls not in classes.values():
             raise CommandRefused("unknown_class", cls)
+        if device and cls and classes[device] != cls:
+            raise CommandRefused("no_match", f"{device} is a {classes[device]}, not a {cls}")
         if point:
             scope = [d for d in devices if (not device or d["name"] == device)
                      and (not cls or d["class"] == cls)]

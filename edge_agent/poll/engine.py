@@ -13,8 +13,8 @@ Errors (all from edge_agent.errors): the constructor raises ``ConfigError`` with
 (a device on the wrong kind of bus, a point the planner cannot read in one request); ``run()``
 raises ``ContractError`` when called twice on one Poller; ``read_now`` / ``write`` raise
 ``CommandRefused`` (unknown device / point, not writable), ``CodecError`` / ``BoundsError`` (a
-read-only point, a value out of bounds: checked before the bus is touched) and ``BusError`` from the
-transaction. Device failures during polling never escape: they become BAD / STALE readings.
+value of the wrong type or out of bounds: checked before the bus is touched) and ``BusError`` from
+the transaction. Device failures during polling never escape: they become BAD / STALE readings.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from edge_agent.bus.at_points import AtCommander
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import AgentConfig, BusKind, SerialBus
 from edge_agent.errors import (
-    CodecError,
     CommandRefused,
     ConfigError,
     ContractError,
@@ -325,9 +324,9 @@ class Poller:
     async def write(self, device: str, point: str, value: Value) -> Value:
         """Write ``value`` to ``device.point`` through the bus owner, serialised with the polls.
 
-        Returns the confirmed value read back. CommandRefused for an unknown device / point or a
-        non-Modbus point; CodecError / BoundsError for a read-only point or an out-of-bounds value
-        (checked before the bus is touched); BusError from the transaction.
+        Returns the confirmed value read back. CommandRefused for an unknown device / point, a
+        non-Modbus or read-only point; CodecError / BoundsError for a value of the wrong type or
+        out of bounds (checked before the bus is touched); BusError from the transaction.
         """
         dp = self.devices.get(device)
         if dp is None:
@@ -341,7 +340,7 @@ class Poller:
         if not isinstance(p, ModbusPoint):
             raise CommandRefused("not_writable", f"{device}.{point} is not a Modbus point")
         if not p.writable:
-            raise CodecError(f"point {point!r} of device {device!r} is read-only")
+            raise CommandRefused("not_writable", f"{device}.{point} is read-only")
         codec.check_write(p, value)
         sched = self.schedulers[dp.device.bus]
         timeout = self._config.buses[dp.device.bus].timeout_max_s

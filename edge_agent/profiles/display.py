@@ -60,6 +60,18 @@ def format_number(value: float, places: int | None = None, digits: int | None = 
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def rounded(value: object, places: int | None = None, digits: int | None = None) -> object:
+    """``value`` rounded as ``format_number`` shows it, still a number (for JSON); NaN and
+    infinities become None (JSON has no such numbers); anything else is returned as it is."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if not math.isfinite(value):
+        return None
+    if isinstance(value, int) or (places is None and digits is None):
+        return value
+    return float(format_number(value, places, digits))
+
+
 def format_value(value: object, places: int | None = None, digits: int | None = None,
                  unit: str = "") -> str:
     """What a technician reads: ``-108.1 dBm``, ``on``/``off`` for flags, text as it is."""

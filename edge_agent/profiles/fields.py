@@ -8,7 +8,6 @@ keys that do not apply here. Nothing is silently ignored or repaired.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import math
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edge_agent.errors import Problem
+from edge_agent.profiles.names import closest
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -26,7 +26,7 @@ MISSING = object()  # what Table.raw returns for an absent key
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``"did you mean 'x'?"`` for the closest choice, or ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    close = closest(word, choices, n=1)
     return f"did you mean {close[0]!r}?" if close else ""
 
 

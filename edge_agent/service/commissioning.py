@@ -47,7 +47,7 @@ async def raw_modbus(agent: Agent, bus: str, unit: int, table: str, address: int
                      timeout: float | None = None, probe: bool = False) -> dict[str, Any]:
     poller = agent.poller
     if poller is None:
-        raise CommandRefused("not_running", "the poller is not running (starting or reloading)")
+        raise CommandRefused("not_running", "its poller is not running")
     name = find_bus(agent.cfg, bus)
     bus_cfg = agent.cfg.buses[name]
     if bus_cfg.kind is BusKind.AT:

@@ -19,7 +19,8 @@ class VerifyingConsumer:
     def __init__(self, port: int, keys: Mapping[bytes, Ed25519PublicKey],
                  topic: str = "edge/+/data") -> None:
         self.verifier = ChainVerifier(keys)
-        self.latest: dict[tuple[str, str], tuple[Value, str]] = {}
+        # (device, point) -> (value, unit, quality: "good" or e.g. "bad timeout")
+        self.latest: dict[tuple[str, str], tuple[Value, str, str]] = {}
         self.received = 0
         self.status: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -60,12 +61,13 @@ class VerifyingConsumer:
             except Exception:  # verified above; a decode failure is already counted there
                 return
             for r in getattr(payload, "readings", ()):
-                self.latest[(r.device, r.point)] = (r.value, r.unit)
+                quality = f"{r.quality} {r.reason}".strip()
+                self.latest[(r.device, r.point)] = (r.value, r.unit, quality)
 
     def report(self) -> VerifyReport:
         with self._lock:
             return self.verifier.summary()
 
-    def snapshot(self) -> dict[tuple[str, str], tuple[Value, str]]:
+    def snapshot(self) -> dict[tuple[str, str], tuple[Value, str, str]]:
         with self._lock:
             return dict(self.latest)

@@ -66,7 +66,9 @@ class Demo:
                 [sys.executable, "-m", "edge_agent.cli.main", "run", "--config", str(self.config)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.event(f"broker {self.broker.kind} on 127.0.0.1:{self.broker.port}; agent pid "
-                   f"{self.agent.pid}; logs in {self.workdir} (kept if the run fails)")
+                   f"{self.agent.pid}")
+        # on a line of its own, so that the view (cut to the terminal's width) shows it whole
+        self.event(f"logs in {self.workdir} (kept if the run fails)")
 
     def event(self, text: str) -> None:
         self.events.append(f"{time.monotonic() - self.t0:6.1f}s  {text}")
@@ -173,6 +175,8 @@ def run_demo(duration: float | None, seed: int, chaos: bool, broker: str = "auto
     except KeyboardInterrupt:
         stopped = "Ctrl-C"
         demo.event("interrupted (Ctrl-C): shutting down")
+    except _AgentExited as exc:  # the event says so already
+        crashed = exc.why()
     except Exception as exc:
         crashed = f"{type(exc).__name__}: {exc}"
         demo.event(f"demo failed: {crashed}")
@@ -190,11 +194,11 @@ def run_demo(duration: float | None, seed: int, chaos: bool, broker: str = "auto
     rep = demo.consumer.report()
     for e in demo.events[demo.printed:]:
         _say(e)
+    ok = rep.ok and rep.batches > 0 and not crashed
     _say(f"verified: {rep.batches} batches, {rep.readings} readings, duplicates "
          f"{rep.duplicates}, gaps explained {rep.gaps_explained}, unexplained "
          f"{rep.gaps_unexplained}, forged {rep.forged}, broken links {rep.broken_chain} -> "
-         f"{'ALL VERIFIED' if rep.ok and rep.batches else 'FAILED'}")
-    ok = rep.ok and rep.batches > 0 and not crashed
+         f"{_verdict(rep.ok, rep.batches, crashed)}")
     if stopped:
         ok = rep.ok  # cut short on purpose: nothing to keep unless something was wrong
     if not ok:
@@ -242,5 +246,23 @@ def _loop(demo: Demo, duration: float | None, plan: dict[float, Any], screen: An
             time.sleep(0.5)
 
 
+def _verdict(verified: bool, batches: int, crashed: str) -> str:
+    """The run's one verdict: a run that failed is not "ALL VERIFIED", whatever arrived."""
+    if crashed:
+        arrived = ("the batches that arrived verify" if verified and batches else
+                   "not every batch that arrived verifies" if batches else "no batch arrived")
+        return f"FAILED: {crashed}; {arrived}"
+    return "ALL VERIFIED" if verified and batches else "FAILED"
+
+
 class _AgentExited(Exception):
     """The agent process ended on its own: the run failed."""
+
+    def why(self) -> str:
+        code = int(self.args[0]) if self.args else 0
+        if code < 0:
+            try:
+                return f"the agent was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"the agent was killed by signal {-code}"
+        return f"the agent exited with status {code}"

@@ -43,6 +43,17 @@ def _value(v: Any) -> str:
     return format_number(v, digits=5) if isinstance(v, float) else str(v)
 
 
+def _cell(key: tuple[str, str], value: Any, unit: str, quality: str) -> str:
+    """``meter-01.flow_rate   0.4729 m³/h`` in 37 columns; without a value its quality (``BAD
+    TIMEOUT``), never ``None``; a value that is not good is marked (``STALE``, ``RANGE``)."""
+    name = f"{key[0]}.{key[1]}"
+    if value is None:
+        return f"{name:<20} {quality.upper() or 'NO VALUE'}"[:37]
+    kind = quality.split()[0] if quality else "good"
+    mark = "" if kind == "good" else " " + {"out_of_range": "RANGE"}.get(kind, kind.upper())
+    return f"{name:<20}{_value(value):>9} {unit}{mark}"[:37]
+
+
 def render(demo: Demo, st: dict[str, Any], devices: list[dict[str, Any]],
            compact: bool = False, width: int = 80, height: int = 24) -> str:
     if compact:
@@ -61,8 +72,7 @@ def render(demo: Demo, st: dict[str, Any], devices: list[dict[str, Any]],
              f"{'OK' if rep.ok else 'PROBLEM'}",
              "", "latest verified values (signed batches, at the consumer):"]
     latest = demo.consumer.snapshot()
-    cells = [f"{k[0] + '.' + k[1]:<21}{_value(latest[k][0]):>9} {latest[k][1]}"[:38]
-             for k in SHOW if k in latest]
+    cells = [_cell(k, *latest[k]) for k in SHOW if k in latest]
     half = (len(cells) + 1) // 2
     for i in range(half):
         right = cells[i + half] if i + half < len(cells) else ""

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_agent.cli import main as cli_main
 from edge_agent.cli.common import EXIT_NO_DAEMON, EXIT_USAGE
@@ -33,6 +37,21 @@ def leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Itera
 
 
 LEAVES = sorted(leaves(cli_main.build_parser()), key=lambda x: x[0])
+
+
+def filled(parser: argparse.ArgumentParser) -> tuple[list[argparse.Action],
+                                                     list[argparse.Action], list[str]]:
+    """(required positionals, required options, argv giving each a plausible value)."""
+    positionals = [a for a in parser._actions if not a.option_strings and a.required
+                   and not isinstance(a, argparse._SubParsersAction)]
+    fill = ["1" if a.type not in (None, str, Path) else "x"
+            for a in positionals if a.nargs in (None, "+")]
+    required = [a for a in parser._actions if a.option_strings and a.required]
+    required += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
+    fill += [x for a in required
+             for x in (a.option_strings[-1], str(next(iter(a.choices))) if a.choices
+                       else "1" if a.type not in (None, str, Path) else "x")]
+    return positionals, required, fill
 
 
 def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
@@ -71,15 +90,7 @@ def test_the_tree_has_every_command() -> None:
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], path: tuple[str, ...],
                                    parser: argparse.ArgumentParser) -> None:
     argv = list(path)
-    positionals = [a for a in parser._actions if not a.option_strings and a.required
-                   and not isinstance(a, argparse._SubParsersAction)]
-    fill = ["1" if a.type not in (None, str, Path) else "x"
-            for a in positionals if a.nargs in (None, "+")]
-    required = [a for a in parser._actions if a.option_strings and a.required]
-    required += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
-    fill += [x for a in required
-             for x in (a.option_strings[-1], str(next(iter(a.choices))) if a.choices
-                       else "1" if a.type not in (None, str, Path) else "x")]
+    positionals, required, fill = filled(parser)
     msg = assert_one_line(*run(capsys, [*argv, *fill, "--no-such-option"]), EXIT_USAGE)
     assert "--no-such-option" in msg and f"edge-agent {' '.join(path)} --help" in msg
     assert_one_line(*run(capsys, [*argv, *fill, "--no-such-option", "--json"]), EXIT_USAGE,
@@ -194,3 +205,137 @@ def test_socket_not_permitted() -> None:
                     assert "sudo" in res.stderr and "is the daemon running" not in res.stderr
         finally:
             srv.close()
+
+
+# -- odd VALUES, not only usage errors ---------------------------------------------------------
+
+def numeric_options() -> list[tuple[tuple[str, ...], argparse.ArgumentParser, argparse.Action]]:
+    """Every option of the tree that takes a number (its type is one of cli/argtypes.py's)."""
+    from edge_agent.cli import argtypes
+
+    mine = {getattr(argtypes, n) for n in dir(argtypes) if callable(getattr(argtypes, n))}
+    out = []
+    for path, parser in LEAVES:
+        for a in parser._actions:
+            t = a.type
+            if a.option_strings and t is not None and (
+                    t in mine or getattr(t, "__module__", "") == argtypes.__name__):
+                out.append((path, parser, a))
+    return out
+
+
+NUMERIC = numeric_options()
+
+
+def test_no_option_takes_a_bare_int_or_float() -> None:
+    """int/float let nan, inf, 0 and 10**20 through to whatever divides by or sends them: every
+    numeric option goes through a checking type of cli/argtypes.py."""
+    bare = [f"{' '.join(p)} {a.option_strings[-1]}" for p, parser in LEAVES
+            for a in parser._actions if a.type in (int, float)]
+    assert bare == []
+    assert len(NUMERIC) >= 20, [f"{' '.join(p)} {a.option_strings[-1]}" for p, _, a in NUMERIC]
+
+
+NEVER = ["nan", "-nan", "inf", "-inf", "Infinity", "1e400", "-1e400", "١٢", "1_000", "",
+         "0x", "1e", "½"]
+ODD = ["0", "-0", "-1", "-0.0", "12345678901234567890", str(2**64), "9" * 5000, "1e-320",
+       "0.0000001", " 5", "5 ", "0x10"]
+
+
+def _parse(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, Any, str]:
+    parser = cli_main.build_parser(argv[0])
+    try:
+        args, _ = parser.parse_known_args(argv)
+        code = 0
+    except SystemExit as exc:
+        args, code = None, exc.code if isinstance(exc.code, int) else 1
+    return code, args, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("path", "parser", "action"), NUMERIC,
+                         ids=[f"{' '.join(p)} {a.option_strings[-1]}" for p, _, a in NUMERIC])
+def test_numeric_options_check_values(capsys: pytest.CaptureFixture[str],
+                                      path: tuple[str, ...], parser: argparse.ArgumentParser,
+                                      action: argparse.Action) -> None:
+    opt = action.option_strings[-1]
+    fill = [x for x in filled(parser)[2] if x != opt]
+    for value in NEVER:  # refused, in one line naming the option
+        code, _, err = _parse(capsys, [*path, *fill, f"{opt}={value}"])
+        msg = assert_one_line(code, "", err, EXIT_USAGE)
+        assert opt in msg and "invalid" not in msg, msg
+    for value in ODD:  # refused in one line, or a finite value of sane size
+        code, args, err = _parse(capsys, [*path, *fill, f"{opt}={value}"])
+        if code:
+            msg = assert_one_line(code, "", err, EXIT_USAGE)
+            assert opt in msg, msg
+            continue
+        got = getattr(args, action.dest)
+        for x in (got if isinstance(got, range) else [got]):
+            assert isinstance(x, int | float) and math.isfinite(x) and abs(x) < 2**63, \
+                (opt, value, got)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=12), st.floats().map(repr),
+                      st.integers(min_value=-2**80, max_value=2**80).map(str)),
+       which=st.sampled_from(NUMERIC))
+def test_any_text_for_any_numeric_option(capsys: pytest.CaptureFixture[str], text: str,
+                                         which: tuple[tuple[str, ...], Any, argparse.Action]
+                                         ) -> None:
+    path, parser, action = which
+    opt = action.option_strings[-1]
+    code, args, err = _parse(capsys, [*path, *filled(parser)[2], f"{opt}={text}"])
+    assert "Traceback" not in err and "internal error" not in err
+    if code:
+        assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1, err
+    else:
+        got = getattr(args, action.dest)
+        for x in (got if isinstance(got, range) else [got]):
+            assert math.isfinite(x) and abs(x) < 2**63, (opt, text, got)
+
+
+# argv, what the one line must say: values that once reached a division, an overflow or a
+# device (the technician's review of issue 13), refused before any line is opened
+VALUES = [
+    (["scan", "/dev/null", "--baud", "0"], "--baud: 0: a baud rate lies within"),
+    (["scan", "/dev/null", "--baud", "12345678901234567890"], "a baud rate lies within"),
+    (["modbus", "read", "/dev/null", "1", "hr", "0", "--baud", "0"], "a baud rate"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "100", "--scale", "0", "--yes"],
+     "a scale of 0"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "100", "--scale", "nan", "--yes"],
+     "--scale: 'nan': give a finite number"),
+    (["modbus", "read", "pole-01", "1", "hr", "0", "--scale", "inf"], "give a finite number"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "1e400", "--type", "float32", "--yes"],
+     "'1e400' is not a finite number"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "nan", "--type", "float32", "--yes"],
+     "'nan' is not a finite number"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "1e39", "--type", "float32", "--yes"],
+     "1e39 does not fit a float32"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "70000", "--yes"],
+     "70000 does not fit a uint16"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "7", "--scale", "0.0001", "--yes"],
+     "7 / scale 0.0001 = 70000 does not fit a uint16"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "1e300", "--type", "int64", "--yes"],
+     "'1e300' is not an int64 value"),
+    (["modbus", "write", "pole-01", "1", "hr", "0", "-1", "--type", "uint32", "--yes"],
+     "-1 does not fit a uint32"),
+    (["modbus", "read", "pole-01", "1", "hr", "-1"], "address: -1: addresses are 0..65535"),
+    (["modbus", "read", "pole-01", "1", "hr", "65536"], "addresses are 0..65535"),
+    (["modbus", "read", "pole-01", "999", "hr", "0"], "unit: 999: unit ids are 1..247"),
+    (["modbus", "read", "pole-01", "1", "hr", "65535", "2"], "runs past 65535"),
+    (["profile", "new", "x", "--scan", "bus", "999"], "--scan BUS UNIT: 999: unit ids"),
+    (["profile", "new", "x", "--scan", "bus", "0"], "broadcast"),
+    (["scan", "/dev/null", "--units", "٣"], "is not a unit range"),
+    (["scan", "/dev/null", "--timeout", "1e400"], "give a finite number"),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), VALUES, ids=[" ".join(a) for a, _ in VALUES])
+def test_odd_values_are_one_line(capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 argv: list[str], says: str) -> None:
+    monkeypatch.setenv("EDGE_AGENT_SOCKET", str(tmp_path / "control.sock"))
+    monkeypatch.setenv("EDGE_AGENT_CONFIG", str(tmp_path / "none.toml"))
+    msg = assert_one_line(*run(capsys, argv), EXIT_USAGE)
+    assert says in msg, msg

@@ -133,3 +133,44 @@ def test_a_draft_from_a_scan(line: str, tmp_path: Path) -> None:
     assert {"input_0", "input_1", "input_4", "coil_0"} <= names  # totalizer, battery, valve
     text = (tmp_path / "meter.toml").read_text()
     assert "# read 63 (0x003F)" in text or "# read " in text
+
+
+TEMP = "name,table,address,type,scale,unit,access\ntemp,holding,40001,int16,0.1,°C,r\n"
+
+
+@pytest.mark.parametrize(("encoding", "bom"), [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"),
+                                               ("utf-16-le", b"\xff\xfe"),
+                                               ("utf-16-be", b"\xfe\xff"),
+                                               ("utf-32-le", b"\xff\xfe\x00\x00")])
+def test_a_table_in_any_unicode_a_spreadsheet_saves(tmp_path: Path, encoding: str,
+                                                     bom: bytes) -> None:
+    (tmp_path / "t.csv").write_bytes(bom + TEMP.replace("\n", "\r\n").encode(encoding))
+    r = cli("profile", "new", "t", "--csv", "t.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert load_profile(tmp_path / "t.toml").points[0].unit == "°C"
+
+
+def test_a_table_in_another_encoding_is_named_not_guessed(tmp_path: Path) -> None:
+    (tmp_path / "l.csv").write_bytes(TEMP.encode("cp1252"))
+    r = cli("profile", "new", "l", "--csv", "l.csv", cwd=tmp_path)
+    (line,) = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "l.toml").exists()
+    at = TEMP.encode("cp1252").index(b"\xb0")
+    assert f"l.csv is not UTF-8: byte {at} (line 2, 0xb0)" in line, line
+    assert "save it as UTF-8" in line and "--encoding cp1252" in line
+    r = cli("profile", "new", "l", "--csv", "l.csv", "--encoding", "cp1252", cwd=tmp_path)
+    assert r.returncode == 0 and load_profile(tmp_path / "l.toml").points[0].unit == "°C"
+    # UTF-16 without its byte-order mark: said, with the --encoding that reads it
+    (tmp_path / "w.csv").write_bytes(TEMP.encode("utf-16-le"))
+    r = cli("profile", "new", "w", "--csv", "w.csv", cwd=tmp_path)
+    assert r.returncode == 2 and "looks like UTF-16 without a byte-order mark" in r.stderr
+    assert "--encoding utf-16-le" in r.stderr
+    # a BOM that lies, an unknown encoding, a binary file: one line each, nothing written
+    for name, data, args, says in (
+            ("b.csv", b"\xff\xfe\x00garbag", [], "does not read as utf-16 at"),
+            ("x.csv", TEMP.encode(), ["--encoding", "klingon"], "not an encoding Python knows"),
+            ("z.csv", b"PK\x03\x04\x00\x00\x08\x00binary", [], "a NUL character at")):
+        (tmp_path / name).write_bytes(data)
+        r = cli("profile", "new", "q", "--csv", name, *args, cwd=tmp_path)
+        (line,) = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and says in line and not (tmp_path / "q.toml").exists(), line

@@ -1,17 +1,25 @@
 """`edge-agent modbus read|write`: raw registers through the daemon's bus owner while it runs (the
 shared RS-485 line keeps its timing, the polled meters record no failure, a write is audited),
-straight on the port once it is stopped (by bus name from the config, or by port path)."""
+straight on the port once it is stopped (by bus name from the config, or by port path). A scan
+through the daemon stops at once on Ctrl-C and keeps its finds, also when the daemon stops under
+it, and leaves one summary line in the journal."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from .conftest import Gateway
 from .test_daemon import wait
+
+CLI = [sys.executable, "-m", "edge_agent.cli.main"]
 
 
 def failures(gw: Gateway) -> dict[str, int]:
@@ -50,14 +58,23 @@ def test_modbus_through_the_daemon_then_direct(gateway: Gateway) -> None:
     assert gw.cli("modbus", "write", "rs485-water", "1", "coil", "0", "on", "--yes").returncode \
         == 0
 
-    # a scan of the line goes through the daemon too, between its polls
+    # a scan of the line goes through the daemon too, between its polls; the journal gets one
+    # summary line for it, not a refusal per absent unit
     sc = gw.cli("scan", line.path, "--units", "1-4", "--json", timeout=120)
     assert sc.returncode == 0, sc.stderr
     units = {f["unit"]: f for f in json.loads(sc.stdout)}
     assert set(units) == {1, 2} and units[1]["configured_as"] == "meter-01"
     assert units[2]["profiles"][0] == "water_meter"
+    assert wait(lambda: "modbus_scan bus=rs485-water probed=4 answered=2 absent=2"
+                in gw.log_text(), 5), gw.log_text()[-2000:]
+    assert "control_op_refused op=modbus error=BusTimeout" not in gw.log_text()
     sw = gw.cli("scan", "rs485-water", "--sweep")
     assert sw.returncode == 2 and "sudo systemctl stop edge-agent" in sw.stderr, sw.stderr
+    # other line settings than the daemon's are refused, by modbus as by scan
+    for argv in (["modbus", "read", line.path, "1", "input", "0", "--baud", "19200"],
+                 ["scan", line.path, "--baud", "19200"]):
+        r = gw.cli(*argv)
+        assert r.returncode == 2 and "at 9600 N, not 19200 N" in r.stderr, r.stderr
 
     # the line kept its timing and the polled meters never noticed
     assert line.violations == []
@@ -89,4 +106,50 @@ def test_modbus_through_the_daemon_then_direct(gateway: Gateway) -> None:
     assert d.returncode == 0 and "direct" in d.stdout, d.stderr
     d = gw.cli("modbus", "read", "pole-01", "1", "holding", "0", "--config", str(gw.config))
     assert d.returncode == 0 and "direct" in d.stdout, d.stderr
+    # scan knows the config's bus names too, and which device the config has on each unit
+    sc = gw.cli("scan", "rs485-water", "--units", "1-3", "--config", str(gw.config), "--json",
+                timeout=60)
+    assert sc.returncode == 0, sc.stderr
+    assert {f["unit"]: f["configured_as"] for f in json.loads(sc.stdout)} == {
+        1: "meter-01", 2: "meter-02"}
+    sc = gw.cli("scan", line.path, "--units", "2-2", "--config", str(gw.config), timeout=60)
+    assert sc.returncode == 0 and re.search(r"\s2\s.*water_meter.*meter-02$", sc.stdout, re.M), \
+        sc.stdout
     assert line.violations == []
+
+
+def scan(gw: Gateway, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*CLI, "scan", "rs485-water", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, EDGE_AGENT_SOCKET=str(gw.socket_path)))
+
+
+@pytest.mark.timeout(240)
+def test_a_scan_through_the_daemon_stops_at_once_and_keeps_its_finds(gateway: Gateway) -> None:
+    gw = gateway
+    assert wait(lambda: gw.cli("read", "meter-02", "totalizer").returncode == 0, 30)
+    # Ctrl-C: the scan (245 absent units to go, ~2 minutes) ends within seconds, with its finds
+    proc = scan(gw, "--timeout", "0.5")
+    time.sleep(8)  # units 1 and 2 found and ranked, unit 3.. being probed
+    assert proc.poll() is None, proc.communicate()
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 5, "Ctrl-C was ignored during the scan"
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert re.search(r"^9600\s+N\s+1\s.*meter-01$", out, re.M), out
+    assert re.search(r"^9600\s+N\s+2\s.*meter-02$", out, re.M), out
+    assert "interrupted after" in out
+    assert wait(lambda: re.search(r"modbus_scan bus=rs485-water probed=\d+ answered=2 ",
+                                  gw.log_text()) is not None, 5), gw.log_text()[-2000:]
+    # the daemon stops mid-scan: the finds so far, then the one-line error
+    proc = scan(gw, "--timeout", "0.5")
+    time.sleep(8)
+    gw.proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert gw.proc.wait(20) == 0
+    assert proc.returncode in (1, 3), (proc.returncode, out, err)
+    assert re.search(r"^9600\s+N\s+2\s.*meter-02$", out, re.M), out
+    (line,) = err.strip().splitlines()
+    assert line.startswith("edge-agent scan: the scan stopped at unit "), line
+    assert "the units found so far" in out

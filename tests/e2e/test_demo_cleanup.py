@@ -48,10 +48,14 @@ def gone(pids: list[int], timeout: float = 20.0) -> bool:
 
 
 def started(proc: subprocess.Popen[str]) -> tuple[str, list[int]]:
-    """The demo's first event line (printed as it happens) and its child processes."""
+    """The demo's first two event lines (printed as they happen: the agent's pid, then where
+    its logs are, on a line of its own) and its child processes."""
     assert proc.stdout is not None
     first = proc.stdout.readline()
     assert "agent pid" in first, first
+    logs = proc.stdout.readline()
+    assert re.search(r"^\s*[\d.]+s  logs in \S+ \(kept if the run fails\)$", logs), logs
+    first += logs
     deadline = time.monotonic() + 20
     kids: list[int] = []
     while time.monotonic() < deadline and len(kids) < 2:
@@ -110,6 +114,10 @@ def _failed_run(proc: subprocess.Popen[str]) -> None:
         out = proc.stdout.read()
         assert proc.wait(60) == 1, out
         assert "agent exited with -9" in out
+        # one honest verdict: a run whose agent died is not "ALL VERIFIED"
+        verdict = next(ln for ln in out.splitlines() if ln.startswith("verified:"))
+        assert "FAILED: the agent was killed by SIGKILL" in verdict, out
+        assert "ALL VERIFIED" not in out and "_AgentExited" not in out, out
         kept = re.search(r"logs kept in (\S+) \(agent\.log, broker\.log\)", out)
         assert kept is not None, out
         logs = Path(kept.group(1))

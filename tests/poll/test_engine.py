@@ -193,8 +193,10 @@ def test_write_is_checked_serialised_and_confirmed() -> None:
             await poller.write("lamp", "dimming", 101)
         with pytest.raises(BoundsError):
             await poller.write("lamp", "dimming", 40.5)
-        with pytest.raises(CodecError):
+        with pytest.raises(CommandRefused, match="read-only"):
             await poller.write("lamp", "power", 10)
+        with pytest.raises(CodecError):
+            await poller.write("lamp", "dimming", "high")
         with pytest.raises(CommandRefused):
             await poller.write("lamp", "nope", 1)
         with pytest.raises(CommandRefused):
