@@ -23,9 +23,12 @@ Scenarios (first table):
 A unit dies and comes back (second table), ``--rounds`` times on one line, after an all-alive
 phase: **entry** (kill -> quarantined: the failures that find it dead), **steady** (quarantined,
 at least ``--seconds`` and two probes), **entry + steady** (the whole time it was dead: the
-figure to quote for "one unit dead"), **revival** (back -> its first answer). Per phase: its
-length, probes, the live units' cadence (cycles/s per unit, and relative to the all-alive phase:
-with one of ten dead the others could reach 10/9 = 1.11) and the efficiency.
+figure to quote for "one unit dead"), **revival** (back, at a random moment of the probe gap it
+is in -> its first answer). Then ``--blinks`` times it comes back at a random moment before the
+first probe after its quarantine (a reboot, a power glitch): **revival after a blink**. Per
+phase: its length, probes, the dead unit's share of the line (its failed transactions), the live
+units' cadence (cycles/s per unit, and relative to the all-alive phase: with one of ten dead the
+others could reach 10/9 = 1.11) and the efficiency.
 """
 
 from __future__ import annotations
@@ -234,7 +237,8 @@ def lacking_rows(profile: Profile, seconds: float) -> list[Row]:
     return rows
 
 
-def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> list[Phase]:
+def dying_phases(profile: Profile, seconds: float, rounds: int, blinks: int,
+                 seed: int) -> list[Phase]:
     phases: list[Phase] = []
     live = [u for u in UNITS if u != DYING]
     rng = random.Random(seed)
@@ -260,7 +264,8 @@ def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> li
             alive = phase(0, "all alive", t0, t1, UNITS, 0, 0.0)
             phases.append(alive)
             health = dev.health
-            for r in range(1, rounds + 1):
+            for r in range(1, rounds + blinks + 1):
+                blink = r > rounds
                 line.fault(DYING, DeviceFault.DEAD)
                 t_kill, p0, lost0 = time.monotonic(), health.probes, health.failed_time_s
                 await _until(lambda: health.quarantined)
@@ -271,7 +276,8 @@ def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> li
                     # two probes *failed* (not just started), the phase long enough
                     return health.failures - f_q >= 2 and time.monotonic() - t_q >= seconds
 
-                await _until(steady_done)
+                if not blink:  # a blink: back before the first probe after the quarantine
+                    await _until(steady_done)
                 # the unit comes back at a random moment of the probe gap it is in
                 gap = health.next_probe_at - time.monotonic()
                 await asyncio.sleep(rng.uniform(0.0, max(0.0, gap)))
@@ -292,13 +298,15 @@ def dying_phases(profile: Profile, seconds: float, rounds: int, seed: int) -> li
                 phases.extend([
                     phase(r, "entry: dead -> quarantined", t_kill, t_q, live, 0, rate,
                           lost_q - lost0),
-                    phase(r, "steady: quarantined", t_q, t_back, live, probes, rate,
-                          lost_back - lost_q),
-                    phase(r, "entry + steady (dead)", t_kill, t_back, live, probes, rate,
-                          lost_back - lost0),
-                    phase(r, "revival: back -> answer", t_back, t_found, live,
-                          dev.health.probes - p0 - probes, rate),
+                    phase(r, "blink: quarantined" if blink else "steady: quarantined", t_q,
+                          t_back, live, probes, rate, lost_back - lost_q),
                 ])
+                if not blink:
+                    phases.append(phase(r, "entry + steady (dead)", t_kill, t_back, live,
+                                        probes, rate, lost_back - lost0))
+                phases.append(phase(r, "revival after a blink" if blink else
+                                    "revival: back -> answer", t_back, t_found, live,
+                                    dev.health.probes - p0 - probes, rate))
                 await asyncio.sleep(2.0)  # back to normal before the next round
 
         asyncio.run(run(body))
@@ -355,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0,
                     help="measuring window per scenario, and least steady phase")
     ap.add_argument("--rounds", type=int, default=3, help="times unit 10 dies and comes back")
+    ap.add_argument("--blinks", type=int, default=2,
+                    help="times it comes back before the first probe after its quarantine")
     ap.add_argument("--timeout-max", type=float, default=0.3,
                     help="the bus's timeout_max_s (the agent's default is 1.0)")
     ap.add_argument("--seed", type=int, default=1, help="when in a probe gap the unit returns")
@@ -365,9 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = load_profile(shipped_dir() / "water_meter.toml")
     rows = [*alive_rows(profile, args.seconds), *lacking_rows(profile, args.seconds),
             *naive_rows(profile, args.seconds), line_limit()]
-    phases = dying_phases(profile, args.seconds, args.rounds, args.seed)
+    phases = dying_phases(profile, args.seconds, args.rounds, args.blinks, args.seed)
     load1 = os.getloadavg()
     print(f"timeout_max_s={args.timeout_max} seconds={args.seconds} rounds={args.rounds} "
+          f"blinks={args.blinks} "
           f"seed={args.seed}; load average (1, 5, 15 min) at start "
           f"{', '.join(f'{x:.2f}' for x in load0)}, at end {', '.join(f'{x:.2f}' for x in load1)}")
     print(f"silent-interval violations recorded by the line: {_VIOLATIONS[0]}")
@@ -395,8 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{p.round:>3} {p.phase:<28} {p.seconds:>8} {p.probes:>7} {p.dead_share:>10} "
               f"{p.cycles_per_s:>9} {p.cadence:>8} {p.efficiency:>7}")
     for name in ("entry: dead -> quarantined", "entry + steady (dead)",
-                 "revival: back -> answer"):
+                 "revival: back -> answer", "revival after a blink"):
         got = [p for p in phases if p.phase == name]
+        if not got:
+            continue
         secs = [p.seconds for p in got]
         print(f"{name}: {min(secs)}..{max(secs)} s (median {statistics.median(secs)}), "
               f"efficiency {min(p.efficiency for p in got)}..{max(p.efficiency for p in got)}, "
