@@ -154,8 +154,11 @@ class DevicePoller(DeviceBase):
             if isinstance(result, BusTimeout):
                 self.health.rtt.on_timeout()
             now = time.monotonic()
+            # what the bus owner added beyond our timeout (a guard silence, a hold of the line)
+            # will be added to a probe too
+            extra = max(0.0, now - t0 - self.last_timeout_s)
             self.health.on_failure(now, failure_reason(result), self.bus.name, now - t0,
-                                   self._probe_cost())
+                                   self._probe_cost(), extra)
 
     def _answered(self, t0: float, floor: float) -> None:
         mono_ns = self._answer_mono_ns = time.monotonic_ns()

@@ -11,11 +11,12 @@ with one cheap read on the schedule of the one retry policy (``PROBE_POLICY`` wa
 ``Backoff``): often just after it died -- a unit that blinked (power glitch, reboot, a loose
 connector) is back within seconds -- and ever more rarely while it stays dead. Its bus share is
 adaptive but never more than ``PROBE_SHARE``: each probe is preceded by a gap of at least its
-expected cost (its timeout) / ``PROBE_SHARE``, and followed by one of at least its real cost /
-``PROBE_SHARE`` (more than its timeout when the bus owner also held or guarded the line).
+expected cost / ``PROBE_SHARE`` -- its timeout plus what the bus owner added to the last
+failure beyond the timeout (``extra_s``: a guard silence before re-addressing the unit, a hold of
+the line) -- and followed by one of at least its real cost / ``PROBE_SHARE``.
 
 The probe's timeout adapts the same way. Early on it is what the unit needed when it was alive
-(the estimator's timeout *without* the doubling after timeouts, ``probe_s``): a revived unit
+(the estimator's timeout *without* the doubling after timeouts): a revived unit
 answers as it used to, so frequent probes stay cheap. As the policy's delays grow, the probe may
 wait longer (``PROBE_SHARE`` x the delay, up to the bus maximum), so a unit that came back slower
 is found too. The quarantine entry (the failures before it) is not a probe and is not charged.
@@ -129,9 +130,11 @@ class DeviceHealth:
         return was_quarantined
 
     def on_failure(self, now: float, err: str, bus: str, cost_s: float = 0.0,
-                   probe_s: float | None = None) -> None:
-        """Record a failed transaction that took ``cost_s`` of bus time. ``probe_s``: what a
-        probe of this device costs when it answers as it used to (None: like this failure)."""
+                   probe_s: float | None = None, extra_s: float = 0.0) -> None:
+        """Record a failed transaction that took ``cost_s`` of bus time. ``probe_s``: the timeout
+        a probe of this device needs when it answers as it used to (None: as much as this
+        failure cost); ``extra_s``: what the bus owner added to this failure beyond its timeout
+        (a guard silence, a hold of the line), expected to come with a probe too."""
         self.failures += 1
         self.consecutive += 1
         self.failed_time_s += cost_s
@@ -144,15 +147,18 @@ class DeviceHealth:
                 log.debug("device_quarantined device=%s bus=%s", self.device, bus)
                 self.quarantined_mono = now
             self.quarantined = True
-            self._schedule_probe(now, cost_s if was_probe or probe_s is None else 0.0,
-                                 cost_s if probe_s is None else probe_s)
+            if probe_s is None:
+                probe_s, extra_s = cost_s, 0.0
+            self._schedule_probe(now, cost_s if was_probe else 0.0, probe_s, extra_s)
 
-    def _schedule_probe(self, now: float, charged_s: float, cheap_s: float) -> None:
+    def _schedule_probe(self, now: float, charged_s: float, usual_s: float,
+                        extra_s: float) -> None:
         """The next probe: after the policy's delay, but at least ``charged_s`` (what the probe
-        just failed really took) and the next probe's least cost ``cheap_s`` over the share cap.
-        Its timeout: what the policy's delay affords at the cap, at least ``cheap_s`` (from the
-        delay, not the gap: an expensive probe must not make the next one more expensive)."""
+        just failed really took) and its own least cost ``usual_s + extra_s`` over the share cap.
+        Its timeout: ``usual_s``, or more when the policy's delay affords it at the cap (from the
+        delay, not the gap: an expensive probe must not make the next one dearer still)."""
         delay = self.backoff.next_delay()
-        gap = max(delay, charged_s / PROBE_SHARE, cheap_s / PROBE_SHARE)
+        gap = max(delay, charged_s / PROBE_SHARE, (usual_s + extra_s) / PROBE_SHARE)
         self.next_probe_at = now + gap
-        self.probe_timeout_s = min(self.rtt.max_s, max(cheap_s, PROBE_SHARE * delay))
+        patient = PROBE_SHARE * delay - extra_s  # its cost <= the cap's share of the gap
+        self.probe_timeout_s = min(self.rtt.max_s, max(usual_s, patient))

@@ -148,6 +148,28 @@ def test_probes_are_frequent_and_cheap_first_then_rare_and_patient_never_over_th
     assert max(found_after(d / 10) for d in range(0, 200)) <= 4.6 + 1e-9
 
 
+@pytest.mark.parametrize("extra", [0.0, 0.3, 1.0])
+def test_what_the_bus_adds_to_a_probe_is_paid_for_too(extra: float) -> None:
+    """A guard silence before re-addressing a failed unit (``extra``) comes with every probe:
+    the gaps pay for it, and it is taken out of what a patient probe may wait."""
+    from edge_agent.poll.health import PROBE_SHARE
+
+    h = DeviceHealth.create("m1", 1.0, random.Random(5))
+    cheap = 0.23
+    for _ in range(QUARANTINE_AFTER):
+        h.on_failure(0.0, "timeout", "rs485", cost_s=1.0 + extra, probe_s=cheap, extra_s=extra)
+    last, busy = 0.0, 0.0
+    for _ in range(30):
+        t = h.next_probe_at
+        cost = h.probe_timeout_s + extra  # the probe times out after the bus's extra wait
+        assert cost <= PROBE_SHARE * (t - last) + 1e-9, (t - last, h.probe_timeout_s)
+        assert cheap <= h.probe_timeout_s <= 1.0
+        h.on_failure(t, "timeout", "rs485", cost_s=cost, probe_s=cheap, extra_s=extra)
+        busy += cost
+        last = t
+    assert busy / last <= PROBE_SHARE + 1e-9
+
+
 def test_a_probe_that_cost_more_than_its_timeout_pushes_the_next_one_out() -> None:
     from edge_agent.poll.health import PROBE_SHARE
 
