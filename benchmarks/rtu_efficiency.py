@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not got:
             continue
         secs = [p.seconds for p in got]
-        print(f"{name}: {min(secs)}..{max(secs)} s (median {statistics.median(secs)}), "
+        print(f"{name}: {min(secs)}..{max(secs)} s (median {round(statistics.median(secs), 2)}), "
               f"efficiency {min(p.efficiency for p in got)}..{max(p.efficiency for p in got)}, "
               f"cadence {min(p.cadence for p in got)}..{max(p.cadence for p in got)}")
     return 0
