@@ -29,6 +29,7 @@ SIM_CFG: dict[str, Any] = {
 
 def _plans(tmp_path: Path, mode: str, devices: int) -> list[DevicePlan]:
     (tmp_path / "signing.key").write_text("placeholder: the config loader only checks paths\n")
+    (tmp_path / "signing.key").chmod(0o600)  # check-config refuses a key others may read
     cfg_in = SIM_CFG | {"keys": {"signing_key": str(tmp_path / "signing.key")}}
     path = write_agent_config(tmp_path / mode, cfg_in, mode=mode, devices=devices, interval=2.0,
                               mqtt_port=1883, batch=(200, 1000))
