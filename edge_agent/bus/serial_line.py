@@ -6,9 +6,10 @@ Line discipline of ``SerialRtuBus``, per transaction, under one ``asyncio.Lock``
 
 1. wait until the line has been silent for t3.5 since the last byte seen (an answer, stray bytes,
    or the end of our own previous request), plus the turnaround after a broadcast. After a
-   failed transaction (timeout, bad frame) the next request to the *same* unit waits until the
-   line was quiet for max(that timeout, the bus's ``timeout_max_s``) counted from the failure,
-   so a late answer shows up and is thrown away instead of being taken for the next answer;
+   failed transaction (timeout, bad frame) the next request to the *same* unit waits until
+   max(that timeout, the bus's ``timeout_max_s``) has passed since the failure (and the line was
+   quiet meanwhile), so a late answer shows up and is thrown away instead of being taken for the
+   next answer -- a unit asked again seconds later (a quarantine probe) waits only t3.5;
 2. discard whatever arrived in between (logged), write the request;
 3. feed the answer to ``RtuResponseParser`` until it yields the frame or the caller's timeout ends;
 4. after a timeout with no byte heard, *hold* the line (address nobody) until the bus's
@@ -65,6 +66,7 @@ class SerialRtuBus:
         self._after_broadcast = False
         self._guard_unit = -1  # unit whose last transaction failed ...
         self._guard_s = 0.0  # ... and how long the line must be quiet before asking it again
+        self._guard_since = 0.0
         self._in_step = False  # the failed transaction's late answer came during its hold
         self.transactions = 0
         self.stray_bytes = 0  # bytes discarded before a request (late answers, noise)
@@ -114,6 +116,7 @@ class SerialRtuBus:
                     # a late answer may still come: keep the unit guarded
                     self._guard_unit = req.unit
                     self._guard_s = max(timeout_s, self.cfg.timeout_max_s)
+                    self._guard_since = time.monotonic()
                     self._tx_end = max(self._tx_end, time.monotonic())  # quiet counts from now
                 raise
             return frame
@@ -127,8 +130,8 @@ class SerialRtuBus:
         quiet = self.cfg.silent_interval_s
         if self._after_broadcast:
             quiet += self.cfg.turnaround_ms / 1000.0
-        if req.unit == self._guard_unit:
-            quiet = max(quiet, self._guard_s)
+        if req.unit == self._guard_unit:  # what is left of the guard since the failure
+            quiet = max(quiet, self._guard_since + self._guard_s - time.monotonic())
         await self._wait_quiet(quiet, give_up=time.monotonic() + quiet + timeout_s)
         stray = self._take()
         if stray:

@@ -318,8 +318,8 @@ def check_disk(cfg: AgentConfig, daemon_outbox: dict[str, Any] | None) -> Check:
         free = st.f_bavail * st.f_frsize
     except OSError as exc:
         return Check("disk", SKIP, f"cannot stat {target}: {_why(exc)}")
-    if isinstance(d.get("disk_free_bytes"), int):
-        free = int(d["disk_free_bytes"])
+    if isinstance(d.get("disk_free_bytes"), int) and d["disk_free_bytes"] >= 0:
+        free = int(d["disk_free_bytes"])  # the daemon's own figure (-1: it does not know yet)
     files: int | None = d.get("footprint_bytes") if isinstance(d.get("footprint_bytes"),
                                                                int) else None
     if files is None:

@@ -188,7 +188,7 @@ def _outbox(ob: dict[str, Any], cfg: AgentConfig | None) -> Check:
                      "free disk space; `journalctl -u edge-agent`")
     cap = ob.get("cap_bytes") or (cfg.outbox.cap_bytes if cfg else None)
     free = ob.get("disk_free_bytes")
-    if isinstance(free, int) and cap:
+    if isinstance(free, int) and free >= 0 and cap:  # -1: the daemon does not know yet
         reserve = (ob.get("reserve_bytes") or (cfg.outbox.reserve_bytes if cfg else None)
                    or default_reserve(int(cap)))
         if free < reserve:

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge_agent.cli.doctor_checks import FAIL, PASS, WARN, check_cert
+from edge_agent.cli.doctor_checks import FAIL, PASS, WARN, check_cert, check_disk
 from edge_agent.cli.doctor_identity import Identity, may_access, parse_unit
 from edge_agent.cli.doctor_net import _judge, _outbox
+from edge_agent.config.load import load_config
 from edge_agent.trust.keys import generate_signing_key
 from tests.e2e.technician import open_dir
 from tests.support_fs import tmpfs
@@ -64,6 +65,9 @@ def test_daemon_outbox_figures() -> None:
     c = _outbox({"cap_bytes": 256 << 20, "disk_free_bytes": 1000, "footprint_bytes": 5}, None)
     assert c.status == FAIL and "below the reserve" in c.detail
     assert _outbox({"depth": 9, "oldest_age_s": 7200}, None).status == WARN
+    # a daemon that has not measured its disk yet (just started) says -1: unknown, not full
+    c = _outbox({"cap_bytes": 256 << 20, "disk_free_bytes": -1, "footprint_bytes": 0}, None)
+    assert c.status == PASS, c
     st = {"uptime_s": 600, "uplink": {"configured": True, "connected": False,
                                       "last_error": "not authorised"},
           "devices": {"total": 2, "up": 0, "down": 2}, "outbox": {}}
@@ -114,6 +118,10 @@ def test_full_disk_fails_the_doctor(tmp_path: Path) -> None:
         (disk / "state").mkdir()
         fine = doctor()
         assert "[PASS] disk" in fine.stdout, fine.stdout
+        # the running daemon's figure is used, but its -1 (not measured yet) is not "full"
+        loaded = load_config(cfg)
+        assert check_disk(loaded, {"disk_free_bytes": -1}).status == PASS
+        assert check_disk(loaded, {"disk_free_bytes": 1000}).status == FAIL
         with open(disk / "filler", "wb") as f:
             try:
                 f.write(b"\0" * (2 << 20))
