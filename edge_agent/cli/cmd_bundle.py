@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.cli import argtypes
+from edge_agent.cli.broker_login import add_login_options, login_from_args
 from edge_agent.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -179,7 +180,7 @@ def _send(args: argparse.Namespace) -> int:
                   f"{': ' + r.detail if r.detail else ''}", flush=True)
 
     try:
-        with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
+        with OperatorClient(args.broker, login_from_args(args)) as c:
             c.subscribe(f"{prefix}/{gw}/config/res")
             c.publish(f"{prefix}/{gw}/config", data)
             got = await_results(c, prefix, info["version"], [gw], args.wait, keys, progress)
@@ -226,7 +227,7 @@ def register(sub: Any) -> None:
     se.add_argument("--broker", required=True, metavar="HOST:PORT")
     se.add_argument("--gateway", required=True)
     se.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
-    se.add_argument("--tls-ca")
+    add_login_options(se)
     se.add_argument("--gateway-key", action="append", metavar="PUB.pem",
                     help="check the results' signatures with this gateway key (repeat)")
     se.add_argument("--wait", type=argtypes.seconds, default=180.0,

@@ -20,8 +20,9 @@ from edge_agent.cli.common import EXIT_OK, add_config
 # positional / option dests -> what completes them
 _NAMES = {"device": "device", "point": "point", "bus": "bus", "cls": "class", "port": "port"}
 _FILES = {"path", "dest", "sources", "file", "profile", "map", "dir", "out", "csv", "config",
-          "socket", "profiles", "tls_ca", "key", "public", "workdir", "config_dir", "state_dir",
-          "runtime_dir", "profiles_dir", "save", "state"}
+          "socket", "profiles", "tls_ca", "tls_cert", "tls_key", "password_file", "key",
+          "public", "workdir", "config_dir", "state_dir", "runtime_dir", "profiles_dir", "save",
+          "state"}
 
 
 def _kind(action: argparse.Action) -> str:

@@ -25,6 +25,7 @@ import json
 from typing import Any
 
 from edge_agent.cli import argtypes
+from edge_agent.cli.broker_login import add_login_options, login_from_args
 from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, CliError, table
 
 
@@ -34,7 +35,7 @@ def _status(args: argparse.Namespace) -> int:
     from edge_agent.errors import UplinkError
 
     try:
-        with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
+        with OperatorClient(args.broker, login_from_args(args)) as c:
             found = statuses(c, args.prefix, args.wait)
     except UplinkError as exc:
         raise CliError(*broker_failure(exc, args.broker)) from None
@@ -70,7 +71,7 @@ def _rollout(args: argparse.Namespace) -> int:
     outcome: dict[str, dict[str, Any]] = {}
     stopped = ""
     try:
-        with OperatorClient(args.broker, tls_ca=args.tls_ca) as c:
+        with OperatorClient(args.broker, login_from_args(args)) as c:
             rs = {r.gateway: r for r in rows(statuses(c, args.prefix, args.wait),
                                              Thresholds(silent_after_s=args.silent_after))}
             if info["targets"]:
@@ -179,7 +180,7 @@ def register(sub: Any) -> None:
                            help="flag an outbox deeper than N batches (default 1000)")
         f.add_argument("--broker", required=True, metavar="HOST:PORT")
         f.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
-        f.add_argument("--tls-ca")
+        add_login_options(f)
         f.add_argument("--wait", type=argtypes.seconds, default=2.0,
                        help="seconds to collect retained statuses (default 2)")
         f.add_argument("--silent-after", type=argtypes.seconds, default=300.0, metavar="S",

@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.cli import argtypes
+from edge_agent.cli.broker_login import add_login_options, login_from_args
 from edge_agent.cli.verify_live import (
     EPHEMERAL_EXPIRY_S,
     SESSION_EXPIRY_S,
@@ -131,7 +132,7 @@ def _consume_broker(
     opts = BrokerOptions(
         host, port, args.topic, _client_id(args, state), persistent=args.state is not None,
         session_expiry_s=args.session_expiry if args.state is not None else EPHEMERAL_EXPIRY_S,
-        tls_ca=None if args.tls_ca is None else str(args.tls_ca), protocol=args.protocol,
+        protocol=args.protocol, login=login_from_args(args),
     )  # fmt: skip
     source = BrokerSource(opts)
     deadline = None if args.duration is None else time.monotonic() + args.duration
@@ -226,7 +227,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--topic", default="edge/+/data", help="subscription, e.g. '$share/grp/edge/+/data'"
     )
-    p.add_argument("--tls-ca", type=Path, metavar="F", help="CA file: connect with TLS")
+    add_login_options(p)  # --tls-ca, --tls-cert/--tls-key, --username/--password-file
     p.add_argument("--count", type=argtypes.whole(1), metavar="N", help="stop after N messages")
     p.add_argument("--duration", type=argtypes.seconds, metavar="S", help="stop after S seconds")
     p.add_argument(

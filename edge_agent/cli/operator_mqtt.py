@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -22,6 +21,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.cli.broker_login import PASSWORD_ENV, BrokerLogin, connack_failure
 from edge_agent.cli.common import EXIT_NO_DAEMON, EXIT_USAGE, CliError
 from edge_agent.errors import EdgeAgentError, KeyFileError, UplinkError, VerifyError
 from edge_agent.rollout.bundle import describe_signed
@@ -51,8 +51,16 @@ def gateway_keys(paths: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:
     return keys
 
 
+class BrokerRefused(UplinkError):
+    """The broker refused the login or a subscription (not authorised, bad password...)."""
+
+
 def broker_failure(exc: UplinkError, broker: str) -> tuple[str, str, int, str]:
     """``CliError(*broker_failure(...))``: the broker did not take the tool's session."""
+    if isinstance(exc, BrokerRefused):
+        return (f"broker {broker}: {exc}", "log in with --username and --password-file (or $"
+                f"{PASSWORD_ENV}), or --tls-cert/--tls-key; the broker's ACL must let this "
+                "user read and write the gateways' topics", EXIT_NO_DAEMON, "not_authorised")
     return (f"broker {broker}: {exc}", "check HOST:PORT, the network, and --tls-ca for a TLS "
             "listener", EXIT_NO_DAEMON, "no_broker")
 
@@ -88,36 +96,64 @@ class OperatorClient:
     """One MQTT session of an operator tool: ``subscribe`` (waits for the SUBACK), ``publish``
     (waits for the PUBACK), every message received in ``messages``."""
 
-    def __init__(self, broker: str, *, tls_ca: str | None = None, timeout_s: float = 10.0,
-                 username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, broker: str, login: BrokerLogin | None = None, *,
+                 timeout_s: float = 10.0) -> None:
         host, port = parse_broker(broker)
         self.timeout_s = timeout_s
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self._subacks: dict[int, threading.Event] = {}
         self._connected = threading.Event()
+        self._refused = ""  # CONNACK's refusal, in words
+        self._closed = ""  # closed before any CONNACK: why, as far as can be told
+        self._sub_refused: dict[int, str] = {}
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"edge-agent-operator-{os.getpid()}-{id(self):x}")
-        if tls_ca:
-            self.client.tls_set_context(ssl.create_default_context(cafile=tls_ca))
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.on_connect = lambda c, u, f, rc, p: self._connected.set()
+        (login or BrokerLogin()).apply(self.client)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self._tls = (login or BrokerLogin()).tls
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda c, u, m: self.messages.put(
             (m.topic, bytes(m.payload), bool(m.retain)))
         try:
             self.client.connect(host, port, keepalive=30)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ssl errors are OSErrors
             raise UplinkError(f"cannot connect to {host}:{port}: {exc}") from exc
         self.client.loop_start()
-        if not self._connected.wait(timeout_s):
+        if not self._connected.wait(timeout_s) or self._refused or self._closed:
             self.close()
+            if self._refused:
+                raise BrokerRefused(f"{host}:{port}: {self._refused}")
+            if self._closed:
+                raise UplinkError(f"{host}:{port}: {self._closed}")
             raise UplinkError(f"no CONNACK from {host}:{port} within {timeout_s:g} s")
+
+    def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+        if rc.is_failure:
+            self._refused = connack_failure(rc)
+            c.disconnect()  # no reconnect with the same login
+        self._connected.set()
+
+    def _on_disconnect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+        if self._connected.is_set():
+            return
+        # closed before any CONNACK: over TLS the broker refused the handshake's client
+        # certificate (TLS 1.3 tells the client only then); else it dropped an unwanted client
+        self._closed = ("the broker closed the connection before answering the login (a "
+                         "listener requiring a client certificate: give --tls-cert/--tls-key "
+                         "that its CA signed)" if self._tls else
+                         "the broker closed the connection before answering the login (a TLS "
+                         "listener? give --tls-ca)")
+        c.disconnect()
+        self._connected.set()
 
     def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any) -> None:
         with self._lock:
             ev = self._subacks.setdefault(mid, threading.Event())
+            bad = [rc for rc in rcs if rc.is_failure]
+            if bad:
+                self._sub_refused[mid] = str(bad[0])
         ev.set()
 
     def subscribe(self, topic: str) -> None:
@@ -126,6 +162,10 @@ class OperatorClient:
             ev = self._subacks.setdefault(mid or -1, threading.Event())
         if rc != mqtt.MQTT_ERR_SUCCESS or not ev.wait(self.timeout_s):
             raise UplinkError(f"the broker did not confirm the subscription to {topic}")
+        with self._lock:
+            refused = self._sub_refused.pop(mid or -1, "")
+        if refused:
+            raise BrokerRefused(f"not authorised to subscribe to {topic} (SUBACK: {refused})")
 
     def publish(self, topic: str, payload: bytes) -> None:
         info = self.client.publish(topic, payload, qos=1)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from edge_agent.cli.broker_login import BrokerLogin, connack_failure
 from edge_agent.errors import UplinkError
 from edge_agent.retry import RetryPolicy
 
@@ -55,6 +56,7 @@ class BrokerOptions:
     session_expiry_s: int
     tls_ca: str | None = None
     protocol: str = "5"
+    login: BrokerLogin | None = None  # TLS and credentials (cli/broker_login.py)
 
 
 class BrokerSource:
@@ -81,8 +83,11 @@ class BrokerSource:
         c.manual_ack_set(True)
         policy = RetryPolicy()
         c.reconnect_delay_set(min_delay=max(1, int(policy.initial_s)), max_delay=int(policy.max_s))
-        if opts.tls_ca is not None:
+        if opts.login is not None:
+            opts.login.apply(c)
+        elif opts.tls_ca is not None:
             c.tls_set(ca_certs=opts.tls_ca)
+        self.refused = ""  # the broker refused the login: no retry helps
         self._props: Any = None
         if v5:
             self._props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -99,6 +104,7 @@ class BrokerSource:
         if rc.is_failure:
             o = self.opts
             log.warning("mqtt_connect_failed broker=%s:%d rc=%s", o.host, o.port, rc)
+            self.refused = connack_failure(rc)
             return
         with self._lock:
             self._conn += 1
@@ -141,6 +147,9 @@ class BrokerSource:
         ``deadline`` (monotonic)."""
         received = 0
         while not stop.is_set() and (count is None or received < count):
+            if self.refused:
+                raise UplinkError(f"--broker {self.opts.host}:{self.opts.port}: "
+                                  f"{self.refused}")
             timeout = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
             if timeout <= 0:
                 return
