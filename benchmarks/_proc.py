@@ -49,6 +49,19 @@ def memory(pid: int) -> Memory:
     return Memory(vals.get("VmRSS", float("nan")), vals.get("VmHWM", float("nan")))
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime per thread id (threads that ended are not counted)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def wakeups(pid: int) -> dict[int, int]:
     """Voluntary context switches (a thread going to sleep: each one is a later wake-up) so far,
     per thread id, from /proc/PID/task/*/status (threads that ended are not counted)."""

@@ -58,7 +58,7 @@ from typing import Any
 
 from benchmarks import _spy
 from benchmarks._consumer import VerifyingConsumer
-from benchmarks._proc import Child, Mosquitto, cpu_seconds, memory, wakeups
+from benchmarks._proc import Child, Mosquitto, cpu_seconds, memory, thread_cpu_seconds, wakeups
 from benchmarks.e2e_tcp import _bin, _q, start_sim
 from edge_agent.control.client import ControlClient, ControlUnavailable
 from edge_agent.trust.keys import generate_signing_key, kid_of
@@ -217,7 +217,7 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
         first_publish = (consumer.first_at - started) if consumer.first_at else None
         st0 = _status(sock) or {}
         seconds = args.idle_seconds if load.name == "idle" else args.seconds
-        w0 = wakeups(agent.pid)
+        w0, tc0 = wakeups(agent.pid), thread_cpu_seconds(agent.pid)
         t0, cpu0, n0 = time.monotonic(), cpu_seconds(agent.pid), consumer.counts()[1]
         sim0 = cpu_seconds(fld.pid)
         if args.cprofile is not None:
@@ -232,7 +232,7 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
             time.sleep(min(1.0, max(0.0, t0 + seconds - time.monotonic())))
             rss.append(memory(agent.pid).rss_mib)
         t1, cpu1, n1 = time.monotonic(), cpu_seconds(agent.pid), consumer.counts()[1]
-        w1 = wakeups(agent.pid)
+        w1, tc1 = wakeups(agent.pid), thread_cpu_seconds(agent.pid)
         if args.cprofile is not None:
             os.kill(agent.pid, signal.SIGUSR2)
             time.sleep(1.0)
@@ -271,6 +271,9 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
         "rss_mib": statistics.median(rss) if rss else float("nan"), "hwm_mib": hwm,
         "first_publish_s": first_publish,
         "first_start_s": first_start,
+        "cpu_main_pct": 100 * (tc1.get(agent_pid, 0) - tc0.get(agent_pid, 0)) / wall,
+        "cpu_threads_pct": 100 * sum(c - tc0.get(t, 0) for t, c in tc1.items()
+                                     if t != agent_pid) / wall,
         "wake_main": (w1.get(agent_pid, 0) - w0.get(agent_pid, 0)) / wall,
         "wake_threads": sum(n - w0.get(t, 0) for t, n in w1.items() if t != agent_pid) / wall,
         "sim_cpu_pct": 100 * (sim1 - sim0) / wall,
@@ -317,6 +320,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("readings delivered /s (verified at consumer)", "delivered_per_s", "{:,.0f}"),
     ("readings polled /s (poller count)", "polled_per_s", "{:,.0f}"),
     ("agent CPU % of one core", "cpu_pct", "{:.2f}"),
+    ("  event loop / other threads (batcher, uplink)", "cpu_main_pct",
+     "{:.2f} / {cpu_threads_pct:.2f}"),
     ("DELIVERED SIGNED READINGS PER AGENT CPU-S", "per_cpu_s", "{:,.0f}"),
     ("wake-ups /s: event loop / other threads", "wake_main", "{:,.0f} / {wake_threads:,.0f}"),
     ("RSS MiB (median VmRSS) / peak", "rss_mib", "{:.1f} / {hwm_mib:.1f}"),

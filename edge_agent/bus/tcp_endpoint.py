@@ -46,7 +46,10 @@ MAX_PDU = 253
 
 _Waiter = asyncio.Future[bytes]
 _MBAP = struct.Struct(">HHHB")  # transaction id, protocol 0, length, unit
-_READS_MAX = 1024  # cached read PDUs per endpoint (one per distinct request of its devices)
+_READS_MAX = 4096  # cached read PDUs (one per distinct request of all devices)
+# (table, address, count) -> request PDU and, for registers, the answer's decoder; shared by all
+# endpoints (a thousand devices of a few profiles ask a few dozen distinct reads)
+_READS: dict[tuple[Table, int, int], tuple[Pdu, struct.Struct | None]] = {}
 
 
 class _MbapProtocol(asyncio.Protocol):
@@ -118,8 +121,6 @@ class TcpEndpoint:
         self._closed = False
         self.discarded = 0  # answers with unknown / stale transaction ids
         self.reconnects = 0
-        # (table, address, count) -> request PDU and, for registers, the answer's decoder
-        self._reads: dict[tuple[Table, int, int], tuple[Pdu, struct.Struct | None]] = {}
 
     # -- ModbusBus -----------------------------------------------------------------------------
 
@@ -133,13 +134,13 @@ class TcpEndpoint:
 
     def _read_pdu(self, key: tuple[Table, int, int]) -> tuple[Pdu, struct.Struct | None]:
         """The request PDU of a read and, for registers, the struct of its answer (cached)."""
-        cached = self._reads.get(key)
+        cached = _READS.get(key)
         if cached is None:
             table, address, count = key
             pdu = read_pdu(table, address, count)  # CodecError for a bad range: not cached
-            if len(self._reads) >= _READS_MAX:
-                self._reads.clear()
-            cached = self._reads[key] = (
+            if len(_READS) >= _READS_MAX:
+                _READS.clear()
+            cached = _READS[key] = (
                 pdu, None if table.is_bits else struct.Struct(f">x{count}H"))
         return cached
 

@@ -66,7 +66,7 @@ class DeviceBase(abc.ABC):
         self.device = device
         self.bus_name = bus_name
         rng = rng or random.Random()
-        self.plan = DevicePlan(device, profile, random.Random(rng.random()))
+        self.plan = DevicePlan(device, profile, rng)
         self.health = DeviceHealth.create(device.name, timeout_max_s, rng, granularity_s)
         self.lock = asyncio.Lock()  # polls and writes of this device, one at a time
         self._emit = emit

@@ -47,6 +47,22 @@ _Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder, Range | None], ...
 _DECODINGS_MAX = 256
 
 
+_SHARED: dict[tuple[object, ...], _Decoding] = {}
+_SHARED_MAX = 4096
+
+
+def _shared_decoding(req: ReadRequest) -> _Decoding:
+    key = (req.table, req.address, req.count, req.points)
+    dec = _SHARED.get(key)
+    if dec is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        a = req.address
+        dec = _SHARED[key] = tuple((p, p.address - a, p.end - a, codec.decoder(p),
+                                    plausible_range(p)) for p in req.points)
+    return dec
+
+
 class DevicePoller(DeviceBase):
     """A Modbus device (RTU or TCP) behind a ``ModbusBus`` owner."""
 
@@ -70,14 +86,13 @@ class DevicePoller(DeviceBase):
         self._answer_wall_ns = 0
 
     def _decoding(self, req: ReadRequest) -> _Decoding:
-        """``req``'s points with their slice of the answer and decoder, computed once."""
+        """``req``'s points with their slice of the answer and decoder, computed once and shared
+        by every device whose plan has the same request (the devices of one profile)."""
         entry = self._decodings.get(id(req))
         if entry is None or entry[0] is not req:
             if len(self._decodings) >= _DECODINGS_MAX:
                 self._decodings.clear()
-            a = req.address
-            entry = (req, tuple((p, p.address - a, p.end - a, codec.decoder(p),
-                                 plausible_range(p)) for p in req.points))
+            entry = (req, _shared_decoding(req))
             self._decodings[id(req)] = entry
         return entry[1]
 

@@ -128,7 +128,7 @@ class Poller:
             if bus_cfg is None or bus is None:
                 problems.append(Problem(src, f"{where}.bus", f"no bus owner for {dev.bus!r}"))
                 continue
-            rng = random.Random(self._rng.random())
+            rng = self._rng  # one generator for every device's jitter (a Random is 2.5 KiB)
             tmax = bus_cfg.timeout_max_s
             if profile.protocol is Protocol.AT:
                 if not isinstance(bus_cfg, SerialBus) or bus_cfg.kind is not BusKind.AT:

@@ -123,6 +123,7 @@ class BusScheduler:
         self.tick_s = tick_s
         self.queue = EdfQueue()
         self._concurrency = max(1, concurrency)
+        self._workers = self._concurrency  # set by run(): at most one per job
         self.slots = asyncio.Semaphore(self._concurrency)
         self._run_job = run_job
         self._clock = clock
@@ -143,8 +144,8 @@ class BusScheduler:
                 timer = None
                 if nxt is not None:
                     wake = nxt
-                    if self.tick_s > 0:  # worker i on the grid shifted by i/concurrency ticks
-                        off = self.tick_s * worker / self._concurrency
+                    if self.tick_s > 0:  # worker i on the grid shifted by i/workers ticks
+                        off = self.tick_s * worker / self._workers
                         wake = math.ceil((nxt - off) / self.tick_s) * self.tick_s + off
                     # one loop timer for every scheduler's sleeps (and the requests' timeouts)
                     timer = timers_for(loop).call_later(max(0.0, wake - now), _wake, fut)
@@ -181,13 +182,17 @@ class BusScheduler:
                 await asyncio.sleep(0)
 
     async def run(self) -> None:
-        """Dispatch until cancelled, with ``concurrency`` workers; a running job is cancelled too.
+        """Dispatch until cancelled, with ``concurrency`` workers (no more than the jobs queued
+        when it starts); a running job is cancelled too.
 
         A worker takes the slot only once it holds a released job, so a write waiting for a slot
         (``slots`` is FIFO) goes before the next poll.
         """
+        # no more workers than jobs: a job never runs twice at once, so an endpoint polling one
+        # device needs one worker (a task and its frames) however many requests it allows
+        self._workers = max(1, min(self._concurrency, len(self.queue)))
         workers = [asyncio.create_task(self._worker(i), name=f"bus:{self.bus}:{i}")
-                   for i in range(self._concurrency)]
+                   for i in range(self._workers)]
         try:
             await asyncio.gather(*workers)
         finally:
