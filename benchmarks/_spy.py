@@ -11,6 +11,7 @@ import argparse
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,9 +19,8 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*)\)$")
 
 
 def py_spy() -> str | None:
-    exe = Path(shutil.which("py-spy") or "")
-    venv = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy"
-    return str(exe) if exe.name else (str(venv) if venv.exists() else None)
+    venv = Path(sys.executable).parent / "py-spy"  # installed next to this interpreter
+    return str(venv) if venv.exists() else shutil.which("py-spy")
 
 
 def record(pid: int, seconds: float, out: Path, rate: int = 250) -> subprocess.Popen[bytes]:

@@ -1,7 +1,7 @@
 """``TcpEndpoint``: the owner of one Modbus TCP endpoint (implements ``ModbusBus``).
 
-A lean MBAP client on an ``asyncio.Protocol`` (no reader task, no per-request tasks). Requests
-issued in the same loop iteration leave in one ``send()`` (syscalls dominate the cost). Answers
+A lean MBAP client on an ``asyncio.Protocol`` (no reader task, no per-request tasks). Each
+request is written at once, in its own ``send()``. Answers
 are matched to their future by transaction id as they arrive; an answer with an unknown or stale
 transaction id (one whose request already timed out) is discarded. At most ``cfg.concurrency``
 requests are in flight.
@@ -23,6 +23,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from edge_agent.bus.rtu import Pdu, decode_bits_or_regs, read_pdu, write_pdu
@@ -58,20 +59,14 @@ class _MbapProtocol(asyncio.Protocol):
     def __init__(self, owner: TcpEndpoint) -> None:
         self._owner = owner
         self._buf = bytearray()
-        self._out: list[bytes] = []
         self._consumed = 0  # stream offset of _buf[0], for error messages
         self.transport: asyncio.Transport | None = None
 
     def send(self, frame: bytes) -> None:
-        """Queue a request; all requests queued in one loop iteration go out in one send()."""
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(frame)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
+        """Write a request now, in its own send() (no hand-off to the next loop iteration: the
+        scheduler starts one endpoint's jobs apart, and some servers read one frame a segment)."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+            self.transport.write(frame)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -112,7 +107,8 @@ class TcpEndpoint:
         self._proto: _MbapProtocol | None = None
         self._pending: dict[int, tuple[_Waiter, int]] = {}  # tid -> (future, unit)
         self._tid = 0
-        self._slots: asyncio.Semaphore | None = None
+        self._inflight = 0  # requests in flight (at most cfg.concurrency)
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()  # FIFO, for a free slot
         self._connect_lock: asyncio.Lock | None = None
         self._backoff = Backoff(retry or RetryPolicy())
         self._next_try = 0.0
@@ -185,10 +181,30 @@ class TcpEndpoint:
         if not 0 <= unit <= 255:
             raise CodecError(f"modbus unit id {unit} outside 0..255")
 
-    def _get_slots(self) -> asyncio.Semaphore:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(max(1, self.cfg.concurrency))
-        return self._slots
+    async def _take_slot(self) -> None:
+        """One of ``cfg.concurrency`` in-flight slots, first come first served (a plain counter:
+        the common case, a free slot, costs no coroutine or future)."""
+        if self._inflight < max(1, self.cfg.concurrency) and not self._slot_waiters:
+            self._inflight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(fut)
+        try:
+            await fut  # the slot is handed over by _give_slot (the count stays taken)
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # handed over, then cancelled: pass it on
+                self._give_slot()
+            elif fut in self._slot_waiters:  # (a cancelled one may have been skipped already)
+                self._slot_waiters.remove(fut)
+            raise
+
+    def _give_slot(self) -> None:
+        while self._slot_waiters:
+            fut = self._slot_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes to the next waiter as it is
+                return
+        self._inflight -= 1
 
     def _live_proto(self) -> _MbapProtocol | None:
         proto = self._proto
@@ -199,7 +215,8 @@ class TcpEndpoint:
     async def _transact(self, unit: int, pdu: Pdu, timeout_s: float) -> bytes:
         """Send one request; the answer PDU (function code first). Raw: the caller checks it."""
         self._check_unit(unit)
-        async with self._get_slots():
+        await self._take_slot()
+        try:
             proto = self._live_proto() or await self._connect(timeout_s)
             loop = asyncio.get_running_loop()
             tid = self._next_tid()
@@ -212,6 +229,8 @@ class TcpEndpoint:
             finally:
                 handle.cancel()
                 self._pending.pop(tid, None)
+        finally:
+            self._give_slot()
         return answer
 
     def _check_answer(self, unit: int, pdu: Pdu, answer: bytes) -> bytes:

@@ -327,7 +327,10 @@ class Agent:
                      len(self.cfg.devices), self.clock.boot_id)
             self._spawn(self._watchdog())
             self.rollout.start()
-            self._spawn(self.rollout.run_inventory())
+            if self.cfg.uplink is not None:  # the retained status' inventory: only it reads
+                # it, once a status interval; a fresher copy 4x as often (not every second: a
+                # thousand devices' status is the costliest thing a quiet gateway would do)
+                self._spawn(self.rollout.run_inventory(self.cfg.uplink.status_interval_s / 4))
             if self.cfg.prometheus_textfile is not None:
                 self._spawn(self._metrics(self.cfg.prometheus_textfile))
             await self._stop.wait()  # a signal, a restart request or the poller crashing

@@ -72,6 +72,32 @@ def test_concurrency_limit_and_tid_matching() -> None:
 
 
 @pytest.mark.timeout(20)
+def test_a_request_cancelled_while_waiting_for_a_slot_loses_no_slot() -> None:
+    async def main() -> tuple[list[object], int]:
+        srv = RawServer(delay_s=0.05)
+        port = await srv.start()
+        ep = endpoint(port, concurrency=1)
+        try:
+            tasks = [asyncio.create_task(ep.read(1, Table.HOLDING, a, 2, timeout_s=2))
+                     for a in range(4)]
+            await asyncio.sleep(0.01)  # the first is in flight, three wait for the slot
+            tasks[1].cancel()
+            tasks[2].cancel()
+            res = await asyncio.gather(*tasks, return_exceptions=True)
+            again = await ep.read(1, Table.HOLDING, 9, 1, timeout_s=2)  # slots all given back
+            assert ep._inflight == 0 and not ep._slot_waiters
+        finally:
+            await ep.close()
+            await srv.stop()
+        return [*res, again], srv.max_in_flight
+
+    res, max_in_flight = asyncio.run(main())
+    assert res[0] == [0, 1] and res[3] == [3, 4] and res[4] == [9]
+    assert isinstance(res[1], asyncio.CancelledError) and isinstance(res[2], asyncio.CancelledError)
+    assert max_in_flight == 1
+
+
+@pytest.mark.timeout(20)
 def test_late_answer_with_stale_tid_is_discarded() -> None:
     async def main() -> None:
         srv = RawServer(mode="late_first", late_s=0.2)
