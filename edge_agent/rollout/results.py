@@ -22,7 +22,7 @@ Result payload (deterministic CBOR, small-int keys)::
 
 A store of them (SQLite, WAL, synchronous=FULL, next to the command state): every result is
 stored before it is published, published by the uplink after every connect until its PUBACK (the
-``ResultSource`` protocol of uplink/mqtt.py), the newest ``MAX_COUNT`` kept.
+``ResultSource`` protocol of uplink/results.py), the newest ``MAX_COUNT`` kept.
 """
 
 from __future__ import annotations
