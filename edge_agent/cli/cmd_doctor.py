@@ -36,10 +36,10 @@ from edge_agent.cli.doctor_checks import (
     WARN,
     Check,
     caller_checks,
-    check_disk,
     load,
     service_checks,
 )
+from edge_agent.cli.doctor_disk import check_disk
 from edge_agent.cli.doctor_identity import (
     NO_UNIT,
     Identity,
@@ -54,6 +54,9 @@ from edge_agent.errors import ConfigError
 from edge_agent.platform.unit_file import ServiceUnit, installed_unit
 
 ME = "this shell"
+# the checks as the service, all of them (each probe of the state's disk is bounded on its own,
+# doctor_probe.PROBE_TIMEOUT_S): doctor prints its report well within a minute whatever the disk
+SERVICE_CHECKS_TIMEOUT_S = 30.0
 
 
 def _identity(unit_file: Path | None) -> tuple[Check, Identity | None]:
@@ -94,7 +97,7 @@ def _file_checks(config: Path, ident: Identity | None,
         cfg = load(config, check_files=False)[1]
         for mod in ("edge_agent.trust.keys", "cryptography.x509"):
             importlib.import_module(mod)
-        got = run_as(ident, lambda: service_checks(config))
+        got = run_as(ident, lambda: service_checks(config), timeout_s=SERVICE_CHECKS_TIMEOUT_S)
         if isinstance(got, str):
             return [first, Check("doctor", FAIL, got)], cfg
         return [first, *(Check.from_dict(d) for d in got)], cfg

@@ -1,6 +1,6 @@
 """The checks of `edge-agent doctor` that look at files: the config (through ``load_config``, so
 every rule of config loading and of ``config.permissions`` appears here too), the signing key,
-the state directory, serial ports, TLS files and certificates, the disk, the clock.
+the state directory, serial ports, TLS files and certificates (the disk: doctor_disk.py).
 
 ``service_checks`` runs as the service's identity (``doctor_identity.run_as``) and answers for
 the service; ``caller_checks`` runs as whoever typed the command and says SKIP, with the reason,
@@ -14,16 +14,20 @@ import errno
 import grp
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.cli.doctor_identity import Identity, may_access
+from edge_agent.cli.doctor_probe import NoAnswer, in_child, write_probe
 from edge_agent.config.model import AgentConfig, SerialBus
 from edge_agent.errors import ConfigError, EdgeAgentError
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 EXPIRY_WARN_DAYS = 30
+FROZEN_HINT = ("is it frozen (`fsfreeze -u MOUNTPOINT`) or failing (`dmesg`)? the outbox cannot "
+               "commit meanwhile")
 
 
 @dataclass
@@ -71,7 +75,23 @@ def load(path: Path, *, check_files: bool = True) -> tuple[list[Check], AgentCon
     return checks, cfg
 
 
+def bounded(name: str, path: Path, fn: Callable[[], Check]) -> Check:
+    """``fn()`` in a child doctor waits for a few seconds at most (``doctor_probe``): a probe
+    of the state's or the outbox's disk that would hang (frozen, failing) is a FAIL that says
+    so, and the rest of the report still comes."""
+    try:
+        return Check.from_dict(in_child(lambda: fn().as_dict()))
+    except NoAnswer as exc:
+        if exc.seconds is None:
+            return Check(name, FAIL, f"{path}: the check failed: {exc}")
+        return Check(name, FAIL, f"{path}: {exc}", FROZEN_HINT)
+
+
 def check_key(cfg: AgentConfig) -> Check:
+    return bounded("signing key", cfg.keys.signing_key, lambda: _check_key(cfg))
+
+
+def _check_key(cfg: AgentConfig) -> Check:
     from edge_agent.trust.keys import fingerprint, load_signing_key
 
     try:
@@ -83,20 +103,19 @@ def check_key(cfg: AgentConfig) -> Check:
 
 
 def check_writable(name: str, directory: Path) -> Check:
-    """Create, fsync and remove a file in ``directory`` (what the outbox will need)."""
-    probe = directory / f".doctor-{os.getpid()}"
+    """Create, fsync and remove a file in ``directory`` (what the outbox will need), bounded."""
+    return bounded(name, directory, lambda: _check_writable(name, directory))
+
+
+def _check_writable(name: str, directory: Path) -> Check:
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, b"x")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
+        write_probe(directory)
     except OSError as exc:
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk line judges the space
+            return Check(name, WARN, f"{directory}: no room for doctor's test file "
+                         f"({_why(exc)}); its permissions are not tested",
+                         "the free-space verdict follows")
         return Check(name, FAIL, f"cannot write in {directory}: {_why(exc)}",
-                     "free space on the disk" if full else
                      f"StateDirectory= should make it: chown edge-agent: {directory}")
     return Check(name, PASS, f"{directory} writable")
 
@@ -229,8 +248,10 @@ def caller_checks(config: Path, ident: Identity | None,
     checks, cfg = load(config)
     if cfg is None:
         return checks, None
-    checks.append(_key_as_caller(cfg, why_not))
-    checks.append(_dir_by_modes(cfg.state_dir, ident, why_not))
+    checks.append(bounded("signing key", cfg.keys.signing_key,
+                          lambda: _key_as_caller(cfg, why_not)))
+    checks.append(bounded("state dir", cfg.state_dir,
+                          lambda: _dir_by_modes(cfg.state_dir, ident, why_not)))
     checks += [_serial_by_modes(b, ident) for b in cfg.buses.values() if isinstance(b, SerialBus)]
     checks += check_tls_files(cfg, skip_unreadable=why_not)
     return checks, cfg
@@ -270,7 +291,7 @@ def _key_as_caller(cfg: AgentConfig, why_not: str) -> Check:
     if not os.access(path, os.R_OK):
         return Check("signing key", SKIP, f"{path} is not readable by you (as it should be): "
                      f"{why_not}")
-    return check_key(cfg)  # readable by a technician: the permission rules decide
+    return _check_key(cfg)  # readable by a technician: the permission rules decide
 
 
 def _dir_by_modes(directory: Path, ident: Identity | None, why_not: str) -> Check:
@@ -300,52 +321,3 @@ def _serial_by_modes(bus: SerialBus, ident: Identity | None) -> Check:
                      "(by its mode bits)",
                      f"`ls -l {p}`: its group should be one of the service's (dialout)")
     return Check(name, PASS, f"{p} readable and writable by {ident.name} (by its mode bits)")
-
-
-def check_disk(cfg: AgentConfig, daemon_outbox: dict[str, Any] | None) -> Check:
-    """Free space against the outbox's reserve and cap (the daemon's own figures when it runs:
-    footprint_bytes, disk_free_bytes, cap_bytes)."""
-    from edge_agent.outbox.space import default_reserve
-
-    d = daemon_outbox or {}
-    cap = cfg.outbox.cap_bytes
-    reserve = int(d.get("reserve_bytes") or cfg.outbox.reserve_bytes or default_reserve(cap))
-    target = cfg.outbox.path.parent
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    try:
-        st = os.statvfs(target)
-        free = st.f_bavail * st.f_frsize
-    except OSError as exc:
-        return Check("disk", SKIP, f"cannot stat {target}: {_why(exc)}")
-    if isinstance(d.get("disk_free_bytes"), int) and d["disk_free_bytes"] >= 0:
-        free = int(d["disk_free_bytes"])  # the daemon's own figure (-1: it does not know yet)
-    files: int | None = d.get("footprint_bytes") if isinstance(d.get("footprint_bytes"),
-                                                               int) else None
-    if files is None:
-        try:
-            files = sum(_size(Path(f"{cfg.outbox.path}{s}"))
-                        for s in ("", "-wal", "-shm", "-journal", ".reserve"))
-        except PermissionError:
-            files = None
-    cap = int(d.get("cap_bytes") or cap)
-    mib = 2**20
-    where = f"{free / mib:.1f} MiB free at {target}"
-    if free < reserve:
-        return Check("disk", FAIL, f"{where}, below the outbox's reserve of "
-                     f"{reserve / mib:.1f} MiB: the disk is full",
-                     "the outbox drops its oldest batches (signed gap notices) to keep "
-                     "committing; free space now (journal, logs, core files)")
-    if files is not None and files + free < cap:
-        return Check("disk", WARN, f"{where}; the outbox ({files / mib:.1f} MiB now) can grow "
-                     f"to {(files + free) / mib:.1f} MiB, less than its cap of "
-                     f"{cap / mib:.0f} MiB", "free space or lower [outbox] cap")
-    held = "" if files is None else f"; outbox {files / mib:.1f} MiB"
-    return Check("disk", PASS, f"{where}{held}; cap {cap / mib:.0f} MiB")
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0

@@ -12,7 +12,6 @@ answers from mode bits where the caller can stat the path (ACLs are not evaluate
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
 import shutil
@@ -144,41 +143,20 @@ def resolve(unit: UnitIdentity) -> Identity | str:
     return Identity(name, uid, gid, tuple(groups), unit.source, tuple(unknown))
 
 
-def run_as(ident: Identity,
-           fn: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]] | str:
+def run_as(ident: Identity, fn: Callable[[], list[dict[str, Any]]],
+           timeout_s: float = 60.0) -> list[dict[str, Any]] | str:
     """``fn()`` in a forked child that runs as ``ident``: its JSON-able result, or why it could
-    not run (a string). Needs root."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 0
-        try:
-            os.close(r)
-            os.setgroups(list(ident.groups))
-            os.setgid(ident.gid)
-            os.setuid(ident.uid)
-            data = json.dumps(fn()).encode()
-        except BaseException as exc:  # report whatever went wrong to the parent
-            data = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
-            code = 1
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view):]
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    with os.fdopen(r, "rb") as f:
-        while chunk := f.read(65536):
-            chunks.append(chunk)
-    os.waitpid(pid, 0)
+    not run (a string; also when it said nothing within ``timeout_s``). Needs root."""
+    from edge_agent.cli.doctor_probe import NoAnswer, in_child
+
     try:
-        out = json.loads(b"".join(chunks))
-    except ValueError:
+        out = in_child(fn, timeout_s=timeout_s, ident=ident)
+    except NoAnswer as exc:
+        if exc.seconds is not None:
+            return f"checking as {ident.name}: {exc}"
+        return f"checking as {ident.name} failed: {exc}"
+    if not isinstance(out, list):
         return f"checking as {ident.name}: the child process said nothing"
-    if isinstance(out, dict):
-        return f"checking as {ident.name} failed: {out.get('error')}"
     result: list[dict[str, Any]] = out
     return result
 

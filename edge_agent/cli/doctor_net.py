@@ -191,9 +191,10 @@ def _outbox(ob: dict[str, Any], cfg: AgentConfig | None) -> Check:
     if isinstance(free, int) and free >= 0 and cap:  # -1: the daemon does not know yet
         reserve = (ob.get("reserve_bytes") or (cfg.outbox.reserve_bytes if cfg else None)
                    or default_reserve(int(cap)))
-        if free < reserve:
+        if free < reserve and ob.get("reserve_held") is not True:  # held: still committing
             return Check("outbox", FAIL, f"{free / mib:.1f} MiB free on its disk, below the "
-                         f"reserve of {reserve / mib:.1f} MiB", "free space now")
+                         f"reserve of {reserve / mib:.1f} MiB, which is not held",
+                         "free space now")
     dropped = int(ob.get("readings_dropped") or 0)
     detail = (f"{depth} batches waiting, oldest {age:.0f} s"
               + (f", {ob.get('footprint_bytes', 0) / mib:.1f} MiB on disk"

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge_agent.cli.doctor_checks import FAIL, PASS, WARN, check_cert, check_disk
+from edge_agent.cli.doctor_checks import FAIL, PASS, WARN, check_cert
+from edge_agent.cli.doctor_disk import check_disk
 from edge_agent.cli.doctor_identity import Identity, may_access, parse_unit
 from edge_agent.cli.doctor_net import _judge, _outbox
 from edge_agent.config.load import load_config
@@ -131,4 +132,61 @@ def test_full_disk_fails_the_doctor(tmp_path: Path) -> None:
         assert full.returncode == 1, full.stdout
         line = next(ln for ln in full.stdout.splitlines() if " disk " in ln)
         assert line.startswith("[FAIL] disk") and "the disk is full" in line, full.stdout
-        assert "[FAIL] state dir" in full.stdout  # and nothing can be written there
+        # no room for doctor's test file: said, the space itself judged on the disk line
+        assert "[WARN] state dir" in full.stdout and "no room" in full.stdout, full.stdout
+
+
+def test_a_full_disk_beside_a_held_reserve_is_not_a_failure(tmp_path: Path) -> None:
+    """On a disk smaller than the cap the outbox runs at the disk's size, holding its reserve:
+    normal operation, a WARN with the figures. FAIL only when the reserve is not held (released
+    by a commit that found the disk full, or never taken) or commits fail."""
+    generate_signing_key(tmp_path / "signing.key")
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        cfg_path = tmp_path / "agent.toml"
+        cfg_path.write_text(f'gateway_id = "gw-full"\nstate_dir = "{disk}/state"\n'
+                            f'runtime_dir = "{tmp_path}/run"\n\n[outbox]\ncap = "4MiB"\n'
+                            'reserve = "256KiB"\n\n'
+                            '[[buses]]\nname = "p"\nkind = "tcp"\nhost = "127.0.0.1"\n\n'
+                            '[[devices]]\nname = "l"\nprofile = "street_lamp"\nbus = "p"\n\n'
+                            f'[keys]\nsigning_key = "{tmp_path}/signing.key"\n')
+        cfg = load_config(cfg_path)
+        (disk / "state").mkdir()
+        reserve = disk / "state" / "outbox.sqlite.reserve"
+        reserve.write_bytes(b"\0" * (256 << 10))  # what the daemon preallocates
+        with open(disk / "state" / "outbox.sqlite", "wb") as f:
+            try:
+                f.write(b"\0" * (2 << 20))  # the outbox grew to the disk's size
+            except OSError:
+                pass
+        # the daemon not running: the reserve on the disk is there for it
+        c = check_disk(cfg, None)
+        assert c.status == WARN and "reserve 0.2 MiB held" in c.detail, c
+        assert "less than its cap of 4 MiB" in c.detail, c
+        # the daemon's figures: held and committing -> WARN; not held -> FAIL; commits failing
+        figures = {"cap_bytes": 4 << 20, "reserve_bytes": 256 << 10, "disk_free_bytes": 0,
+                   "footprint_bytes": 1 << 20, "reserve_held": True, "commit_error": None,
+                   "commit_failing_s": None}
+        assert check_disk(cfg, figures).status == WARN
+        assert _outbox(figures, cfg).status == PASS
+        c = check_disk(cfg, figures | {"reserve_held": False})
+        assert c.status == FAIL and "the disk is full" in c.detail and "released" in c.detail, c
+        assert "readings dropped" not in c.detail, c  # none were
+        c = check_disk(cfg, figures | {"reserve_held": False, "readings_dropped": 1234})
+        assert c.status == FAIL and "; 1234 readings dropped so far" in c.detail, c
+        c = check_disk(cfg, figures | {"readings_dropped": 56})
+        assert c.status == WARN and "; 56 readings dropped so far" in c.detail, c
+        # -1: the daemon has not measured yet; the disk's own figure is used
+        assert check_disk(cfg, figures | {"disk_free_bytes": -1}).status == WARN
+        assert _outbox(figures | {"reserve_held": False}, cfg).status == FAIL
+        c = check_disk(cfg, figures | {"commit_error": "database or disk is full",
+                                       "commit_failing_s": 12.0})
+        assert c.status == FAIL and "commits are failing for 12 s" in c.detail, c
+        # no daemon and no reserve on the disk: the daemon could not take it -> FAIL
+        reserve.unlink()
+        with open(disk / "filler", "wb") as f:
+            try:
+                f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        c = check_disk(cfg, None)
+        assert c.status == FAIL and "the disk is full" in c.detail, c

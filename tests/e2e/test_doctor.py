@@ -147,7 +147,7 @@ def test_doctor_as_a_technician_has_no_false_fail(open_gateway: Gateway) -> None
         lines["signing key"][0]["detail"]
     assert st["state dir"] == "PASS" and "mode bits" in lines["state dir"][0]["detail"]
     assert st["serial rs485-water"] == "PASS"
-    assert st["daemon"] == "PASS" and st["broker"] == "PASS"
+    assert st["daemon"] == "PASS" and st["broker"] == "PASS", r.stdout
     assert f"you are uid {tech}" in lines["service user"][0]["detail"]
     # not in the group: the daemon's view is SKIPped with the reason, still no FAIL
     r = run_cli_as(tech, args, env=env)
