@@ -9,14 +9,14 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.verify import ChainVerifier, VerifyReport
 
 
 class VerifyingConsumer:
-    def __init__(self, port: int, topic: str, public_key: Ed25519PublicKey, kid: bytes) -> None:
+    def __init__(self, port: int, topic: str, public_key: PublicKey, kid: bytes) -> None:
         self.topic = topic
         self.verifier = ChainVerifier({kid: public_key}, window=1024)
         self._lock = threading.Lock()

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge_agent.errors import KeyFileError
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.keys import (
     fingerprint,
     generate_signing_key,
@@ -19,7 +18,7 @@ from edge_agent.trust.keys import (
 )
 
 
-def _describe(path: Path, pub: Ed25519PublicKey) -> str:
+def _describe(path: Path, pub: PublicKey) -> str:
     return f"key={path} kid={kid_of(pub).hex()} fingerprint={fingerprint(pub)}"
 
 

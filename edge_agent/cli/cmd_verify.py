@@ -21,8 +21,6 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge_agent.cli import argtypes
 from edge_agent.cli.broker_login import add_login_options, login_from_args
 from edge_agent.cli.verify_live import (
@@ -36,6 +34,7 @@ from edge_agent.cli.verify_live import (
 from edge_agent.cli.verify_save import SaveDir, file_order
 from edge_agent.errors import EdgeAgentError, KeyFileError, UplinkError, VerifyError
 from edge_agent.trust.archive import ArchiveError, iter_archive
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.keys import kid_of, load_public_key
 from edge_agent.trust.verify import COUNTERS, ChainVerifier, VerifyReport
 from edge_agent.trust.verify_state import VerifyState
@@ -52,9 +51,9 @@ class _Usage(EdgeAgentError):
 
 def _load_keys(
     specs: list[str],
-) -> tuple[dict[bytes, Ed25519PublicKey], dict[str, list[bytes]]]:
+) -> tuple[dict[bytes, PublicKey], dict[str, list[bytes]]]:
     """Keys from ``PATH`` or ``GATEWAY=PATH`` (which also binds the key to that gateway)."""
-    keys: dict[bytes, Ed25519PublicKey] = {}
+    keys: dict[bytes, PublicKey] = {}
     bindings: dict[str, list[bytes]] = {}
     for spec in specs:
         gateway, sep, rest = spec.partition("=")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.cli.broker_login import PASSWORD_ENV, BrokerLogin, connack_failure
@@ -27,6 +26,7 @@ from edge_agent.errors import EdgeAgentError, KeyFileError, UplinkError, VerifyE
 from edge_agent.rollout.bundle import describe_signed
 from edge_agent.rollout.results import FINAL, RolloutResult, decode_result
 from edge_agent.trust.cose import parse1, verify1
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.keys import kid_of, load_public_key
 
 
@@ -38,7 +38,7 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def gateway_keys(paths: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:
+def gateway_keys(paths: Iterable[str]) -> dict[bytes, PublicKey]:
     """Gateway public keys to check results with; CliError naming a key that does not load."""
     keys = {}
     for p in paths:
@@ -71,7 +71,7 @@ class Answer:
     verified: bool  # the signature held under a --gateway-key (False: none was given)
 
 
-def read_result(payload: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Answer:
+def read_result(payload: bytes, keys: Mapping[bytes, PublicKey]) -> Answer:
     """A rollout result; VerifyError when it is not one or its signature fails (with keys)."""
     if keys:
         _, body = verify1(payload, keys)
@@ -205,7 +205,7 @@ def statuses(client: OperatorClient, prefix: str, wait_s: float) -> dict[str, di
 
 
 def await_results(client: OperatorClient, prefix: str, version: int, gateways: Iterable[str],
-                  timeout_s: float, keys: Mapping[bytes, Ed25519PublicKey],
+                  timeout_s: float, keys: Mapping[bytes, PublicKey],
                   progress: Any = None) -> dict[str, list[Answer]]:
     """Every result of ``version`` from each of ``gateways`` until each gave a final one (or
     ``timeout_s``); results failing their signature are dropped. ``progress(gw, answer)`` is

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cbor2
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.commands.execute import CommandExecutor
 from edge_agent.commands.model import Command, Result, encode_result
@@ -16,6 +15,7 @@ from edge_agent.commands.results import ResultStore
 from edge_agent.commands.verify import CommandVerifier
 from edge_agent.errors import CommandRefused, CommandStoreError
 from edge_agent.trust.cose import sign1
+from edge_agent.trust.ed25519 import PrivateKey
 
 log = logging.getLogger("edge_agent.audit")
 
@@ -46,7 +46,7 @@ class CommandService:
 
     verifier: CommandVerifier
     executor: CommandExecutor
-    key: Ed25519PrivateKey
+    key: PrivateKey
     kid: bytes
     gateway_id: str
     publish_result: Callable[[bytes], None]

@@ -15,13 +15,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge_agent.commands.model import Command, decode_command
 from edge_agent.commands.replay import ReplayGuard
 from edge_agent.errors import CommandRefused, VerifyError, WrongAlgorithm
 from edge_agent.trust.cose import parse1, sig_structure
+from edge_agent.trust.ed25519 import PublicKey, verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +40,7 @@ class Authenticated:
 class CommandVerifier:
     def __init__(
         self,
-        allowlist: Mapping[bytes, Ed25519PublicKey],
+        allowlist: Mapping[bytes, PublicKey],
         gateway_id: str,
         guard: ReplayGuard,
         *,
@@ -77,10 +75,8 @@ class CommandVerifier:
         pub = self._keys.get(kid)
         if pub is None:
             raise CommandRefused("unknown_kid", kid.hex())
-        try:
-            pub.verify(signature, sig_structure(protected, payload))
-        except InvalidSignature:
-            raise CommandRefused("bad_signature", f"kid {kid.hex()}") from None
+        if not verified(pub, signature, sig_structure(protected, payload)):
+            raise CommandRefused("bad_signature", f"kid {kid.hex()}")
         return Authenticated(kid, payload)
 
     @staticmethod

@@ -29,8 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from edge_agent.errors import ContractError, OutboxError, VerifyError
 from edge_agent.outbox.records import BatchLike, Head, StoredBatch
 from edge_agent.outbox.store import Outbox
@@ -42,6 +40,7 @@ from edge_agent.trust.batch import (
     decode_payload,
 )
 from edge_agent.trust.cose import parse1
+from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.gap import normalize
 from edge_agent.trust.witness import Witness, read_witness, sign_witness
 
@@ -162,7 +161,7 @@ class ChainGuard:
         self,
         outbox: Outbox,
         signer: BatchSigner,
-        key: Ed25519PrivateKey,
+        key: PrivateKey,
         *,
         clock_synced: Callable[[], bool] = lambda: True,
     ) -> None:

@@ -14,12 +14,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge_agent.errors import CommandRefused, VerifyError, WrongAlgorithm
 from edge_agent.rollout.bundle import MAX_BUNDLE, Bundle, decode_bundle
 from edge_agent.trust.cose import parse1, sig_structure
+from edge_agent.trust.ed25519 import PublicKey, verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +27,8 @@ class Signed:
 
 
 class BundleVerifier:
-    def __init__(self, config_keys: Mapping[bytes, Ed25519PublicKey],
-                 command_keys: Mapping[bytes, Ed25519PublicKey], gateway_id: str,
+    def __init__(self, config_keys: Mapping[bytes, PublicKey],
+                 command_keys: Mapping[bytes, PublicKey], gateway_id: str,
                  tags: Mapping[str, str], *, clock_synced: Callable[[], bool],
                  max_skew_s: int = 300, now: Callable[[], float] = time.time) -> None:
         self._config_keys = dict(config_keys)
@@ -56,10 +54,8 @@ class BundleVerifier:
             pub = self._command_keys.get(kid)
         if pub is None:
             raise CommandRefused("unknown_kid", kid.hex())
-        try:
-            pub.verify(signature, sig_structure(protected, payload))
-        except InvalidSignature:
-            raise CommandRefused("bad_signature", f"kid {kid.hex()}") from None
+        if not verified(pub, signature, sig_structure(protected, payload)):
+            raise CommandRefused("bad_signature", f"kid {kid.hex()}")
         if not role_ok:
             raise CommandRefused("wrong_role", f"kid {kid.hex()} is a command key; only "
                                  "[keys] config_keys may sign configuration")

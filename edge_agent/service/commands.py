@@ -15,14 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge_agent.commands.audit import CommandService
 from edge_agent.commands.execute import CommandExecutor
 from edge_agent.commands.replay import ReplayGuard
 from edge_agent.commands.results import MAX_COUNT, ResultStore
 from edge_agent.commands.verify import CommandVerifier
 from edge_agent.errors import CommandRefused, CommandStoreError, KeyFileError
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.keys import kid_of, load_public_key
 
 if TYPE_CHECKING:
@@ -31,8 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_allowlist(directory: Path | None) -> dict[bytes, Ed25519PublicKey]:
-    keys: dict[bytes, Ed25519PublicKey] = {}
+def load_allowlist(directory: Path | None) -> dict[bytes, PublicKey]:
+    keys: dict[bytes, PublicKey] = {}
     if directory is None or not directory.is_dir():
         return keys
     for f in sorted(directory.iterdir()):

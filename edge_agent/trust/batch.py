@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import cbor2
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.errors import ContractError, VerifyError
 from edge_agent.readings import Reading
 from edge_agent.trust.cose import sign1
+from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.gap import BadGapField, GapNotice, Range, gap_fields, gap_from_map
 from edge_agent.trust.keys import kid_of
 from edge_agent.trust.loss import KIND_LOSS, BadLossField, LossNotice, loss_fields, loss_from_map
@@ -273,7 +273,7 @@ class BatchSigner:
     """Signs data batches and gap notices for one gateway and boot. Holds no chain state: the caller
     (outbox) owns the ChainHead and persists it atomically with the batch."""
 
-    def __init__(self, key: Ed25519PrivateKey, gateway_id: str, boot_id: str) -> None:
+    def __init__(self, key: PrivateKey, gateway_id: str, boot_id: str) -> None:
         if not gateway_id:
             raise ContractError("gateway_id must not be empty")
         self._key = key

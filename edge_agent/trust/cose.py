@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import cbor2
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_agent.errors import BadSignature, UnknownKid, VerifyError, WrongAlgorithm
+from edge_agent.trust.ed25519 import PrivateKey, PublicKey, verified
 
 ALG_EDDSA = -8
 HDR_ALG = 1
@@ -70,7 +69,7 @@ def sig_structure(protected: bytes, payload: bytes) -> bytes:
     )
 
 
-def sign1(payload: bytes, key: Ed25519PrivateKey, kid: bytes) -> bytes:
+def sign1(payload: bytes, key: PrivateKey, kid: bytes) -> bytes:
     """A tagged COSE_Sign1 message carrying ``payload``, signed with ``key``, naming ``kid``."""
     protected = protected_header(kid)
     signature = key.sign(sig_structure(protected, payload))
@@ -156,7 +155,7 @@ def parse1(msg: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     return kid, protected, payload, signature
 
 
-def verify1(msg: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> tuple[bytes, bytes]:
+def verify1(msg: bytes, keys: Mapping[bytes, PublicKey]) -> tuple[bytes, bytes]:
     """(kid, payload) of a COSE_Sign1 message whose signature checks under ``keys[kid]``.
 
     Raises VerifyError (and only VerifyError) for: not tag 18, malformed structure, wrong
@@ -166,8 +165,6 @@ def verify1(msg: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> tuple[bytes, 
     pub = keys.get(kid)
     if pub is None:
         raise UnknownKid(f"COSE_Sign1: unknown kid {kid.hex()}")
-    try:
-        pub.verify(signature, sig_structure(protected, payload))
-    except InvalidSignature:
-        raise BadSignature(f"COSE_Sign1: bad signature (kid {kid.hex()})") from None
+    if not verified(pub, signature, sig_structure(protected, payload)):
+        raise BadSignature(f"COSE_Sign1: bad signature (kid {kid.hex()})")
     return kid, payload

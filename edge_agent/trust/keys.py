@@ -14,50 +14,73 @@ SHA-256 over the raw 32-byte public key; the fingerprint shown to humans is the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import os
 import stat
 from pathlib import Path
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from edge_agent.config.permissions import Kind, file_problem
 from edge_agent.errors import KeyFileError
+from edge_agent.trust.ed25519 import PrivateKey, PublicKey, private_from_seed, public_from_raw
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 KID_LEN = 16
 RAW_KEY_LEN = 32
 _MAX_KEY_FILE = 64 * 1024
+# the DER of an Ed25519 key in its one usual form (RFC 8410): PKCS#8 v1 without the public key,
+# SubjectPublicKeyInfo; read here without cryptography (which the daemon does not import), any
+# other form goes to cryptography's parser
+_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 
 
-def raw_public(pub: Ed25519PublicKey) -> bytes:
-    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def raw_public(pub: PublicKey) -> bytes:
+    return pub.public_bytes_raw()
 
 
-def kid_of(pub: Ed25519PublicKey) -> bytes:
+def kid_of(pub: PublicKey) -> bytes:
     """Key id: SHA-256(raw public key)[:16]."""
     return hashlib.sha256(raw_public(pub)).digest()[:KID_LEN]
 
 
-def fingerprint(pub: Ed25519PublicKey) -> str:
+def fingerprint(pub: PublicKey) -> str:
     """Human-facing fingerprint: ``sha256:`` + hex SHA-256 of the raw public key."""
     return "sha256:" + hashlib.sha256(raw_public(pub)).hexdigest()
 
 
-def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
-    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return pub.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+def public_pem(key: PrivateKey | PublicKey) -> bytes:
+    """PEM SubjectPublicKeyInfo of ``key`` (or of a private key's public half)."""
+    pub = key.public_key() if hasattr(key, "sign") else key  # type: ignore[union-attr]
+    der = base64.encodebytes(_SPKI_PREFIX + raw_public(pub))
+    return b"-----BEGIN PUBLIC KEY-----\n" + der + b"-----END PUBLIC KEY-----\n"
 
 
-def private_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+def _pem_der(data: bytes, label: bytes, prefix: bytes) -> bytes | None:
+    """The 32 key bytes of a PEM block holding ``prefix`` + 32 bytes, else None (not this
+    simple form: cryptography parses it)."""
+    text = data.strip()
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    if not (text.startswith(begin) and text.endswith(end)) or text.count(b"-----") != 4:
+        return None
+    try:
+        der = base64.b64decode(b"".join(text[len(begin):-len(end)].split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != len(prefix) + RAW_KEY_LEN or not der.startswith(prefix):
+        return None
+    return der[len(prefix):]
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    """PEM PKCS#8 (unencrypted) of ``key``, as ``openssl genpkey -algorithm ed25519`` writes."""
+    der = base64.encodebytes(_PKCS8_PREFIX + key.private_bytes_raw())
+    return b"-----BEGIN PRIVATE KEY-----\n" + der + b"-----END PRIVATE KEY-----\n"
 
 
 def _read(path: Path, *, private: bool) -> bytes:
@@ -81,14 +104,20 @@ def _read(path: Path, *, private: bool) -> bytes:
         raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
+def load_signing_key(path: Path) -> PrivateKey:
     """The gateway's Ed25519 signing key; KeyFileError if missing, unreadable, too permissive
     (any group/other permission bit) or not an Ed25519 private key."""
     data = _read(path, private=True)
     if len(data) == RAW_KEY_LEN and not data.startswith(b"-----"):
-        return Ed25519PrivateKey.from_private_bytes(data)
+        return private_from_seed(data)
     if b"ENCRYPTED" in data:
         raise KeyFileError(f"{path}: encrypted private keys are not supported")
+    seed = _pem_der(data, b"PRIVATE KEY", _PKCS8_PREFIX)
+    if seed is not None:
+        return private_from_seed(seed)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -102,13 +131,19 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
+def load_public_key(path: Path) -> PublicKey:
     """An Ed25519 public key from PEM SubjectPublicKeyInfo or 32 raw bytes."""
     data = _read(path, private=False)
     if len(data) == RAW_KEY_LEN and not data.startswith(b"-----"):
-        return Ed25519PublicKey.from_public_bytes(data)
+        return public_from_raw(data)
     if b"PRIVATE KEY" in data:
         raise KeyFileError(f"{path}: holds a private key; give the public key (keys show --pem)")
+    raw = _pem_der(data, b"PUBLIC KEY", _SPKI_PREFIX)
+    if raw is not None:
+        return public_from_raw(raw)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
@@ -168,6 +203,8 @@ def write_private_file(path: Path, data: bytes, *, force: bool = False) -> None:
 def generate_signing_key(path: Path, *, force: bool = False) -> Ed25519PrivateKey:
     """Create a new Ed25519 signing key at ``path`` (PEM PKCS#8, mode 0600, atomic).
     Refuses to overwrite an existing file unless ``force``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     write_private_file(Path(path), private_pem(key), force=force)
     return key

@@ -31,11 +31,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.batch import GENESIS_PREV, BatchPayload, decode_payload
 from edge_agent.trust.cose import verify1
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.verify_report import COUNTERS, MAX_PROBLEMS, Accepted, VerifyReport
 from edge_agent.trust.verify_state import VerifyState
 
@@ -64,7 +63,7 @@ class _Chain:
 class ChainVerifier:
     def __init__(
         self,
-        public_keys: Mapping[bytes, Ed25519PublicKey],
+        public_keys: Mapping[bytes, PublicKey],
         *,
         bindings: Mapping[str, Iterable[bytes]] | None = None,
         window: int = 256,

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cbor2
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.cose import sign1, verify1
+from edge_agent.trust.ed25519 import PrivateKey, PublicKey
 from edge_agent.trust.keys import kid_of
 
 KIND_WITNESS = 16
@@ -33,14 +33,14 @@ class Witness:
     created_ns: int
 
 
-def sign_witness(key: Ed25519PrivateKey, w: Witness) -> bytes:
+def sign_witness(key: PrivateKey, w: Witness) -> bytes:
     if len(w.digest) != 32 or w.seq < 0:
         raise ContractError("witness needs seq >= 0 and a 32-byte digest")
     payload = {0: 1, 1: KIND_WITNESS, 2: w.gateway_id, 4: w.seq, 5: w.digest, 6: w.created_ns}
     return sign1(cbor2.dumps(payload, canonical=True), key, kid_of(key.public_key()))
 
 
-def read_witness(msg: bytes, public_key: Ed25519PublicKey, gateway_id: str) -> Witness:
+def read_witness(msg: bytes, public_key: PublicKey, gateway_id: str) -> Witness:
     """The witness in ``msg`` if ``public_key`` signed it for ``gateway_id``; else VerifyError."""
     _kid, payload = verify1(msg, {kid_of(public_key): public_key})
     try:

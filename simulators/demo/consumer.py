@@ -6,17 +6,17 @@ import threading
 from collections.abc import Mapping
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.readings import Value
 from edge_agent.trust.batch import decode_payload
 from edge_agent.trust.cose import parse1
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.verify import ChainVerifier, VerifyReport
 
 
 class VerifyingConsumer:
-    def __init__(self, port: int, keys: Mapping[bytes, Ed25519PublicKey],
+    def __init__(self, port: int, keys: Mapping[bytes, PublicKey],
                  topic: str = "edge/+/data") -> None:
         self.verifier = ChainVerifier(keys)
         # (device, point) -> (value, unit, quality: "good" or e.g. "bad timeout")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
 from simulators.scenario import BackgroundScenario, Scenario
 from tests.support_broker import Mosquitto
@@ -34,7 +35,7 @@ class Gateway:
     proc: subprocess.Popen[bytes]
     notify: socket.socket
     operator: Ed25519PrivateKey
-    gateway_key: Ed25519PrivateKey
+    gateway_key: PrivateKey
     log: Path
     notes: list[str] = field(default_factory=list)
     bg: BackgroundScenario | None = None  # runs ``sim`` on its own loop: ``bg.call(...)``

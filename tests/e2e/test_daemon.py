@@ -14,13 +14,13 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
-    Ed25519PublicKey,
 )
 
 from edge_agent.commands.model import Action, Command, decode_result, encode_command
 from edge_agent.readings import Reading
 from edge_agent.trust.archive import iter_archive
 from edge_agent.trust.cose import bstr_head, sign1, verify1
+from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.keys import kid_of, public_pem
 from edge_agent.trust.verify import ChainVerifier
 from tests.support_broker import Subscriber
@@ -75,7 +75,7 @@ def test_life_cycle_batches_and_clean_stop(gateway: Gateway) -> None:
         sub.close()
 
 
-def _readings(msg: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> list[Reading]:
+def _readings(msg: bytes, keys: Mapping[bytes, PublicKey]) -> list[Reading]:
     from edge_agent.trust.batch import decode_payload
 
     _, payload = verify1(msg, keys)

@@ -13,12 +13,14 @@ import base64
 import os
 import signal
 import time
+from collections.abc import Mapping
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.commands.model import Action, Command, decode_result, encode_command
 from edge_agent.trust.cose import sign1, verify1
+from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.keys import kid_of, private_pem
 from tests.support_broker import Subscriber
 
@@ -36,7 +38,7 @@ def gateway(debug_level: None, gateway: Gateway) -> Gateway:
     return gateway
 
 
-def secret_forms(key: Ed25519PrivateKey) -> dict[str, str]:
+def secret_forms(key: PrivateKey) -> dict[str, str]:
     """Every text form of a private key worth looking for (name -> needle)."""
     raw = key.private_bytes_raw()
     pem_body = "".join(
@@ -56,7 +58,7 @@ def secret_forms(key: Ed25519PrivateKey) -> dict[str, str]:
     return forms
 
 
-def leaks(text: str, keys: dict[str, Ed25519PrivateKey]) -> list[str]:
+def leaks(text: str, keys: Mapping[str, PrivateKey]) -> list[str]:
     lowered = text.lower()
     found: list[str] = []
     for who, key in keys.items():

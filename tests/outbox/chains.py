@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from edge_agent.outbox.runs import DropPlan
 from edge_agent.outbox.store import Outbox
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
+from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.keys import kid_of
 from edge_agent.trust.verify import ChainVerifier, VerifyReport
 from simulators.synthetic import synthetic_readings
@@ -50,11 +49,11 @@ def drop_plan(
                     t_last_ns, len(seqs), readings, 0, 0)  # fmt: skip
 
 
-def verifier(key: Ed25519PrivateKey) -> ChainVerifier:
+def verifier(key: PrivateKey) -> ChainVerifier:
     return ChainVerifier({kid_of(key.public_key()): key.public_key()})
 
 
-def verify_all(key: Ed25519PrivateKey, messages: Sequence[bytes]) -> VerifyReport:
+def verify_all(key: PrivateKey, messages: Sequence[bytes]) -> VerifyReport:
     v = verifier(key)
     v.feed_many(messages)
     return v.summary()

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.outbox.store import Outbox
 from edge_agent.trust.batch import GENESIS_PREV, decode_payload
@@ -73,7 +72,7 @@ def test_kill_9_mid_writes_loses_no_committed_batch(tmp_path: Path, key_path: Pa
         assert not lost, f"cycle {cycle}: committed but missing after kill -9: {lost[:10]}"
         assert max(present, default=0) <= top
     # the chain over everything still stored links and verifies
-    pub: Ed25519PublicKey = load_signing_key(key_path).public_key()
+    pub = load_signing_key(key_path).public_key()
     keys = {kid_of(pub): pub}
     with Outbox(db, cap_bytes=1 << 30) as box:
         rows = box.pending(0, 1_000_000)

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.control.client import ControlClient
+from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
 from simulators.scenario import Scenario
 from tests.support_broker import Mosquitto
@@ -86,7 +87,7 @@ class FleetGateway:
     id: str
     dir: Path
     config: Path
-    key: Ed25519PrivateKey
+    key: PrivateKey
     proc: Supervised
     notify: socket.socket
     notes: list[str] = field(default_factory=list)

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.control.client import ControlClient
 from edge_agent.platform.clock import ClockSync, flag_synced
+from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
 from simulators.scenario import BackgroundScenario, Scenario
 from tests.sandbox.harness import ROOT, UNIT_FILE, UnitHarness, sandbox_unavailable
@@ -45,7 +46,7 @@ class SandboxedGateway:
     broker: Mosquitto
     sim: Scenario
     operator: Ed25519PrivateKey
-    gateway_key: Ed25519PrivateKey
+    gateway_key: PrivateKey
     example: dict[str, Any]
     expected_synced: bool  # what the service should conclude from the time source it may see
     config_operator: Ed25519PrivateKey | None = None  # signs configuration bundles
@@ -69,7 +70,7 @@ def example_config() -> dict[str, Any]:
 
 def write_config(h: Runner, sim: Scenario, port: int, operator: Ed25519PrivateKey,
                  scratch: Path, config_operator: Ed25519PrivateKey | None = None
-                 ) -> Ed25519PrivateKey:
+                 ) -> PrivateKey:
     """The simulator's buses and devices with the example config's paths; the files placed on the
     host where the sandbox shows them on those paths, owned as provisioning leaves them."""
     ex = example_config()
