@@ -4,27 +4,26 @@
     edge-agent tail [--device D] [--point P] [--class C] | buffer | buffer export DEST
     edge-agent buffer import SOURCE... --broker HOST:PORT
 
-Names are checked against what the daemon runs (op ``catalog``) and suggested when mistyped;
-values are shown with their unit, rounded to the resolution the profile implies, with their
-quality. A failure is one line (cli/common.py, cli/failure.py): exit 1 refused or failed, 2 an
-unknown name or bad value, 3 no daemon, 4 no answer in time.
+Names are checked against what the daemon runs (op ``catalog``) and suggested when mistyped
+(cli/catalog_names.py); values are shown with their unit, rounded to the resolution the profile
+implies, with their quality (cli/point_values.py). A failure is one line (cli/common.py,
+cli/failure.py): exit 1 refused or failed, 2 an unknown name or bad value, 3 no daemon, 4 no
+answer in time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from typing import Any
 
 from edge_agent.cli.argtypes import count
+from edge_agent.cli.catalog_names import check_names, find_device, find_point, report_note, tcp_of
 from edge_agent.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
-    UnknownName,
     add_common,
     config_path,
     emit,
@@ -33,6 +32,7 @@ from edge_agent.cli.common import (
 )
 from edge_agent.cli.failure import Explained, as_cli_error, refused
 from edge_agent.cli.humanize import age_of, report
+from edge_agent.cli.point_values import as_json, check_value, shown, tail_line, values_table
 from edge_agent.control.client import (
     ControlClient,
     ControlRefused,
@@ -40,7 +40,6 @@ from edge_agent.control.client import (
     DaemonNotRunning,
 )
 from edge_agent.errors import BusError
-from edge_agent.profiles.display import format_value
 
 DEVICE_OPS_TIMEOUT_S = 20.0  # read/write wait for the bus (queued behind polls, adaptive timeouts)
 
@@ -50,137 +49,6 @@ def _call(args: argparse.Namespace, op: str, **kw: Any) -> Any:
     slow = op in ("read", "write")
     with ControlClient(socket_path(args)) as c:
         return c.result(op, timeout_s=DEVICE_OPS_TIMEOUT_S if slow else None, **kw)
-
-
-# -- names -----------------------------------------------------------------------------------
-
-def _device(cat: dict[str, Any], name: str) -> dict[str, Any]:
-    for d in cat["devices"]:
-        if d["name"] == name:
-            return dict(d)
-    raise UnknownName("device", name, [d["name"] for d in cat["devices"]], "edge-agent devices")
-
-
-def _point(dev: dict[str, Any], name: str) -> dict[str, Any]:
-    for p in dev["points"]:
-        if p["name"] == name:
-            return dict(p)
-    raise UnknownName("point", name, [p["name"] for p in dev["points"]],
-                       f"edge-agent read {dev['name']}")
-
-
-def check_names(cat: dict[str, Any], device: str | None = None, point: str | None = None,
-                cls: str | None = None) -> None:
-    """CliError (exit 2, with "did you mean") for a name ``cat`` does not know, or for names
-    that select nothing together (a device of another class)."""
-    if cls and cls not in cat["classes"]:
-        raise UnknownName("class", cls, cat["classes"])
-    if device:
-        dev = _device(cat, device)
-        if cls and dev["class"] != cls:
-            raise CliError(f"{device} is a {dev['class']}, not a {cls}: --device and --class "
-                           "select nothing together", "drop one of them", EXIT_USAGE,
-                           "no_match")
-        if point:
-            _point(dev, point)
-    elif point:
-        scope = [d for d in cat["devices"] if not cls or d["class"] == cls]
-        names = {p["name"] for d in scope for p in d["points"]}
-        if point not in names:
-            raise UnknownName("point", point, names,
-                              what=f"of a {cls}" if cls else "")
-
-
-def selected(cat: dict[str, Any], device: str | None, point: str | None,
-             cls: str | None) -> list[tuple[str, dict[str, Any]]]:
-    """(device, point info) of every point the filters select."""
-    return [(d["name"], p) for d in cat["devices"]
-            if (not device or d["name"] == device) and (not cls or d["class"] == cls)
-            for p in d["points"] if not point or p["name"] == point]
-
-
-QUIET_S = 60.0  # a point reported less often than this may keep `tail` silent a while
-
-
-def report_note(cat: dict[str, Any], device: str | None, point: str | None,
-                cls: str | None) -> str:
-    """A line saying how rarely the points ``tail`` follows are reported, when a point filter
-    selects only points without a heartbeat under QUIET_S (else "")."""
-    from edge_agent.cli.humanize import duration
-
-    points = selected(cat, device, point, cls) if point else []
-    reps = [p.get("report") for _, p in points]
-    if not points or any(r is None or (r["heartbeat_s"] or float("inf")) < QUIET_S
-                         for r in reps):
-        return ""
-    dev, p = points[0]
-    rep = p["report"]
-    how = "only when it changes" if rep["on_change"] else "when it moves beyond its deadband"
-    hb = (f"at least every {duration(rep['heartbeat_s'])} (heartbeat)" if rep["heartbeat_s"]
-          else "no heartbeat")
-    who = f"{dev}.{p['name']}" if len(points) == 1 else f"{p['name']} ({len(points)} devices)"
-    now = f"edge-agent read {dev if len(points) == 1 else 'DEVICE'} {p['name']}"
-    return (f"note: {who} is polled every {duration(rep['interval_s'])} and reported {how}, "
-            f"{hb}: a reading may be a while coming; `{now}` reads it now")
-
-
-def tcp_of(cat: dict[str, Any], dev: dict[str, Any]) -> str:
-    """host:port of the device's bus when it is Modbus TCP, else "" (cli/failure.py)."""
-    for b in cat["buses"]:
-        if b["name"] == dev["bus"] and "host" in b:
-            return f"{b['host']}:{b['port']}"
-    return ""
-
-
-# -- values ----------------------------------------------------------------------------------
-
-Judged = tuple[str, str]  # (quality, reason) as the poller decided it (readings.Quality values)
-
-
-def _quality(p: dict[str, Any] | None, judged: Judged | None) -> str:
-    """The poller's verdict as a person reads it: the daemon's own for a read through it,
-    ``poll.quality.judge``'s for ``--direct`` (the same rule: ``valid_range`` or a writable
-    point's min/max, ``plausible_range`` in the catalog)."""
-    quality, reason = judged or ("bad", "no value")
-    if quality == "good":
-        return "ok"
-    if quality == "out_of_range":
-        rng = (p or {}).get("plausible_range") or (p or {}).get("valid_range")
-        bound = "" if not rng else f" {rng[0] if reason == 'below' else rng[1]:g}"
-        return f"OUT OF RANGE ({reason}{bound})"
-    return f"{quality.upper()} ({reason or 'no value'})"
-
-
-def shown(p: dict[str, Any] | None, value: Any) -> str:
-    """A value as a person reads it: rounded per the point's resolution, with its unit."""
-    if p is None:
-        return format_value(value)
-    return format_value(value, p.get("decimals"), p.get("digits"), p.get("unit", ""))
-
-
-def _values_table(dev: dict[str, Any], values: dict[str, Any],
-                  quality: dict[str, Judged], read_at: float | None = None) -> str:
-    meta = {p["name"]: p for p in dev["points"]}
-    at = time.time() if read_at is None else read_at
-    rows = [[name, shown(meta.get(name), v), _quality(meta.get(name), quality.get(name)),
-             age_of(int(at * 1e9)) if v is not None else "-"]
-            for name, v in sorted(values.items())]
-    when = time.strftime("%H:%M:%S", time.localtime(at))
-    head = f"{dev['name']} ({dev.get('profile', '?')}, bus {dev['bus']}, unit " \
-           f"{dev['unit_id']}) read at {when}"
-    return head + "\n" + table(["point", "value", "quality", "age"], rows)
-
-
-def as_json(dev: dict[str, Any], values: dict[str, Any], exact: bool) -> dict[str, Any]:
-    """``read --json``: each value rounded to its point's resolution like the table (a float32
-    register's 0.029999999329447746 is 0.03); ``exact``: as decoded. NaN/inf are null."""
-    from edge_agent.profiles.display import rounded
-
-    if exact:
-        return values
-    meta = {p["name"]: p for p in dev["points"]}
-    return {k: rounded(v, (meta.get(k) or {}).get("decimals"), (meta.get(k) or {}).get("digits"))
-            for k, v in values.items()}
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -237,9 +105,9 @@ def _read(args: argparse.Namespace) -> int:
                            "buses (a direct read would be a second master on them)",
                            f"to read through it, {err.hint}", err.exit, err.code) from None
         return _read_direct(args)
-    dev = _device(cat, args.device)
+    dev = find_device(cat, args.device)
     if args.point:
-        _point(dev, args.point)
+        find_point(dev, args.point)
     try:
         judged = _call(args, "read", device=args.device, point=args.point, quality=True)
     except ControlRefused as exc:
@@ -248,7 +116,7 @@ def _read(args: argparse.Namespace) -> int:
         raise Explained(refused(exc.reason, exc.detail, tcp_of(cat, dev))) from None
     values = {k: j["value"] for k, j in judged.items()}
     quality = {k: (str(j["quality"]), str(j["reason"])) for k, j in judged.items()}
-    emit(args, as_json(dev, values, args.exact), _values_table(dev, values, quality))
+    emit(args, as_json(dev, values, args.exact), values_table(dev, values, quality))
     return EXIT_OK
 
 
@@ -258,9 +126,9 @@ def _read_direct(args: argparse.Namespace) -> int:
 
     cfg = load(config_path(args))
     cat = catalog(cfg)
-    dev = _device(cat, args.device)
+    dev = find_device(cat, args.device)
     if args.point:
-        _point(dev, args.point)
+        find_point(dev, args.point)
     try:
         got = direct_read(cfg, args.device, args.point)
     except BusError as exc:
@@ -269,7 +137,7 @@ def _read_direct(args: argparse.Namespace) -> int:
             raise
         raise Explained(err) from None
     quality = {k: (q.value, r) for k, (q, r) in got.quality.items()}
-    emit(args, as_json(dev, got.values, args.exact), _values_table(dev, got.values, quality))
+    emit(args, as_json(dev, got.values, args.exact), values_table(dev, got.values, quality))
     return EXIT_OK
 
 
@@ -277,8 +145,8 @@ def _write(args: argparse.Namespace) -> int:
     from edge_agent.cli.cmd_command import parse_value
 
     cat = _call(args, "catalog")
-    dev = _device(cat, args.device)
-    p = _point(dev, args.point)
+    dev = find_device(cat, args.device)
+    p = find_point(dev, args.point)
     if not p.get("writable"):
         raise CliError(f"{args.device}.{args.point} is read-only",
                        "writable points of this device: " + (", ".join(
@@ -304,52 +172,6 @@ def _write(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_NUMERIC = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32",
-                      "float64"})
-
-
-def _takes(p: dict[str, Any]) -> str:
-    """What a writable point takes, for a message: ``a number 0..100 %``, ``on or off``."""
-    b = p.get("bounds") or {}
-    if p["type"] in ("bool", "bit"):
-        return "on or off (true/false)"
-    if p.get("labels"):
-        return "one of " + ", ".join(b.get("allowed") or p["labels"])
-    if p["type"] in _NUMERIC:
-        lo, hi = b.get("min"), b.get("max")
-        rng = f" {lo:g}..{hi:g}" if lo is not None and hi is not None else ""
-        unit = f" {p['unit']}" if p.get("unit") and rng else ""
-        return f"a number{rng}{unit}"
-    return f"a {p['type']}"
-
-
-def check_value(device: str, p: dict[str, Any], value: Any) -> None:
-    """CliError (exit 2) for a value the point cannot take whatever its bounds: text for a
-    number, a number for an on/off point, nan or inf (the daemon checks the bounds)."""
-    kind = p["type"]
-    where = f"{device}.{p['name']}"
-    bad = ""
-    if kind in _NUMERIC:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            bad = f"{str(value)!r} is not a number"
-        elif isinstance(value, float) and not math.isfinite(value):
-            bad = f"{value} is not a finite number"
-    elif kind in ("bool", "bit") and not isinstance(value, bool) and value not in (0, 1):
-        bad = f"{str(value)!r} is not on/off"
-    elif p.get("labels") and (not isinstance(value, str) or value not in p["labels"]):
-        bad = f"{str(value)!r} is not one of its labels"
-    if bad:
-        raise CliError(f"{bad}: {where} takes {_takes(p)}", "", EXIT_USAGE, "bad_value")
-
-
-def _tail_line(rd: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> str:
-    t = time.strftime("%H:%M:%S", time.localtime(rd["ts_ns"] / 1e9))
-    p = meta.get((rd["device"], rd["point"]))
-    q = "" if rd["quality"] == "good" else f"  [{rd['quality']} {rd['reason']}]".rstrip()
-    alarm = "  ALARM" if rd.get("alarm") and rd["quality"] == "good" else ""
-    return f"{t}  {rd['device']}.{rd['point']} = {shown(p, rd['value'])}{q}{alarm}"
-
-
 def _tail(args: argparse.Namespace) -> int:
     cat = _call(args, "catalog")
     check_names(cat, args.device, args.point, args.cls)
@@ -369,7 +191,7 @@ def _tail(args: argparse.Namespace) -> int:
                 stream = c.stream("tail", **kw)
                 readings = (m["reading"] for m in stream if "reading" in m)
                 for n, rd in enumerate(readings, start=1):
-                    print(json.dumps(rd) if args.json else _tail_line(rd, meta), flush=True)
+                    print(json.dumps(rd) if args.json else tail_line(rd, meta), flush=True)
                     if args.count and n >= args.count:
                         break
             except ControlRefused as exc:

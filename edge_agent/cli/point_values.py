@@ -1,0 +1,111 @@
+"""Point values as a technician reads and writes them (read, write, tail).
+
+A value is shown rounded to the resolution its profile implies, with its unit, next to the
+poller's verdict on it (quality); ``read --json`` rounds the same way unless ``--exact``. A value
+to write is checked for what the point can take at all (a number, on/off, one of its labels)
+before the daemon checks its bounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from edge_agent.cli.common import EXIT_USAGE, CliError, table
+from edge_agent.cli.humanize import age_of
+from edge_agent.profiles.display import format_value
+
+Judged = tuple[str, str]  # (quality, reason) as the poller decided it (readings.Quality values)
+
+
+def quality_text(p: dict[str, Any] | None, judged: Judged | None) -> str:
+    """The poller's verdict as a person reads it: the daemon's own for a read through it,
+    ``poll.quality.judge``'s for ``--direct`` (the same rule: ``valid_range`` or a writable
+    point's min/max, ``plausible_range`` in the catalog)."""
+    quality, reason = judged or ("bad", "no value")
+    if quality == "good":
+        return "ok"
+    if quality == "out_of_range":
+        rng = (p or {}).get("plausible_range") or (p or {}).get("valid_range")
+        bound = "" if not rng else f" {rng[0] if reason == 'below' else rng[1]:g}"
+        return f"OUT OF RANGE ({reason}{bound})"
+    return f"{quality.upper()} ({reason or 'no value'})"
+
+
+def shown(p: dict[str, Any] | None, value: Any) -> str:
+    """A value as a person reads it: rounded per the point's resolution, with its unit."""
+    if p is None:
+        return format_value(value)
+    return format_value(value, p.get("decimals"), p.get("digits"), p.get("unit", ""))
+
+
+def values_table(dev: dict[str, Any], values: dict[str, Any],
+                  quality: dict[str, Judged], read_at: float | None = None) -> str:
+    meta = {p["name"]: p for p in dev["points"]}
+    at = time.time() if read_at is None else read_at
+    rows = [[name, shown(meta.get(name), v), quality_text(meta.get(name), quality.get(name)),
+             age_of(int(at * 1e9)) if v is not None else "-"]
+            for name, v in sorted(values.items())]
+    when = time.strftime("%H:%M:%S", time.localtime(at))
+    head = f"{dev['name']} ({dev.get('profile', '?')}, bus {dev['bus']}, unit " \
+           f"{dev['unit_id']}) read at {when}"
+    return head + "\n" + table(["point", "value", "quality", "age"], rows)
+
+
+def as_json(dev: dict[str, Any], values: dict[str, Any], exact: bool) -> dict[str, Any]:
+    """``read --json``: each value rounded to its point's resolution like the table (a float32
+    register's 0.029999999329447746 is 0.03); ``exact``: as decoded. NaN/inf are null."""
+    from edge_agent.profiles.display import rounded
+
+    if exact:
+        return values
+    meta = {p["name"]: p for p in dev["points"]}
+    return {k: rounded(v, (meta.get(k) or {}).get("decimals"), (meta.get(k) or {}).get("digits"))
+            for k, v in values.items()}
+
+
+NUMERIC = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32",
+                      "float64"})
+
+
+def takes(p: dict[str, Any]) -> str:
+    """What a writable point takes, for a message: ``a number 0..100 %``, ``on or off``."""
+    b = p.get("bounds") or {}
+    if p["type"] in ("bool", "bit"):
+        return "on or off (true/false)"
+    if p.get("labels"):
+        return "one of " + ", ".join(b.get("allowed") or p["labels"])
+    if p["type"] in NUMERIC:
+        lo, hi = b.get("min"), b.get("max")
+        rng = f" {lo:g}..{hi:g}" if lo is not None and hi is not None else ""
+        unit = f" {p['unit']}" if p.get("unit") and rng else ""
+        return f"a number{rng}{unit}"
+    return f"a {p['type']}"
+
+
+def check_value(device: str, p: dict[str, Any], value: Any) -> None:
+    """CliError (exit 2) for a value the point cannot take whatever its bounds: text for a
+    number, a number for an on/off point, nan or inf (the daemon checks the bounds)."""
+    kind = p["type"]
+    where = f"{device}.{p['name']}"
+    bad = ""
+    if kind in NUMERIC:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            bad = f"{str(value)!r} is not a number"
+        elif isinstance(value, float) and not math.isfinite(value):
+            bad = f"{value} is not a finite number"
+    elif kind in ("bool", "bit") and not isinstance(value, bool) and value not in (0, 1):
+        bad = f"{str(value)!r} is not on/off"
+    elif p.get("labels") and (not isinstance(value, str) or value not in p["labels"]):
+        bad = f"{str(value)!r} is not one of its labels"
+    if bad:
+        raise CliError(f"{bad}: {where} takes {takes(p)}", "", EXIT_USAGE, "bad_value")
+
+
+def tail_line(rd: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(rd["ts_ns"] / 1e9))
+    p = meta.get((rd["device"], rd["point"]))
+    q = "" if rd["quality"] == "good" else f"  [{rd['quality']} {rd['reason']}]".rstrip()
+    alarm = "  ALARM" if rd.get("alarm") and rd["quality"] == "good" else ""
+    return f"{t}  {rd['device']}.{rd['point']} = {shown(p, rd['value'])}{q}{alarm}"
