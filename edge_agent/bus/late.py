@@ -16,6 +16,13 @@ timeout for a fault that is not its own. ``LateAnswers`` is what the bus owner
   an answer to it still turn up during other traffic, it is attributed and the unit is no longer
   silent (held for next time).
 
+* **late beyond the window**: a unit whose answer turned up after its hold ended (attributed
+  during other traffic) has its lateness *learnt*: from then on the hold after its timeouts lasts
+  until ``LEARN_MARGIN`` x that lateness (+ ``LEARN_SLACK_S``), at most ``LEARN_CAP`` x the
+  window, so its late frames end inside its own hold instead of meeting a neighbour's
+  transaction. Only its first late answer beyond the window can hit a neighbour. The hold ends
+  as soon as the answer is in, so the margin costs nothing while the unit answers.
+
 Pure bookkeeping, no I/O: the bus owner feeds it bytes and asks it when to stop holding.
 """
 
@@ -27,6 +34,10 @@ from dataclasses import dataclass
 from edge_agent.bus.rtu import RtuRequest, RtuResponseParser
 
 log = logging.getLogger(__name__)
+
+LEARN_MARGIN = 1.25  # a learnt lateness is held this many times over ...
+LEARN_SLACK_S = 0.05  # ... plus this (the host's scheduling, the answer's own frame time)
+LEARN_CAP = 4.0  # never more than this many late-answer windows
 
 
 @dataclass(slots=True)
@@ -42,6 +53,7 @@ class LateAnswers:
         self.silent: set[int] = set()
         self.count: dict[int, int] = {}  # late answers attributed, per unit id
         self.last_late_s: dict[int, float] = {}  # how long after its request the last one came
+        self.learnt_s: dict[int, float] = {}  # the longest lateness seen beyond the window
         self.holds = 0  # holds of the line after a timeout ...
         self.hold_s = 0.0  # ... and the line time they took
         self._watch: dict[int, _Watch] = {}
@@ -54,13 +66,27 @@ class LateAnswers:
         if req.unit in self.silent:
             self._watch[req.unit] = _Watch(parser, sent)
             return None
-        return sent + self.window_s
+        return sent + self.hold_for(req.unit)
+
+    def hold_for(self, unit: int) -> float:
+        """How long after a request to ``unit`` that timed out the line is held: the window, or
+        what its learnt lateness needs (at most ``LEARN_CAP`` windows)."""
+        learnt = self.learnt_s.get(unit)
+        if learnt is None:
+            return self.window_s
+        return min(max(self.window_s, learnt * LEARN_MARGIN + LEARN_SLACK_S),
+                   LEARN_CAP * self.window_s)
 
     def attributed(self, unit: int, sent: float, now: float) -> None:
         """An answer to ``unit``'s timed-out request (sent at ``sent``) arrived at ``now``."""
         n = self.count[unit] = self.count.get(unit, 0) + 1
         late = self.last_late_s[unit] = now - sent
         self._watch.pop(unit, None)
+        if late > self.hold_for(unit) and late > self.learnt_s.get(unit, 0.0):
+            self.learnt_s[unit] = late
+            log.warning("late_answer_learnt bus=%s unit=%d after_ms=%.0f hold_ms=%.0f "
+                        "window_ms=%.0f (its timeouts now hold the line that long)", self.bus,
+                        unit, late * 1e3, self.hold_for(unit) * 1e3, self.window_s * 1e3)
         was_silent = unit in self.silent
         self.silent.discard(unit)
         if n == 1 or was_silent:

@@ -17,7 +17,9 @@ Line discipline of ``SerialRtuBus``, per transaction, under one ``asyncio.Lock``
    late then costs its own transaction the time, never a neighbour its answer. The late answer
    is attributed to its unit (``late.count``) and discarded. A unit whose hold heard nothing is
    known silent (dead) and its later timeouts hold nothing, so a dead unit costs one long
-   timeout, not one per probe (``late.LateAnswers``).
+   timeout, not one per probe; a unit whose answer came after the window anyway (attributed
+   during other traffic) has its lateness learnt and its later holds cover it
+   (``late.LateAnswers``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -294,3 +295,99 @@ def late_meter_and_neighbour(line: LineProcess) -> None:
     # every answer unit 1 put on the wire was either wm1's own (before the fault) or a late one
     assert stats.responses[1] == got["done1"] + wm1["failures"]
     assert stats.responses[2] - int(str(got["done2"])) in (0, 1)  # one may be in flight
+
+
+@pytest.mark.timeout(90)
+def test_a_meter_answering_later_than_the_window_is_learnt_and_costs_its_neighbour_nothing(
+) -> None:
+    """wm1 answers 0.9 s late, beyond the line's late_answer_window (0.5 s here) and its
+    timeout_max (0.3 s). The first hold hears nothing (wm1 taken for silent) and its answer turns
+    up later, during other traffic: attributed to it, its lateness learnt -- that one answer may
+    cost the neighbour a transaction, nothing can know it before. From then on the hold after
+    each of its timeouts covers its lateness, so its late frames never meet a neighbour's
+    transaction: for 20 s, wm2 sees no failure, the line no silent-interval violation, and every
+    late answer is wm1's, caught inside its own hold."""
+    with LineProcess("water_meter", [1, 2]) as line:
+        cfg_bus = SerialBus("rs485", line.path, baud=9600, timeout_max_s=0.3,
+                            late_answer_window_s=0.5)
+        devs = [DeviceConfig(f"wm{u}", "water_meter", "rs485", unit_id=u, interval_s=0.5)
+                for u in (1, 2)]
+        out: list[Reading] = []
+        bus = RecordingBus(cfg_bus)
+        got: dict[str, Any] = {}
+
+        async def body(poller: Poller) -> None:
+            await asyncio.sleep(2.0)  # warm-up: timeouts learnt
+            line.fault(1, DeviceFault.SLOW, slow_s=0.9)
+            t0 = time.monotonic()
+            while 1 not in bus.late.learnt_s:
+                assert time.monotonic() - t0 < 30, poller.status()["wm1"]
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # what was on the line when it was learnt is over
+            got.update(t_learnt=time.monotonic(), wm2=poller.status()["wm2"],
+                       line=line.stats(), late=dict(bus.late.count), holds=bus.late.holds,
+                       n_out=len(out))
+            await asyncio.sleep(20.0)
+            got.update(wm1_end=poller.status()["wm1"], wm2_end=poller.status()["wm2"],
+                       line_end=line.stats(), late_end=dict(bus.late.count),
+                       holds_end=bus.late.holds, learnt=dict(bus.late.learnt_s))
+
+        asyncio.run(with_poller(cfg_bus, devs, "water_meter", out, body, bus))
+    print(f"later-than-window: {got} hold_s={bus.late.hold_s:.2f}")
+    learnt = got["learnt"][1]
+    assert 0.9 < learnt < 1.2, got["learnt"]
+    assert bus.late.hold_for(1) >= learnt  # the hold now covers it
+    # since it was learnt: the neighbour untouched, the line clean
+    assert got["wm2_end"]["failures"] == got["wm2"]["failures"], (got["wm2"], got["wm2_end"])
+    assert all(r.quality is Quality.GOOD for r in out[got["n_out"]:] if r.device == "wm2")
+    assert got["line_end"].violations == got["line"].violations, got
+    # wm1 still asked (quarantine probes) and answering late: each late answer caught in its
+    # own hold (one hold per late answer, all attributed to unit 1), no more to anyone else (the
+    # neighbour's answer queued behind wm1's first one may have been late once, before)
+    late, late_end = got["late"], got["late_end"]
+    assert {u: n for u, n in late_end.items() if u != 1} == \
+        {u: n for u, n in late.items() if u != 1}, (late, late_end)
+    more = late_end[1] - late[1]
+    assert more >= 2 and got["holds_end"] - got["holds"] >= more, got
+    assert got["wm1_end"]["last_error"] == "timeout"
+
+
+@pytest.mark.timeout(90)
+def test_a_meter_turned_slow_within_timeout_max_is_relearnt_not_quarantined() -> None:
+    """wm1 starts answering 0.35 s late, under the line's timeout_max (0.6 s) but far above the
+    timeout it had learnt (~0.25 s): its first late answer is caught in the hold and attributed,
+    its timeout grows to cover it (up to timeout_max, never beyond), so it is read again at once
+    -- not quarantined -- and wm2 never notices."""
+    with LineProcess("water_meter", [1, 2]) as line:
+        cfg_bus = SerialBus("rs485", line.path, baud=9600, timeout_max_s=0.6)
+        devs = [DeviceConfig(f"wm{u}", "water_meter", "rs485", unit_id=u, interval_s=0.5)
+                for u in (1, 2)]
+        out: list[Reading] = []
+        bus = RecordingBus(cfg_bus)
+        got: dict[str, Any] = {}
+
+        async def body(poller: Poller) -> None:
+            await asyncio.sleep(2.0)  # warm-up: timeouts learnt
+            got["before"] = poller.status()["wm1"]
+            line.fault(1, DeviceFault.SLOW, slow_s=0.35)
+            got["n_fault"], got["t_fault"] = len(out), time.monotonic()
+            await asyncio.sleep(10.0)
+            got.update(wm1=poller.status()["wm1"], wm2=poller.status()["wm2"],
+                       late=dict(bus.late.count))
+
+        asyncio.run(with_poller(cfg_bus, devs, "water_meter", out, body, bus))
+        final = line.stats()
+    print(f"slow-within-max: {got}")
+    before, wm1, wm2 = got["before"], got["wm1"], got["wm2"]
+    assert before["timeout_s"] < 0.35, before  # it had learnt a shorter timeout
+    assert 0.35 < wm1["timeout_s"] <= 0.6, wm1  # relearnt, within the bus's maximum
+    assert not wm1["quarantined"] and wm1["probes"] == 0, wm1
+    assert 1 <= wm1["failures"] <= 2, wm1  # what it took to learn
+    assert got["late"] == {1: wm1["failures"]}, got["late"]  # each one's answer caught late
+    # read all along: its reads (two a cycle, a cycle every 0.5 s) kept coming, what it reports
+    # is GOOD but for the failed transactions' points
+    reads = [t for t, u in bus.done if u == 1 and t >= got["t_fault"]]
+    assert len(reads) >= 20, reads
+    bad = [r for r in out[got["n_fault"]:] if r.device == "wm1" and r.quality is not Quality.GOOD]
+    assert {r.reason for r in bad} <= {"timeout"}, bad
+    assert wm2["failures"] == 0 and final.violations == 0, (wm2, final)
