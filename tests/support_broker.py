@@ -138,10 +138,11 @@ class Mosquitto:
         require_client_cert: bool = False,
         persistence: bool = False,
         passwords: dict[str, str] | None = None,
+        acl: str | None = None,
     ) -> None:
         """With ``tls``, ``port`` is the TLS listener and ``plain_port`` a plaintext one for test
         subscribers. With ``passwords`` (user -> password) anonymous clients are refused on the
-        main listener."""
+        main listener. ``acl``: a mosquitto acl_file's text for the main listener."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -164,6 +165,9 @@ class Mosquitto:
                 f"keyfile {tls.server_key}",
                 f"require_certificate {'true' if require_client_cert else 'false'}",
             ]
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            lines.append(f"acl_file {self.dir / 'acl'}")
         if tls is not None or passwords:
             self.plain_port = free_port()
             lines += [f"listener {self.plain_port} 127.0.0.1", "allow_anonymous true"]

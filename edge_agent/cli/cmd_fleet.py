@@ -10,12 +10,15 @@ gateway; flags: silent, behind, rolled_back, backlogged, pinned, probation. Exit
 gateway is silent, behind, rolled back or backlogged.
 
 `rollout` sends a signed bundle (`edge-agent config sign`) to the gateways it addresses -- its
-gateway ids, or every gateway whose status tags match its selector -- in waves: the canaries
-first (--canary, else the gateways tagged wave=canary, else the first), then --wave-size at a
-time. Each wave waits for every gateway's final result (committed, rolled back, refused); the
-rollout stops at the first rollback, refusal (a pinned gateway's "pinned" excepted) or gateway
-that does not answer. Silent gateways and gateways already at or past the version are not sent
-to. Exit 0 when every addressed gateway runs the version, else 1.
+gateway ids, or every gateway whose status tags match its selector (an offline box's last will
+keeps its tags) -- in waves: the canaries first (--canary, else the gateways tagged wave=canary,
+else the first), then --wave-size at a time, each bundle retained on the gateway's config topic.
+Each wave waits for every gateway's final result (committed, rolled back, refused); the rollout
+stops at the first rollback, refusal or gateway that does not answer, and at a pinned canary (no
+evidence; a pinned gateway elsewhere is reported "pinned" and the rollout goes on). Gateways
+already at or past the version are not sent to; offline ones get the retained bundle once every
+wave passed and are reported "pending" (they take it when they reconnect). Exit 0 when every
+addressed gateway runs the version, else 1.
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ def _rollout(args: argparse.Namespace) -> int:
     from edge_agent.cli.fleet_view import Thresholds, plan_waves, rows
     from edge_agent.cli.operator_mqtt import (
         OperatorClient,
-        await_results,
         broker_failure,
         gateway_keys,
         read_bundle,
@@ -69,7 +71,6 @@ def _rollout(args: argparse.Namespace) -> int:
     version: int = info["version"]
     timeout = args.timeout if args.timeout is not None else info["probation_s"] + 90.0
     outcome: dict[str, dict[str, Any]] = {}
-    stopped = ""
     try:
         with OperatorClient(args.broker, login_from_args(args)) as c:
             rs = {r.gateway: r for r in rows(statuses(c, args.prefix, args.wait),
@@ -80,17 +81,25 @@ def _rollout(args: argparse.Namespace) -> int:
                 sel = info["selector"]
                 addressed = [g for g, r in rs.items()
                              if all(r.tags.get(k) == v for k, v in sel.items())]
-            candidates = []
+            candidates, offline = [], []
             for g in addressed:
                 r = rs.get(g)
-                if r is None or "silent" in r.flags:
-                    outcome[g] = {"outcome": "silent", "reason": "no recent status: not sent"}
-                elif r.version >= version:
+                if r is not None and r.version >= version:
                     outcome[g] = {"outcome": "already", "reason": f"runs version {r.version}"}
+                elif r is None or "silent" in r.flags:
+                    offline.append(g)
                 else:
                     candidates.append(g)
             canaries = args.canary or [g for g in candidates
                                        if rs[g].tags.get("wave") == "canary"]
+            stopped = ""
+            away = [g for g in args.canary or [] if g not in candidates]
+            if away:  # no evidence from the canary the operator chose: ask, do not guess
+                why = {g: outcome[g]["reason"] if g in outcome else
+                       "offline" if g in offline else "not addressed" for g in away}
+                stopped = (f"canary {', '.join(away)} cannot take version {version} now ("
+                           + "; ".join(f"{g}: {w}" for g, w in why.items())
+                           + "); choose another --canary")
             waves = plan_waves(candidates, canaries, args.wave_size)
             for n, wave in enumerate(waves, 1):
                 if stopped:
@@ -99,38 +108,24 @@ def _rollout(args: argparse.Namespace) -> int:
                     continue
                 if not args.json:
                     print(f"wave {n}: {', '.join(wave)}", flush=True)
-                for g in wave:
-                    c.subscribe(f"{args.prefix}/{g}/config/res")
-                for g in wave:
-                    c.publish(f"{args.prefix}/{g}/config", data)
-                got = await_results(c, args.prefix, version, wave, timeout, keys)
-                for g in wave:
-                    answers = got.get(g) or []
-                    if not answers:
-                        outcome[g] = {"outcome": "no_answer", "reason": f"{timeout:g} s",
-                                      "wave": n}
-                        stopped = stopped or f"{g} did not answer"
-                        continue
-                    ans = answers[-1]
-                    res = ans.result
-                    outcome[g] = {"outcome": res.state, "reason": res.reason, "wave": n,
-                                  "detail": res.detail, "evidence": res.evidence,
-                                  "verified": ans.verified}
-                    if res.state == "rolled_back":
-                        stopped = stopped or f"{g} rolled back ({res.reason})"
-                    elif res.state == "refused" and res.reason != "pinned":
-                        stopped = stopped or f"{g} refused ({res.reason})"
-                    elif res.state not in ("committed", "unchanged", "refused"):
-                        stopped = stopped or f"{g} gave no final result ({res.state})"
-                if not args.json:
-                    for g in wave:
-                        print(f"  {g}: {_line(outcome[g])}", flush=True)
+                stopped = _wave(c, args, data, version, wave, n, timeout, keys, outcome)
+            for g in offline:
+                r = rs.get(g)
+                if stopped:
+                    outcome[g] = {"outcome": "not_sent", "reason": stopped}
+                    continue
+                # retained: the box takes it when it connects again (and ignores it once passed)
+                c.publish(f"{args.prefix}/{g}/config", data, retain=True)
+                seen = "no status yet" if r is None else f"offline, last seen {r.seen_ago()} ago"
+                outcome[g] = {"outcome": "pending", "reason": f"{seen}: bundle retained on "
+                              f"{args.prefix}/{g}/config, applied when it reconnects"}
     except UplinkError as exc:
         raise CliError(*broker_failure(exc, args.broker)) from None
     done = all(o["outcome"] in ("committed", "unchanged", "already") for o in outcome.values())
+    pending = sorted(g for g, o in outcome.items() if o["outcome"] == "pending")
     if args.json:
         print(json.dumps({"version": version, "stopped": stopped, "complete": done,
-                          "gateways": outcome}, indent=2, default=str))
+                          "pending": pending, "gateways": outcome}, indent=2, default=str))
     else:
         print(table(["gateway", "wave", "outcome", "reason"],
                     [[g, o.get("wave", "-"), o["outcome"], o.get("reason") or "-"]
@@ -139,7 +134,52 @@ def _rollout(args: argparse.Namespace) -> int:
             print(f"rollout of version {version} stopped: {stopped}")
         elif not outcome:
             print(f"no gateway is addressed by version {version}")
+        if pending:
+            print(f"pending (offline; each takes version {version} when it reconnects: "
+                  f"edge-agent fleet status shows it): {', '.join(pending)}")
     return EXIT_OK if done and outcome else EXIT_FAIL
+
+
+def _wave(c: Any, args: argparse.Namespace, data: bytes, version: int, wave: list[str], n: int,
+          timeout: float, keys: Any, outcome: dict[str, dict[str, Any]]) -> str:
+    """Send one wave (retained per gateway), wait for its results, fill ``outcome``; why the
+    rollout stops ("" to go on). Wave 1 is the canaries: a pinned canary gave no evidence."""
+    from edge_agent.cli.operator_mqtt import await_results
+
+    stopped = ""
+    for g in wave:
+        c.subscribe(f"{args.prefix}/{g}/config/res")
+    for g in wave:
+        c.publish(f"{args.prefix}/{g}/config", data, retain=True)
+    got = await_results(c, args.prefix, version, wave, timeout, keys)
+    for g in wave:
+        answers = got.get(g) or []
+        if not answers:
+            outcome[g] = {"outcome": "no_answer", "reason": f"{timeout:g} s", "wave": n}
+            stopped = stopped or f"{g} did not answer"
+            continue
+        ans = answers[-1]
+        res = ans.result
+        state = "pinned" if (res.state, res.reason) == ("refused", "pinned") else res.state
+        outcome[g] = {"outcome": state, "reason": res.reason, "wave": n, "detail": res.detail,
+                      "evidence": res.evidence, "verified": ans.verified}
+        if state in ("rolled_back", "refused", "pinned"):  # no retained bundle left behind
+            c.publish(f"{args.prefix}/{g}/config", b"", retain=True)
+        if state == "pinned":
+            outcome[g]["reason"] = "pinned: " + res.detail
+            if n == 1:
+                stopped = stopped or (f"canary {g} is pinned ({res.detail}): it gave no "
+                                      "evidence; unpin it or choose another --canary")
+        elif res.state == "rolled_back":
+            stopped = stopped or f"{g} rolled back ({res.reason})"
+        elif res.state == "refused":
+            stopped = stopped or f"{g} refused ({res.reason})"
+        elif res.state not in ("committed", "unchanged"):
+            stopped = stopped or f"{g} gave no final result ({res.state})"
+    if not args.json:
+        for g in wave:
+            print(f"  {g}: {_line(outcome[g])}", flush=True)
+    return stopped
 
 
 def _line(o: dict[str, Any]) -> str:

@@ -43,6 +43,17 @@ class Row:
         t = self.status.get("tags")
         return t if isinstance(t, dict) else {}
 
+    @property
+    def seen_ms(self) -> int:
+        """When the gateway was last heard of: its status' time, or its chain witness' (a box
+        publishes one with its batches) when newer -- a last will carries the time it connected.
+        """
+        return max(_int(self.status.get("ts_ms")), _int(self.status.get("witness_ms")))
+
+    def seen_ago(self, now_ms: int | None = None) -> str:
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        return _age(self.seen_ms, now_ms)
+
     def json(self) -> dict[str, Any]:
         return {"gateway": self.gateway, "flags": list(self.flags), **self.status}
 

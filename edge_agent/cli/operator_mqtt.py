@@ -167,8 +167,8 @@ class OperatorClient:
         if refused:
             raise BrokerRefused(f"not authorised to subscribe to {topic} (SUBACK: {refused})")
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(self.timeout_s)
         if not info.is_published():
             raise UplinkError(f"the broker did not acknowledge the message to {topic}")

@@ -3,6 +3,11 @@
 Pass when, at the end of the window:
 
 * the uplink is connected (when one is configured);
+* when the change moved the uplink (``[uplink]`` host, port or topic_prefix): the new uplink is
+  proven -- a batch acknowledged and the configuration topic's subscription granted, on the new
+  settings (a restart-only change: the process counting them started on them). A box connected
+  to "some broker" where nothing it sends arrives and no bundle reaches it would be stranded:
+  ``uplink_unproven`` rolls it back;
 * the share of devices answering is at least ``min_up_ratio`` times the share before the change.
   A device answers when it has answered (under this configuration: the poller starts afresh
   with it) and not failed more than ``TOLERATED_FAILURES`` times in a row since -- one lost
@@ -32,6 +37,9 @@ class Snapshot:
     down: int
     total: int
     failing: tuple[str, ...] = field(default=())
+    batches_acked: int = 0  # by the broker, since this process started
+    sessions: int = 0  # uplink sessions that reached CONNACK, since this process started
+    config_subscribed: bool | None = None  # the config topic's SUBACK granted (None: no answer)
 
     @property
     def ratio(self) -> float | None:
@@ -40,7 +48,8 @@ class Snapshot:
 
 
 def device_snapshot(devices: Mapping[str, Mapping[str, Any]], total: int,
-                    uplink_connected: bool | None) -> Snapshot:
+                    uplink_connected: bool | None, batches_acked: int = 0,
+                    config_subscribed: bool | None = None, sessions: int = 0) -> Snapshot:
     """From the poller's per-device status (``poll.status.DeviceStatus``)."""
     up = down = 0
     failing: list[str] = []
@@ -51,11 +60,19 @@ def device_snapshot(devices: Mapping[str, Mapping[str, Any]], total: int,
             failing.append(f"{name}: {d['last_error'] or 'failing'}"[:160])
         elif d["last_good_ns"]:
             up += 1
-    return Snapshot(uplink_connected, up, down, total, tuple(failing[:MAX_FAILING]))
+    return Snapshot(uplink_connected, up, down, total, tuple(failing[:MAX_FAILING]),
+                    batches_acked=batches_acked, sessions=sessions,
+                    config_subscribed=config_subscribed)
 
 
-def judge(before: Snapshot, after: Snapshot, min_up_ratio: float) -> str:
-    """"" when the change passes, else the reason (``uplink_down``, ``devices_worse``)."""
+def judge(before: Snapshot, after: Snapshot, min_up_ratio: float, *,
+          uplink_moved: bool = False) -> str:
+    """"" when the change passes, else the reason (``uplink_unproven``, ``uplink_down``,
+    ``devices_worse``)."""
+    if uplink_moved and after.uplink_connected is not None and not (
+            after.batches_acked > 0 and after.config_subscribed):
+        # never reached: down; reached (perhaps now connected) but nothing proven: unproven
+        return "uplink_down" if after.sessions == 0 else "uplink_unproven"
     if after.uplink_connected is False:
         return "uplink_down"
     b, a = before.ratio, after.ratio
@@ -65,8 +82,12 @@ def judge(before: Snapshot, after: Snapshot, min_up_ratio: float) -> str:
 
 
 def evidence(before: Snapshot, after: Snapshot, *, min_up_ratio: float, window_s: int,
-             starts: int) -> dict[str, Any]:
-    return {"uplink_connected": after.uplink_connected, "up": after.up, "down": after.down,
+             starts: int, uplink_moved: bool = False) -> dict[str, Any]:
+    moved = {"uplink_moved": True, "batches_acked": after.batches_acked,
+             "config_subscribed": after.config_subscribed, "sessions": after.sessions} \
+        if uplink_moved else {}
+    return {**moved, "uplink_connected": after.uplink_connected, "up": after.up,
+            "down": after.down,
             "total": after.total, "before_up": before.up, "before_down": before.down,
             "before_total": before.total, "min_up_ratio": min_up_ratio, "window_s": window_s,
             "starts": starts, "failing": list(after.failing)}

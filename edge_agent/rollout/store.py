@@ -16,7 +16,9 @@ writable); the local agent.toml is the configuration of last resort and always s
 
 Errors: ``CommandStoreError`` for a state that cannot be written (the caller refuses the bundle,
 audited). A state file that cannot be read or parsed is logged and taken as "no bundle" (the
-local config runs); the highest version is then recovered from the bundle directories present.
+local config runs); the highest version is then recovered from the bundle directories present and,
+at the first connection, from the gateway's own retained status (service/rollout.py ``recover``),
+and the damaged file is set aside (``state.json.damaged``).
 A bundle directory the state does not name (staged, then the daemon died before the state named
 it) was never admitted: its version is not passed, and the next start removes it.
 """
@@ -63,6 +65,7 @@ class Probation:
     min_up_ratio: float
     kid: str
     restart: bool  # the change needed a restart
+    uplink_moved: bool = False  # [uplink] host, port or topic_prefix changed: prove the new one
 
 
 @dataclass
@@ -138,9 +141,20 @@ class BundleStore:
             return self._unreadable(f"not a valid state: {exc}")
 
     def _unreadable(self, why: str) -> RolloutState:
-        log.error("rollout_state_unreadable path=%s err=%s (the local config runs)",
-                  self.state_file, why)
+        log.error("rollout_state_unreadable path=%s err=%s (the local config runs; the highest "
+                  "version comes from the bundle directories and, at connect, the retained "
+                  "status)", self.state_file, why)
         return RolloutState(highest_version=self._highest_on_disk(), unreadable=why)
+
+    def set_aside_damaged(self) -> str:
+        """Keep an unreadable state.json as state.json.damaged (for a post-mortem) before a new
+        one is written; the name it got, "" when there was none to move."""
+        dest = self.root / "state.json.damaged"
+        try:
+            os.replace(self.state_file, dest)
+        except OSError:
+            return ""
+        return str(dest)
 
     def _highest_on_disk(self) -> int:
         try:

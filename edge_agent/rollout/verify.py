@@ -71,13 +71,14 @@ class BundleVerifier:
         self.admit_time(b)
         self.admit_version(b, highest_version)
 
-    def admit_target(self, b: Bundle, *, pinned: bool) -> None:
-        """CommandRefused: not_addressed, pinned."""
+    def admit_target(self, b: Bundle, *, pinned: bool, pin_reason: str = "") -> None:
+        """CommandRefused: not_addressed, pinned (naming the technician's reason)."""
         if not b.addressed_to(self._gw, self._tags):
             raise CommandRefused("not_addressed", f"bundle for {b.describe_target()}")
         if pinned:
-            raise CommandRefused("pinned", "a technician pinned the local config "
-                                 "(edge-agent config unpin on the box)")
+            why = f" ({pin_reason!r})" if pin_reason else " (no reason given)"
+            raise CommandRefused("pinned", f"a technician pinned the local config{why}; "
+                                 "edge-agent config unpin on the box")
 
     def admit_time(self, b: Bundle) -> None:
         """CommandRefused: clock_unsynced, not_yet_valid, expired."""

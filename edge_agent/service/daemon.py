@@ -312,7 +312,8 @@ class Agent:
                                      clock_synced=lambda: self.clock.state().synced),
                     results=self.commands.results if self.commands else None,
                     on_config=self.rollout.submit, config_results=self.rollout,
-                    inventory=lambda: self.rollout.inventory if self.rollout else {})
+                    inventory=lambda: self.rollout.inventory if self.rollout else {},
+                    recover=self.rollout.recover if self.source.state.unreadable else None)
                 self.rollout.results_changed = self.uplink.wake
                 self.uplink.start()
                 if self.commands is not None:

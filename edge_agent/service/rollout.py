@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import time
@@ -45,6 +46,31 @@ log = logging.getLogger("edge_agent.rollout")
 audit = logging.getLogger("edge_agent.audit")
 
 COMMIT_RETRY_S = 10.0
+
+
+def highest_in_status(status: bytes | None) -> int:
+    """The highest configuration version a retained status names (config.highest_version,
+    config.version, config.last_rollout.version); 0 for none or a status that is not JSON."""
+    try:
+        doc = json.loads(status) if status else {}
+    except ValueError:
+        return 0
+    cfg = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(cfg, dict):
+        return 0
+    last = cfg.get("last_rollout")
+    found = [cfg.get("highest_version"), cfg.get("version"),
+             last.get("version") if isinstance(last, dict) else None]
+    return max((v for v in found if type(v) is int and v > 0), default=0)
+
+
+def uplink_moved(old: AgentConfig, new: AgentConfig) -> bool:
+    """Does ``new`` send elsewhere (host, port, topic_prefix) than ``old``?"""
+    def where(c: AgentConfig) -> tuple[str, int, str] | None:
+        u = c.uplink
+        return None if u is None else (u.host, u.port, u.topic_prefix)
+
+    return where(new) is not None and where(old) != where(new)
 
 
 class MemoryResults:
@@ -89,11 +115,27 @@ class RolloutManager:
         self._described: dict[str, Any] = describe(cfg)
         self._described_for: AgentConfig = cfg
         self.inventory: dict[str, Any] = {}
+        self._floor = 0  # highest version known from the retained status (state.json lost)
+        try:  # the uplink's first last will carries it already (tags, config version)
+            self.refresh_inventory()
+        except Exception as exc:  # pragma: no cover - the status goes without it until the loop
+            log.debug("rollout_inventory_deferred err=%r", exc)
 
     # -- wiring ----------------------------------------------------------------------------------
 
-    def submit(self, message: bytes) -> None:
-        """Thread-safe: the uplink thread hands over every message on the config topic."""
+    def submit(self, message: bytes, retained: bool = False) -> None:
+        """Thread-safe: the uplink thread hands over every message on the config topic.
+
+        A retained bundle (``fleet rollout`` leaves one per gateway, for a box that was offline)
+        comes again with every connection: once its version is passed it is ignored quietly,
+        never answered or audited again. An empty message is the operator clearing it."""
+        if not message:
+            return
+        if retained:
+            v = claimed_version(message)
+            if 0 < v <= max(self.source.state.highest_version, self._floor):
+                log.debug("rollout_retained_passed version=%d", v)
+                return
         self._loop.call_soon_threadsafe(self._spawn, self.handle(message))
 
     def _spawn(self, coro: Any) -> None:
@@ -115,6 +157,36 @@ class RolloutManager:
             self.source.save_quietly()
         if st.probation is not None and self.source.running is not None:
             self._probation_task = self._loop.create_task(self._probation(st.probation))
+        self.refresh_inventory()
+
+    # -- a lost state.json ------------------------------------------------------------------------
+
+    def recover(self, status: bytes | None) -> None:
+        """Uplink thread, once, when state.json could not be read: this gateway's own retained
+        status (as the broker kept it; None: none) says the highest version it admitted. The
+        anti-rollback goes on from the higher of that and the bundle directories on disk; the
+        status it publishes next says so too (never a lower figure over the retained one)."""
+        retained = highest_in_status(status)
+        self._floor = max(self._floor, retained)
+        inv = dict(self.inventory)
+        cfg = dict(inv.get("config") or {})
+        cfg["highest_version"] = max(int(cfg.get("highest_version") or 0), retained)
+        inv["config"] = cfg
+        self.inventory = inv  # the birth status carries it
+        self._loop.call_soon_threadsafe(self._recovered, retained, status is not None)
+
+    def _recovered(self, retained: int, had_status: bool) -> None:
+        st = self.source.state
+        disk = st.highest_version
+        st.highest_version = max(disk, retained)
+        why = st.unreadable or "unreadable"
+        moved = self.source.store.set_aside_damaged()
+        st.unreadable = ""
+        saved = self.source.save_quietly()
+        log.warning("rollout_state_recovered highest_version=%d retained_status=%s "
+                    "bundle_dirs=%d damaged=%r kept_as=%s saved=%s (versions at or below are "
+                    "refused)", st.highest_version, retained if had_status else "none", disk,
+                    why[:200], moved or "-", str(saved).lower())
         self.refresh_inventory()
 
     def unacked(self) -> list[tuple[int, bytes]]:
@@ -174,7 +246,8 @@ class RolloutManager:
     async def _admit_and_apply(self, verifier: BundleVerifier, b: Bundle, kid: bytes,
                                message: bytes) -> RolloutResult:
         st = self.source.state
-        verifier.admit_target(b, pinned=st.pinned is not None)
+        verifier.admit_target(b, pinned=st.pinned is not None,
+                              pin_reason=str((st.pinned or {}).get("reason", "")))
         verifier.admit_time(b)
         cur = st.current
         if cur is not None and cur.version == b.version and cur.hash == b.hash.hex():
@@ -183,7 +256,7 @@ class RolloutManager:
             return self._result(b, kid, "unchanged", "", "already running this version")
         if st.probation is not None:
             raise CommandRefused("busy", f"version {st.probation.version} is in probation")
-        verifier.admit_version(b, st.highest_version)
+        verifier.admit_version(b, max(st.highest_version, self._floor))
         return await self._apply(b, kid, message)
 
     async def _apply(self, b: Bundle, kid: bytes, message: bytes) -> RolloutResult:
@@ -205,7 +278,8 @@ class RolloutManager:
         st.last_good, st.current = st.current, slot
         st.highest_version = b.version
         st.probation = Probation(b.version, 0, before.up, before.down, before.total, b.window_s,
-                                 b.min_up_ratio, kid.hex(), bool(restart))
+                                 b.min_up_ratio, kid.hex(), bool(restart),
+                                 uplink_moved(self.agent.cfg, new))
         try:
             src.store.save(st)
         except CommandStoreError as exc:
@@ -227,16 +301,18 @@ class RolloutManager:
     def snapshot(self) -> Snapshot:
         poller, up = self.agent.poller, self.agent.uplink
         devs = poller.status() if poller is not None else {}
-        return device_snapshot(devs, len(self.agent.cfg.devices),
-                               None if up is None else up.stats.connected)
+        if up is None:
+            return device_snapshot(devs, len(self.agent.cfg.devices), None)
+        return device_snapshot(devs, len(self.agent.cfg.devices), up.stats.connected,
+                               up.stats.acked, up.stats.config_subscribed, up.stats.sessions)
 
     async def _probation(self, p: Probation) -> None:
         await asyncio.sleep(p.window_s)
         before = Snapshot(None, p.before_up, p.before_down, p.before_total)
         after = self.snapshot()
-        reason = judge(before, after, p.min_up_ratio)
+        reason = judge(before, after, p.min_up_ratio, uplink_moved=p.uplink_moved)
         ev = evidence(before, after, min_up_ratio=p.min_up_ratio, window_s=p.window_s,
-                      starts=p.starts)
+                      starts=p.starts, uplink_moved=p.uplink_moved)
         async with self._lock:
             st = self.source.state
             if st.probation is not p:  # ended otherwise meanwhile (pinned)
@@ -382,7 +458,7 @@ class RolloutManager:
             "hash": self._described["hash"], "profiles": self._described["profiles"],
             "pinned": st.pinned is not None,
             "pin_reason": (st.pinned or {}).get("reason", ""),
-            "highest_version": st.highest_version,
+            "highest_version": max(st.highest_version, self._floor),
             "last_rollout": last,
         }
 

@@ -24,7 +24,9 @@ connection is published again in the next session (at least once). Configuration
 
 Reconnects wait ``edge_agent.retry`` backoff delays (jittered, exponential, reset after a session
 reached CONNACK). Birth status (retained, "online") after every CONNACK, the same periodically, a
-retained "offline" last will, and an explicit "offline" on clean shutdown.
+retained "offline" last will (with the inventory known at connect: tags, config version), and an
+explicit "offline" (with the inventory) on clean shutdown. After a lost rollout state the first
+session reads the gateway's own retained status before it publishes one (``recover``).
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ class MqttUplink:
         on_command: Callable[[bytes], None] | None = None,
         guard: ChainGuard | None = None,
         results: ResultSource | None = None,
-        on_config: Callable[[bytes], None] | None = None,
+        on_config: Callable[[bytes, bool], None] | None = None,
         config_results: ResultSource | None = None,
         inventory: Callable[[], Mapping[str, object]] | None = None,
+        recover: Callable[[bytes | None], None] | None = None,
     ) -> None:
         """``on_command(payload)`` runs in the uplink thread for every message on the command
         topic (subscribed after every CONNACK when given); it must not block. With ``guard``
@@ -99,9 +102,12 @@ class MqttUplink:
         self.guard = guard
         self._witness = ChainWitness(guard, self.topics.chain) if guard is not None else None
         self.results = results  # durable command results, published until PUBACKed
-        self.on_config = on_config  # configuration bundles (rollout), like on_command
+        self.on_config = on_config  # configuration bundles (rollout): (payload, retained)
         self.config_results = config_results  # signed rollout results, until PUBACKed
         self.inventory = inventory  # extra keys of the retained status (read, never blocks)
+        # the rollout state was lost: the first session reads this gateway's own retained status
+        # (before publishing one) and hands it over once (None: there was none)
+        self.recover = recover
         self._results: deque[bytes] = deque(maxlen=RESULTS_KEPT)
         self._ssl = tls_context(cfg.tls) if cfg.tls is not None else None
         self._password = read_password(cfg)
@@ -200,7 +206,10 @@ class MqttUplink:
         client = session.new_client(
             self.cfg, self.cfg.client_id or f"edge-{self.gateway_id}",
             will_topic=self.topics.status,
-            will=status_payload("offline", gateway_id=self.gateway_id, boot_id=self.boot_id),
+            # the will keeps what is known so far (config version, tags): an offline box stays
+            # addressable by its tags and comparable by its version
+            will=status_payload("offline", gateway_id=self.gateway_id, boot_id=self.boot_id,
+                                inventory=self._inventory()),
             tls=self._ssl, password=self._password,
         )  # fmt: skip
         sess = Session(client)
@@ -223,17 +232,27 @@ class MqttUplink:
             log.warning("uplink_disconnected host=%s rc=%s", self.cfg.host, rc)
 
     def _on_subscribe(self, sess: Session, mid: int, rcs: list[ReasonCode]) -> None:
+        if mid == sess.config_mid:  # the way bundles reach this box (a rollout's probation asks)
+            granted = not any(rc.is_failure for rc in rcs)
+            if not granted and self.stats.config_subscribed is not False:
+                log.warning("uplink_config_subscription_refused topic=%s rc=%s (bundles cannot "
+                            "reach this gateway)", self.topics.config, rcs[0] if rcs else "-")
+            self.stats.config_subscribed = granted
         if self._witness is not None:
             self._witness.on_subscribe(sess, mid, rcs)
 
     def _on_message(self, sess: Session, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self.topics.status:  # subscribed only to recover the rollout state
+            if msg.retain and sess.own_status is None:
+                sess.own_status = bytes(msg.payload)
+            return
         if msg.topic == self.topics.chain:
             if msg.retain and sess.witness is None:
                 sess.witness = bytes(msg.payload)
             return
         if msg.topic == self.topics.config and self.on_config is not None:
             try:
-                self.on_config(bytes(msg.payload))
+                self.on_config(bytes(msg.payload), bool(msg.retain))
             except Exception as exc:  # a bad handler must not kill the session
                 log.error("uplink_config_handler_failed err=%r", exc)
             return
@@ -289,10 +308,12 @@ class MqttUplink:
             return False
         self.stats.sessions += 1
         self.stats.connected = True
+        if self.recover is not None:  # first: its retained status comes before any bundle
+            client.subscribe(self.topics.status, qos=1)
         if self.on_command is not None:
             client.subscribe(self.topics.command, qos=1)
         if self.on_config is not None:
-            client.subscribe(self.topics.config, qos=1)
+            sess.config_mid = client.subscribe(self.topics.config, qos=1)[1] or -1
         log.info("uplink_connected host=%s port=%d tls=%s", cfg.host, cfg.port, bool(self._ssl))
         try:
             if self._witness is not None and not self._witness.reconcile(
@@ -305,8 +326,21 @@ class MqttUplink:
             self._close(client)
         return True
 
+    def _recovered(self, sess: Session) -> None:
+        """Past the witness wait (the retained status, subscribed first, has come by then) and
+        before the birth status replaces it: hand it to ``recover``, once."""
+        if self.recover is None:
+            return
+        recover, self.recover = self.recover, None
+        sess.client.unsubscribe(self.topics.status)
+        try:
+            recover(sess.own_status)
+        except Exception as exc:  # a bad handler must not kill the session
+            log.error("uplink_recover_handler_failed err=%r", exc)
+
     def _serve(self, sess: Session) -> None:
         client = sess.client
+        self._recovered(sess)
         next_status = 0.0
         while not (sess.lost or sess.failed):
             if self._stop.is_set():
@@ -350,10 +384,18 @@ class MqttUplink:
         payload = status_payload(
             state, gateway_id=self.gateway_id, boot_id=self.boot_id,
             outbox_depth=st.depth, outbox_bytes=st.bytes, readings_dropped=st.readings_dropped,
-            inventory=self.inventory() if self.inventory is not None and state == "online"
-            else None,
+            inventory=self._inventory(),
         )  # fmt: skip
         return sess.client.publish(self.topics.status, payload, qos=1, retain=True).mid
+
+    def _inventory(self) -> Mapping[str, object] | None:
+        if self.inventory is None:
+            return None
+        try:
+            return self.inventory()
+        except Exception as exc:  # the status goes out without it
+            log.debug("uplink_status_without_inventory err=%r", exc)
+            return None
 
     def _goodbye(self, sess: Session) -> None:
         """Clean shutdown: retained "offline" (PUBACKed or 2 s), then DISCONNECT."""

@@ -41,6 +41,8 @@ class Session:
     witness: bytes | None = None  # the retained chain witness read at connect
     witness_mid: int = -1
     witness_subacked: float = 0.0
+    config_mid: int = -1  # the SUBSCRIBE to the config topic
+    own_status: bytes | None = None  # this gateway's retained status, read at connect (recover)
     results_inflight: dict[int, int] = field(default_factory=dict)  # mid -> result key
     results_sent: set[int] = field(default_factory=set)  # result keys published this session
     config_inflight: dict[int, int] = field(default_factory=dict)  # mid -> rollout result key
@@ -54,6 +56,7 @@ class UplinkStats:
     attempts: int = 0
     published: int = 0  # data batches handed to the socket (incl. resends)
     acked: int = 0  # data batches PUBACKed
+    config_subscribed: bool | None = None  # the config topic's SUBACK: granted? (None: not yet)
     ack_pending: int = 0  # PUBACKed, delete not committed yet (disk full, I/O error)
     ack_failures: int = 0  # failed delete commits (retried)
     last_error: str = ""

@@ -16,8 +16,8 @@ TAGS = {"gw-a": {"district": "harbour", "wave": "canary"},
         "gw-x": {"district": "north"}}
 
 
-def _fleet(tmp_path: Path, ids: list[str]) -> Iterator[Fleet]:
-    broker = Mosquitto(tmp_path / "broker")
+def _fleet(tmp_path: Path, ids: list[str], acl: str | None = None) -> Iterator[Fleet]:
+    broker = Mosquitto(tmp_path / "broker", acl=acl)
     broker.start()
     bg = BackgroundScenario.load(str(HERE / "fleet.toml"))
     fleet: Fleet | None = None
@@ -41,3 +41,15 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 @pytest.fixture
 def single(tmp_path: Path) -> Iterator[Fleet]:
     yield from _fleet(tmp_path, ["gw-a"])
+
+
+@pytest.fixture
+def harbour(tmp_path: Path) -> Iterator[Fleet]:
+    """Three gateways tagged district=harbour, gw-a also wave=canary."""
+    yield from _fleet(tmp_path, ["gw-a", "gw-b", "gw-c"])
+
+
+@pytest.fixture
+def acl_single(tmp_path: Path) -> Iterator[Fleet]:
+    """One gateway on a broker whose ACL lets anyone use edge/# and metro/# -- nothing else."""
+    yield from _fleet(tmp_path, ["gw-a"], acl="topic readwrite edge/#\ntopic readwrite metro/#\n")

@@ -68,6 +68,14 @@ class Supervised:
         with self._lock:
             self.proc.send_signal(signal.SIGKILL)
 
+    def kill9_down(self) -> None:
+        """kill -9 and keep it down (the cabinet lost power): the broker sends its last will."""
+        self._stopping.set()
+        with self._lock:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._thread.join(5)
+
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
@@ -113,6 +121,11 @@ class FleetGateway:
             if "READY=1" in note:
                 return True
         return False
+
+    def start_again(self) -> None:
+        """Power back: a new supervised process (after ``proc.stop()`` or ``kill9_down()``)."""
+        old = self.proc
+        self.proc = Supervised(old.argv, old.env, old.log)
 
     def log_text(self) -> str:
         return (self.dir / "agent.log").read_text(errors="replace")
