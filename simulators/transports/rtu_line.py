@@ -17,6 +17,9 @@ behind the ``machine`` shim's UART - hears every frame on the wire with its wire
 master's requests, every answer) and talks onto it with ``transmit``; its answers reach the
 master like a simulated device's, and one that starts while the wire is busy is a collision
 (``LineStats.collisions``).
+
+What a simulated device answers, and its line faults, is rtu_slaves.py; the wire arithmetic and
+frame parsing rtu_timing.py.
 """
 
 from __future__ import annotations
@@ -27,28 +30,22 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from edge_agent.bus.crc import crc_ok
-from edge_agent.errors import ModbusException
-from edge_agent.profiles.model import Table
-from simulators.faults import DeviceFault, FaultState
+from simulators.faults import DeviceFault
 from simulators.transports.pty_thread import PtyThread
+from simulators.transports.rtu_slaves import RtuDevice, answer_of, broadcast, on_the_wire
 from simulators.transports.rtu_timing import (
     KNOWN_FCS,
     MAX_UNIT,
-    READ_TABLES,
-    WRITE_FCS,
     LineTiming,
     Request,
-    check_request,
     exception_response,
     find_request,
     parse_request,
-    read_response,
-    write_response,
 )
 
 log = logging.getLogger(__name__)
@@ -63,18 +60,6 @@ class Station(Protocol):
         """``data`` is on the wire from ``start`` (``time.monotonic()``), a character each
         ``char_s`` seconds; called when the line knows of it, possibly before ``start``."""
         ...
-
-
-class RtuDevice(Protocol):
-    """What the line needs of a simulated device (a subset of simulators.devices.base)."""
-
-    name: str
-    unit_id: int
-    faults: FaultState
-
-    def read(self, table: Table, address: int, count: int) -> list[int]: ...
-
-    def write(self, table: Table, address: int, values: Sequence[int]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,47 +333,18 @@ class RtuLine(PtyThread):
             with self._lock:
                 self._stats.per_unit[req.unit].unanswered += 1
             return
-        answer = self._answer(dev, req, frame)
+        answer = answer_of(dev, req, frame)
         if answer[1] & 0x80:
             with self._lock:
                 self._stats.per_unit[req.unit].exceptions += 1
-        answer = _apply_line_faults(answer, faults)
+        answer = on_the_wire(answer, faults)
         extra = faults.slow_s if faults.kind is DeviceFault.SLOW else 0.0
         self._schedule(req.unit, answer, end, extra)
 
     def _broadcast(self, req: Request) -> None:
         with self._lock:
             self._stats.broadcasts += 1
-        if req.fc not in WRITE_FCS or check_request(req):
-            return
-        table = Table.COIL if req.fc in (5, 15) else Table.HOLDING
-        for dev in self._devices.values():
-            if dev.faults.kind is DeviceFault.DEAD:
-                continue
-            try:
-                dev.write(table, req.address, req.values)
-            except ModbusException as exc:
-                log.debug("rtu_broadcast_refused device=%s code=%d", dev.name, exc.code)
-
-    def _answer(self, dev: RtuDevice, req: Request, frame: bytes) -> bytes:
-        faults = dev.faults
-        code = check_request(req)
-        if code:
-            return exception_response(req.unit, req.fc, code)
-        if faults.kind is DeviceFault.EXCEPTION:
-            return exception_response(req.unit, req.fc, faults.exception_code)
-        try:
-            if req.fc in READ_TABLES:
-                values = dev.read(READ_TABLES[req.fc], req.address, req.count)
-                return read_response(req.unit, req.fc, values[: req.count])
-            table = Table.COIL if req.fc in (5, 15) else Table.HOLDING
-            dev.write(table, req.address, req.values)
-            return write_response(req, frame)
-        except ModbusException as exc:
-            return exception_response(req.unit, req.fc, exc.code)
-        except Exception as exc:  # a broken device model answers like broken firmware would
-            log.error("rtu_device_failure device=%s %s err=%r", dev.name, req.describe(), exc)
-            return exception_response(req.unit, req.fc, ModbusException.DEVICE_FAILURE)
+        broadcast(self._devices.values(), req)
 
     def _schedule(self, unit: int, data: bytes, req_end: float, extra_s: float) -> None:
         tx_start = max(req_end + self.turnaround_s + extra_s, self._tx_free)
@@ -414,13 +370,3 @@ class RtuLine(PtyThread):
             log.debug("rtu_response path=%s t=%.6f unit=%d data=%s", self.path, sent, p.unit,
                       p.data.hex())
 
-
-def _apply_line_faults(answer: bytes, faults: FaultState) -> bytes:
-    kind = faults.kind
-    if kind is DeviceFault.BAD_CRC:
-        return answer[:-2] + bytes((answer[-2] ^ 0xFF, answer[-1] ^ 0x5A))
-    if kind is DeviceFault.TRUNCATED:
-        return answer[: max(1, len(answer) // 2)]
-    if kind is DeviceFault.GARBAGE:
-        return faults.garbage + answer
-    return answer
