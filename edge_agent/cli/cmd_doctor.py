@@ -97,6 +97,11 @@ def _file_checks(config: Path, ident: Identity | None,
         cfg = load(config, check_files=False)[1]
         for mod in ("edge_agent.trust.keys", "cryptography.x509"):
             importlib.import_module(mod)
+        # the Ed25519 backend is chosen once per process (it reads /proc/self/maps, imports a
+        # codec): chosen here, the child inherits it instead of importing as the service user
+        from edge_agent.trust.ed25519 import libcrypto
+
+        libcrypto()
         got = run_as(ident, lambda: service_checks(config), timeout_s=SERVICE_CHECKS_TIMEOUT_S)
         if isinstance(got, str):
             return [first, Check("doctor", FAIL, got)], cfg

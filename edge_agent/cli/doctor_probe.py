@@ -75,6 +75,10 @@ def in_child(fn: Callable[[], Any], *, timeout_s: float = PROBE_TIMEOUT_S,
         code = 0
         try:
             os.close(r)
+            # nothing inherited stays open but our pipe: a probe stuck on the disk must not hold
+            # a pipe someone else waits on for EOF (an outer child's to doctor, run_as)
+            os.closerange(3, w)
+            os.closerange(w + 1, _max_fd())
             # it may outlive doctor (stuck until the disk lets go): it must not hold doctor's
             # stdout / stderr open, or whoever reads them (a pipe, a script) waits for it too
             null = os.open(os.devnull, os.O_RDWR)
@@ -113,6 +117,13 @@ def in_child(fn: Callable[[], Any], *, timeout_s: float = PROBE_TIMEOUT_S,
     if "error" in out:
         raise NoAnswer(str(out["error"]))
     return out["ok"]
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 1024
 
 
 def _read_until(fd: int, deadline: float) -> bytes | None:

@@ -15,25 +15,41 @@ import pytest
 
 from edge_agent.cli.doctor_probe import PROBE_TIMEOUT_S
 from edge_agent.trust.keys import generate_signing_key
+from tests.e2e.technician import free_uid, open_dir
 from tests.support_freeze import freezable_fs
 
 WAIT_S = 45.0  # what a technician's `timeout 60` leaves, with room for a loaded test host
 
 
 @pytest.mark.timeout(120)
-def test_doctor_reports_and_exits_on_a_frozen_disk(tmp_path: Path) -> None:
-    generate_signing_key(tmp_path / "signing.key")
+@pytest.mark.parametrize("service", ["root", "its own user"])
+def test_doctor_reports_and_exits_on_a_frozen_disk(service: str) -> None:
+    """As root for a service running as root (the probes in doctor's own children), and for a
+    service with its own user (the probes in children of the child that dropped to it)."""
+    with open_dir() as base:
+        frozen_doctor(base, service)
+
+
+def frozen_doctor(tmp_path: Path, service: str) -> None:
+    uid = 0 if service == "root" else free_uid()
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    generate_signing_key(keys / "signing.key")
+    os.chown(keys, uid, uid)
+    os.chown(keys / "signing.key", uid, uid)
     with freezable_fs(tmp_path / "disk") as fs:
+        fs.mnt.chmod(0o755)
         state = fs.mnt / "state"
         state.mkdir()
+        os.chown(state, uid, uid)
         cfg = tmp_path / "agent.toml"
         cfg.write_text(f'gateway_id = "gw-frozen"\nstate_dir = "{state}"\n'
                        f'runtime_dir = "{tmp_path}/run"\n\n[outbox]\ncap = "4MiB"\n\n'
                        '[[buses]]\nname = "p"\nkind = "tcp"\nhost = "127.0.0.1"\n\n'
                        '[[devices]]\nname = "l"\nprofile = "street_lamp"\nbus = "p"\n\n'
-                       f'[keys]\nsigning_key = "{tmp_path}/signing.key"\n')
+                       f'[keys]\nsigning_key = "{keys}/signing.key"\n')
         unit = tmp_path / "u.service"
-        unit.write_text("[Service]\nUser=root\n")
+        unit.write_text(f"[Service]\nUser={uid}\nGroup={uid}\n")
 
         def doctor() -> tuple[int, str, float]:
             """Its exit status, output and time; a doctor still running (or a pipe still held
