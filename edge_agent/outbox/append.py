@@ -129,6 +129,38 @@ class Appender:
             return gaps
         raise OutboxError(f"{self.where}: append failed after {MAX_ROUNDS} tries: {why}")
 
+    def drop(self, nbytes: int) -> list[BatchLike]:
+        """One transaction: the oldest waiting batches worth ``nbytes`` — held ones too — dropped,
+        with their signed gap notice. Only for a state about to re-sign all it holds (rechain)."""
+        if self.signer is None:
+            raise OutboxError(f"{self.where}: no gap signer")
+        w = self.conn
+        for attempt in (0, 1):
+            try:
+                w.execute("BEGIN IMMEDIATE")
+                plan, _ = drops.choose_victims(w, nbytes, nbytes, held_through=0,
+                                               before=self.m.head.seq + 1)  # fmt: skip
+                if plan is None:
+                    self.rollback()
+                    return []
+                drops.delete(w, plan)
+                gap = drops.sign_gap(w, self.signer, plan, self.m.head, self.where)
+                counters = drops.counted(self.m.counters, plan)
+                w.execute("UPDATE head SET batches_dropped=?, readings_dropped=?, bytes_dropped=?,"
+                          " gaps=? WHERE id = 0", counters)  # fmt: skip
+                live = pragma(w, "page_count") - pragma(w, "freelist_count")
+                oldest = oldest_created(w)
+                w.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.rollback()
+                if attempt == 0 and is_full(exc) and self.reserve.release():
+                    continue
+                raise OutboxError(f"{self.where}: drop failed: {exc}") from exc
+            self._applied([], 0, plan, [gap], counters, live, oldest)
+            restart_wal(w, self.where)  # the rewrite that follows starts the WAL afresh
+            return [gap]
+        raise OutboxError(f"{self.where}: drop failed")  # not reached
+
     def _victims(self, want: int, must: int, before: int) -> tuple[DropPlan | None, int]:
         if not want:
             return None, 0
@@ -149,7 +181,7 @@ class Appender:
     ) -> None:
         """The in-memory mirror of a committed append."""
         m = self.m
-        last = gaps[-1] if gaps else batches[-1]
+        last = gaps[-1] if gaps else batches[-1]  # (a drop alone always makes a notice)
         m.head = Head(last.seq, last.digest)
         m.counters = counters
         m.live_pages = live

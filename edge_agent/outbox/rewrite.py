@@ -16,8 +16,9 @@ from edge_agent.errors import OutboxError
 from edge_agent.outbox.records import BatchLike, Head, StoredBatch
 from edge_agent.outbox.schema import INSERT, row
 
-# (head, number of waiting batches, the waiting batches in seq order) -> the replacement chain
-Rewrite = Callable[[Head, int, Iterator[StoredBatch]], Iterable[BatchLike]]
+# (head, number of waiting batches, the waiting batches in seq order, the waiting gap notices
+# among them) -> the replacement chain
+Rewrite = Callable[[Head, int, Iterator[StoredBatch], list[StoredBatch]], Iterable[BatchLike]]
 PAGE = 256
 
 
@@ -44,7 +45,11 @@ def rewrite_rows(
 ) -> tuple[Head, int, int, int]:
     """Inside an open write transaction: (new head, depth, readings, bytes) after the rewrite."""
     new: Head | None = None
-    for b in rewrite(head, depth, _waiting(conn, head.seq)):
+    notices = [StoredBatch(int(r[0]), bytes(r[1]), str(r[2]), int(r[3]), bool(r[4]), r[5], r[6])
+               for r in conn.execute(
+                   "SELECT seq, cose, kind, n_readings, alarm, t_first, t_last FROM batches"
+                   " WHERE kind = 'gap' AND seq <= ? ORDER BY seq", (head.seq,))]  # fmt: skip
+    for b in rewrite(head, depth, _waiting(conn, head.seq), notices):
         floor = head.seq if new is None else new.seq
         if b.seq <= floor:
             raise OutboxError(f"{where}: rewrite seq {b.seq} not above seq {floor}")

@@ -1,9 +1,10 @@
 """The outbox's SQLite layout and connection settings.
 
 Tables: ``batches`` (one row per signed batch, keyed by seq, with its digest and COSE bytes),
-``head`` (one row: chain head seq/prev when the table is empty, and the persistent drop counters)
-and ``held`` (one row: batches up to this seq may have reached the broker, so they are never
-dropped; see ``Outbox.hold_through``).
+``head`` (one row: chain head seq/prev when the table is empty, and the persistent drop counters),
+``held`` (one row: batches up to this seq may have reached the broker, so they are never
+dropped; see ``Outbox.hold_through``) and ``epochs`` (one row per daemon start: anti-rollback and
+the clean-stop mark, see ``epochs``).
 
 Settings: WAL with ``synchronous=FULL``; 1 KiB pages (a commit rewrites whole pages: with 1 KiB a
 lone 200-reading batch costs ~3x its size on disk, with 4 KiB ~6x, see benchmarks.pipeline);
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import OutboxError
+from edge_agent.outbox import epochs
 from edge_agent.outbox.records import BatchLike, Head
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 GENESIS_PREV = bytes(32)
 PAGE_SIZE = 1024
 WAL_FRAME = PAGE_SIZE + 24
-SCHEMA_VERSION = 2  # 2: the ``held`` table
+SCHEMA_VERSION = 3  # 2: the ``held`` table; 3: ``epochs`` (outbox/epochs.py)
 INSERT = "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 SCHEMA = """
@@ -122,7 +124,7 @@ def load_state(conn: sqlite3.Connection) -> State:
 
 
 def _statements() -> list[str]:
-    return [s.strip() for s in SCHEMA.split(";") if s.strip()]
+    return [s.strip() for s in (SCHEMA + ";" + epochs.SCHEMA).split(";") if s.strip()]
 
 
 def row(b: BatchLike) -> Row:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from edge_agent.errors import OutboxError
+from edge_agent.outbox import epochs
 from edge_agent.outbox.append import Appender, Mirror
 from edge_agent.outbox.drops import GAP_RESERVE_BYTES
 from edge_agent.outbox.health import CommitHealth
@@ -96,6 +97,7 @@ class Outbox:
                 f" and the reserve ({size}) need at least {floor}"
             )
         self.health = CommitHealth(str(path))
+        self.epoch: epochs.Epoch | None = None  # this daemon's run, once ``begin_epoch`` ran
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
@@ -235,6 +237,34 @@ class Outbox:
                 "UPDATE held SET seq = ? WHERE id = 0", (seq,)))  # fmt: skip
             self._m.held = seq
 
+    # -- runs of the daemon (outbox/epochs.py) -------------------------------------------------
+
+    def begin_epoch(self, boot_id: str) -> epochs.Epoch | None:
+        """Record durably that a daemon run begins here (before anything is published); returns
+        the previous run (None at the first start, or an outbox from before epochs)."""
+        with self._wlock:
+            head = self._m.head.seq
+            self.epoch, prev = self._commit("epoch", lambda: epochs.begin(self._w, head, boot_id))
+        return prev
+
+    def mark_clean_stop(self) -> None:
+        """The run stops with everything it accepted committed or announced."""
+        ep = self.epoch
+        if ep is None:
+            return
+        with self._wlock:
+            self._commit("epoch", lambda: epochs.mark_clean(self._w, ep.id))
+
+    def vouches(self, epoch: bytes, start: int, seq: int) -> bool | None:
+        """Whether this state continues a witnessed (epoch, start, seq); see ``epochs.vouches``."""
+        if self.epoch is None:
+            raise OutboxError(f"{self.path}: no epoch begun")
+        with self._wlock:
+            try:
+                return epochs.vouches(self._w, self.epoch, self._m.head.seq, epoch, start, seq)
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self.path}: read failed: {exc}") from exc
+
     def _commit(self, kind: str, body: Callable[[], _T]) -> _T:
         """``body`` in one write transaction; on a full disk the reserve is released and it is
         tried once more. Records the outcome in ``health``; raises OutboxError."""
@@ -283,6 +313,29 @@ class Outbox:
             if not isinstance(exc, sqlite3.Error):  # _commit rolls back only SQLite errors
                 self._rollback()
             raise
+
+    def rewrite_room(self) -> int:
+        """Bytes of waiting batches one ``rewrite_pending`` transaction can likely carry: the WAL
+        holds the whole rewrite until it commits (the old pages and the new, with page slack:
+        about three times its bytes), in its allowance, the reserve and what the disk has free."""
+        fp = self._measure()
+        wal = self.wal_limit + max(0, fp.fs_free) + (self.reserve.size if self.reserve.held else 0)
+        return max(0, wal // 3 - 2 * GAP_RESERVE_BYTES)
+
+    def drop_oldest(self, nbytes: int) -> list[BatchLike]:
+        """Drop the oldest waiting batches worth ``nbytes``, even those held for the broker, with
+        a signed gap notice, in one transaction: only before re-signing everything (rechain),
+        when the held mark belongs to a chain the broker no longer continues."""
+        with self._wlock:
+            w0 = thread_write_bytes()
+            try:
+                gaps = self._appender.drop(nbytes)
+            except OutboxError as exc:
+                self.health.failed("rewrite", str(exc))
+                raise
+            self._commits[0] += 1
+            self._charge(w0)
+        return gaps
 
     def rewrite_pending(self, rewrite: Rewrite) -> Head:
         """Replace EVERY waiting batch in one durable transaction (outbox/rechain.py: moving the

@@ -70,6 +70,9 @@ class Agent:
         self.outbox = Outbox(self.cfg.outbox.path, cap_bytes=self.cfg.outbox.cap_bytes,
                              gap_signer=make_gap_signer(self.signer),
                              reserve_bytes=self.cfg.outbox.reserve_bytes)
+        # this run's epoch, durably, before anything is published (anti-rollback: the witness
+        # names it; the previous one tells whether the last run stopped cleanly)
+        self.previous_run = self.outbox.begin_epoch(self.clock.boot_id)
         writer = SigningWriter(self.signer, self.outbox)
         self.batcher = Batcher(self.cfg.batch, writer, on_loss=lambda loss: writer.commit_loss(
             loss, clock_synced=self.clock.state().synced))

@@ -7,8 +7,11 @@ gateway whose state directory was restored from an older copy reads it back at c
 its chain past it (outbox/rechain.py) instead of signing those seqs a second time.
 
 COSE_Sign1 (the gateway key, like a batch) over deterministic CBOR
-``{0: 1, 1: 16, 2: gateway id, 4: seq, 5: digest(32), 6: created wall ns}``. Kind 16 is no batch
-kind, so a witness replayed onto a data topic is rejected as malformed.
+``{0: 1, 1: 16, 2: gateway id, 4: seq, 5: digest(32), 6: created wall ns, 7: epoch(16),
+8: epoch start seq}``. The epoch is the daemon run that signed it (outbox/epochs.py): it lets a
+restored state recognise the witness as one it cannot know of, whatever batches it still holds.
+Witnesses without keys 7/8 (older gateways) are still read. Kind 16 is no batch kind, so a witness
+replayed onto a data topic is rejected as malformed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from edge_agent.trust.ed25519 import PrivateKey, PublicKey
 from edge_agent.trust.keys import kid_of
 
 KIND_WITNESS = 16
+EPOCH_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +35,19 @@ class Witness:
     seq: int  # highest seq that may have been published (0: none)
     digest: bytes  # SHA-256 of that batch's COSE bytes (32 zero bytes for seq 0)
     created_ns: int
+    epoch: bytes = b""  # the daemon run (epoch) that signed it; empty from older gateways
+    epoch_start: int = 0  # the seq that epoch started from
 
 
 def sign_witness(key: PrivateKey, w: Witness) -> bytes:
     if len(w.digest) != 32 or w.seq < 0:
         raise ContractError("witness needs seq >= 0 and a 32-byte digest")
-    payload = {0: 1, 1: KIND_WITNESS, 2: w.gateway_id, 4: w.seq, 5: w.digest, 6: w.created_ns}
+    payload: dict[int, object] = {0: 1, 1: KIND_WITNESS, 2: w.gateway_id, 4: w.seq,
+                                  5: w.digest, 6: w.created_ns}  # fmt: skip
+    if w.epoch:
+        if len(w.epoch) != EPOCH_BYTES or not 0 <= w.epoch_start <= w.seq:
+            raise ContractError("witness epoch must be 16 bytes, its start at most its seq")
+        payload |= {7: w.epoch, 8: w.epoch_start}
     return sign1(cbor2.dumps(payload, canonical=True), key, kid_of(key.public_key()))
 
 
@@ -56,4 +67,9 @@ def read_witness(msg: bytes, public_key: PublicKey, gateway_id: str) -> Witness:
         raise VerifyError("witness: created is not an integer")
     if gw != gateway_id:
         raise VerifyError(f"witness: for gateway {gw!r}, not {gateway_id!r}")
-    return Witness(gateway_id, seq, digest, created)
+    epoch, start = m.get(7, b""), m.get(8, 0)
+    if (7 in m) != (8 in m) or type(epoch) is not bytes or type(start) is not int:
+        raise VerifyError("witness: epoch and its start malformed")
+    if epoch and (len(epoch) != EPOCH_BYTES or not 0 <= start <= seq):
+        raise VerifyError("witness: epoch must be 16 bytes, its start at most its seq")
+    return Witness(gateway_id, seq, digest, created, epoch, start)

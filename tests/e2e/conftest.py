@@ -4,6 +4,7 @@ its own process under a systemd-like notify socket, an operator key on its allow
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from edge_agent.trust.ed25519 import PrivateKey
 from edge_agent.trust.keys import generate_signing_key, load_signing_key, public_pem
 from simulators.scenario import BackgroundScenario, Scenario
 from tests.support_broker import Mosquitto
+from tests.support_disk import small_fs
 from tests.uplink.proxy import Proxy
 
 HERE = Path(__file__).resolve().parent
@@ -151,3 +153,31 @@ def run_gateway(
         if proxy is not None:
             proxy.close()
         broker.stop()
+
+
+DISK = 320 * 1024  # the budget: a disk smaller than the smallest cap (1 MiB), ~160 KiB for batches
+
+
+def chattier(text: str, into: Path, every_s: float = 0.25) -> str:
+    """The shipped profiles without deadbands, every point read and reported every ``every_s``."""
+    m = re.search(r'^profiles_dir = "(.*)"$', text, re.M)
+    assert m is not None
+    into.mkdir()
+    for f in Path(m.group(1)).glob("*.toml"):
+        body = re.sub(r"^(deadband|deadband_percent)\s*=.*$", "", f.read_text(), flags=re.M)
+        body = re.sub(r"^(heartbeat|interval) = ", rf"\1 = {every_s} # ", body, flags=re.M)
+        (into / f.name).write_text(body)
+    return text.replace(m.group(0), f'profiles_dir = "{into}"')
+
+
+@pytest.fixture
+def gw_tiny_outbox(tmp_path: Path) -> Iterator[Gateway]:
+    """A proxied gateway reporting every point every 0.25 s, its outbox on a tmpfs smaller than
+    the smallest cap (the disk is the budget): drops within seconds of an outage."""
+    with small_fs(tmp_path / "fs", DISK) as fs:
+
+        def edit(text: str) -> str:
+            text = chattier(text, tmp_path / "profiles")
+            return text + f'\n[outbox]\npath = "{fs}/outbox.sqlite"\ncap = "1MiB"\n'
+
+        yield from run_gateway(tmp_path, edit=edit, proxied=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,35 +20,9 @@ from edge_agent.trust.batch import decode_payload
 from edge_agent.trust.cose import verify1
 from edge_agent.trust.keys import kid_of, public_pem
 from tests.support_broker import Subscriber
-from tests.support_disk import small_fs
 
-from .conftest import GW, Gateway, run_gateway
+from .conftest import GW, Gateway
 from .test_disk_full import outbox, wait
-
-DISK = 320 * 1024  # the budget: a disk smaller than the smallest cap (1 MiB), ~160 KiB for batches
-
-
-def chattier(text: str, into: Path, every_s: float = 0.25) -> str:
-    """The shipped profiles without deadbands, every point read and reported every ``every_s``."""
-    m = re.search(r'^profiles_dir = "(.*)"$', text, re.M)
-    assert m is not None
-    into.mkdir()
-    for f in Path(m.group(1)).glob("*.toml"):
-        body = re.sub(r"^(deadband|deadband_percent)\s*=.*$", "", f.read_text(), flags=re.M)
-        body = re.sub(r"^(heartbeat|interval) = ", rf"\1 = {every_s} # ", body, flags=re.M)
-        (into / f.name).write_text(body)
-    return text.replace(m.group(0), f'profiles_dir = "{into}"')
-
-
-@pytest.fixture
-def gw_tiny_outbox(tmp_path: Path) -> Iterator[Gateway]:
-    with small_fs(tmp_path / "fs", DISK) as fs:
-
-        def edit(text: str) -> str:
-            text = chattier(text, tmp_path / "profiles")
-            return text + f'\n[outbox]\npath = "{fs}/outbox.sqlite"\ncap = "1MiB"\n'
-
-        yield from run_gateway(tmp_path, edit=edit, proxied=True)
 
 
 @pytest.mark.timeout(420)

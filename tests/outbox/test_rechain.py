@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.errors import ContractError, OutboxError, VerifyError
+from edge_agent.errors import OutboxError, VerifyError
 from edge_agent.outbox.rechain import ChainGuard, continues, rechain
 from edge_agent.outbox.rewrite import PAGE
 from edge_agent.outbox.store import Outbox
@@ -20,6 +20,7 @@ from edge_agent.trust.cose import parse1
 from edge_agent.trust.witness import Witness, read_witness, sign_witness
 from simulators.synthetic import synthetic_readings
 from tests.outbox.chains import GATEWAY, drop_plan, sign_chain, verify_all
+from tests.support_disk import small_fs
 
 
 def _open(path: Path, signer: BatchSigner) -> Outbox:
@@ -139,14 +140,12 @@ def test_rewrite_failing_midway_changes_nothing(tmp_path: Path, signer: BatchSig
         box.append(sign_chain(signer, box, 5))
         box.ack([1, 2])
         before = box.pending(0, 10)
-        with pytest.raises(ContractError, match="below the acknowledged"):
-            rechain(box, signer, 1, bytes(32))
         with pytest.raises(OutboxError, match="at least one batch"):
-            box.rewrite_pending(lambda head, depth, waiting: iter(()))
+            box.rewrite_pending(lambda head, depth, waiting, notices: iter(()))
         with pytest.raises(OutboxError, match="not above seq 5"):
             stale = signer.sign_readings(ChainHead(2, bytes(32)), [], created_ns=0,
                                          clock_synced=True)  # seq 3: a seq already used
-            box.rewrite_pending(lambda head, depth, waiting: iter([stale]))
+            box.rewrite_pending(lambda head, depth, waiting, notices: iter([stale]))
         assert box.pending(0, 10) == before and box.head.seq == 5
         assert box.stats().depth == 3
 
@@ -195,3 +194,99 @@ def test_a_long_tail_is_moved_page_by_page_in_place(
     assert moved == [decode_payload(parse1(b.cose)[2]).readings for b in waiting]
     report = verify_all(key, [b.cose for b in tail])
     assert report.ok and report.batches == 701 and report.broken_chain == 0
+
+
+def _backup(src: Path, dst: Path) -> None:
+    """``sqlite3 .backup``: a consistent copy of a live outbox."""
+    a, b = sqlite3.connect(src), sqlite3.connect(dst)
+    a.backup(b)
+    a.close()
+    b.close()
+
+
+def test_restore_is_found_by_the_epoch_even_when_drops_removed_the_witnessed_batches(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
+) -> None:
+    """The reviewer's bypass: the restored state runs offline until its outbox drops the local
+    batches at the witnessed seq and the one after it, so comparing digests finds nothing to
+    contradict. The witness names the run (epoch) that signed it; the restored state never knew
+    that run reached the witnessed seq, and moves past it."""
+    wire: list[bytes] = []
+    with _open(tmp_path / "live.db", signer) as box:
+        guard = ChainGuard(box, signer, key)
+        wire += _published(box, 5, signer)
+        _backup(tmp_path / "live.db", tmp_path / "copy.db")  # taken at seq 5
+        wire += _published(box, 20, signer)
+        seq, witness = guard.witness()  # what the broker retains: seq 25, this run's epoch
+    assert seq == 25
+    small = 256 * 1024
+    with Outbox(tmp_path / "copy.db", cap_bytes=small, gap_signer=make_gap_signer(signer)) as box:
+        guard = ChainGuard(box, signer, key)  # the restored daemon starts: a new epoch
+        writer = SigningWriter(signer, box)
+        for i in range(400):  # offline: the outbox fills and drops its oldest batches
+            writer([list(synthetic_readings(20, start=i * 20))])
+        waiting = {b.seq for b in box.pending(0, 10_000)}
+        assert not waiting & {25, 26} and min(waiting) > 26
+        w = read_witness(witness, key.public_key(), GATEWAY)
+        assert continues(box, w.seq, w.digest)  # the batch-by-batch check is blind here
+        assert guard.reconcile(witness) == 25
+        assert len(guard.rechained) == 1 and guard.rechained[0].from_seq == 6
+        tail = [b.cose for b in box.pending(0, 10_000)]
+    report = verify_all(key, wire + tail)
+    assert report.ok, report.problems
+    assert (report.conflicts, report.contradicted, report.gaps_unexplained) == (0, 0, 0)
+    assert report.resumes == 1 and report.broken_chain == 0
+
+
+def test_a_witness_of_a_known_epoch_within_what_the_state_knows_is_continued(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
+) -> None:
+    with _open(tmp_path / "o.db", signer) as box:
+        guard = ChainGuard(box, signer, key)
+        _published(box, 5, signer)
+        _, old = guard.witness()
+    with _open(tmp_path / "o.db", signer) as box:  # the next start: a new epoch
+        guard = ChainGuard(box, signer, key)
+        _published(box, 5, signer)
+        assert guard.reconcile(old) == 5 and guard.rechained == []  # the last run, at seq 5
+        _, now = guard.witness()
+        assert guard.reconcile(now) == 10 and guard.rechained == []
+        stranger = sign_witness(key, Witness(GATEWAY, 7, bytes(32), 0, b"\x05" * 16, 5))
+        assert guard.reconcile(stranger) == 7  # a run this state never knew: rolled back
+        assert [r.notice_seq for r in guard.rechained] == [11]
+        older = sign_witness(key, Witness(GATEWAY, 3, bytes(32), 0, b"\x06" * 16, 0))
+        # a run older than every run remembered (start below the oldest kept start, 0 here:
+        # none can be) would be judged batch by batch; start 0 is not below 0: rolled back
+        assert guard.reconcile(older) == 3 and len(guard.rechained) == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_full_disk_drops_the_oldest_waiting_batches_before_the_rewrite(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The restored outbox fills its small disk offline; the rewrite (held whole in the WAL until
+    it commits) cannot fit beside it: the oldest waiting batches go first, named in a signed gap
+    notice, and the move succeeds; the consumer sees every hole explained."""
+    wire: list[bytes] = []
+    with _open(tmp_path / "live.db", signer) as box:
+        guard = ChainGuard(box, signer, key)
+        wire += _published(box, 5, signer)
+        _backup(tmp_path / "live.db", tmp_path / "copy.db")
+        wire += _published(box, 20, signer)
+        _, witness = guard.witness()
+    with small_fs(tmp_path / "fs", 512 * 1024) as fs:
+        shutil.copy(tmp_path / "copy.db", fs / "o.db")
+        with Outbox(fs / "o.db", cap_bytes=64 << 20, gap_signer=make_gap_signer(signer)) as box:
+            guard = ChainGuard(box, signer, key)
+            writer = SigningWriter(signer, box)
+            for i in range(600):  # offline until the disk is the budget and drops began
+                writer([list(synthetic_readings(20, start=i * 20))])
+            assert box.stats().batches_dropped > 0
+            caplog.set_level("WARNING", "edge_agent.outbox.rechain")
+            assert guard.reconcile(witness) == 25
+            assert "chain_rollback_drop" in caplog.text and len(guard.rechained) == 1
+            tail = [b.cose for b in box.pending(0, 100_000)]
+    report = verify_all(key, wire + tail)
+    assert report.ok, report.problems
+    assert (report.conflicts, report.contradicted, report.gaps_unexplained) == (0, 0, 0)
+    assert report.resumes == 1 and report.gap_notices >= 1
