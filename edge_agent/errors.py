@@ -15,7 +15,9 @@
     │   │                      (exception 0x0A / 0x0B, .code): that device is not answering
     │   ├── AtError            an AT module answered ERROR / +CME ERROR (.cme)
     │   └── BusClosed          the bus owner is shut down or the port vanished
-    │       └── PortBusy       another program holds the serial port (exclusive lock)
+    │       ├── PortBusy       another program holds the serial port (exclusive lock)
+    │       └── PortDenied     this user may not open the serial port (EACCES/EPERM: a group
+    │                          to join, not a wiring fault; .port)
     ├── TrustError             keys, signatures, chain
     │   ├── KeyFileError       missing / unreadable / too-permissive key file
     │   └── VerifyError        a signature, seq or prev-chain check failed; malformed COSE
@@ -141,6 +143,15 @@ class BusClosed(BusError):
 class PortBusy(BusClosed):
     """Another program (the daemon, a scan, mbpoll) holds the serial port: bus owners open their
     port exclusively, so two masters never share one line."""
+
+
+class PortDenied(BusClosed):
+    """The serial port is there but this process may not open it (EACCES/EPERM): the user
+    lacks the port's group (dialout), not a wiring fault. ``port``: the device path."""
+
+    def __init__(self, message: str, port: str) -> None:
+        self.port = port
+        super().__init__(message)
 
 
 class TrustError(EdgeAgentError):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import serial
 
 from edge_agent.config.model import SerialBus
-from edge_agent.errors import BusClosed, PortBusy
+from edge_agent.errors import BusClosed, PortBusy, PortDenied
 from edge_agent.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ class SerialPort:
             if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK):
                 raise PortBusy(f"bus={cfg.name} port={cfg.port}: in use by another program "
                                "(locked)") from exc
+            if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+                raise PortDenied(f"bus={cfg.name} port={cfg.port}: not permitted to open it "
+                                 f"({os.strerror(errno.EACCES)})", cfg.port) from exc
             raise BusClosed(f"bus={cfg.name} port={cfg.port}: cannot open: {exc}") from exc
         self._fd = self._ser.fileno()
         try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tomllib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edge_agent.cli.failure import Explained, unreadable
 from edge_agent.config.load import load_config
 from edge_agent.config.summary import profile_info, render, render_profile, summarize
 from edge_agent.errors import ConfigError
@@ -35,6 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.path
+    denied = unreadable(path) if not os.path.isdir(path) else None
+    if denied is not None:  # a right to get, not a problem of the file
+        raise Explained(denied)
     try:
         doc, text = _check(path)
     except ConfigError as exc:

@@ -34,8 +34,9 @@ from edge_agent.cli.common import (
     emit,
     table,
 )
+from edge_agent.cli.failure import Explained
 from edge_agent.config.model import SerialBus
-from edge_agent.errors import BusClosed, BusError, ModbusException
+from edge_agent.errors import BusClosed, BusError, ModbusException, PortBusy, PortDenied
 from edge_agent.profiles.model import Profile, Protocol, Table
 
 STANDARD_BAUDS = (9600, 19200, 38400, 57600, 115200, 4800, 2400)
@@ -121,6 +122,8 @@ async def scan_line(open_bus: Callable[[int, str], Any], combos: list[tuple[int,
                 progress.unit = unit
                 try:
                     answer = await _probe(bus, unit, t)
+                except (PortDenied, PortBusy):  # no setting will open it: say why, once
+                    raise
                 except BusClosed as exc:
                     progress.refused.append((speed, parity, str(exc).rpartition(": ")[2]))
                     progress.done += len(units) - (unit - units.start) - 1
@@ -337,6 +340,8 @@ def _scan(args: argparse.Namespace) -> int:
     took = f"after {time.monotonic() - t0:.0f} s"
     if interrupted:
         notes.append(f"interrupted {took}: the units found so far")
+    if failure is not None and not found and failure.code in ("port_not_permitted", "port_busy"):
+        raise Explained(failure)  # the port did not open: nothing was scanned, nothing to keep
     if failure is not None:
         at = f" at unit {progress.unit}" if progress.unit else ""
         notes.append(f"stopped{at} {took}: the units found so far")

@@ -2,9 +2,10 @@
 and the one way a command fails: ``raise CliError(message, hint, exit)``.
 
 Exit codes (every command): 0 ok, 1 the operation failed or a check did not pass, 2 bad usage,
-an unknown name or a bad config, 3 the daemon is not reachable (stopped, or this user may not use
-its socket), 4 timed out / no answer, 130 interrupted (Ctrl-C), 141 the reader of our output went
-away (``edge-agent tail | head``: quiet, like any Unix filter).
+an unknown name or a bad config, 3 the daemon is not reachable or this user lacks a right
+(stopped; or may not use its socket, read its config or open the serial port), 4 timed out /
+no answer, 130 interrupted (Ctrl-C), 141 the reader of our output went away (``edge-agent tail
+| head``: quiet, like any Unix filter).
 
 An error is ONE line on stderr, ``edge-agent COMMAND: what happened; what to do``; with ``--json``
 it is one JSON object on stdout instead: ``{"ok": false, "error": CODE, "message": ...,
@@ -106,15 +107,26 @@ def socket_path(args: argparse.Namespace) -> Path:
             return load_config(cfg).runtime_dir / "control.sock"
         except ConfigError as exc:
             if getattr(args, "config_given", False):
+                from edge_agent.cli.failure import unreadable
+
+                denied = unreadable(cfg)
+                if denied is not None:
+                    raise CliError(denied.message, denied.hint, denied.exit,
+                                   denied.code) from None
                 first = exc.problems[0] if exc.problems else "invalid"
                 raise CliError(f"{cfg} does not load ({first})",
                                f"run: edge-agent check-config {cfg}", EXIT_USAGE,
                                "bad_config") from None
         except OSError as exc:  # e.g. not readable by this user: the default socket then
             if getattr(args, "config_given", False):
+                from edge_agent.cli.failure import unreadable
+
+                denied = unreadable(cfg)
+                if denied is not None:
+                    raise CliError(denied.message, denied.hint, denied.exit,
+                                   denied.code) from None
                 raise CliError(f"cannot read {cfg}: {exc.strerror or exc}",
-                               "run as a member of the edge-agent group, or pass --socket",
-                               EXIT_USAGE, "bad_config") from None
+                               "check the --config path", EXIT_USAGE, "bad_config") from None
     return DEFAULT_SOCKET
 
 

@@ -17,6 +17,7 @@ from edge_agent.config.checks import effective_max_gap
 from edge_agent.config.model import AgentConfig, SerialBus, TcpBus
 from edge_agent.errors import (
     AtError,
+    BusClosed,
     BusError,
     BusTimeout,
     CodecError,
@@ -49,7 +50,8 @@ class DirectRead:
 
 def direct_read(cfg: AgentConfig, device: str, point: str | None) -> DirectRead:
     """Every point of ``device`` (or ``point``) read now. CommandRefused for an unknown name,
-    BusTimeout / BusError when the device answered nothing at all."""
+    BusClosed (PortDenied, PortBusy) when the line does not open, BusTimeout / BusError when
+    the device answered nothing at all."""
     dev = next((d for d in cfg.devices if d.name == device), None)
     if dev is None:
         raise CommandRefused("unknown_device", device)
@@ -97,6 +99,8 @@ async def _read_at(bus_cfg: SerialBus, points: Sequence[AtPoint]) -> DirectRead:
             except (AtError, CodecError) as exc:  # the module answered: only this point
                 out.values[p.name] = None
                 out.errors[p.name] = _why(exc)
+            except BusClosed:  # the port does not open (missing, not permitted, in use)
+                raise
             except BusError as exc:  # no answer: the rest will not do better
                 for q in points:
                     if q.name not in out.values:
@@ -125,6 +129,8 @@ async def _read_modbus(bus_cfg: Any, unit: int, points: tuple[ModbusPoint, ...],
         for req in plan(points, max_gap=max_gap):
             try:
                 regs = await bus.read(unit, req.table, req.address, req.count, timeout_s=timeout)
+            except BusClosed:  # the line does not open: no request will do better
+                raise
             except BusError as exc:
                 for p in req.points:
                     out.values[p.name] = None

@@ -32,6 +32,7 @@ from edge_agent.errors import (
     FrameError,
     ModbusException,
     PortBusy,
+    PortDenied,
 )
 
 MODBUS_EXCEPTIONS = {
@@ -58,6 +59,48 @@ def _socket_group(path: Path) -> str:
         return "edge-agent"
 
 
+def denying_group(path: Path | str, default: str) -> str:
+    """The group whose members may reach ``path``, as this user can tell: the group of the
+    first directory on the way this user may not search (``/etc/edge-agent`` 0750
+    root:edge-agent), else the file's own (``/dev/ttyUSB0`` 0660 root:dialout)."""
+    p = Path(os.path.abspath(path))
+    for parent in reversed(p.parents):  # "/" first
+        if not os.access(parent, os.X_OK):
+            p = parent
+            break
+    try:
+        return grp.getgrgid(os.stat(p).st_gid).gr_name
+    except (OSError, KeyError):
+        return default
+
+
+def join_hint(group: str) -> str:
+    if group == "root":
+        return "run with sudo"
+    return (f"join the {group!r} group (sudo usermod -aG {group} $USER, then log in again) "
+            "or run with sudo")
+
+
+def not_permitted(what: str, path: Path | str, default_group: str, code: str) -> CliError:
+    """``not permitted to open /dev/ttyUSB0; join the 'dialout' group ...``, exit 3: this user
+    lacks a right the gateway's technicians get from a group, not a fault to repair."""
+    return CliError(f"not permitted to {what} {path}", join_hint(denying_group(path,
+                    default_group)), EXIT_NO_DAEMON, code)
+
+
+def unreadable(path: Path) -> CliError | None:
+    """``not permitted to read /etc/edge-agent/agent.toml; join the 'edge-agent' group``
+    (exit 3) when this user may not read ``path`` (a config: /etc/edge-agent is 0750
+    root:edge-agent); None when it can, or when the file is missing (the loader says that)."""
+    try:
+        with open(path, "rb"):
+            return None
+    except PermissionError:
+        return not_permitted("read", path, "edge-agent", "config_not_permitted")
+    except OSError:
+        return None
+
+
 def unreachable(exc: EdgeAgentError, socket: Path | None) -> CliError:
     from edge_agent.control.client import ControlNotPermitted, DaemonNotRunning
 
@@ -67,9 +110,7 @@ def unreachable(exc: EdgeAgentError, socket: Path | None) -> CliError:
         where += f" ({cause.strerror})"
     if isinstance(exc, ControlNotPermitted):
         group = _socket_group(socket) if socket is not None else "edge-agent"
-        join = (f"join the {group!r} group (sudo usermod -aG {group} $USER, then log in again) "
-                "or run with sudo") if group != "root" else "run with sudo"
-        return CliError(f"not permitted to use the daemon's socket{where}", join,
+        return CliError(f"not permitted to use the daemon's socket{where}", join_hint(group),
                         EXIT_NO_DAEMON, "not_permitted")
     if isinstance(exc, DaemonNotRunning):
         return CliError(f"the daemon is not running (nothing listens{where})",
@@ -112,6 +153,10 @@ def refused(reason: str, detail: str, tcp: str = "") -> CliError:
     if reason == "PortBusy":
         return CliError(f"the serial port is in use by another program ({d})", "stop the "
                         "other program first", EXIT_FAIL, "port_busy")
+    if reason == "PortDenied":  # the daemon's own user may not open its port
+        return CliError(f"the daemon may not open the serial port ({d})", "the service user "
+                        "needs the port's group (dialout): `edge-agent doctor` checks it",
+                        EXIT_FAIL, "port_not_permitted")
     if reason == "BusClosed":
         return CliError(f"failed: the bus is not open ({d})", "is the adapter plugged in and the "
                         "port right? `edge-agent doctor` checks it", EXIT_FAIL, "bus_closed")
@@ -177,11 +222,16 @@ def as_cli_error(exc: BaseException, socket: Path | None = None,
         return unreachable(exc, socket)
     if isinstance(exc, ControlRefused | CommandRefused):
         return refused(exc.reason, exc.detail, tcp)
+    if isinstance(exc, PortDenied):
+        return not_permitted("open", exc.port, "dialout", "port_not_permitted")
     if tcp and isinstance(exc, BusClosed | FrameError | BusTimeout):
         name = ("BusClosed" if isinstance(exc, BusClosed) else
                 "FrameError" if isinstance(exc, FrameError) else "BusTimeout")
         return refused(name, str(exc), tcp)
     if isinstance(exc, ConfigError):
+        denied = unreadable(Path(exc.problems[0].file)) if exc.problems else None
+        if denied is not None:  # not the file's fault: check-config would fail the same way
+            return denied
         first = exc.problems[0] if exc.problems else exc
         more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
         path = exc.problems[0].file if exc.problems else "agent.toml"

@@ -42,6 +42,13 @@ PRELOAD = (
     "edge_agent.trust.keys", "edge_agent.trust.verify", "edge_agent.platform.clock",
     "edge_agent.control.client", "paho.mqtt.client", "cryptography.x509", "ssl", "ctypes.util",
     "encodings.idna", "base64", "hashlib", "json", "pwd", "grp", "shutil",
+    # the serial side (direct reads, scan, modbus, profile new --scan)
+    "termios", "fcntl", "serial", "serial.serialposix", "edge_agent.bus.serial_line",
+    "edge_agent.bus.serial_port", "edge_agent.bus.at", "edge_agent.bus.at_points",
+    "edge_agent.bus.tcp_endpoint", "edge_agent.bus.raw", "edge_agent.cli.raw_client",
+    "edge_agent.cli.scan_fit", "edge_agent.cli.profile_draft", "edge_agent.config.catalog",
+    "edge_agent.profiles.shipped", "edge_agent.profiles.load", "device_profiles",
+    "importlib.resources", "importlib.readers",
 )
 _DROP = """
 import importlib, os, sys
