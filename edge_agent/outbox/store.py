@@ -30,7 +30,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -136,6 +137,17 @@ class Outbox:
             reserve=self.reserve, signer=self.gap_signer, mirror=self._m, measure=self._measure,
         )  # fmt: skip
 
+    @contextmanager
+    def _writing(self, kind: str) -> Iterator[None]:
+        """The write lock, with the transaction marked in flight (``health``: a commit that
+        never returns — a frozen or failing disk — shows as failing)."""
+        with self._wlock:
+            self.health.begin(kind)
+            try:
+                yield
+            finally:
+                self.health.end()
+
     def _fixed_overhead(self) -> int:
         return self.wal_limit + self.reserve.size + SHM_BYTES
 
@@ -168,7 +180,7 @@ class Outbox:
         room can be made (everything left is held for the broker, or the disk fails)."""
         if not batches:
             return []
-        with self._wlock:
+        with self._writing("append"):
             expect = self._m.head.seq + 1
             for b in batches:
                 if b.seq != expect:
@@ -202,7 +214,7 @@ class Outbox:
         keys = sorted(set(seqs))
         if not keys:
             return 0
-        with self._wlock:
+        with self._writing("ack"):
             w0 = thread_write_bytes()
             try:
                 self._w.execute("PRAGMA synchronous=NORMAL")
@@ -230,7 +242,7 @@ class Outbox:
         """Durably record that batches up to ``seq`` may reach the broker from now on: they are
         never dropped (a gap notice must not name a batch the consumer may have). The uplink
         calls it before publishing past the previous mark, a few dozen batches ahead."""
-        with self._wlock:
+        with self._writing("hold"):
             if seq <= self._m.held:
                 return
             self._commit("hold", lambda: self._w.execute(
@@ -242,7 +254,7 @@ class Outbox:
     def begin_epoch(self, boot_id: str) -> epochs.Epoch | None:
         """Record durably that a daemon run begins here (before anything is published); returns
         the previous run (None at the first start, or an outbox from before epochs)."""
-        with self._wlock:
+        with self._writing("epoch"):
             head = self._m.head.seq
             self.epoch, prev = self._commit("epoch", lambda: epochs.begin(self._w, head, boot_id))
         return prev
@@ -252,14 +264,14 @@ class Outbox:
         ep = self.epoch
         if ep is None:
             return
-        with self._wlock:
+        with self._writing("epoch"):
             self._commit("epoch", lambda: epochs.mark_clean(self._w, ep.id))
 
     def vouches(self, epoch: bytes, start: int, seq: int) -> bool | None:
         """Whether this state continues a witnessed (epoch, start, seq); see ``epochs.vouches``."""
         if self.epoch is None:
             raise OutboxError(f"{self.path}: no epoch begun")
-        with self._wlock:
+        with self._writing("read"):
             try:
                 return epochs.vouches(self._w, self.epoch, self._m.head.seq, epoch, start, seq)
             except sqlite3.Error as exc:
@@ -326,7 +338,7 @@ class Outbox:
         """Drop the oldest waiting batches worth ``nbytes``, even those held for the broker, with
         a signed gap notice, in one transaction: only before re-signing everything (rechain),
         when the held mark belongs to a chain the broker no longer continues."""
-        with self._wlock:
+        with self._writing("rewrite"):
             w0 = thread_write_bytes()
             try:
                 gaps = self._appender.drop(nbytes)
@@ -345,7 +357,7 @@ class Outbox:
         only where batches were dropped), all above the old head (so a writer that signed from
         the old head fails its append and re-signs); the last becomes the head. OutboxError and
         nothing changed when the rewrite or the disk fails."""
-        with self._wlock:
+        with self._writing("rewrite"):
             w0 = thread_write_bytes()
             head, depth, readings, total, oldest, live = self._commit("rewrite", lambda: (
                 *self._rewrite(rewrite), oldest_created(self._w), live_pages(self._w)))
