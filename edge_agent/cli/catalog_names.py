@@ -63,24 +63,36 @@ QUIET_S = 60.0  # a point reported less often than this may keep `tail` silent a
 
 def report_note(cat: dict[str, Any], device: str | None, point: str | None,
                 cls: str | None) -> str:
-    """A line saying how rarely the points ``tail`` follows are reported, when a point filter
-    selects only points without a heartbeat under QUIET_S (else "")."""
+    """A line saying how rarely the points ``tail`` follows are reported, when a filter
+    (device, point or class) selects only points without a heartbeat under QUIET_S (else "").
+    Without a filter some point of the street reports often enough."""
     from edge_agent.cli.humanize import duration
 
-    points = selected(cat, device, point, cls) if point else []
-    reps = [p.get("report") for _, p in points]
-    if not points or any(r is None or (r["heartbeat_s"] or float("inf")) < QUIET_S
-                         for r in reps):
+    points = selected(cat, device, point, cls) if device or point or cls else []
+    reps = [p["report"] for _, p in points if p.get("report")]
+    if not points or len(reps) < len(points) or any(
+            (r["heartbeat_s"] or float("inf")) < QUIET_S for r in reps):
         return ""
-    dev, p = points[0]
-    rep = p["report"]
-    how = "only when it changes" if rep["on_change"] else "when it moves beyond its deadband"
-    hb = (f"at least every {duration(rep['heartbeat_s'])} (heartbeat)" if rep["heartbeat_s"]
-          else "no heartbeat")
-    who = f"{dev}.{p['name']}" if len(points) == 1 else f"{p['name']} ({len(points)} devices)"
-    now = f"edge-agent read {dev if len(points) == 1 else 'DEVICE'} {p['name']}"
-    return (f"note: {who} is polled every {duration(rep['interval_s'])} and reported {how}, "
-            f"{hb}: a reading may be a while coming; `{now}` reads it now")
+    devices = sorted({d for d, _ in points})
+    one_dev = devices[0] if len(devices) == 1 else "DEVICE"
+    beats = [r["heartbeat_s"] for r in reps if r["heartbeat_s"]]
+    hb = (f"at least every {duration(min(beats))} (heartbeat)" if beats else "no heartbeat")
+    if len(points) == 1:
+        dev, p = points[0]
+        rep = p["report"]
+        how = "only when it changes" if rep["on_change"] else "when it moves beyond its deadband"
+        return (f"note: {dev}.{p['name']} is polled every {duration(rep['interval_s'])} and "
+                f"reported {how}, {hb}: a reading may be a while coming; "
+                f"`edge-agent read {dev} {p['name']}` reads it now")
+    if point:
+        who = f"{point} ({len(devices)} devices)"
+        now = f"edge-agent read {one_dev} {point}"
+    else:
+        who = (f"the {len(points)} points of {devices[0]}" if len(devices) == 1 else
+               f"the points of the {len(devices)} {cls or 'selected'} devices")
+        now = f"edge-agent read {one_dev}"
+    return (f"note: {who} are reported only when they change or move beyond their deadband, "
+            f"{hb}: a reading may be a while coming; `{now}` reads them now")
 
 
 def tcp_of(cat: dict[str, Any], dev: dict[str, Any]) -> str:

@@ -18,8 +18,15 @@ import json
 import sys
 from typing import Any
 
-from edge_agent.cli.argtypes import count
-from edge_agent.cli.catalog_names import check_names, find_device, find_point, report_note, tcp_of
+from edge_agent.cli.argtypes import whole
+from edge_agent.cli.catalog_names import (
+    check_names,
+    find_device,
+    find_point,
+    report_note,
+    selected,
+    tcp_of,
+)
 from edge_agent.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -182,9 +189,11 @@ def _tail(args: argparse.Namespace) -> int:
         what = ", ".join(f"{k} {v}" for k, v in kw.items()) or "every device"
         print(f"following {what}: readings appear as the devices report them (Ctrl-C stops)",
               file=sys.stderr)
-    note = report_note(cat, args.device, args.point, args.cls)
-    if note and not args.json:
-        print(note, file=sys.stderr, flush=True)
+    if not args.json:
+        for note in (report_note(cat, args.device, args.point, args.cls),
+                     _down_note(args, cat)):
+            if note:
+                print(note, file=sys.stderr, flush=True)
     try:
         with ControlClient(socket_path(args)) as c:
             try:
@@ -201,6 +210,26 @@ def _tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # the way to stop following: not an error
         return EXIT_OK
     return EXIT_OK
+
+
+def _down_note(args: argparse.Namespace, cat: dict[str, Any]) -> str:
+    """When every device ``tail``'s filters select is down or quarantined: say so (their
+    readings come without a value until they answer again), else ""."""
+    if not (args.device or args.point or args.cls):
+        return ""
+    picked = {d for d, _ in selected(cat, args.device, args.point, args.cls)}
+    devs = [d for d in _call(args, "devices") if d.get("name") in picked]
+    down = [d for d in devs if _state(d) in ("DOWN", "QUARANTINED")]
+    if not devs or len(down) < len(devs):
+        return ""
+    first = down[0]
+    if len(down) == 1:
+        who = f"{first['name']} is {_state(first)} (last error: {_last_error(first)})"
+        return (f"note: {who}: its readings come without a value (quality bad) until it "
+                "answers again; `edge-agent devices` shows its history")
+    return (f"note: the {len(down)} devices selected are all down: their readings come "
+            "without a value (quality bad) until they answer again; `edge-agent devices` shows "
+            "their history")
 
 
 def _buffer(args: argparse.Namespace) -> int:
@@ -265,8 +294,8 @@ def register(sub: Any) -> None:
     p.add_argument("--point")
     p.add_argument("--class", dest="cls", metavar="CLASS", help="component class, e.g. "
                    "water_meter")
-    p.add_argument("--count", type=count, default=0, help="stop after N readings (default: "
-                   "follow until Ctrl-C)")
+    p.add_argument("--count", type=whole(1), metavar="N",
+                   help="stop after N readings, N >= 1 (default: follow until Ctrl-C)")
     p.set_defaults(func=_tail)
     p = sub.add_parser("buffer",
                        help="outbox statistics; `buffer export DEST` to carry data away")

@@ -339,3 +339,11 @@ def test_odd_values_are_one_line(capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("EDGE_AGENT_CONFIG", str(tmp_path / "none.toml"))
     msg = assert_one_line(*run(capsys, argv), EXIT_USAGE)
     assert says in msg, msg
+
+
+def test_tail_count_zero_is_refused_not_followed_forever(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """`tail --count 0` used to mean "follow forever" (the default); now N >= 1, said at once."""
+    code, out, err = run(capsys, ["tail", "--count", "0"])
+    msg = assert_one_line(code, out, err, EXIT_USAGE)
+    assert "--count" in msg and "1.." in msg, msg
