@@ -26,7 +26,8 @@ Reconnects wait ``edge_agent.retry`` backoff delays (jittered, exponential, rese
 reached CONNACK). Birth status (retained, "online") after every CONNACK, the same periodically, a
 retained "offline" last will (with the inventory known at connect: tags, config version), and an
 explicit "offline" (with the inventory) on clean shutdown. After a lost rollout state the first
-session reads the gateway's own retained status before it publishes one (``recover``).
+session reads the gateway's own retained status before it publishes one (``recover``). What comes
+in (commands, bundles, that status) is inbound.py.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from edge_agent.outbox.store import Outbox
 from edge_agent.retry import Backoff, RetryPolicy
 from edge_agent.uplink import session
 from edge_agent.uplink.acks import OutboxWrites
+from edge_agent.uplink.inbound import Inbound
 from edge_agent.uplink.results import ResultSource, on_puback, publish_unacked
 from edge_agent.uplink.session import OK, Session, UplinkStats
 from edge_agent.uplink.tls import read_password, tls_context
@@ -114,6 +116,7 @@ class MqttUplink:
         if self._ssl is None and cfg.host not in _LOOPBACK:
             log.warning("uplink_plaintext host=%s port=%d (no [uplink.tls])", cfg.host, cfg.port)
         self.stats = UplinkStats()
+        self.inbound = Inbound(self.topics, self.stats, self)
         self._stop = threading.Event()
         self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -216,7 +219,7 @@ class MqttUplink:
         client.on_connect = lambda c, u, f, rc, p: self._on_connect(sess, rc)
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(sess, rc)
         client.on_publish = lambda c, u, mid, rc, p: self._on_publish(sess, mid, rc)
-        client.on_message = lambda c, u, msg: self._on_message(sess, msg)
+        client.on_message = lambda c, u, msg: self.inbound.on_message(sess, msg)
         client.on_subscribe = lambda c, u, mid, rcs, p: self._on_subscribe(sess, mid, rcs)
         return client, sess
 
@@ -232,36 +235,9 @@ class MqttUplink:
             log.warning("uplink_disconnected host=%s rc=%s", self.cfg.host, rc)
 
     def _on_subscribe(self, sess: Session, mid: int, rcs: list[ReasonCode]) -> None:
-        if mid == sess.config_mid:  # the way bundles reach this box (a rollout's probation asks)
-            granted = not any(rc.is_failure for rc in rcs)
-            if not granted and self.stats.config_subscribed is not False:
-                log.warning("uplink_config_subscription_refused topic=%s rc=%s (bundles cannot "
-                            "reach this gateway)", self.topics.config, rcs[0] if rcs else "-")
-            self.stats.config_subscribed = granted
+        self.inbound.on_subscribe(sess, mid, rcs)
         if self._witness is not None:
             self._witness.on_subscribe(sess, mid, rcs)
-
-    def _on_message(self, sess: Session, msg: paho.MQTTMessage) -> None:
-        if msg.topic == self.topics.status:  # subscribed only to recover the rollout state
-            if msg.retain and sess.own_status is None:
-                sess.own_status = bytes(msg.payload)
-            return
-        if msg.topic == self.topics.chain:
-            if msg.retain and sess.witness is None:
-                sess.witness = bytes(msg.payload)
-            return
-        if msg.topic == self.topics.config and self.on_config is not None:
-            try:
-                self.on_config(bytes(msg.payload), bool(msg.retain))
-            except Exception as exc:  # a bad handler must not kill the session
-                log.error("uplink_config_handler_failed err=%r", exc)
-            return
-        if self.on_command is None or msg.topic != self.topics.command:
-            return
-        try:
-            self.on_command(bytes(msg.payload))
-        except Exception as exc:  # a bad handler must not kill the session
-            log.error("uplink_command_handler_failed err=%r", exc)
 
     def _on_publish(self, sess: Session, mid: int, rc: ReasonCode) -> None:
         if mid == sess.offline_mid:
@@ -308,12 +284,7 @@ class MqttUplink:
             return False
         self.stats.sessions += 1
         self.stats.connected = True
-        if self.recover is not None:  # first: its retained status comes before any bundle
-            client.subscribe(self.topics.status, qos=1)
-        if self.on_command is not None:
-            client.subscribe(self.topics.command, qos=1)
-        if self.on_config is not None:
-            sess.config_mid = client.subscribe(self.topics.config, qos=1)[1] or -1
+        self.inbound.subscribe(sess)
         log.info("uplink_connected host=%s port=%d tls=%s", cfg.host, cfg.port, bool(self._ssl))
         try:
             if self._witness is not None and not self._witness.reconcile(
@@ -326,21 +297,9 @@ class MqttUplink:
             self._close(client)
         return True
 
-    def _recovered(self, sess: Session) -> None:
-        """Past the witness wait (the retained status, subscribed first, has come by then) and
-        before the birth status replaces it: hand it to ``recover``, once."""
-        if self.recover is None:
-            return
-        recover, self.recover = self.recover, None
-        sess.client.unsubscribe(self.topics.status)
-        try:
-            recover(sess.own_status)
-        except Exception as exc:  # a bad handler must not kill the session
-            log.error("uplink_recover_handler_failed err=%r", exc)
-
     def _serve(self, sess: Session) -> None:
         client = sess.client
-        self._recovered(sess)
+        self.inbound.recovered(sess)
         next_status = 0.0
         while not (sess.lost or sess.failed):
             if self._stop.is_set():
