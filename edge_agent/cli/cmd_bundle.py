@@ -34,6 +34,7 @@ from edge_agent.cli.common import (
     EXIT_USAGE,
     CliError,
     add_common,
+    config_path,
     emit,
     socket_path,
 )
@@ -148,11 +149,21 @@ def _show_running(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
+    from edge_agent.control.client import DaemonNotRunning
+
     pin = args.config_op == "pin"
-    s = _control(args, "config_pin", pin=pin, reason=getattr(args, "reason", None) or "")
+    reason = getattr(args, "reason", None) or ""
+    try:
+        s = _control(args, "config_pin", pin=pin, reason=reason)
+        when = ""
+    except DaemonNotRunning:  # stopped or crash-looping: the pin goes into the state on disk
+        from edge_agent.cli.pin_offline import pin_offline
+
+        s = pin_offline(config_path(args), pin, reason)
+        when = " (the daemon is not running: from its next start)"
     emit(args, s, ("pinned: the local config runs; bundles are declined until "
                    "`edge-agent config unpin`" if pin else
-                   "unpinned: bundles are accepted again") + "\n" + _render_state(s))
+                   "unpinned: bundles are accepted again") + when + "\n" + _render_state(s))
     return EXIT_OK
 
 
@@ -176,7 +187,7 @@ def _send(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{g}: version {r.version} {r.state}"
                   f"{' ' + r.reason if r.reason else ''}"
-                  f"{'' if ans.verified else ' (signature not checked: no --gateway-key)'}"
+                  f"{_signature_note(ans)}"
                   f"{': ' + r.detail if r.detail else ''}", flush=True)
 
     try:
@@ -186,15 +197,21 @@ def _send(args: argparse.Namespace) -> int:
             got = await_results(c, prefix, info["version"], [gw], args.wait, keys, progress)
     except UplinkError as exc:
         raise CliError(*broker_failure(exc, args.broker)) from None
-    answers = got.get(gw, [])
     if args.json:
-        print(json.dumps([a.result.json() | {"verified": a.verified} for a in answers],
-                         indent=2))
+        print(json.dumps([a.result.json() | {"verified": a.verified, "forged": a.forged}
+                          for a in got.get(gw, [])], indent=2))
+    answers = [a for a in got.get(gw, []) if not a.forged]
     if not answers or answers[-1].result.state not in FINAL:
         raise CliError(f"no final result from {gw} within {args.wait:g} s",
                        "is the gateway online (edge-agent fleet status)? its result comes "
                        "after the probation window: raise --wait", EXIT_TIMEOUT, "timeout")
     return EXIT_OK if answers[-1].result.state in ("committed", "unchanged") else EXIT_FAIL
+
+
+def _signature_note(ans: Any) -> str:
+    if ans.forged:
+        return " (SIGNATURE FAILS under --gateway-key: not from this gateway, ignored)"
+    return "" if ans.verified else " (unverified: no --gateway-key)"
 
 
 def register(sub: Any) -> None:

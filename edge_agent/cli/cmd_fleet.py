@@ -128,7 +128,7 @@ def _rollout(args: argparse.Namespace) -> int:
                           "pending": pending, "gateways": outcome}, indent=2, default=str))
     else:
         print(table(["gateway", "wave", "outcome", "reason"],
-                    [[g, o.get("wave", "-"), o["outcome"], o.get("reason") or "-"]
+                    [[g, o.get("wave", "-"), o["outcome"] + _mark(o), o.get("reason") or "-"]
                      for g, o in sorted(outcome.items())]))
         if stopped:
             print(f"rollout of version {version} stopped: {stopped}")
@@ -154,15 +154,25 @@ def _wave(c: Any, args: argparse.Namespace, data: bytes, version: int, wave: lis
     got = await_results(c, args.prefix, version, wave, timeout, keys)
     for g in wave:
         answers = got.get(g) or []
-        if not answers:
-            outcome[g] = {"outcome": "no_answer", "reason": f"{timeout:g} s", "wave": n}
-            stopped = stopped or f"{g} did not answer"
+        good = [a for a in answers if not a.forged]
+        forged = len(answers) - len(good)
+        if not good:
+            if forged:
+                outcome[g] = {"outcome": "unverified", "wave": n, "verified": False,
+                              "reason": f"{forged} result(s) whose signature does not verify "
+                              "under the --gateway-key given"}
+                stopped = stopped or f"{g}: its results fail their signature"
+            else:
+                outcome[g] = {"outcome": "no_answer", "reason": f"{timeout:g} s", "wave": n}
+                stopped = stopped or f"{g} did not answer"
             continue
-        ans = answers[-1]
+        ans = good[-1]
         res = ans.result
         state = "pinned" if (res.state, res.reason) == ("refused", "pinned") else res.state
         outcome[g] = {"outcome": state, "reason": res.reason, "wave": n, "detail": res.detail,
                       "evidence": res.evidence, "verified": ans.verified}
+        if forged:
+            outcome[g]["forged_results"] = forged
         if state in ("rolled_back", "refused", "pinned"):  # no retained bundle left behind
             c.publish(f"{args.prefix}/{g}/config", b"", retain=True)
         if state == "pinned":
@@ -182,9 +192,16 @@ def _wave(c: Any, args: argparse.Namespace, data: bytes, version: int, wave: lis
     return stopped
 
 
+def _mark(o: dict[str, Any]) -> str:
+    """A result whose signature was not checked (no --gateway-key) or failed is marked so."""
+    if o.get("forged_results"):
+        return f" (+{o['forged_results']} FAILING SIGNATURE)"
+    return " (unverified)" if o.get("verified") is False and o["outcome"] != "unverified" else ""
+
+
 def _line(o: dict[str, Any]) -> str:
     ev = o.get("evidence") or {}
-    text = str(o["outcome"]) + (f" ({o['reason']})" if o.get("reason") else "")
+    text = str(o["outcome"]) + _mark(o) + (f" ({o['reason']})" if o.get("reason") else "")
     if ev:
         text += (f" devices {ev.get('before_up')}/{ev.get('before_total')} -> "
                  f"{ev.get('up')}/{ev.get('total')}, uplink "

@@ -2,7 +2,9 @@
 the flags, the waves of a rollout).
 
 Flags: ``silent`` (offline, or no status for ``silent_after_s``), ``behind`` (configuration
-version below the target: the highest in the view unless given), ``rolled_back`` (the last
+version below the target: given, else the highest version another gateway runs from a bundle
+that addresses this one -- its selector matches this box's tags or its targets name it; a group
+never makes another group behind), ``rolled_back`` (the last
 rollout was rolled back and nothing newer runs), ``backlogged`` (outbox depth above
 ``backlog``), ``pinned`` (a technician pinned the local config), ``probation``.
 """
@@ -54,8 +56,19 @@ class Row:
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         return _age(self.seen_ms, now_ms)
 
+    def addresses(self, other: Row) -> bool:
+        """Does the bundle this gateway runs address ``other`` (as its status says)?"""
+        a = self.config.get("addressed")
+        if not isinstance(a, dict) or not a:
+            return False
+        sel, targets = a.get("selector"), a.get("targets")
+        if isinstance(sel, dict) and sel:
+            return all(other.tags.get(k) == v for k, v in sel.items())
+        return isinstance(targets, list) and other.gateway in targets
+
     def json(self) -> dict[str, Any]:
-        return {"gateway": self.gateway, "flags": list(self.flags), **self.status}
+        return {"gateway": self.gateway, "flags": list(self.flags), "seen_ms": self.seen_ms,
+                **self.status}
 
 
 def _int(v: Any) -> int:
@@ -66,10 +79,10 @@ def rows(statuses: Mapping[str, Mapping[str, Any]], th: Thresholds,
          now_ms: int | None = None) -> list[Row]:
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     plain = [Row(gw, dict(s)) for gw, s in sorted(statuses.items())]
-    target = th.target_version if th.target_version is not None else max(
-        (r.version for r in plain), default=0)
     out = []
     for r in plain:
+        target = th.target_version if th.target_version is not None else max(
+            (o.version for o in plain if o is not r and o.addresses(r)), default=0)
         s, flags = r.status, []
         age_s = (now_ms - _int(s.get("ts_ms"))) / 1000
         if s.get("state") != "online" or age_s > th.silent_after_s:
@@ -104,14 +117,15 @@ def table_rows(rs: Iterable[Row], now_ms: int | None = None) -> list[list[Any]]:
         clock = s.get("clock") if isinstance(s.get("clock"), dict) else {}
         last = c.get("last_rollout") if isinstance(c.get("last_rollout"), dict) else None
         out.append([
-            r.gateway, s.get("state", "?"), _age(_int(s.get("ts_ms")), now_ms),
+            r.gateway, s.get("state", "?"), r.seen_ago(now_ms),
             s.get("version", "?"),
             f"{r.version} {str(c.get('hash', ''))[:8]}" if c else "-",
             f"{dev.get('up', '?')}/{dev.get('total', '?')}" if dev else "-",
             s.get("outbox_depth", "-"),
             ("synced" if clock.get("synced") else "UNSYNCED") if clock else "-",
             f"v{last.get('version')} {last.get('state')}" if last else "-",
-            ",".join(r.flags) or "ok"])
+            ",".join(f"pinned ({str(c.get('pin_reason'))[:40]})"
+                     if f == "pinned" and c.get("pin_reason") else f for f in r.flags) or "ok"])
     return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -69,6 +70,11 @@ def broker_failure(exc: UplinkError, broker: str) -> tuple[str, str, int, str]:
 class Answer:
     result: RolloutResult
     verified: bool  # the signature held under a --gateway-key (False: none was given)
+    forged: bool = False  # keys were given and its signature does not verify under any
+
+
+def _good(answers: list[Answer]) -> list[Answer]:
+    return [a for a in answers if not a.forged]
 
 
 def read_result(payload: bytes, keys: Mapping[bytes, PublicKey]) -> Answer:
@@ -185,36 +191,57 @@ class OperatorClient:
 
 
 def statuses(client: OperatorClient, prefix: str, wait_s: float) -> dict[str, dict[str, Any]]:
-    """Every gateway's retained status under ``prefix`` (what arrives within ``wait_s``)."""
+    """Every gateway's retained status under ``prefix`` (what arrives within ``wait_s``), with
+    ``witness_ms``: when its retained chain witness was made (a gateway publishes one with its
+    batches, so it tells when an offline box was last heard of better than its last will)."""
     client.subscribe(f"{prefix}/+/status")
+    client.subscribe(f"{prefix}/+/chain")
     out: dict[str, dict[str, Any]] = {}
+    witnessed: dict[str, int] = {}
     deadline = time.monotonic() + wait_s
     while (left := deadline - time.monotonic()) > 0:
         try:
             topic, payload, _ = client.messages.get(timeout=left)
         except queue.Empty:
             break
-        gw = topic[len(prefix) + 1:].rsplit("/", 1)[0]
+        gw, _, leaf = topic[len(prefix) + 1:].rpartition("/")
+        if leaf == "chain":
+            witnessed[gw] = _witness_ms(payload)
+            continue
         try:
             doc = json.loads(payload)
         except ValueError:
             continue
         if isinstance(doc, dict):
             out[gw] = doc
+    for gw, ms in witnessed.items():
+        if gw in out and ms:
+            out[gw]["witness_ms"] = ms
     return out
+
+
+def _witness_ms(payload: bytes) -> int:
+    """A chain witness' creation time (ms), read without its signature (shown, never trusted
+    for anything); 0 when it is not one."""
+    try:
+        m = cbor2.loads(parse1(payload)[2])
+        ns = m.get(6) if isinstance(m, dict) else None
+    except Exception:  # whatever is retained there, it is just not a witness
+        return 0
+    return ns // 1_000_000 if type(ns) is int and ns > 0 else 0
 
 
 def await_results(client: OperatorClient, prefix: str, version: int, gateways: Iterable[str],
                   timeout_s: float, keys: Mapping[bytes, PublicKey],
                   progress: Any = None) -> dict[str, list[Answer]]:
     """Every result of ``version`` from each of ``gateways`` until each gave a final one (or
-    ``timeout_s``); results failing their signature are dropped. ``progress(gw, answer)`` is
-    called for each."""
+    ``timeout_s``); results failing their signature are kept, marked ``forged``, and never end
+    the wait. ``progress(gw, answer)`` is called for each."""
     want = set(gateways)
     got: dict[str, list[Answer]] = {g: [] for g in want}
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0 and any(
-            not a or a[-1].result.state not in FINAL for a in got.values()):
+            not _good(a) or _good(a)[-1].result.state not in FINAL for a in got.values()):
         try:
             topic, payload, _ = client.messages.get(timeout=min(left, 0.5))
         except queue.Empty:
@@ -224,8 +251,11 @@ def await_results(client: OperatorClient, prefix: str, version: int, gateways: I
             continue
         try:
             ans = read_result(payload, keys)
-        except VerifyError:
-            continue
+        except VerifyError:  # kept, marked: a result that claims to be one and fails its key
+            try:
+                ans = Answer(decode_result(parse1(payload)[2]), False, forged=True)
+            except (VerifyError, EdgeAgentError):
+                continue
         if ans.result.gateway != gw or ans.result.version != version:
             continue
         got[gw].append(ans)

@@ -147,12 +147,13 @@ def decode_bundle(payload: bytes) -> Bundle:
     if m.get(2) != KIND:
         raise _Malformed(f"key 2 (kind) is {m.get(2)!r}, not {KIND!r}: not a configuration "
                          "bundle")
-    version = _get(m, 3, int, "ver")
-    iat, nbf, exp = _get(m, 4, int, "iat"), _get(m, 5, int, "nbf"), _get(m, 6, int, "exp")
+    version = _get(m, 3, int, "ver: the configuration version")
+    iat = _get(m, 4, int, "iat: issued at")
+    nbf, exp = _get(m, 5, int, "nbf: not before"), _get(m, 6, int, "exp: expiry")
     if version < 1:
-        raise _Malformed("key 3 (ver) must be >= 1")
+        raise _Malformed("key 3 (ver: the configuration version) must be >= 1")
     if exp <= nbf:
-        raise _Malformed("key 6 (exp) must be after key 5 (nbf)")
+        raise _Malformed("key 6 (exp: expiry) must be after key 5 (nbf: not before)")
     gws, sel = m.get(7), m.get(8)
     if (gws is None) == (sel is None):
         raise _Malformed("exactly one of key 7 (gateways) and key 8 (tag selector) is needed")
@@ -167,12 +168,12 @@ def decode_bundle(payload: bytes) -> Bundle:
         if not isinstance(sel, dict) or not sel:
             raise _Malformed("key 8 (tag selector) must be a non-empty map")
         selector = _str_map(sel, 8, "tag selector", names=False)
-    config = _get(m, 9, str, "cfg")
-    prof = _get(m, 10, dict, "prof")
+    config = _get(m, 9, str, "cfg: the managed agent.toml")
+    prof = _get(m, 10, dict, "prof: the profiles")
     if len(prof) > MAX_PROFILES:
         raise _Malformed(f"key 10 (profiles): more than {MAX_PROFILES}")
     profiles = _str_map(prof, 10, "profiles", names=True)
-    window = _get(m, 11, int, "win", required=False)
+    window = _get(m, 11, int, "win: the probation window", required=False)
     window = DEFAULT_WINDOW_S if window is None else window
     if not MIN_WINDOW_S <= window <= MAX_WINDOW_S:
         raise _Malformed(f"key 11 (probation window) {window} s is outside "
@@ -206,6 +207,15 @@ def describe_signed(data: bytes) -> dict[str, Any]:
             "hash": "sha256:" + b.hash.hex(), "note": b.note,
             "profiles": {n: profile_hash(t) for n, t in sorted(b.profiles.items())},
             "config": b.config}
+
+
+def claimed_kid(message: bytes) -> bytes:
+    """The kid a message's protected header names, read without trusting it (to name the key
+    in the audit of a refusal); b"" when there is none."""
+    try:
+        return parse1(message)[0]
+    except Exception:  # anything unparseable simply names no key
+        return b""
 
 
 def claimed_version(message: bytes) -> int:

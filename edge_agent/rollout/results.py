@@ -169,3 +169,25 @@ class RolloutResults:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
+
+
+class MemoryResults:
+    """Where results go when the durable store cannot be opened: published while running."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, bytes] = {}
+        self._n = 0
+
+    def add(self, result: RolloutResult, cose: bytes) -> int:
+        self._n += 1
+        self._items[self._n] = cose
+        return self._n
+
+    def unacked(self) -> list[tuple[int, bytes]]:
+        return sorted(self._items.items())
+
+    def acked(self, key: int) -> None:
+        self._items.pop(key, None)
+
+    def close(self) -> None:
+        self._items.clear()

@@ -17,8 +17,6 @@ a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import shutil
 import time
@@ -29,14 +27,16 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.errors import CommandRefused, CommandStoreError, ConfigError
-from edge_agent.rollout.bundle import Bundle, claimed_version
+from edge_agent.rollout.bundle import Bundle, claimed_kid, claimed_version
 from edge_agent.rollout.effective import load_bundle_dir
-from edge_agent.rollout.probation import Snapshot, device_snapshot, evidence, judge
-from edge_agent.rollout.results import RolloutResult, RolloutResults, encode_result
-from edge_agent.rollout.source import ConfigSource, describe, rolled_back
+from edge_agent.rollout.facts import uplink_moved
+from edge_agent.rollout.probation import Snapshot, evidence, judge
+from edge_agent.rollout.results import MemoryResults, RolloutResult, RolloutResults, encode_result
+from edge_agent.rollout.source import ConfigSource, rolled_back
 from edge_agent.rollout.store import Probation
 from edge_agent.rollout.verify import BundleVerifier
 from edge_agent.service.commands import load_allowlist
+from edge_agent.service.rollout_inventory import RolloutInventory
 from edge_agent.trust.cose import sign1
 
 if TYPE_CHECKING:
@@ -48,54 +48,7 @@ audit = logging.getLogger("edge_agent.audit")
 COMMIT_RETRY_S = 10.0
 
 
-def highest_in_status(status: bytes | None) -> int:
-    """The highest configuration version a retained status names (config.highest_version,
-    config.version, config.last_rollout.version); 0 for none or a status that is not JSON."""
-    try:
-        doc = json.loads(status) if status else {}
-    except ValueError:
-        return 0
-    cfg = doc.get("config") if isinstance(doc, dict) else None
-    if not isinstance(cfg, dict):
-        return 0
-    last = cfg.get("last_rollout")
-    found = [cfg.get("highest_version"), cfg.get("version"),
-             last.get("version") if isinstance(last, dict) else None]
-    return max((v for v in found if type(v) is int and v > 0), default=0)
-
-
-def uplink_moved(old: AgentConfig, new: AgentConfig) -> bool:
-    """Does ``new`` send elsewhere (host, port, topic_prefix) than ``old``?"""
-    def where(c: AgentConfig) -> tuple[str, int, str] | None:
-        u = c.uplink
-        return None if u is None else (u.host, u.port, u.topic_prefix)
-
-    return where(new) is not None and where(old) != where(new)
-
-
-class MemoryResults:
-    """Where results go when the durable store cannot be opened: published while running."""
-
-    def __init__(self) -> None:
-        self._items: dict[int, bytes] = {}
-        self._n = 0
-
-    def add(self, result: RolloutResult, cose: bytes) -> int:
-        self._n += 1
-        self._items[self._n] = cose
-        return self._n
-
-    def unacked(self) -> list[tuple[int, bytes]]:
-        return sorted(self._items.items())
-
-    def acked(self, key: int) -> None:
-        self._items.pop(key, None)
-
-    def close(self) -> None:
-        self._items.clear()
-
-
-class RolloutManager:
+class RolloutManager(RolloutInventory):
     def __init__(self, agent: Agent, source: ConfigSource,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.agent = agent
@@ -112,14 +65,7 @@ class RolloutManager:
         except CommandStoreError as exc:
             log.error("rollout_results_not_durable err=%s (published from memory only)", exc)
             self.results = MemoryResults()
-        self._described: dict[str, Any] = describe(cfg)
-        self._described_for: AgentConfig = cfg
-        self.inventory: dict[str, Any] = {}
-        self._floor = 0  # highest version known from the retained status (state.json lost)
-        try:  # the uplink's first last will carries it already (tags, config version)
-            self.refresh_inventory()
-        except Exception as exc:  # pragma: no cover - the status goes without it until the loop
-            log.debug("rollout_inventory_deferred err=%r", exc)
+        self._init_inventory(cfg)
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -157,36 +103,6 @@ class RolloutManager:
             self.source.save_quietly()
         if st.probation is not None and self.source.running is not None:
             self._probation_task = self._loop.create_task(self._probation(st.probation))
-        self.refresh_inventory()
-
-    # -- a lost state.json ------------------------------------------------------------------------
-
-    def recover(self, status: bytes | None) -> None:
-        """Uplink thread, once, when state.json could not be read: this gateway's own retained
-        status (as the broker kept it; None: none) says the highest version it admitted. The
-        anti-rollback goes on from the higher of that and the bundle directories on disk; the
-        status it publishes next says so too (never a lower figure over the retained one)."""
-        retained = highest_in_status(status)
-        self._floor = max(self._floor, retained)
-        inv = dict(self.inventory)
-        cfg = dict(inv.get("config") or {})
-        cfg["highest_version"] = max(int(cfg.get("highest_version") or 0), retained)
-        inv["config"] = cfg
-        self.inventory = inv  # the birth status carries it
-        self._loop.call_soon_threadsafe(self._recovered, retained, status is not None)
-
-    def _recovered(self, retained: int, had_status: bool) -> None:
-        st = self.source.state
-        disk = st.highest_version
-        st.highest_version = max(disk, retained)
-        why = st.unreadable or "unreadable"
-        moved = self.source.store.set_aside_damaged()
-        st.unreadable = ""
-        saved = self.source.save_quietly()
-        log.warning("rollout_state_recovered highest_version=%d retained_status=%s "
-                    "bundle_dirs=%d damaged=%r kept_as=%s saved=%s (versions at or below are "
-                    "refused)", st.highest_version, retained if had_status else "none", disk,
-                    why[:200], moved or "-", str(saved).lower())
         self.refresh_inventory()
 
     def unacked(self) -> list[tuple[int, bytes]]:
@@ -227,7 +143,12 @@ class RolloutManager:
                 bundle = verifier.decode(signed)
                 res = await self._admit_and_apply(verifier, bundle, kid, message)
             except CommandRefused as exc:
-                res = self._result(bundle, kid, "refused", exc.reason, exc.detail)
+                if not kid:  # refused while authenticating: name the kid the message claims
+                    kid = claimed_kid(message)
+                # the result's kid only where its signature held (a command key's: wrong_role)
+                signer = kid if kid and exc.reason not in ("unknown_kid", "bad_signature",
+                                                           "malformed", "wrong_alg") else b""
+                res = self._result(bundle, signer, "refused", exc.reason, exc.detail)
                 if bundle is None:  # correlate by the version the message claims
                     res = replace(res, version=claimed_version(message))
                 detail = exc.detail
@@ -297,14 +218,6 @@ class RolloutManager:
         return self._result(b, kid, "applying", "", "applied in place")
 
     # -- probation ---------------------------------------------------------------------------------
-
-    def snapshot(self) -> Snapshot:
-        poller, up = self.agent.poller, self.agent.uplink
-        devs = poller.status() if poller is not None else {}
-        if up is None:
-            return device_snapshot(devs, len(self.agent.cfg.devices), None)
-        return device_snapshot(devs, len(self.agent.cfg.devices), up.stats.connected,
-                               up.stats.acked, up.stats.config_subscribed, up.stats.sessions)
 
     async def _probation(self, p: Probation) -> None:
         await asyncio.sleep(p.window_s)
@@ -442,40 +355,3 @@ class RolloutManager:
             memory.add(res, cose)
             self.results = memory
         self.results_changed()
-
-    def config_state(self) -> dict[str, Any]:
-        """What `config show` prints for the running gateway and the status topic carries."""
-        cfg, st, running = self.agent.cfg, self.source.state, self.source.running
-        if self._described_for is not cfg:
-            self._described, self._described_for = describe(cfg), cfg
-        last = None
-        if st.last_result is not None:
-            last = {k: st.last_result.get(k) for k in ("version", "state", "reason", "t_ms")}
-        return {
-            "version": running.version if running else 0,
-            "source": "bundle" if running else "local",
-            "state": "probation" if st.probation is not None and running else "committed",
-            "hash": self._described["hash"], "profiles": self._described["profiles"],
-            "pinned": st.pinned is not None,
-            "pin_reason": (st.pinned or {}).get("reason", ""),
-            "highest_version": max(st.highest_version, self._floor),
-            "last_rollout": last,
-        }
-
-    def refresh_inventory(self) -> None:
-        """The retained status' inventory, computed on the event loop (the uplink thread only
-        reads the finished dict)."""
-        snap = self.snapshot()
-        clock = self.agent.clock.state()
-        self.inventory = {
-            "config": {k: v for k, v in self.config_state().items() if k != "pin_reason"},
-            "tags": dict(self.source.local.rollout_tags),
-            "devices": {"up": snap.up, "down": snap.down, "total": snap.total},
-            "clock": {"synced": clock.synced, "source": self.agent.clock.source},
-        }
-
-    async def run_inventory(self, interval_s: float = 1.0) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                self.refresh_inventory()
-            await asyncio.sleep(interval_s)

@@ -104,9 +104,23 @@ def _read(path: Path, *, private: bool) -> bytes:
         raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
 
 
+def _refuse_public(path: Path) -> None:
+    """A public key given where the private one is needed (``--key x.pub``): said so, before
+    its (public) file mode is judged as a secret's."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return  # _read names what is wrong with the file
+    if b"-----BEGIN PUBLIC KEY-----" in head:
+        raise KeyFileError(f"{path}: holds a public key; signing needs the private key (the "
+                           "key file it was made from, not the .pub)")
+
+
 def load_signing_key(path: Path) -> PrivateKey:
     """The gateway's Ed25519 signing key; KeyFileError if missing, unreadable, too permissive
     (any group/other permission bit) or not an Ed25519 private key."""
+    _refuse_public(path)
     data = _read(path, private=True)
     if len(data) == RAW_KEY_LEN and not data.startswith(b"-----"):
         return private_from_seed(data)

@@ -39,9 +39,9 @@ def _with(**changes: object) -> bytes:
 
 @pytest.mark.parametrize(("changes", "needle"), [
     ({"k2": "something-else"}, "key 2 (kind)"),
-    ({"k3": 0}, "key 3 (ver)"),
-    ({"k3": "7"}, "key 3 (ver) has type str"),
-    ({"k6": 1}, "key 6 (exp)"),
+    ({"k3": 0}, "key 3 (ver: the configuration version) must be >= 1"),
+    ({"k3": "7"}, "key 3 (ver: the configuration version) has type str"),
+    ({"k6": 1}, "key 6 (exp: expiry) must be after key 5 (nbf: not before)"),
     ({"k8": {"a": "b"}}, "exactly one of key 7"),
     ({"k7": None}, "exactly one of key 7"),
     ({"k7": ["../etc"]}, "key 7 (gateways)"),

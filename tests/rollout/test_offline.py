@@ -34,6 +34,9 @@ def test_offline_gateway_pending_then_catches_up_and_a_pinned_canary_stops(
     will = f.status()["gw-c"]
     assert will["tags"] == {"district": "harbour"} and will["config"]["version"] == 0, will
     assert "silent" in will["flags"]
+    # "seen": when it was last heard of (its chain witness, made with its batches), not when the
+    # session its will belongs to began
+    assert will["witness_ms"] > will["ts_ms"] and will["seen_ms"] == will["witness_ms"], will
 
     # a pinned canary gave no evidence: the rollout stops before any other box
     pin = f.gateways["gw-a"].cli("config", "pin", "--reason", "lamp replacement pole 7")

@@ -49,5 +49,20 @@ def test_damaged_state_recovers_the_highest_version_from_the_retained_status(
         assert wait(lambda: (2, "refused", "version_passed") in results(sub, gw), 30), (
             results(sub, gw), gw.log_text()[-2000:])
         assert f.status()["gw-a"]["config"]["highest_version"] == 2
+
+        # a technician pins while the daemon is down: written into the state, taken at start
+        b3 = f.sign(3, f.managed, "--gateway", "gw-a", "--probation", "5")
+        sub.client.publish("edge/gw-a/config", b3.read_bytes(), qos=1)
+        assert wait(lambda: (3, "committed", "") in results(sub, gw), 60), gw.log_text()[-2000:]
+        gw.proc.stop()
+        pin = gw.cli("config", "pin", "--reason", "cabinet flooded", "--config", str(gw.config))
+        assert pin.returncode == 0 and "not running" in pin.stdout, pin.stdout + pin.stderr
+        gw.start_again()
+        assert gw.wait_ready(), gw.log_text()[-3000:]
+        st = gw.call("config_state")
+        assert st["pinned"] and st["pin_reason"] == "cabinet flooded" and st["source"] == "local"
+        unpin = gw.cli("config", "unpin")  # through the running daemon again
+        assert unpin.returncode == 0, unpin.stderr
+        assert gw.call("config_state")["version"] == 3
     finally:
         sub.close()
