@@ -39,7 +39,7 @@ from edge_agent.cli.common import (
 )
 from edge_agent.cli.failure import Explained, as_cli_error, refused
 from edge_agent.cli.humanize import age_of, report
-from edge_agent.cli.point_values import as_json, check_value, shown, tail_line, values_table
+from edge_agent.cli.point_values import as_json, parse_for, shown, tail_line, values_table
 from edge_agent.control.client import (
     ControlClient,
     ControlRefused,
@@ -149,8 +149,6 @@ def _read_direct(args: argparse.Namespace) -> int:
 
 
 def _write(args: argparse.Namespace) -> int:
-    from edge_agent.cli.cmd_command import parse_value
-
     cat = _call(args, "catalog")
     dev = find_device(cat, args.device)
     p = find_point(dev, args.point)
@@ -159,8 +157,7 @@ def _write(args: argparse.Namespace) -> int:
                        "writable points of this device: " + (", ".join(
                            q["name"] for q in dev["points"] if q.get("writable")) or "none"),
                        EXIT_USAGE, "not_writable")
-    value = parse_value(args.value)
-    check_value(args.device, p, value)
+    value = parse_for(args.device, p, args.value)  # the words `read` shows; bounds first
     if not args.yes:
         if not sys.stdin.isatty():
             raise CliError("refusing to write without confirmation: not on a terminal",

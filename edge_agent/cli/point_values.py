@@ -73,7 +73,7 @@ def takes(p: dict[str, Any]) -> str:
     """What a writable point takes, for a message: ``a number 0..100 %``, ``on or off``."""
     b = p.get("bounds") or {}
     if p["type"] in ("bool", "bit"):
-        return "on or off (true/false)"
+        return "on or off (yes/no, true/false, 1/0)"
     if p.get("labels"):
         return "one of " + ", ".join(b.get("allowed") or p["labels"])
     if p["type"] in NUMERIC:
@@ -84,23 +84,73 @@ def takes(p: dict[str, Any]) -> str:
     return f"a {p['type']}"
 
 
-def check_value(device: str, p: dict[str, Any], value: Any) -> None:
-    """CliError (exit 2) for a value the point cannot take whatever its bounds: text for a
-    number, a number for an on/off point, nan or inf (the daemon checks the bounds)."""
+ON, OFF = ("on", "yes", "true", "1"), ("off", "no", "false", "0")
+
+
+def parse_for(device: str, p: dict[str, Any], text: str) -> Any:
+    """The value ``text`` means for point ``p``: the words ``read`` shows are taken back (a flag
+    ``yes``/``no`` as well as ``on``/``off``/``true``/``false``/``1``/``0``, a label in any
+    case, a number with the point's unit after it: ``40 %``, ``40%``). CliError (exit 2) for a
+    value the point cannot take whatever its bounds, naming what was typed; CliError (exit 1,
+    ``out_of_bounds``, as the daemon would answer) for one outside the profile's bounds --
+    before anything is asked or sent."""
     kind = p["type"]
     where = f"{device}.{p['name']}"
+    word = text.strip()
+    value: Any = word
     bad = ""
-    if kind in NUMERIC:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            bad = f"{str(value)!r} is not a number"
+    if kind in ("bool", "bit"):
+        if word.lower() in ON + OFF:
+            value = word.lower() in ON
+        else:
+            bad = f"{text!r} is not on/off"
+    elif p.get("labels"):
+        same = [lb for lb in p["labels"] if lb.lower() == word.lower()]
+        if same:
+            value = same[0]
+        else:
+            bad = f"{text!r} is not one of its labels"
+    elif kind in NUMERIC:
+        unit = p.get("unit") or ""
+        if unit and word.endswith(unit):
+            word = word[: -len(unit)].strip()
+        value = _number(word)
+        if value is None:
+            bad = f"{text!r} is not a number"
         elif isinstance(value, float) and not math.isfinite(value):
-            bad = f"{value} is not a finite number"
-    elif kind in ("bool", "bit") and not isinstance(value, bool) and value not in (0, 1):
-        bad = f"{str(value)!r} is not on/off"
-    elif p.get("labels") and (not isinstance(value, str) or value not in p["labels"]):
-        bad = f"{str(value)!r} is not one of its labels"
+            bad = f"{text!r} is not a finite number"
     if bad:
         raise CliError(f"{bad}: {where} takes {takes(p)}", "", EXIT_USAGE, "bad_value")
+    _bounds(where, p, value)
+    return value
+
+
+def _number(word: str) -> int | float | None:
+    try:
+        return int(word)
+    except ValueError:
+        pass
+    try:
+        return float(word)
+    except ValueError:
+        return None
+
+
+def _bounds(where: str, p: dict[str, Any], value: Any) -> None:
+    from edge_agent.cli.failure import refused
+    from edge_agent.errors import BoundsError
+    from edge_agent.profiles.codec import check_bounds
+    from edge_agent.profiles.model import Bounds
+
+    b = p.get("bounds")
+    if not b:
+        return
+    bounds = Bounds(b.get("min"), b.get("max"), b.get("step"), tuple(b.get("allowed") or ()))
+    try:
+        check_bounds(p["name"], bounds, p["type"] == "enum", value)
+    except BoundsError as exc:
+        err = refused("out_of_bounds", str(exc))
+        raise CliError(err.message, err.hint, err.exit, err.code) from None
 
 
 def tail_line(rd: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> str:

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable, Sequence
 
 from edge_agent.errors import BoundsError, CodecError
-from edge_agent.profiles.model import DataType, ModbusPoint
+from edge_agent.profiles.model import Bounds, DataType, ModbusPoint
 from edge_agent.profiles.registers import (
     FLOAT_TYPES,
     INT_TYPES,
@@ -271,11 +271,16 @@ def encode(point: ModbusPoint, value: Value) -> list[int]:
 
 
 def _check_bounds(p: ModbusPoint, value: Value) -> None:
-    b = p.bounds
-    where = f"point {p.name!r}"
+    check_bounds(p.name, p.bounds, p.type is DataType.ENUM, value)
+
+
+def check_bounds(name: str, b: Bounds | None, enum: bool, value: Value) -> None:
+    """BoundsError when ``value`` (already of the point's type) is outside ``b``: min/max,
+    the step grid, an enum's allowed labels. Also used by the CLI to say so before asking."""
+    where = f"point {name!r}"
     if b is None:
         return
-    if p.type is DataType.ENUM:
+    if enum:
         if b.allowed and value not in b.allowed:
             raise BoundsError(f"{where}: {value!r} may not be written (allowed: {list(b.allowed)})")
         return

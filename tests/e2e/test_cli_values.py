@@ -65,3 +65,61 @@ def test_tail_says_at_once_why_it_may_stay_silent(gateway: Gateway) -> None:
     assert any(re.match(r"note: meter-02 is (DOWN|QUARANTINED) \(last error: timeout\): its "
                         r"readings come without a value \(quality bad\) until it answers "
                         "again", ln) for ln in lines), lines
+
+
+def on_a_terminal(gw: Gateway, *argv: str, timeout: float = 20) -> tuple[int, str]:
+    """`edge-agent ARGV` with a real terminal (a pty) as its stdin, stdout and stderr: it may
+    ask. (exit status, what it wrote); a question left unanswered times the test out."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([*CLI, *argv], stdin=slave, stdout=slave, stderr=slave,
+                                env=dict(os.environ, EDGE_AGENT_SOCKET=str(gw.socket_path)))
+        os.close(slave)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None or select.select([master], [], [], 0)[0]:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"no answer in {timeout} s (it waits for a reply?): {out!r}")
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the other side is closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        return proc.wait(), out.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+@pytest.mark.timeout(180)
+def test_write_takes_the_words_read_shows_and_checks_bounds_first(gateway: Gateway) -> None:
+    gw = gateway
+    assert wait(lambda: gw.cli("read", "lamp-01", "lamp_on").returncode == 0, 30)
+    shown = gw.cli("read", "lamp-01", "lamp_on").stdout
+    assert re.search(r"^lamp_on\s+(yes|no)\s", shown, re.M), shown
+    for word, echo in (("no", "no"), ("yes", "yes"), ("NO", "no"), ("on", "yes"),
+                       ("off", "no"), ("true", "yes"), ("1", "yes")):
+        w = gw.cli("write", "lamp-01", "lamp_on", word, "--yes")
+        assert w.returncode == 0, (word, w.stderr)
+        assert w.stdout.startswith(f"lamp-01.lamp_on = {echo} (confirmed"), (word, w.stdout)
+    for word in ("40 %", "40%", "40"):  # a number as read shows it, with its unit
+        w = gw.cli("write", "lamp-01", "dimming", word, "--yes")
+        assert w.returncode == 0 and "dimming = 40 %" in w.stdout, (word, w.stderr)
+    w = gw.cli("write", "lamp-01", "light_mode", "Manual", "--yes")
+    assert w.returncode == 0 and "light_mode = manual" in w.stdout, w.stderr
+    # bounds before the question: on a terminal, no "[y/N]" for a value that cannot go
+    code, out = on_a_terminal(gw, "write", "lamp-01", "dimming", "150")
+    assert code == 1 and "[y/N]" not in out, out
+    assert "150 is above the maximum 100" in out and "Traceback" not in out, out
+    err = json.loads(gw.cli("write", "lamp-01", "dimming", "150", "--json").stdout)
+    assert err["error"] == "out_of_bounds" and err["exit"] == 1, err
+    # what was typed, not what Python made of it
+    w = gw.cli("write", "lamp-01", "dimming", "1e400", "--yes")
+    assert w.returncode == 2 and "'1e400' is not a finite number" in w.stderr, w.stderr
+    assert "inf" not in w.stderr.replace("finite", ""), w.stderr
+    w = gw.cli("write", "lamp-01", "lamp_on", "maybe", "--yes")
+    assert w.returncode == 2 and "'maybe' is not on/off" in w.stderr, w.stderr
