@@ -193,6 +193,10 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
             args.cprofile.mkdir(parents=True, exist_ok=True)
             prof_out = args.cprofile / f"{d.name}.prof"
             argv = [sys.executable, "-m", "benchmarks._profiled", str(prof_out), *argv]
+        elif args.tracemalloc is not None:  # a snapshot at the end of the window
+            args.tracemalloc.mkdir(parents=True, exist_ok=True)
+            snap_out = args.tracemalloc / f"{d.name}.snap"
+            argv = [sys.executable, "-m", "benchmarks._traced", str(snap_out), *argv]
         else:
             argv = [*_bin("edge-agent"), *argv]
         agent = Child(argv, d / "agent.log")
@@ -237,6 +241,9 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
             os.kill(agent.pid, signal.SIGUSR2)
             time.sleep(1.0)
             _print_prof(prof_out)
+        elif args.tracemalloc is not None:
+            os.kill(agent.pid, signal.SIGUSR2)
+            _print_snapshot(snap_out)
         sim1 = cpu_seconds(fld.pid)
         if spy is not None:
             spy.wait(30)
@@ -307,6 +314,16 @@ def _print_prof(path: Path, top: int = 30) -> None:
     st.sort_stats("cumulative").print_stats(top)
 
 
+def _print_snapshot(path: Path) -> None:
+    from benchmarks._traced import summarize
+
+    for _ in range(600):
+        if path.exists():
+            break
+        time.sleep(0.1)
+    print(summarize(str(path)), file=sys.stderr, flush=True)
+
+
 def _shipped() -> Path:
     from edge_agent.profiles.shipped import shipped_dir
 
@@ -370,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the agent's event loop under cProfile (thread CPU clock) during "
                          "each window: pstats files in DIR, the top functions on stderr; the "
                          "CPU figures of such a run are inflated by the profiler")
+    ap.add_argument("--tracemalloc", type=Path, metavar="DIR",
+                    help="run the agent under tracemalloc: a snapshot at the end of each window "
+                         "in DIR, its top allocation sites on stderr (RSS of such a run is "
+                         "inflated by the tracing)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.loads.split(",") if n.strip()]
     unknown = [n for n in names if n not in LOADS]
