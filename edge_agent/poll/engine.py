@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from edge_agent.bus.at_points import AtCommander
 from edge_agent.bus.base import ModbusBus
@@ -275,6 +275,17 @@ class Poller:
         return [s.job for slots in self._slots.values() for s in slots]
 
     # -- status -------------------------------------------------------------------------------
+
+    def health_view(self) -> dict[str, dict[str, Any]]:
+        """What counting the answering devices needs (rollout's probation and the retained
+        status' inventory, every quarter status interval): each device's consecutive failures,
+        last good answer and last error -- not its whole status (a sixteenth of the work)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, dp in self.devices.items():
+            h = dp.health
+            out[name] = {"consecutive_failures": h.consecutive, "last_good_ns": h.last_good_ns,
+                         "last_error": h.last_error}
+        return out
 
     def status(self) -> dict[str, DeviceStatus]:
         out: dict[str, DeviceStatus] = {}

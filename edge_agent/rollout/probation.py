@@ -52,17 +52,18 @@ def device_snapshot(devices: Mapping[str, Mapping[str, Any]], total: int,
                     config_subscribed: bool | None = None, sessions: int = 0) -> Snapshot:
     """From the poller's per-device status (``poll.status.DeviceStatus``)."""
     up = down = 0
-    failing: list[str] = []
-    for name, d in sorted(devices.items()):
+    failing: list[tuple[str, str]] = []
+    for name, d in devices.items():
         failures = d["consecutive_failures"]
         if failures > (TOLERATED_FAILURES if d["last_good_ns"] else 0):
             down += 1
-            failing.append(f"{name}: {d['last_error'] or 'failing'}"[:160])
+            failing.append((name, d["last_error"]))
         elif d["last_good_ns"]:
             up += 1
-    return Snapshot(uplink_connected, up, down, total, tuple(failing[:MAX_FAILING]),
-                    batches_acked=batches_acked, sessions=sessions,
-                    config_subscribed=config_subscribed)
+    named = tuple(f"{name}: {err or 'failing'}"[:160]
+                  for name, err in sorted(failing)[:MAX_FAILING])
+    return Snapshot(uplink_connected, up, down, total, named, batches_acked=batches_acked,
+                    sessions=sessions, config_subscribed=config_subscribed)
 
 
 def judge(before: Snapshot, after: Snapshot, min_up_ratio: float, *,

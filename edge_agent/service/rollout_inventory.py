@@ -69,7 +69,7 @@ class RolloutInventory:
 
     def snapshot(self) -> Snapshot:
         poller, up = self.agent.poller, self.agent.uplink
-        devs = poller.status() if poller is not None else {}
+        devs = poller.health_view() if poller is not None else {}
         if up is None:
             return device_snapshot(devs, len(self.agent.cfg.devices), None)
         return device_snapshot(devs, len(self.agent.cfg.devices), up.stats.connected,

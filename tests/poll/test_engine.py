@@ -144,6 +144,11 @@ def test_dead_unit_is_quarantined_probed_and_recovers(caplog: pytest.LogCaptureF
         st = poller.status()
         assert st["m2"]["quarantined"] and st["m2"]["consecutive_failures"] >= 3
         assert not st["m1"]["quarantined"] and st["m1"]["failures"] == 0
+        # the light view rollout's probation and the inventory count with says the same
+        view = poller.health_view()
+        assert view == {name: {k: d[k] for k in ("consecutive_failures", "last_good_ns",
+                                                 "last_error")} for name, d in st.items()}
+        assert view["m2"]["last_error"] and view["m1"]["last_good_ns"]
         bus.dead.clear()
         t0 = time.monotonic()
         async with asyncio.timeout(6):  # the next probe: >= 0.1 s timeout / 5 % share = 2 s
