@@ -59,6 +59,7 @@ from typing import Any
 from benchmarks import _spy
 from benchmarks._consumer import VerifyingConsumer
 from benchmarks._proc import Child, Mosquitto, cpu_seconds, memory, thread_cpu_seconds, wakeups
+from benchmarks._vs_report import print_prof, print_snapshot, table
 from benchmarks.e2e_tcp import _bin, _q, start_sim
 from edge_agent.control.client import ControlClient, ControlUnavailable
 from edge_agent.trust.keys import generate_signing_key, kid_of
@@ -240,10 +241,10 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
         if args.cprofile is not None:
             os.kill(agent.pid, signal.SIGUSR2)
             time.sleep(1.0)
-            _print_prof(prof_out)
+            print_prof(prof_out)
         elif args.tracemalloc is not None:
             os.kill(agent.pid, signal.SIGUSR2)
-            _print_snapshot(snap_out)
+            print_snapshot(snap_out)
         sim1 = cpu_seconds(fld.pid)
         if spy is not None:
             spy.wait(30)
@@ -302,70 +303,10 @@ def _first_publish(config: Path, consumer: VerifyingConsumer, d: Path) -> float 
     return None if consumer.first_at is None else consumer.first_at - started
 
 
-def _print_prof(path: Path, top: int = 30) -> None:
-    import pstats
-
-    for _ in range(50):
-        if path.exists():
-            break
-        time.sleep(0.1)
-    st = pstats.Stats(str(path), stream=sys.stderr)
-    st.sort_stats("tottime").print_stats(top)
-    st.sort_stats("cumulative").print_stats(top)
-
-
-def _print_snapshot(path: Path) -> None:
-    from benchmarks._traced import summarize
-
-    for _ in range(600):
-        if path.exists():
-            break
-        time.sleep(0.1)
-    print(summarize(str(path)), file=sys.stderr, flush=True)
-
-
 def _shipped() -> Path:
     from edge_agent.profiles.shipped import shipped_dir
 
     return shipped_dir()
-
-
-ROWS: tuple[tuple[str, str, str], ...] = (
-    ("devices x 10 registers, interval s", "devices", "{} @ {interval_s:g}"),
-    ("readings/s asked", "asked_per_s", "{:,.0f}"),
-    ("window s", "window_s", "{:.0f}"),
-    ("readings delivered /s (verified at consumer)", "delivered_per_s", "{:,.0f}"),
-    ("readings polled /s (poller count)", "polled_per_s", "{:,.0f}"),
-    ("agent CPU % of one core", "cpu_pct", "{:.2f}"),
-    ("  event loop / other threads (batcher, uplink)", "cpu_main_pct",
-     "{:.2f} / {cpu_threads_pct:.2f}"),
-    ("DELIVERED SIGNED READINGS PER AGENT CPU-S", "per_cpu_s", "{:,.0f}"),
-    ("wake-ups /s: event loop / other threads", "wake_main", "{:,.0f} / {wake_threads:,.0f}"),
-    ("RSS MiB (median VmRSS) / peak", "rss_mib", "{:.1f} / {hwm_mib:.1f}"),
-    ("first publish after start s", "first_publish_s", "{:.2f}"),
-    ("  (idle: first start on an empty broker) s", "first_start_s", "{:.2f}"),
-    ("device simulator CPU %", "sim_cpu_pct", "{:.0f}"),
-    ("chain + signatures ok", "verify_ok", "{}"),
-    ("ThingsBoard GW 3.8.5 (issue #15's figure) *", "thingsboard", "{}"),
-)
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    width = max(len(label) for label, _, _ in ROWS)
-    col = 16
-    header = f"{'load':<{width}}" + "".join(f"  {r['load']:>{col}}" for r in results)
-    lines = [header, "-" * len(header)]
-    for label, key, fmt in ROWS:
-        cells = []
-        for r in results:
-            v = r[key]
-            cells.append("n/a" if v is None else fmt.format(v, **r))
-        lines.append(f"{label:<{width}}" + "".join(f"  {c:>{col}}" for c in cells))
-    lines += [f"verify[{r['load']}]: {r['verify_detail']}" for r in results]
-    lines.append("* not run here (not installable without internet): issue #15's measurement on "
-                 "this machine type, the same kind of simulated devices; at 5,000/s asked it "
-                 "delivered 2.1k/s; with no devices at all it idles at 7.7 % of a core")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
