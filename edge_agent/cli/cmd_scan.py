@@ -31,6 +31,7 @@ from edge_agent.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    UnknownName,
     emit,
     table,
 )
@@ -186,17 +187,17 @@ def _refusals(refused: list[tuple[int, str, str]], bauds: int) -> list[str]:
     return notes
 
 
-def _daemon_bus(args: argparse.Namespace) -> tuple[dict[str, Any], dict[int, str]] | None:
-    """The running daemon's bus for this port (and its units in use); None: not its line."""
+def _daemon_catalog(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The running daemon's catalog; None: no daemon answers."""
     from edge_agent.cli.common import socket_path
     from edge_agent.control.client import ControlClient, DaemonNotRunning
 
     try:
         with ControlClient(socket_path(args)) as c:
-            cat = c.result("catalog")
+            cat: dict[str, Any] = c.result("catalog")
+            return cat
     except DaemonNotRunning:
         return None
-    return _bus_of(args.port, cat)
 
 
 def _bus_of(port: str, cat: dict[str, Any]) -> tuple[dict[str, Any], dict[int, str]] | None:
@@ -216,9 +217,9 @@ def _bus_of(port: str, cat: dict[str, Any]) -> tuple[dict[str, Any], dict[int, s
     return None
 
 
-def _config_bus(args: argparse.Namespace) -> tuple[dict[str, Any], dict[int, str]] | None:
-    """The config's bus for this port, the daemon being stopped (a config named with --config
-    must load; the default one is used when it is there and readable)."""
+def _config_catalog(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The config's catalog, the daemon being stopped (a config named with --config must
+    load; the default one is used when it is there and readable), else None."""
     from edge_agent.cli.common import config_path
     from edge_agent.config.catalog import catalog
     from edge_agent.config.load import load_config
@@ -227,7 +228,7 @@ def _config_bus(args: argparse.Namespace) -> tuple[dict[str, Any], dict[int, str
     cfg = config_path(args)
     given = getattr(args, "config_given", False)
     try:
-        return _bus_of(args.port, catalog(load_config(cfg))) if given or cfg.exists() else None
+        return catalog(load_config(cfg)) if given or cfg.exists() else None
     except (ConfigError, OSError):
         if given:
             raise
@@ -265,10 +266,13 @@ def _through_daemon(args: argparse.Namespace, b: dict[str, Any]) -> _Plan:
                  f"through the daemon (bus {b['name']}, between its polls)", {}, str(b["port"]))
 
 
-def _direct(args: argparse.Namespace, b: dict[str, Any] | None) -> _Plan:
+def _direct(args: argparse.Namespace, b: dict[str, Any] | None, names: list[str]) -> _Plan:
     """Straight on the port: a bus of the config (its port and, unless given, its settings)
-    or a port path."""
+    or a port path. ``names``: the buses known (daemon's, config's), for "did you mean"."""
     port = str(b["port"]) if b is not None else args.port
+    if b is None and not port.startswith(("/", ".")) and not os.path.exists(port):
+        raise UnknownName("bus", port, names, what="give a bus name of the config or a serial "
+                          "port path such as /dev/ttyUSB0")
     if not os.path.exists(port):
         what = f"no serial port {port}" + (f" (bus {b['name']} of the config)" if b else "")
         raise CliError(what, "is the adapter plugged in? see: ls /dev/ttyUSB* /dev/ttyAMA* "
@@ -304,12 +308,15 @@ def _scan(args: argparse.Namespace) -> int:
         first = exc.problems[0] if exc.problems else exc
         raise CliError(f"the profiles do not load: {first}", f"run: edge-agent check-config "
                        f"{args.profiles or shipped_dir()}", EXIT_USAGE, "bad_profiles") from None
-    owned = _daemon_bus(args)
+    cat = _daemon_catalog(args)
+    owned = _bus_of(args.port, cat) if cat is not None else None
     if owned is not None:
         plan = _through_daemon(args, owned[0])
     else:
-        owned = _config_bus(args)
-        plan = _direct(args, owned[0] if owned else None)
+        conf = _config_catalog(args)
+        owned = _bus_of(args.port, conf) if conf is not None else None
+        names = [b["name"] for c in (cat, conf) if c is not None for b in c["buses"]]
+        plan = _direct(args, owned[0] if owned else None, names)
     plan.configured = owned[1] if owned else {}
     combos = plan.combos
     progress = Progress(len(combos) * len(args.units),

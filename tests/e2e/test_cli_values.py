@@ -123,3 +123,23 @@ def test_write_takes_the_words_read_shows_and_checks_bounds_first(gateway: Gatew
     assert "inf" not in w.stderr.replace("finite", ""), w.stderr
     w = gw.cli("write", "lamp-01", "lamp_on", "maybe", "--yes")
     assert w.returncode == 2 and "'maybe' is not on/off" in w.stderr, w.stderr
+
+
+@pytest.mark.timeout(120)
+def test_scan_suggests_a_mistyped_bus(gateway: Gateway) -> None:
+    """`scan rs485-watr` is a bus name mistyped, not a serial port unplugged: the daemon's
+    buses (running) or the config's (stopped) are offered, as `modbus read` does."""
+    gw = gateway
+    for extra in ([], ["--json"]):
+        r = gw.cli("scan", "rs485-watr", "--units", "1-2", *extra)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (r.stdout, r.stderr)
+        text = r.stdout if extra else r.stderr
+        assert "no bus 'rs485-watr'" in text and "did you mean 'rs485-water'" in text, text
+        assert "plugged in" not in text, text
+        if extra:
+            assert json.loads(r.stdout)["error"] == "unknown_bus", r.stdout
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(20) == 0
+    r = gw.cli("scan", "rs485-watr", "--units", "1-2", "--config", str(gw.config))
+    assert r.returncode == 2 and "did you mean 'rs485-water'" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
