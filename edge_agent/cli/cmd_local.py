@@ -28,6 +28,7 @@ from edge_agent.cli.catalog_names import (
     tcp_of,
 )
 from edge_agent.cli.common import (
+    EXIT_FAIL,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
@@ -232,21 +233,32 @@ def _down_note(args: argparse.Namespace, cat: dict[str, Any]) -> str:
 def _buffer(args: argparse.Namespace) -> int:
     if args.buffer_op == "import":
         from edge_agent.cli.importer import import_batches
+        from edge_agent.errors import UplinkError
 
         host, _, port = args.broker.rpartition(":")
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise CliError(f"--broker {args.broker!r} is not HOST:PORT",
                            "e.g. --broker mqtt.example.city:8883", EXIT_USAGE, "usage")
-        counts = import_batches(list(args.sources), host or "127.0.0.1", int(port),
-                                prefix=args.prefix, tls_ca=args.tls_ca)
+        try:
+            counts = import_batches(list(args.sources), host or "127.0.0.1", int(port),
+                                    prefix=args.prefix, tls_ca=args.tls_ca)
+        except UplinkError as exc:
+            raise CliError(f"import: {exc}", "the archives are only read, nothing is lost: "
+                           "fix what this names (the sources, --broker HOST:PORT, --tls-ca) "
+                           "and run the same import again", EXIT_FAIL, "import_failed") from None
         emit(args, counts, "\n".join(f"{gw}: {n} batches published and acknowledged"
                                       for gw, n in counts.items()))
         return EXIT_OK
     if args.buffer_op == "export":
-        from edge_agent.cli.exporter import export_to
+        from edge_agent.cli.exporter import ExportError, export_to
         from edge_agent.cli.humanize import size
 
-        res = export_to(socket_path(args), args.dest)
+        try:
+            res = export_to(socket_path(args), args.dest)
+        except ExportError as exc:
+            raise CliError(f"export: {exc}", "the outbox keeps every batch (an export "
+                           "removes nothing): fix what this names and run it again",
+                           EXIT_FAIL, "export_failed") from None
         seqs = f"seq {res.first_seq}..{res.last_seq}" if res.batches else "outbox empty"
         emit(args, res.as_dict(),
              f"exported {res.batches} batches ({res.readings} readings, "

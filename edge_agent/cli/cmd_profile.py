@@ -178,6 +178,15 @@ def _csv_hint(path: str, message: str, csv: bool) -> str:
     return ""
 
 
+def _located(problem: str) -> dict[str, Any]:
+    """``line 7: scale 'x' is not ...`` as ``{"line": 7, "message": "scale 'x' is not ..."}``
+    (--json); a problem with no line keeps its text as the message."""
+    m = re.match(r"line (\d+)[^:]*: (.*)", problem, re.S)
+    if m:
+        return {"line": int(m.group(1)), "message": m.group(2)}
+    return {"line": None, "message": problem}
+
+
 def _new(args: argparse.Namespace) -> int:
     from edge_agent.cli.profile_draft import from_csv, problem_line, render
     from edge_agent.errors import ConfigError
@@ -192,6 +201,11 @@ def _new(args: argparse.Namespace) -> int:
     out: Path = args.out or Path(f"{args.name}.toml")
     if out.is_dir():
         out = out / f"{args.name}.toml"
+    missing = out if out.suffix != ".toml" else out.parent
+    if not missing.is_dir() and not missing.exists():  # /nonexist/dir: not a file name problem
+        raise CliError(f"--out {args.out}: no such directory {missing}", "create it first "
+                       f"(mkdir -p {missing}), or name an existing directory or {args.name}.toml",
+                       EXIT_USAGE, "no_directory")
     if out.stem != args.name:
         raise CliError(f"{out}: a profile's file name is its name: {args.name}.toml",
                        "", EXIT_USAGE, "usage")
@@ -204,11 +218,13 @@ def _new(args: argparse.Namespace) -> int:
         draft = from_csv(read_csv_text(args.csv, args.encoding), one_based=args.one_based,
                          order=args.byte_order)
         if draft.problems:
-            for problem in draft.problems:
-                print(f"{args.csv}: {problem}")
-            raise CliError(f"{len(draft.problems)} row(s) of {args.csv} cannot be drafted",
-                           "fix them and run again (nothing was written)", EXIT_FAIL,
-                           "bad_csv")
+            if not args.json:
+                for problem in draft.problems:
+                    print(f"{args.csv}: {problem}")
+            raise CliError(f"{len(draft.problems)} problem(s) in {args.csv}: the draft cannot "
+                           "be made", "fix them and run again (nothing was written)", EXIT_FAIL,
+                           "bad_csv", {"file": str(args.csv),
+                                       "problems": [_located(p) for p in draft.problems]})
         points, lines, notes, source = draft.points, draft.lines, draft.notes, str(args.csv)
     else:
         points, comments, source = _from_scan(args)
@@ -221,14 +237,20 @@ def _new(args: argparse.Namespace) -> int:
         prof = load_profile(out)
     except ConfigError as exc:
         where = args.csv or out
+        found = []
         for prob in exc.problems:
             hint = prob.hint or _csv_hint(prob.path, prob.message, args.csv is not None)
-            print(f"{where}: {problem_line(prob.path, lines)}: {prob.message}"
-                  + (f" ({hint})" if hint else ""))
+            found.append({**_located(f"{problem_line(prob.path, lines)}: {prob.message}"),
+                          "key": prob.path, "hint": hint})
+            if not args.json:
+                print(f"{where}: {problem_line(prob.path, lines)}: {prob.message}"
+                      + (f" ({hint})" if hint else ""))
         raise CliError(f"wrote the draft {out}, but it does not validate yet "
-                       f"({len(exc.problems)} problem(s) above)",
+                       f"({len(exc.problems)} problem(s)"
+                       + (" above)" if not args.json else ")"),
                        f"add what they name, then: edge-agent check-config {out}", EXIT_FAIL,
-                       "invalid_draft") from None
+                       "invalid_draft", {"file": str(where), "draft": str(out),
+                                         "problems": found}) from None
     emit(args, {"file": str(out), "points": len(prof.points), "notes": notes},
          f"wrote {out}: {len(prof.points)} points from {source}; it validates.\n"
          f"next: name and check each point against the manual, check the file "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 from pathlib import Path
 
 from edge_agent.cli.common import (
@@ -46,6 +47,12 @@ MODBUS_EXCEPTIONS = {
     11: "gateway target did not respond",
 }
 _JOURNAL = "see `journalctl -u edge-agent`"
+
+
+def snake(name: str) -> str:
+    """An error code from a class name the daemon or a library gave (``OutboxError`` ->
+    ``outbox_error``): --json codes are snake_case words, never Python class names."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def modbus_exception_text(code: int) -> str:
@@ -199,7 +206,7 @@ def refused(reason: str, detail: str, tcp: str = "") -> CliError:
     if reason.startswith("unknown_"):
         return CliError(f"{reason.removeprefix('unknown_')} {d!r} is not known", "",
                         EXIT_USAGE, reason)
-    return CliError(f"{reason}: {d}" if detail else reason, "", EXIT_FAIL, reason)
+    return CliError(f"{reason}: {d}" if detail else reason, _JOURNAL, EXIT_FAIL, snake(reason))
 
 
 class Explained(CliError):
@@ -257,8 +264,8 @@ def as_cli_error(exc: BaseException, socket: Path | None = None,
     if isinstance(exc, CodecError):
         return CliError(str(exc), "check the value against the point's type", EXIT_USAGE,
                         "bad_value")
-    if isinstance(exc, EdgeAgentError):
-        return CliError(str(exc) or type(exc).__name__, "", EXIT_FAIL, type(exc).__name__)
+    if isinstance(exc, EdgeAgentError):  # a code, never a Python class name
+        return CliError(str(exc) or "failed", _JOURNAL, EXIT_FAIL, snake(type(exc).__name__))
     if isinstance(exc, TimeoutError):
         return CliError("the daemon did not answer in time", "busy bus or hung daemon; "
                         + _JOURNAL, EXIT_TIMEOUT, "timeout")

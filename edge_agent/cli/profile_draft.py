@@ -166,19 +166,18 @@ def from_csv(text: str, *, one_based: bool = False, order: str = "ABCD") -> Draf
 
 def _row(r: dict[str, str], where: str, one_based: bool, order: str,
          draft: Draft) -> dict[str, Any] | None:
+    """The point of one CSV row; None when the row has problems, every one of them added to
+    ``draft.problems`` (not only the first)."""
+    before = len(draft.problems)
     raw_name = r.get("name", "")
     if not raw_name:
         draft.problems.append(f"{where}: no name")
-        return None
     table = _TABLES.get(r.get("table", "").lower().replace(" ", ""), "")
     if r.get("table") and not table:
         draft.problems.append(f"{where}: table {r['table']!r} is not holding, input, coil or "
                               "discrete")
-        return None
     at = _address(r, table, one_based, where, draft)
-    if at is None:
-        return None
-    table, address = at
+    table, address = at if at is not None else (table, 0)
     tword = r.get("type", "").lower().replace(" ", "").replace("-", "").replace("_", "")
     dtype = _TYPES.get(tword)
     if dtype is None and table in ("coil", "discrete") and not tword:
@@ -186,7 +185,7 @@ def _row(r: dict[str, str], where: str, one_based: bool, order: str,
     if dtype is None:
         draft.problems.append(f"{where}: type {r.get('type')!r} is not one of "
                               f"{', '.join(sorted({t.value for t in DataType}))}")
-        return None
+        dtype = "uint16"  # to look at the rest of the row
     if table in ("coil", "discrete"):
         dtype = "bool"
     elif dtype == "bool":
@@ -200,30 +199,27 @@ def _row(r: dict[str, str], where: str, one_based: bool, order: str,
         if o not in {x.value for x in Order}:
             draft.problems.append(f"{where}: order {r['order']!r} is not ABCD, CDAB, BADC "
                                   "or DCBA")
-            return None
-        if o != order:
+        elif o != order:
             p["order"] = o
     for key in ("length", "bit"):
         if r.get(key):
             v = _number(r[key])
             if not isinstance(v, int):
                 draft.problems.append(f"{where}: {key} {r[key]!r} is not a whole number")
-                return None
-            p[key] = v
+            else:
+                p[key] = v
     numeric = dtype not in ("string", "bit", "bool", "enum")
     if r.get("scale"):
         v = _number(r["scale"])
         if v is None or v == 0:
             draft.problems.append(f"{where}: scale {r['scale']!r} is not a non-zero number")
-            return None
-        if v != 1 and numeric:
+        elif v != 1 and numeric:
             p["scale"] = v
     if r.get("unit") and dtype not in ("bit", "bool"):
         p["unit"] = r["unit"]
     access = _ACCESS.get(r.get("access", "r").lower().replace(" ", "") or "r")
     if access is None:
         draft.problems.append(f"{where}: access {r['access']!r} is not r or rw")
-        return None
     if access == "rw":
         p["access"] = "rw"
     lo, hi = _number(r.get("min", "")), _number(r.get("max", ""))
@@ -234,7 +230,7 @@ def _row(r: dict[str, str], where: str, one_based: bool, order: str,
             p["valid_range"] = [lo, hi]
     if r.get("description"):
         p["description"] = r["description"]
-    return p
+    return p if len(draft.problems) == before else None
 
 
 def render(name: str, points: list[dict[str, Any]], *, vendor: str, model: str, cls: str,

@@ -347,3 +347,16 @@ def test_tail_count_zero_is_refused_not_followed_forever(capsys: pytest.CaptureF
     code, out, err = run(capsys, ["tail", "--count", "0"])
     msg = assert_one_line(code, out, err, EXIT_USAGE)
     assert "--count" in msg and "1.." in msg, msg
+
+
+def test_json_errors_carry_codes_not_class_names(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    """`buffer import ... --json` used to answer "error": "UplinkError" with an empty hint."""
+    from edge_agent.cli.failure import snake
+
+    code, out, err = run(capsys, ["buffer", "import", str(tmp_path / "none"), "--broker",
+                                  "127.0.0.1:1", "--json"])
+    assert_one_line(code, out, err, 1, as_json=True)
+    obj = json.loads(out)
+    assert obj["error"] == "import_failed" and obj["hint"], obj
+    assert snake("OutboxError") == "outbox_error" and snake("unknown_device") == "unknown_device"

@@ -174,3 +174,46 @@ def test_a_table_in_another_encoding_is_named_not_guessed(tmp_path: Path) -> Non
         r = cli("profile", "new", "q", "--csv", name, *args, cwd=tmp_path)
         (line,) = r.stderr.strip().splitlines()
         assert r.returncode == 2 and says in line and not (tmp_path / "q.toml").exists(), line
+
+
+def test_json_carries_every_problem_and_a_missing_directory_is_named(tmp_path: Path) -> None:
+    """--json: the problems of the CSV (or of the draft) are in the one error object, by line,
+    nothing on stderr; --out into a directory that does not exist says so."""
+    import json
+
+    (tmp_path / "b.csv").write_text("name,address,type\n"
+                                    "a,40001,uint17\n"
+                                    "c,abc,uint16\n", encoding="utf-8")
+    r = cli("profile", "new", "b", "--csv", "b.csv", "--json", cwd=tmp_path)
+    assert r.returncode == 1 and not r.stderr, r.stderr
+    err = json.loads(r.stdout)
+    assert err["error"] == "bad_csv" and err["file"] == "b.csv", err
+    assert [p["line"] for p in err["problems"]] == [2, 3], err
+    assert "uint17" in err["problems"][0]["message"], err
+    (tmp_path / "t.csv").write_text("name,table,address,type,access\n"
+                                    "level,input,0,uint16,r\n"
+                                    "setpoint,holding,0,int16,rw\n", encoding="utf-8")
+    r = cli("profile", "new", "t", "--csv", "t.csv", "--json", cwd=tmp_path)
+    assert r.returncode == 1 and not r.stderr, r.stderr
+    err = json.loads(r.stdout)
+    assert err["error"] == "invalid_draft" and err["draft"] == "t.toml", err
+    [prob] = err["problems"]
+    assert prob["line"] == 3 and "no bounds" in prob["message"], prob
+    assert prob["hint"] == "fill its min and max columns", prob
+    for out in ("/nonexistent-dir/sub", "/nonexistent-dir/p5.toml"):
+        r = cli("profile", "new", "p5", "--csv", "t.csv", "--out", out, cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert "no such directory /nonexistent-dir" in r.stderr, r.stderr
+        assert "file name is its name" not in r.stderr, r.stderr
+
+
+def test_a_bad_row_reports_every_problem_not_only_the_first() -> None:
+    draft = from_csv("name,table,address,type,scale,access\n"
+                     "x,holding,abc,uint17,0,maybe\n"
+                     "ok,holding,1,uint16,,r\n")
+    assert draft.problems == [
+        "line 2: address 'abc' is not a number",
+        "line 2: type 'uint17' is not one of " + draft.problems[1].split(" one of ")[1],
+        "line 2: scale '0' is not a non-zero number",
+        "line 2: access 'maybe' is not r or rw"], draft.problems
+    assert [p["name"] for p in draft.points] == ["ok"]

@@ -143,3 +143,12 @@ def test_scan_suggests_a_mistyped_bus(gateway: Gateway) -> None:
     r = gw.cli("scan", "rs485-watr", "--units", "1-2", "--config", str(gw.config))
     assert r.returncode == 2 and "did you mean 'rs485-water'" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_export_errors_in_json_have_a_code_and_a_hint(gateway: Gateway) -> None:
+    r = gateway.cli("buffer", "export", "/nonexistent-dir/x.cbor", "--json")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    obj = json.loads(r.stdout)
+    assert obj["error"] == "export_failed" and "outbox keeps every batch" in obj["hint"], obj
+    assert "no such directory" in obj["message"], obj
