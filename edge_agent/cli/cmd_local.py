@@ -40,7 +40,15 @@ from edge_agent.cli.common import (
 )
 from edge_agent.cli.failure import Explained, as_cli_error, refused
 from edge_agent.cli.humanize import age_of, report
-from edge_agent.cli.point_values import as_json, parse_for, shown, tail_line, values_table
+from edge_agent.cli.point_values import (
+    as_json,
+    parse_for,
+    reading_json,
+    readings_json,
+    shown,
+    tail_line,
+    values_table,
+)
 from edge_agent.control.client import (
     ControlClient,
     ControlRefused,
@@ -93,6 +101,7 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _read(args: argparse.Namespace) -> int:
+    args.json = args.json or args.readings
     try:
         cat = _call(args, "catalog")
     except ControlUnavailable as exc:
@@ -124,7 +133,8 @@ def _read(args: argparse.Namespace) -> int:
         raise Explained(refused(exc.reason, exc.detail, tcp_of(cat, dev))) from None
     values = {k: j["value"] for k, j in judged.items()}
     quality = {k: (str(j["quality"]), str(j["reason"])) for k, j in judged.items()}
-    emit(args, as_json(dev, values, args.exact), values_table(dev, values, quality))
+    emit(args, readings_json(dev, values, quality, args.exact) if args.readings else
+         as_json(dev, values, args.exact), values_table(dev, values, quality))
     return EXIT_OK
 
 
@@ -145,7 +155,8 @@ def _read_direct(args: argparse.Namespace) -> int:
             raise
         raise Explained(err) from None
     quality = {k: (q.value, r) for k, (q, r) in got.quality.items()}
-    emit(args, as_json(dev, got.values, args.exact), values_table(dev, got.values, quality))
+    emit(args, readings_json(dev, got.values, quality, args.exact) if args.readings else
+         as_json(dev, got.values, args.exact), values_table(dev, got.values, quality))
     return EXIT_OK
 
 
@@ -198,7 +209,8 @@ def _tail(args: argparse.Namespace) -> int:
                 stream = c.stream("tail", **kw)
                 readings = (m["reading"] for m in stream if "reading" in m)
                 for n, rd in enumerate(readings, start=1):
-                    print(json.dumps(rd) if args.json else tail_line(rd, meta), flush=True)
+                    print(json.dumps(_tail_json(rd, meta, args.exact)) if args.json else
+                          tail_line(rd, meta), flush=True)
                     if args.count and n >= args.count:
                         break
             except ControlRefused as exc:
@@ -208,6 +220,15 @@ def _tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # the way to stop following: not an error
         return EXIT_OK
     return EXIT_OK
+
+
+def _tail_json(rd: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]],
+               exact: bool) -> dict[str, Any]:
+    """A reading of the daemon as ``read --json --readings`` prints one (rounded, age_s)."""
+    return reading_json(rd["device"], meta.get((rd["device"], rd["point"])), rd["point"],
+                        rd.get("value"), (str(rd["quality"]), str(rd.get("reason") or "")),
+                        int(rd["ts_ns"]), exact=exact, alarm=bool(rd.get("alarm")),
+                        unit=rd.get("unit"))
 
 
 def _down_note(args: argparse.Namespace, cat: dict[str, Any]) -> str:
@@ -289,6 +310,10 @@ def register(sub: Any) -> None:
                         "refused while its socket is there and this user may not use it)")
     p.add_argument("--exact", action="store_true",
                    help="with --json: values as decoded, not rounded to the point's resolution")
+    p.add_argument("--readings", action="store_true",
+                   help="with --json: one object per point with the fields of `tail --json` "
+                        "(value, unit, quality, reason, ts_ns, age_s, alarm) instead of "
+                        "{point: value}")
     p.set_defaults(func=_read)
     p = sub.add_parser("write", help="write a point, bounded by its profile, audited")
     add_common(p)
@@ -305,6 +330,8 @@ def register(sub: Any) -> None:
                    "water_meter")
     p.add_argument("--count", type=whole(1), metavar="N",
                    help="stop after N readings, N >= 1 (default: follow until Ctrl-C)")
+    p.add_argument("--exact", action="store_true",
+                   help="with --json: values as decoded, not rounded to the point's resolution")
     p.set_defaults(func=_tail)
     p = sub.add_parser("buffer",
                        help="outbox statistics; `buffer export DEST` to carry data away")

@@ -65,6 +65,35 @@ def as_json(dev: dict[str, Any], values: dict[str, Any], exact: bool) -> dict[st
             for k, v in values.items()}
 
 
+def reading_json(device: str, p: dict[str, Any] | None, point: str, value: Any,
+                 judged: Judged, ts_ns: int, *, exact: bool, alarm: bool | None = None,
+                 unit: str | None = None) -> dict[str, Any]:
+    """One reading as ``tail --json`` and ``read --json --readings`` print it: the fields of
+    the daemon's readings (``control.protocol.reading_json``: device, point, value, unit,
+    ts_ns, quality, reason, alarm) with the wire format's quality words (good, stale, bad,
+    out_of_range, unreadable), plus ``age_s``; the value rounded to the point's resolution
+    like ``read`` shows it (``exact``: as decoded), NaN/inf as null."""
+    from edge_agent.profiles.display import rounded
+
+    meta = p or {}
+    if alarm is None:
+        alarm = bool((meta.get("report") or {}).get("alarm"))
+    shown_value = value if exact else rounded(value, meta.get("decimals"), meta.get("digits"))
+    return {"device": device, "point": point, "value": shown_value,
+            "unit": meta.get("unit", "") if unit is None else unit, "ts_ns": ts_ns,
+            "quality": judged[0], "reason": judged[1], "alarm": alarm,
+            "age_s": round(max(0.0, time.time() - ts_ns / 1e9), 1)}
+
+
+def readings_json(dev: dict[str, Any], values: dict[str, Any], quality: dict[str, Judged],
+                  exact: bool, read_at: float | None = None) -> list[dict[str, Any]]:
+    """``read --json --readings``: every value read, as ``reading_json``."""
+    meta = {p["name"]: p for p in dev["points"]}
+    ts = int((time.time() if read_at is None else read_at) * 1e9)
+    return [reading_json(dev["name"], meta.get(k), k, v, quality.get(k) or ("bad", "no value"),
+                         ts, exact=exact) for k, v in sorted(values.items())]
+
+
 NUMERIC = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32",
                       "float64"})
 

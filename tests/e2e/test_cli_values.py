@@ -152,3 +152,38 @@ def test_export_errors_in_json_have_a_code_and_a_hint(gateway: Gateway) -> None:
     obj = json.loads(r.stdout)
     assert obj["error"] == "export_failed" and "outbox keeps every batch" in obj["hint"], obj
     assert "no such directory" in obj["message"], obj
+
+
+WIRE_QUALITY = {"good", "stale", "bad", "out_of_range", "unreadable"}  # docs/wire-format.md
+
+
+def short(value: object) -> bool:
+    """A float as a person reads it: at most 7 significant digits (no 1.3344000577926636)."""
+    if not isinstance(value, float):
+        return True
+    return len(repr(abs(value)).replace(".", "").lstrip("0").rstrip("0")) <= 7
+
+
+@pytest.mark.timeout(180)
+def test_read_and_tail_json_carry_the_same_fields_and_words(gateway: Gateway) -> None:
+    gw = gateway
+    assert wait(lambda: gw.cli("read", "meter-01", "flow_rate").returncode == 0, 30)
+    r = gw.cli("read", "meter-01", "--json", "--readings")
+    assert r.returncode == 0, r.stderr
+    read = json.loads(r.stdout)
+    flow = next(x for x in read if x["point"] == "flow_rate")
+    assert flow["unit"] == "m³/h" and flow["quality"] == "good" and flow["age_s"] < 5, flow
+    assert all(short(x["value"]) for x in read), read
+    t = gw.cli("tail", "--json", "--count", "8", timeout=60)
+    assert t.returncode == 0, t.stderr
+    tail = [json.loads(line) for line in t.stdout.splitlines()]
+    assert len(tail) == 8
+    for x in tail:
+        assert set(x) == set(flow), (x, flow)  # the same fields
+        assert x["quality"] in WIRE_QUALITY and short(x["value"]), x
+    assert {x["quality"] for x in read} <= WIRE_QUALITY, read
+    exact = gw.cli("tail", "--json", "--count", "1", "--exact", timeout=60)
+    assert exact.returncode == 0 and set(json.loads(exact.stdout)) == set(flow), exact.stderr
+    # read --json keeps its {point: value} for scripts
+    plain = json.loads(gw.cli("read", "meter-01", "valve", "--json").stdout)
+    assert plain == {"valve": plain["valve"]} and isinstance(plain["valve"], bool), plain
