@@ -88,7 +88,8 @@ class SerialPort:
             if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
                 raise PortDenied(f"bus={cfg.name} port={cfg.port}: not permitted to open it "
                                  f"({os.strerror(errno.EACCES)})", cfg.port) from exc
-            raise BusClosed(f"bus={cfg.name} port={cfg.port}: cannot open: {exc}") from exc
+            why = exc.args[1] if isinstance(exc, termios.error) and len(exc.args) == 2 else exc
+            raise BusClosed(f"bus={cfg.name} port={cfg.port}: cannot open: {why}") from exc
         self._fd = self._ser.fileno()
         try:
             os.set_blocking(self._fd, False)

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edge_agent.cli.common import EXIT_USAGE, CliError, add_config, config_path
 from edge_agent.cli.failure import Explained, unreadable
 from edge_agent.config.load import load_config
 from edge_agent.config.summary import profile_info, render, render_profile, summarize
@@ -30,13 +31,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Validate a gateway config with its device profiles; also accepts one "
                     "profile file or a directory of profiles. Exit 0 and a summary if valid, "
                     "exit 1 and every problem (one per line) if not.")
-    p.add_argument("path", type=Path, help="agent.toml, a profile .toml, or a profile directory")
+    p.add_argument("path", type=Path, nargs="?",
+                   help="agent.toml, a profile .toml, or a profile directory (default: the "
+                        "--config / -c of every other command)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_config(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    path: Path = args.path
+    if args.path is not None and args.config_given and args.path != args.config:
+        raise CliError(f"two configs named: {args.path} and --config {args.config}",
+                       "give one of them", EXIT_USAGE, "usage")
+    path: Path = args.path if args.path is not None else config_path(args)
     denied = unreadable(path) if not os.path.isdir(path) else None
     if denied is not None:  # a right to get, not a problem of the file
         raise Explained(denied)

@@ -168,7 +168,15 @@ def _modbus(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             raise CliError("cancelled", "", 1, "cancelled")
     timeout = args.timeout if args.timeout is not None else line.timeout_s
-    res = line.run(_run(line, tbl, args.unit, args.address, n, values, timeout))
+    try:
+        res = line.run(_run(line, tbl, args.unit, args.address, n, values, timeout))
+    except CliError as exc:
+        if exc.code != "timeout" or line.tcp:
+            raise
+        # a raw unit id, maybe no device of the config: its history is not where to look
+        raise CliError(exc.message, f"is there a unit {args.unit} on {line.label}? `edge-agent "
+                       f"scan {args.bus}` lists the units that answer; else check its power, "
+                       "wiring and the line's baud rate and parity", exc.exit, exc.code) from None
     if res.exception is not None:
         from edge_agent.cli.failure import modbus_exception_text
 

@@ -53,10 +53,11 @@ class _ConfigAction(argparse.Action):
 
 
 def add_config(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get("EDGE_AGENT_CONFIG", "").strip()  # empty: unset, not "."
     p.add_argument("--config", "-c", type=Path, action=_ConfigAction,
-                   default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+                   default=Path(env) if env else DEFAULT_CONFIG,
                    help=f"agent.toml (default: $EDGE_AGENT_CONFIG, else {DEFAULT_CONFIG})")
-    p.set_defaults(config_given="EDGE_AGENT_CONFIG" in os.environ)
+    p.set_defaults(config_given=bool(env))
 
 
 def add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:

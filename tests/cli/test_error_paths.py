@@ -360,3 +360,22 @@ def test_json_errors_carry_codes_not_class_names(capsys: pytest.CaptureFixture[s
     obj = json.loads(out)
     assert obj["error"] == "import_failed" and obj["hint"], obj
     assert snake("OutboxError") == "outbox_error" and snake("unknown_device") == "unknown_device"
+
+
+def test_an_empty_config_variable_is_unset_and_check_config_takes_c(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """`EDGE_AGENT_CONFIG=` used to be the config "." ("does not load (Is a directory)");
+    check-config takes -c like every other command."""
+    monkeypatch.setenv("EDGE_AGENT_CONFIG", "")
+    monkeypatch.setenv("EDGE_AGENT_SOCKET", str(tmp_path / "none.sock"))
+    code, out, err = run(capsys, ["status"])
+    msg = assert_one_line(code, out, err, EXIT_NO_DAEMON)
+    assert "daemon is not running" in msg and "Is a directory" not in msg, msg
+    code, out, err = run(capsys, ["check-config", "-c", str(tmp_path / "nope.toml")])
+    msg = assert_one_line(code, out, err, EXIT_USAGE)
+    assert f"no config file at {tmp_path / 'nope.toml'}" in msg, msg
+    (tmp_path / "p.toml").write_text("x = 1\n")
+    code, out, err = run(capsys, ["check-config", str(tmp_path / "p.toml"), "-c",
+                                  str(tmp_path / "q.toml")])
+    assert code == EXIT_USAGE and "two configs named" in err, err

@@ -72,6 +72,7 @@ def test_sweep_on_a_pty_and_nothing_found(line: tuple[RtuLine, str]) -> None:
     human = subprocess.run([*CLI, path, "--sweep", "--units", "3-3"], capture_output=True,
                            text=True, timeout=100, check=False).stdout
     assert "pseudo-terminal" in human
+    assert "(22," not in human, human  # a refused parity is said in words (Invalid argument)
     proc = subprocess.run([*CLI, path, "--baud", "19200", "--units", "1-2"],
                           capture_output=True, text=True, timeout=50, check=False)
     assert proc.returncode == 1 and "no device answered" in proc.stdout

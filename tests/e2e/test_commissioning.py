@@ -88,6 +88,8 @@ def test_modbus_through_the_daemon_then_direct(gateway: Gateway) -> None:
     gw.sim.fault("meter-02", "none")
     t = gw.cli("modbus", "read", "rs485-water", "9", "input", "0")
     assert t.returncode == 4 and "no answer in time" in t.stderr, t.stderr
+    assert "is there a unit 9 on rs485-water" in t.stderr and "edge-agent scan rs485-water" \
+        in t.stderr and "edge-agent devices" not in t.stderr, t.stderr  # not a device's history
     b = gw.cli("modbus", "read", "rs485-water", "1", "holding", "0", "200")
     assert b.returncode == 2 and "1..125 registers" in b.stderr
     b = gw.cli("modbus", "read", "rs485-watr", "1", "holding", "0")
