@@ -267,7 +267,9 @@ def _buffer(args: argparse.Namespace) -> int:
             raise CliError(f"import: {exc}", "the archives are only read, nothing is lost: "
                            "fix what this names (the sources, --broker HOST:PORT, --tls-ca) "
                            "and run the same import again", EXIT_FAIL, "import_failed") from None
-        emit(args, counts, "\n".join(f"{gw}: {n} batches published and acknowledged"
+        emit(args, counts, "\n".join(f"{gw}: {n} batches published and acknowledged" if n else
+                                      f"{gw}: the archive holds no batches (exported from an "
+                                      "empty outbox): nothing to publish"
                                       for gw, n in counts.items()))
         return EXIT_OK
     if args.buffer_op == "export":

@@ -179,3 +179,22 @@ def test_the_demo_view_shows_quality_not_none() -> None:
     assert why == "the agent was killed by SIGKILL"
     assert _verdict(True, 76, why).startswith("FAILED: the agent was killed by SIGKILL")
     assert _verdict(True, 76, "") == "ALL VERIFIED" and _verdict(True, 0, "") == "FAILED"
+
+
+def test_an_archive_of_an_empty_outbox_imports_as_nothing(tmp_path: Path) -> None:
+    """`buffer export` of an empty outbox writes a valid archive with no batches; `buffer
+    import` used to refuse it ("no batches to import"): it is 0 batches, no broker needed."""
+    from edge_agent.cli.importer import import_batches
+
+    buf = io.BytesIO()
+    w = ArchiveWriter(buf, Header("gw-a", 0, "t", 1))
+    w.finish()
+    arc = tmp_path / "gw-a-20260101T000000Z.export.cbor"
+    arc.write_bytes(buf.getvalue())
+    total, _ = batches_of([arc])
+    assert total == 0
+    assert import_batches([arc], "127.0.0.1", 1) == {"gw-a": 0}  # port 1: never connected
+    out = subprocess.run([sys.executable, "-m", "edge_agent.cli.main", "buffer", "import",
+                          str(arc), "--broker", "127.0.0.1:1"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0 and "gw-a: the archive holds no batches" in out.stdout, out
