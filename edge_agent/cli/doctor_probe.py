@@ -25,14 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.errors import EdgeAgentError
+
 if TYPE_CHECKING:
     from edge_agent.cli.doctor_identity import Identity
 
 PROBE_TIMEOUT_S = 5.0  # one probe of a path (write + fsync, statvfs, reading the key)
 
 
-class NoAnswer(Exception):
-    """The child did not answer in time (``seconds``) or died without a word (``why``)."""
+class NoAnswer(EdgeAgentError):
+    """The child did not answer in time (``seconds``) or died without a word (``why``); doctor
+    turns it into a check's line, never lets it out."""
 
     def __init__(self, why: str, seconds: float | None = None) -> None:
         super().__init__(why)
