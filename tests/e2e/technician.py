@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,9 @@ def open_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def sock_gid(gw: Any) -> int:
+    """The group of the gateway's control socket: root's where the test daemon runs as root, the
+    edge-agent group where the host has one (the daemon gives the socket that group)."""
+    return os.stat(gw.socket_path).st_gid

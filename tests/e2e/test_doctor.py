@@ -24,7 +24,7 @@ from simulators.loopback import free_port
 from tests.support_broker import Mosquitto, make_tls
 
 from .conftest import Gateway
-from .technician import free_uid, need_root, open_dir, run_cli_as
+from .technician import free_uid, need_root, open_dir, run_cli_as, sock_gid
 
 
 def _by_name(out: str) -> dict[str, list[dict[str, Any]]]:
@@ -138,8 +138,8 @@ def test_doctor_as_a_technician_has_no_false_fail(open_gateway: Gateway) -> None
     unit = _hand_to(gw, svc)
     args = ["doctor", "--config", str(gw.config), "--unit", str(unit), "--json"]
     env = {"EDGE_AGENT_SOCKET": str(gw.socket_path)}
-    # in the control socket's group (root's here: the test daemon runs as root)
-    r = run_cli_as(tech, args, groups=[0], env=env)
+    # in the control socket's group (root's here, or edge-agent where that group exists)
+    r = run_cli_as(tech, args, groups=[sock_gid(gw)], env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     st, lines = _statuses(r.stdout), _by_name(r.stdout)
     assert "FAIL" not in st.values(), r.stdout
@@ -158,7 +158,7 @@ def test_doctor_as_a_technician_has_no_false_fail(open_gateway: Gateway) -> None
     os.chown(gw.dir / "state", 0, 0)
     os.chmod(gw.dir / "state", 0o755)
     try:
-        r = run_cli_as(tech, args, groups=[0], env=env)
+        r = run_cli_as(tech, args, groups=[sock_gid(gw)], env=env)
         assert r.returncode == 1 and _statuses(r.stdout)["state dir"] == "FAIL", r.stdout
     finally:
         os.chown(gw.dir / "state", svc, svc)

@@ -19,7 +19,7 @@ from edge_agent.trust.archive import ArchiveReader
 from tests.support_fs import tmpfs
 
 from .conftest import GW, Gateway
-from .technician import free_uid, run_cli_as
+from .technician import free_uid, run_cli_as, sock_gid
 
 
 def _raw(path: Path, payload: bytes, timeout: float = 10) -> list[dict[str, Any]]:
@@ -87,7 +87,7 @@ def test_export_as_a_technician_never_follows_links(open_gateway: Gateway) -> No
     stick.mkdir()
     os.chown(stick, tech, tech)
     # the technician writes the archive: owned by them, the daemon wrote nothing
-    r = run_cli_as(tech, ["buffer", "export", str(stick), "--json"], groups=[0], env=env)
+    r = run_cli_as(tech, ["buffer", "export", str(stick), "--json"], groups=[sock_gid(gw)], env=env)
     assert r.returncode == 0, r.stderr
     out = Path(json.loads(r.stdout)["file"])
     assert out.parent == stick and out.stat().st_uid == tech
@@ -101,14 +101,14 @@ def test_export_as_a_technician_never_follows_links(open_gateway: Gateway) -> No
     for target in (key, victim, stick / "nowhere"):
         link = stick / "planted.export.cbor"
         link.symlink_to(target)
-        r = run_cli_as(tech, ["buffer", "export", str(link)], groups=[0], env=env)
+        r = run_cli_as(tech, ["buffer", "export", str(link)], groups=[sock_gid(gw)], env=env)
         assert r.returncode == 1 and "exists; not overwritten" in r.stderr, r.stderr
         link.unlink()
     assert key.read_bytes() == key_before and victim.read_text() == "keep me"
     # a directory the technician may not write: one clear line, nothing left behind
     locked = gw.dir.parent / "locked"
     locked.mkdir(mode=0o755)
-    r = run_cli_as(tech, ["buffer", "export", str(locked)], groups=[0], env=env)
+    r = run_cli_as(tech, ["buffer", "export", str(locked)], groups=[sock_gid(gw)], env=env)
     assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
     # named by the directory the technician chose, not by the temporary file never made
     assert f"{locked}: cannot create " in r.stderr and ".tmp" not in r.stderr, r.stderr
