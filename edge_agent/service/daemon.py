@@ -43,6 +43,7 @@ from edge_agent.service.metrics import write_metrics
 from edge_agent.service.rollout import RolloutManager
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
+from edge_agent.trust.ed25519 import libcrypto
 from edge_agent.trust.keys import load_signing_key
 from edge_agent.uplink.mqtt import MqttUplink
 
@@ -327,8 +328,9 @@ class Agent:
             await self.control.start()
             self._start_poller()
             self.notifier.ready(f"polling {len(self.cfg.devices)} devices")
-            log.info("agent_started gateway=%s devices=%d boot_id=%s", self.cfg.gateway_id,
-                     len(self.cfg.devices), self.clock.boot_id)
+            log.info("agent_started gateway=%s devices=%d boot_id=%s ed25519=%s",
+                     self.cfg.gateway_id, len(self.cfg.devices), self.clock.boot_id,
+                     "cryptography" if libcrypto() is None else "libcrypto")
             self._spawn(self._watchdog())
             self.rollout.start()
             if self.cfg.uplink is not None:  # the retained status' inventory: only it reads

@@ -115,6 +115,9 @@ def test_the_daemon_works_inside_the_shipped_unit(synced_gateway: SandboxedGatew
           "metrics disagree on the clock")
     # the watchdog is fed
     check(h.wait_notify("WATCHDOG=1", 20), "no WATCHDOG=1 reached the notify socket")
+    # the daemon signs through the system OpenSSL inside the unit too (MemoryDenyWriteExecute,
+    # ProcSubset=pid: ctypes calls, /proc/self/maps), not by falling back to cryptography
+    check("ed25519=libcrypto" in gw.log_text(), "Ed25519 fell back to cryptography in the unit")
     # a clean stop, and nothing on the way met the sandbox
     check(h.stop_service() == 0, "unclean exit on SIGTERM")
     if isinstance(h, UnitHarness):  # under systemd, systemd consumes it
