@@ -22,7 +22,7 @@ from edge_agent.outbox.store import Outbox
 from edge_agent.pipeline.loss import Loss
 from edge_agent.readings import Reading
 from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch
-from edge_agent.trust.loss import LossNotice
+from edge_agent.trust.loss import UNCLEAN_STOP, LossNotice
 
 GAP_REASON = "outbox_full"
 
@@ -83,3 +83,16 @@ class SigningWriter:
         self.outbox.append([self.signer.sign_loss(
             ChainHead(h.seq, h.prev), notice, created_ns=time.time_ns(), clock_synced=clock_synced
         )])  # fmt: skip
+
+    def commit_unclean_stop(
+        self, since_ns: int, devices: Sequence[str], *, clock_synced: bool = True
+    ) -> SignedBatch:
+        """The unclean-stop notice (trust/loss.py): the previous run ended without its clean
+        stop; what it held in memory since ``since_ns`` (its last commit) is gone, uncounted."""
+        h = self.outbox.head
+        now = time.time_ns()
+        notice = LossNotice(0, 0, min(since_ns, now), now, tuple(sorted(devices)), UNCLEAN_STOP)
+        b = self.signer.sign_loss(ChainHead(h.seq, h.prev), notice, created_ns=now,
+                                  clock_synced=clock_synced)  # fmt: skip
+        self.outbox.append([b])
+        return b

@@ -65,6 +65,7 @@ class Batcher:
         self._dropped = 0  # readings given up (they count as settled for flush)
         self._dead = False
         self._failing_since: float | None = None  # first failure of the current commit streak
+        self.closed_clean = False  # set by ``close``: nothing it took was left unannounced
         self.last_error = ""  # of the current failure streak
         self._retry = retry or RetryPolicy(initial_s=0.1, max_s=5.0)
         self._cond = threading.Condition()
@@ -189,6 +190,8 @@ class Batcher:
             log.error("batcher_close_uncommitted readings=%d", lost)
         if self._tally:  # one last try to announce what was given up
             self._announce(give_up=True)
+        with self._cond:
+            self.closed_clean = not self._tally  # every reading committed or announced
 
     # -- worker ----------------------------------------------------------------------------
 

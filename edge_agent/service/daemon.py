@@ -25,6 +25,7 @@ from edge_agent.config.catalog import catalog
 from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
 from edge_agent.errors import CommandRefused, ConfigError, OutboxError
+from edge_agent.outbox.epochs import Epoch
 from edge_agent.outbox.rechain import ChainGuard
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
@@ -75,6 +76,8 @@ class Agent:
         # names it; the previous one tells whether the last run stopped cleanly)
         self.previous_run = self.outbox.begin_epoch(self.clock.boot_id)
         writer = SigningWriter(self.signer, self.outbox)
+        if self.previous_run is not None and not self.previous_run.clean:
+            self._announce_unclean_stop(writer, self.previous_run)
         self.batcher = Batcher(self.cfg.batch, writer, on_loss=lambda loss: writer.commit_loss(
             loss, clock_synced=self.clock.state().synced))
         self._sink_refused = False
@@ -91,6 +94,17 @@ class Agent:
         self.control: ControlServer | None = None
         self.rollout: RolloutManager | None = None
         self.exit_code = 0
+
+    def _announce_unclean_stop(self, writer: SigningWriter, prev: Epoch) -> None:
+        """The run before ended without its clean stop (kill -9, the watchdog, a power cut):
+        what it held in memory is gone, uncounted. Signed first thing, so the notice follows the
+        last batch that run committed; OutboxError (the disk fails): the start fails."""
+        b = writer.commit_unclean_stop(prev.started_ns, [d.name for d in self.cfg.devices],
+                                       clock_synced=self.clock.state().synced)  # fmt: skip
+        log.warning("unclean_stop previous_boot=%s previous_start_seq=%d last_seq=%d "
+                    "notice_seq=%d (readings the previous run had not committed are lost: "
+                    "announced in a signed loss notice)", prev.boot, prev.start, b.seq - 1,
+                    b.seq)  # fmt: skip
 
     # -- readings fan-out --------------------------------------------------------------------
 
@@ -385,6 +399,11 @@ class Agent:
             self.commands.close()
         if self.rollout is not None:
             self.rollout.close()
+        if self.batcher.closed_clean:  # else the next start announces an unclean stop
+            try:
+                self.outbox.mark_clean_stop()
+            except OutboxError as exc:
+                log.error("stop_step_failed step=clean_mark err=%s", exc)
         self.outbox.close()
         self.notifier.close()
         log.info("agent_stopped")

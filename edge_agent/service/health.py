@@ -47,6 +47,8 @@ def outbox_status(agent: Agent) -> dict[str, Any]:
     st = agent.outbox.stats()
     err, failing = commit_state(agent)
     return {
+        # failing: commits fail (or one hangs) now; what follows is as of the last commit
+        "state": "ok" if failing is None else "failing",
         "depth": st.depth, "bytes": st.bytes, "readings": st.readings,
         "oldest_age_s": round(st.oldest_age_s, 1), "head_seq": st.head_seq,
         "readings_dropped": st.readings_dropped, "gaps": st.gaps,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import edge_agent
@@ -10,6 +12,19 @@ from edge_agent.service.health import outbox_status, unhealthy_reasons
 
 if TYPE_CHECKING:
     from edge_agent.service.daemon import Agent
+
+log = logging.getLogger(__name__)
+
+
+def _section(reasons: list[str], name: str, build: Callable[[], Any]) -> Any:
+    """One section of the status; one that cannot be built (a disk that fails under it) is
+    reported as failed — ``{"failed": why}`` and an unhealthy reason — never the whole status."""
+    try:
+        return build()
+    except Exception as exc:
+        log.error("status_section_failed section=%s err=%r", name, exc)
+        reasons.append(f"status: {name} unreadable: {exc}")
+        return {"failed": f"{type(exc).__name__}: {exc}"}
 
 
 def agent_status(agent: Agent) -> dict[str, Any]:
@@ -31,6 +46,9 @@ def agent_status(agent: Agent) -> dict[str, Any]:
                    "acked": s.acked, "ack_pending": s.ack_pending,
                    "ack_failures": s.ack_failures,
                    "last_error": (s.last_error or "-") if current else "-"}
+    box = _section(reasons, "outbox", lambda: outbox_status(agent))
+    config = _section(reasons, "config", lambda: agent.rollout.config_state()
+                      if agent.rollout is not None else None)  # fmt: skip
     return {
         "gateway_id": agent.cfg.gateway_id,
         "version": edge_agent.__version__,
@@ -39,7 +57,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "clock_synced": clock.synced,
         "clock_source": agent.clock.source,
         "uplink": uplink,
-        "outbox": outbox_status(agent),
+        "outbox": box,
         "healthy": not reasons, "unhealthy": reasons,
         "devices": {"total": len(agent.cfg.devices), "up": up, "down": down,
                     "not_yet_polled": len(devs) - up - down, "quarantined": quarantined},
@@ -48,7 +66,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "readings_emitted": agent.poller.readings_emitted if agent.poller is not None else 0,
         "last_errors": errors[:10],
         # which configuration runs (local or a bundle), pinned, the last rollout
-        "config": agent.rollout.config_state() if agent.rollout is not None else None,
+        "config": config,
     }
 
 

@@ -5,6 +5,12 @@ readings that never got a seq: the pipeline's bounded backlog overflowed while t
 not commit (see ``pipeline.loss``). It is an ordinary link of the chain and carries, instead of
 readings, how many readings were given up, how many of them were alarms, their time span, the
 devices they came from and why. Keys 15..18 mean what they mean in a gap notice.
+
+An *unclean stop* notice is a loss notice with reason ``unclean_stop``: the daemon run before
+this one ended without its clean stop (kill -9, the watchdog, a power cut), so readings it held in
+memory and had not committed are gone, and nobody counted them. It carries readings 0 (uncounted,
+the only loss notice that may), the span from the last commit of that run to this start, and
+every configured device. Written at the next start, before anything else is signed.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ K_T_LAST = 17
 K_REASON = 18
 K_DEVICES = 22  # array of tstr, sorted: every device among the readings given up
 K_ALARMS = 23  # alarm readings among them
+UNCLEAN_STOP = "unclean_stop"  # the reason of the one loss notice that counts no readings
 
 
 class BadLossField(VerifyError):
@@ -40,9 +47,15 @@ class LossNotice:
     reason: str  # e.g. "backlog_full"
 
 
+def _least(reason: str) -> int:
+    """The fewest readings a loss notice with ``reason`` may name."""
+    return 0 if reason == UNCLEAN_STOP else 1
+
+
 def loss_fields(n: LossNotice) -> dict[int, object]:
-    if n.readings < 1 or not 0 <= n.alarms <= n.readings:
-        raise ContractError("a loss notice needs readings >= 1 and 0 <= alarms <= readings")
+    if n.readings < _least(n.reason) or not 0 <= n.alarms <= n.readings:
+        raise ContractError("a loss notice needs readings >= 1 (0 only for an unclean stop)"
+                            " and 0 <= alarms <= readings")  # fmt: skip
     return {
         K_READINGS: n.readings, K_ALARMS: n.alarms, K_T_FIRST: n.t_first_ns,
         K_T_LAST: n.t_last_ns, K_DEVICES: sorted(n.devices), K_REASON: n.reason,
@@ -71,7 +84,7 @@ def loss_from_map(m: dict[object, object]) -> LossNotice:
     if type(reason) is not str:
         raise BadLossField(f"[{K_REASON}]", "expected text")
     readings, alarms = uint(K_READINGS), uint(K_ALARMS)
-    if readings < 1 or alarms > readings:
+    if readings < _least(reason) or alarms > readings:
         raise BadLossField(f"[{K_READINGS}]", f"{readings} readings with {alarms} alarms")
     return LossNotice(readings, alarms, integer(K_T_FIRST), integer(K_T_LAST),
                       tuple(devices), reason)

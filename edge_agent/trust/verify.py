@@ -35,6 +35,7 @@ from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.batch import GENESIS_PREV, BatchPayload, decode_payload
 from edge_agent.trust.cose import verify1
 from edge_agent.trust.ed25519 import PublicKey
+from edge_agent.trust.loss import UNCLEAN_STOP
 from edge_agent.trust.verify_report import COUNTERS, MAX_PROBLEMS, Accepted, VerifyReport
 from edge_agent.trust.verify_state import VerifyState
 
@@ -154,6 +155,10 @@ class ChainVerifier:
         elif p.loss is not None:
             self._c["loss_notices"] += 1
             self._c["readings_lost"] += p.loss.readings
+            if p.loss.reason == UNCLEAN_STOP:
+                self.state.add_event("notice", f"unclean_stop gateway={chain.gateway} seq={p.seq}:"
+                                     " the run before stopped without its clean stop; its"
+                                     f" readings after seq {p.seq - 1} are lost, uncounted")
         else:
             self._c["readings"] += len(p.readings)
         return Accepted(kid, p, digest)

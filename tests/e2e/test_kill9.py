@@ -13,6 +13,7 @@ import pytest
 from edge_agent.trust.batch import decode_payload
 from edge_agent.trust.cose import verify1
 from edge_agent.trust.keys import kid_of
+from edge_agent.trust.loss import UNCLEAN_STOP
 from edge_agent.trust.verify import ChainVerifier
 from tests.support_broker import Subscriber
 
@@ -62,5 +63,10 @@ def test_kill9_loses_nothing_accepted(gateway: Gateway) -> None:
         assert rep.batches == max(seqs) and rep.duplicates >= 0
         boots = gw.log_text().count("agent_started")
         assert boots == 8
+        # every kill -9 is stated by the next start (what it held in memory is gone); the clean
+        # stop (SIGTERM) is not
+        unclean = [p.seq for p in (decode_payload(verify1(m, keys)[1]) for m in sub.payloads())
+                   if p.loss is not None and p.loss.reason == UNCLEAN_STOP]  # fmt: skip
+        assert len(set(unclean)) == 6 and gw.log_text().count("unclean_stop previous_boot") == 6
     finally:
         sub.close()

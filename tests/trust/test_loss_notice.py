@@ -8,10 +8,10 @@ import re
 import cbor2
 import pytest
 
-from edge_agent.errors import VerifyError
+from edge_agent.errors import ContractError, VerifyError
 from edge_agent.trust.batch import BatchSigner, ChainHead, decode_payload, encode_payload
 from edge_agent.trust.cose import sign1, verify1
-from edge_agent.trust.loss import LossNotice
+from edge_agent.trust.loss import UNCLEAN_STOP, LossNotice
 from edge_agent.trust.verify import ChainVerifier
 from tests.trust.helpers import BOOT, GATEWAY, fixed_key, keyring, make_readings
 
@@ -85,3 +85,22 @@ def test_sign1_of_a_loss_payload_is_an_ordinary_batch() -> None:
     p = decode_payload(verify1(b.cose, KEYS)[1])
     again = sign1(encode_payload(p), KEY, signer.kid)
     assert again == b.cose  # deterministic
+
+
+def test_an_unclean_stop_notice_counts_no_readings_and_only_it_may() -> None:
+    signer = BatchSigner(KEY, GATEWAY, BOOT)
+    stop = LossNotice(0, 0, 1, 2, ("meter-1",), UNCLEAN_STOP)
+    b = signer.sign_loss(ChainHead(0, bytes(32)), stop, created_ns=5, clock_synced=True)
+    assert decode_payload(verify1(b.cose, KEYS)[1]).loss == stop
+    v = ChainVerifier(KEYS)
+    v.feed(b.cose)
+    rep = v.summary()
+    assert rep.ok and rep.loss_notices == 1 and rep.readings_lost == 0
+    assert [n.split(":")[0] for n in rep.notices] == [f"unclean_stop gateway={GATEWAY} seq=1"]
+    with pytest.raises(ContractError, match="readings >= 1"):
+        signer.sign_loss(ChainHead(0, bytes(32)), LossNotice(0, 0, 1, 2, (), "backlog_full"),
+                         created_ns=5, clock_synced=True)  # fmt: skip
+    m = cbor2.loads(verify1(b.cose, KEYS)[1])
+    m[18] = "backlog_full"  # the same count under another reason: malformed
+    with pytest.raises(VerifyError, match=re.escape("payload[15]")):
+        decode_payload(cbor2.dumps(m, canonical=True))
