@@ -159,7 +159,10 @@ def _pin(args: argparse.Namespace) -> int:
     except DaemonNotRunning:  # stopped or crash-looping: the pin goes into the state on disk
         from edge_agent.cli.pin_offline import pin_offline
 
-        s = pin_offline(config_path(args), pin, reason)
+        config = config_path(args)
+        if not config.is_file():  # no box here to pin: "not running, start it" as it stands
+            raise
+        s = pin_offline(config, pin, reason)
         when = " (the daemon is not running: from its next start)"
     emit(args, s, ("pinned: the local config runs; bundles are declined until "
                    "`edge-agent config unpin`" if pin else
