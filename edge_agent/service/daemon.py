@@ -39,8 +39,8 @@ from edge_agent.service.buses import close_buses, make_buses
 from edge_agent.service.commands import RemoteCommands, build_command_service, stored_results
 from edge_agent.service.commissioning import raw_modbus
 from edge_agent.service.export import export_stream
-from edge_agent.service.health import unhealthy_reasons
-from edge_agent.service.metrics import write_metrics
+from edge_agent.service.health import watchdog_loop
+from edge_agent.service.metrics import metrics_loop
 from edge_agent.service.rollout import RolloutManager
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
@@ -283,36 +283,6 @@ class Agent:
     def poll_task(self) -> asyncio.Task[None] | None:
         return self._poll_task
 
-    def _healthy(self) -> bool:
-        reasons = unhealthy_reasons(self)
-        if reasons:
-            log.error("unhealthy reasons=%s", "; ".join(reasons))
-        return not reasons
-
-    async def _metrics(self, path: Path) -> None:
-        interval = self.cfg.uplink.status_interval_s if self.cfg.uplink else 15.0
-        failing = False
-        while True:
-            try:
-                await asyncio.to_thread(write_metrics, self, path)
-                if failing:
-                    failing = False
-                    log.info("metrics_recovered path=%s", path)
-            except OSError as exc:
-                if not failing:
-                    failing = True
-                    log.warning("metrics_write_failed path=%s err=%s", path, exc)
-            await asyncio.sleep(interval)
-
-    async def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_interval_s or 10.0
-        while True:
-            await asyncio.sleep(interval)
-            if self._healthy():
-                self.notifier.watchdog()
-            else:
-                log.error("watchdog_withheld")
-
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -345,14 +315,14 @@ class Agent:
             log.info("agent_started gateway=%s devices=%d boot_id=%s ed25519=%s",
                      self.cfg.gateway_id, len(self.cfg.devices), self.clock.boot_id,
                      "cryptography" if libcrypto() is None else "libcrypto")
-            self._spawn(self._watchdog())
+            self._spawn(watchdog_loop(self))
             self.rollout.start()
             if self.cfg.uplink is not None:  # the retained status' inventory: only it reads
                 # it, once a status interval; a fresher copy 4x as often (not every second: a
                 # thousand devices' status is the costliest thing a quiet gateway would do)
                 self._spawn(self.rollout.run_inventory(self.cfg.uplink.status_interval_s / 4))
             if self.cfg.prometheus_textfile is not None:
-                self._spawn(self._metrics(self.cfg.prometheus_textfile))
+                self._spawn(metrics_loop(self, self.cfg.prometheus_textfile))
             await self._stop.wait()  # a signal, a restart request or the poller crashing
             if self._poll_crash is not None:
                 log.error("poller_crashed err=%r", self._poll_crash)

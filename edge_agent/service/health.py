@@ -5,15 +5,19 @@ been failing for more than COMMIT_FAILING_LIMIT_S (the outbox's own record of fa
 and marks, and the batcher's retry loop). A disk-full commit that succeeds after dropping old
 batches is not a failure; one that cannot be made to succeed is, and withholding the watchdog
 lets systemd restart the service (and the operator see it) instead of the agent piling readings
-up in memory while pretending to be fine.
+up in memory while pretending to be fine. ``watchdog_loop`` sends WATCHDOG=1 only while healthy.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge_agent.service.daemon import Agent
+
+log = logging.getLogger("edge_agent")  # the daemon's lines
 
 COMMIT_FAILING_LIMIT_S = 10.0
 
@@ -59,3 +63,21 @@ def outbox_status(agent: Agent) -> dict[str, Any]:
         "commit_error": err, "commit_failing_s": failing,
         "backlog_readings": agent.batcher.backlog, "readings_lost": agent.batcher.readings_lost,
     }  # fmt: skip
+
+
+def healthy(agent: Agent) -> bool:
+    reasons = unhealthy_reasons(agent)
+    if reasons:
+        log.error("unhealthy reasons=%s", "; ".join(reasons))
+    return not reasons
+
+
+async def watchdog_loop(agent: Agent) -> None:
+    """WATCHDOG=1 every watchdog interval (10 s without one) while the agent is healthy."""
+    interval = agent.notifier.watchdog_interval_s or 10.0
+    while True:
+        await asyncio.sleep(interval)
+        if healthy(agent):
+            agent.notifier.watchdog()
+        else:
+            log.error("watchdog_withheld")

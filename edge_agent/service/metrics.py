@@ -1,8 +1,11 @@
 """Optional Prometheus textfile output ([health] prometheus_textfile), for node_exporter's
-textfile collector. Written atomically (temp file + rename) every status interval."""
+textfile collector. Written atomically (temp file + rename) every status interval
+(``metrics_loop``; a failing write is logged once, then again when it recovers)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +13,8 @@ from edge_agent.platform.files import write_public
 
 if TYPE_CHECKING:
     from edge_agent.service.daemon import Agent
+
+log = logging.getLogger("edge_agent")  # the daemon's lines
 
 
 def _label(value: str) -> str:
@@ -67,3 +72,19 @@ def render_metrics(agent: Agent) -> str:
 def write_metrics(agent: Agent, path: Path) -> None:
     """Atomically, mode 0644: node_exporter is no member of the service's groups."""
     write_public(path, render_metrics(agent))
+
+
+async def metrics_loop(agent: Agent, path: Path) -> None:
+    interval = agent.cfg.uplink.status_interval_s if agent.cfg.uplink else 15.0
+    failing = False
+    while True:
+        try:
+            await asyncio.to_thread(write_metrics, agent, path)
+            if failing:
+                failing = False
+                log.info("metrics_recovered path=%s", path)
+        except OSError as exc:
+            if not failing:
+                failing = True
+                log.warning("metrics_write_failed path=%s err=%s", path, exc)
+        await asyncio.sleep(interval)
