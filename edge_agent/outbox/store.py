@@ -130,7 +130,12 @@ class Outbox:
             fsync_dir(self.path.parent)
         self._r = connect(self.path, self.wal_limit)
         st = load_state(self._w)
-        self._m = Mirror(st.head, st.counters, st.held, st.depth, st.readings, st.total_bytes,
+        # a mark past the head (the uplink moves it ahead of what it publishes) covers no batch
+        # of an earlier process: none above the head exists. Left there, it would keep batches
+        # this process signs offline from ever being dropped; the uplink moves it again before
+        # it publishes past the head.
+        held = min(st.held, st.head.seq)
+        self._m = Mirror(st.head, st.counters, held, st.depth, st.readings, st.total_bytes,
                          st.oldest_ns, st.live_pages)  # fmt: skip
         self._appender = Appender(
             self._w, str(self.path), cap=self.cap_bytes, wal_limit=self.wal_limit,

@@ -290,3 +290,24 @@ def test_a_full_disk_drops_the_oldest_waiting_batches_before_the_rewrite(
     assert report.ok, report.problems
     assert (report.conflicts, report.contradicted, report.gaps_unexplained) == (0, 0, 0)
     assert report.resumes == 1 and report.gap_notices >= 1
+
+
+def test_a_held_mark_past_the_head_does_not_outlive_its_process(
+    tmp_path: Path, signer: BatchSigner
+) -> None:
+    """The uplink moves the held mark ahead of what it publishes; after a restart no batch above
+    the head can have been published, so batches signed offline stay droppable (a restored
+    state on a small disk was stuck otherwise: every commit 'over budget')."""
+    with _open(tmp_path / "o.db", signer) as box:
+        box.append(sign_chain(signer, box, 3))
+        box.hold_through(3 + 32)
+        assert box.held_through == 35
+    with Outbox(tmp_path / "o.db", cap_bytes=256 * 1024,
+                gap_signer=make_gap_signer(signer)) as box:  # fmt: skip
+        assert box.held_through == 3
+        writer = SigningWriter(signer, box)
+        for i in range(200):
+            writer([list(synthetic_readings(20, start=i * 20))])
+        waiting = {b.seq for b in box.pending(0, 10_000)}
+        assert {1, 2, 3} <= waiting and not waiting & set(range(4, 36))  # dropped, announced
+        assert box.stats().batches_dropped >= 32
