@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge_agent.errors import OutboxError
 from edge_agent.outbox import drops
 from edge_agent.outbox.drops import DropLog, drop_target, pragma
-from edge_agent.outbox.records import BatchLike, GapSigner, Head
+from edge_agent.outbox.health import CommitHealth
+from edge_agent.outbox.records import BatchLike, GapSigner, Head, Stats
 from edge_agent.outbox.runs import DropPlan
-from edge_agent.outbox.schema import INSERT, is_full, oldest_created, restart_wal, row
+from edge_agent.outbox.schema import INSERT, PAGE_SIZE, is_full, oldest_created, restart_wal, row
 from edge_agent.outbox.space import Footprint, Reserve
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,30 @@ class Mirror:
     oldest_ns: int | None  # wall time the oldest waiting batch was stored (None: empty)
     live_pages: int  # pages in use at the last commit (page count minus freelist)
     fp: Footprint | None = None  # the files and the filesystem as last measured
+    written: int = 0  # bytes the kernel wrote for the store's transactions (-1: not known)
+    appended_readings: int = 0  # data readings appended by this process
+    commits: list[int] = field(default_factory=lambda: [0, 0])  # appends, acks
+
+    def stats(self, *, cap: int, wal_limit: int, reserve: Reserve, health: CommitHealth) -> Stats:
+        """What ``Outbox.stats`` reports: the counts as of the last commit, the files as last
+        measured. Never reads the database, so it answers while the disk hangs or fails."""
+        fp = self.fp or Footprint(0, 0, 0, 0, 0, -1)
+        ns = self.oldest_ns
+        oldest = 0.0 if ns is None else max(0.0, (time.time_ns() - ns) / 1e9)
+        used = self.live_pages * PAGE_SIZE + max(fp.wal, wal_limit) + fp.shm + fp.journal
+        err, failing = health.state()
+        c = self.counters
+        return Stats(
+            depth=self.depth, readings=self.readings, bytes=self.total_bytes, oldest_age_s=oldest,
+            head_seq=self.head.seq, batches_dropped=c[0], readings_dropped=c[1],
+            bytes_dropped=c[2], gaps=c[3], file_bytes=fp.db + fp.wal, bytes_written=self.written,
+            readings_appended=self.appended_readings, append_commits=self.commits[0],
+            ack_commits=self.commits[1], footprint_bytes=fp.files,
+            used_bytes=used + reserve.size, cap_bytes=cap,
+            budget_bytes=min(cap, fp.disk_budget), disk_free_bytes=fp.fs_free,
+            reserve_bytes=reserve.size, reserve_held=reserve.held,
+            held_through=self.held, commit_error=err, commit_failing_s=failing,
+        )  # fmt: skip
 
 
 class Appender:

@@ -27,6 +27,12 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edge_agent.errors import OutboxError
+
+if TYPE_CHECKING:
+    from edge_agent.outbox.store import Outbox
 
 KEEP = 1000  # epochs remembered (one per daemon start)
 EPOCH_BYTES = 16
@@ -98,3 +104,28 @@ def vouches(
                          (e.id,)).fetchone()  # fmt: skip
     last = head_seq if after is None else int(after[0])  # what this state knows it reached
     return seq <= last
+
+
+# -- on an open outbox -------------------------------------------------------------------------
+
+
+def start(box: Outbox, boot_id: str) -> Epoch | None:
+    """Record durably that a daemon run begins (before anything is published) as ``box.epoch``;
+    returns the previous run (None at the first start, or an outbox from before epochs)."""
+    box.epoch, prev = box.transact("epoch", lambda conn, head: begin(conn, head, boot_id))
+    return prev
+
+
+def stopped_clean(box: Outbox) -> None:
+    """The run stops with everything it accepted committed or announced."""
+    ep = box.epoch
+    if ep is not None:
+        box.transact("epoch", lambda conn, head: mark_clean(conn, ep.id))
+
+
+def box_vouches(box: Outbox, epoch: bytes, start: int, seq: int) -> bool | None:
+    """Whether the state in ``box`` continues a witnessed (epoch, start, seq); see ``vouches``."""
+    cur = box.epoch
+    if cur is None:
+        raise OutboxError(f"{box.path}: no epoch begun")
+    return box.transact("read", lambda conn, head: vouches(conn, cur, head, epoch, start, seq))

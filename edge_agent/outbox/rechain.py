@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from edge_agent.errors import OutboxError, VerifyError
+from edge_agent.outbox import epochs
 from edge_agent.outbox.records import BatchLike, Head, StoredBatch
 from edge_agent.outbox.rewrite import Rewrite
 from edge_agent.outbox.schema import is_full
@@ -237,7 +238,7 @@ class ChainGuard:
         self.announced = 0  # highest seq this process announced
         self._missing_logged = False
         if outbox.epoch is None:  # the daemon begins it at start; a guard alone begins one
-            outbox.begin_epoch(signer.boot_id)
+            epochs.start(outbox, signer.boot_id)
 
     def witness(self) -> tuple[int, bytes]:
         """(seq, signed witness) of the current outbox head, with this run's epoch."""
@@ -251,7 +252,7 @@ class ChainGuard:
 
     def _continues(self, w: Witness) -> bool:
         if w.epoch:
-            known = self.outbox.vouches(w.epoch, w.epoch_start, w.seq)
+            known = epochs.box_vouches(self.outbox, w.epoch, w.epoch_start, w.seq)
             if known is not None:
                 return known
             log.info("chain_witness epoch=%s older than every epoch kept: checked batch by batch",

@@ -29,16 +29,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from edge_agent.errors import OutboxError
-from edge_agent.outbox import epochs
 from edge_agent.outbox.append import Appender, Mirror
 from edge_agent.outbox.drops import GAP_RESERVE_BYTES
+from edge_agent.outbox.epochs import Epoch
 from edge_agent.outbox.health import CommitHealth
 from edge_agent.outbox.iostat import thread_write_bytes
 from edge_agent.outbox.records import BatchLike, GapSigner, Head, Stats, StoredBatch
@@ -98,7 +97,7 @@ class Outbox:
                 f" and the reserve ({size}) need at least {floor}"
             )
         self.health = CommitHealth(str(path))
-        self.epoch: epochs.Epoch | None = None  # this daemon's run, once ``begin_epoch`` ran
+        self.epoch: Epoch | None = None  # this daemon's run, once ``epochs.start`` ran
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
@@ -109,9 +108,7 @@ class Outbox:
         except sqlite3.Error as exc:
             raise OutboxError(f"{path}: cannot open outbox: {exc}") from exc
         self.reserve.ensure(force=True)
-        self._written = 0 if thread_write_bytes() >= 0 else -1
-        self._appended_readings = 0
-        self._commits = [0, 0]  # appends, acks
+        self._m.written = 0 if thread_write_bytes() >= 0 else -1
 
     def _open(self) -> None:
         fresh = not self.path.exists()
@@ -207,8 +204,8 @@ class Outbox:
                 self.health.failed("append", str(exc))
                 raise
             self.health.ok("append")
-            self._appended_readings += sum(b.n_readings for b in batches if b.kind == "data")
-            self._commits[0] += 1
+            self._m.appended_readings += sum(b.n_readings for b in batches if b.kind == "data")
+            self._m.commits[0] += 1
             self._charge(w0)
         for fn in list(self._listeners):
             fn()
@@ -238,7 +235,7 @@ class Outbox:
             m.total_bytes, m.depth = m.total_bytes - nbytes, m.depth - n
             m.readings -= nread
             m.oldest_ns, m.live_pages = oldest, live
-            self._commits[1] += 1
+            self._m.commits[1] += 1
             self._charge(w0)
             self._refresh()
             return n
@@ -254,33 +251,12 @@ class Outbox:
                 "UPDATE held SET seq = ? WHERE id = 0", (seq,)))  # fmt: skip
             self._m.held = seq
 
-    # -- runs of the daemon (outbox/epochs.py) -------------------------------------------------
-
-    def begin_epoch(self, boot_id: str) -> epochs.Epoch | None:
-        """Record durably that a daemon run begins here (before anything is published); returns
-        the previous run (None at the first start, or an outbox from before epochs)."""
-        with self._writing("epoch"):
+    def transact(self, kind: str, body: Callable[[sqlite3.Connection, int], _T]) -> _T:
+        """``body(connection, head seq)`` in one write transaction of its own, under the write
+        lock (the runs of the daemon, outbox/epochs.py). OutboxError when it fails."""
+        with self._writing(kind):
             head = self._m.head.seq
-            self.epoch, prev = self._commit("epoch", lambda: epochs.begin(self._w, head, boot_id))
-        return prev
-
-    def mark_clean_stop(self) -> None:
-        """The run stops with everything it accepted committed or announced."""
-        ep = self.epoch
-        if ep is None:
-            return
-        with self._writing("epoch"):
-            self._commit("epoch", lambda: epochs.mark_clean(self._w, ep.id))
-
-    def vouches(self, epoch: bytes, start: int, seq: int) -> bool | None:
-        """Whether this state continues a witnessed (epoch, start, seq); see ``epochs.vouches``."""
-        if self.epoch is None:
-            raise OutboxError(f"{self.path}: no epoch begun")
-        with self._writing("read"):
-            try:
-                return epochs.vouches(self._w, self.epoch, self._m.head.seq, epoch, start, seq)
-            except sqlite3.Error as exc:
-                raise OutboxError(f"{self.path}: read failed: {exc}") from exc
+            return self._commit(kind, lambda: body(self._w, head))
 
     def _commit(self, kind: str, body: Callable[[], _T]) -> _T:
         """``body`` in one write transaction; on a full disk the reserve is released and it is
@@ -350,7 +326,7 @@ class Outbox:
             except OutboxError as exc:
                 self.health.failed("rewrite", str(exc))
                 raise
-            self._commits[0] += 1
+            self._m.commits[0] += 1
             self._charge(w0)
         return gaps
 
@@ -369,15 +345,15 @@ class Outbox:
             m = self._m
             m.head, m.depth, m.readings, m.total_bytes = head, depth, readings, total
             m.oldest_ns, m.live_pages = oldest, live
-            self._commits[0] += 1
+            self._m.commits[0] += 1
             self._charge(w0)
         for fn in list(self._listeners):
             fn()
         return head
 
     def _charge(self, w0: int) -> None:
-        if self._written >= 0 and w0 >= 0:
-            self._written += thread_write_bytes() - w0
+        if self._m.written >= 0 and w0 >= 0:
+            self._m.written += thread_write_bytes() - w0
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -398,26 +374,9 @@ class Outbox:
         ]
 
     def stats(self) -> Stats:
-        """From memory: the counts as of the last commit, the files as last measured (after each
-        commit, or by ``refresh``). Never reads the database, so it answers while the disk hangs
-        or fails."""
-        m = self._m
-        fp = m.fp or Footprint(0, 0, 0, 0, 0, -1)
-        oldest = 0.0 if m.oldest_ns is None else max(0.0, (time.time_ns() - m.oldest_ns) / 1e9)
-        used = m.live_pages * PAGE_SIZE + max(fp.wal, self.wal_limit) + fp.shm + fp.journal
-        err, failing = self.health.state()
-        c = m.counters
-        return Stats(
-            depth=m.depth, readings=m.readings, bytes=m.total_bytes, oldest_age_s=oldest,
-            head_seq=m.head.seq, batches_dropped=c[0], readings_dropped=c[1], bytes_dropped=c[2],
-            gaps=c[3], file_bytes=fp.db + fp.wal, bytes_written=self._written,
-            readings_appended=self._appended_readings, append_commits=self._commits[0],
-            ack_commits=self._commits[1], footprint_bytes=fp.files,
-            used_bytes=used + self.reserve.size, cap_bytes=self.cap_bytes,
-            budget_bytes=min(self.cap_bytes, fp.disk_budget), disk_free_bytes=fp.fs_free,
-            reserve_bytes=self.reserve.size, reserve_held=self.reserve.held,
-            held_through=m.held, commit_error=err, commit_failing_s=failing,
-        )  # fmt: skip
+        """From memory (``Mirror.stats``): never waits for the disk."""
+        return self._m.stats(cap=self.cap_bytes, wal_limit=self.wal_limit, reserve=self.reserve,
+                             health=self.health)  # fmt: skip
 
     def close(self) -> None:
         with self._wlock, self._rlock:

@@ -25,6 +25,7 @@ from edge_agent.config.catalog import catalog
 from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
 from edge_agent.errors import CommandRefused, ConfigError, OutboxError
+from edge_agent.outbox import epochs
 from edge_agent.outbox.epochs import Epoch
 from edge_agent.outbox.rechain import ChainGuard
 from edge_agent.outbox.store import Outbox
@@ -74,7 +75,7 @@ class Agent:
                              reserve_bytes=self.cfg.outbox.reserve_bytes)
         # this run's epoch, durably, before anything is published (anti-rollback: the witness
         # names it; the previous one tells whether the last run stopped cleanly)
-        self.previous_run = self.outbox.begin_epoch(self.clock.boot_id)
+        self.previous_run = epochs.start(self.outbox, self.clock.boot_id)
         writer = SigningWriter(self.signer, self.outbox)
         if self.previous_run is not None and not self.previous_run.clean:
             self._announce_unclean_stop(writer, self.previous_run)
@@ -371,7 +372,7 @@ class Agent:
             self.rollout.close()
         if self.batcher.closed_clean:  # else the next start announces an unclean stop
             try:
-                self.outbox.mark_clean_stop()
+                epochs.stopped_clean(self.outbox)
             except OutboxError as exc:
                 log.error("stop_step_failed step=clean_mark err=%s", exc)
         self.outbox.close()
