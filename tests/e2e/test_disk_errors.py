@@ -60,7 +60,9 @@ def test_eio_status_answers_and_the_next_start_states_what_the_killed_run_lost(
         box = st["outbox"]
         assert box["state"] == "failing" and box["commit_failing_s"] > 10, box
         assert "I/O error" in box["commit_error"] or "malformed" in box["commit_error"], box
-        assert st["devices"]["total"] == 7 and st["uplink"]["connected"] is True, st
+        # the rest is there (the uplink may be between sessions: its acks fail on this disk)
+        assert st["devices"]["total"] == 7 and st["devices"]["up"] >= 1, st
+        assert st["uplink"]["configured"] is True and "sessions" in st["uplink"], st
         assert any("commits failing" in r for r in st["unhealthy"]), st["unhealthy"]
         text = gw.cli("status")
         assert text.returncode == 0 and "state" in text.stdout and "failing" in text.stdout
