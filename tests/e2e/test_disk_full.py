@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,22 +25,9 @@ from edge_agent.trust.keys import kid_of, public_pem
 from tests.support_broker import Subscriber
 from tests.support_disk import fill, small_fs
 
-from .conftest import GW, Gateway, run_gateway
+from .conftest import GW, Gateway, chattier, run_gateway
 
 MIB = 1 << 20
-
-
-def chatty(text: str, into: Path) -> str:
-    """The shipped profiles without deadbands, every point read and reported every 0.5 s: about
-    60 readings/s from the small street, so a disk fills in seconds, not days."""
-    m = re.search(r'^profiles_dir = "(.*)"$', text, re.M)
-    assert m is not None
-    into.mkdir()
-    for f in Path(m.group(1)).glob("*.toml"):
-        body = re.sub(r"^(deadband|deadband_percent)\s*=.*$", "", f.read_text(), flags=re.M)
-        body = re.sub(r"^(heartbeat|interval) = ", r"\1 = 0.5 # ", body, flags=re.M)
-        (into / f.name).write_text(body)
-    return text.replace(m.group(0), f'profiles_dir = "{into}"')
 
 
 @pytest.fixture
@@ -49,7 +35,8 @@ def gw_small_disk(tmp_path: Path) -> Iterator[tuple[Gateway, Path]]:
     with small_fs(tmp_path / "fs", 3 * MIB) as fs:
 
         def edit(text: str) -> str:  # a cap larger than the disk: the disk is the budget
-            text = chatty(text, tmp_path / "profiles")
+            # every point every 0.5 s: ~60 readings/s from the small street, a disk fills in seconds
+            text = chattier(text, tmp_path / "profiles", 0.5)
             return text + f'\n[outbox]\npath = "{fs}/outbox.sqlite"\ncap = "64MiB"\n'
 
         for gw in run_gateway(tmp_path, edit=edit, proxied=True):
