@@ -214,11 +214,12 @@ def numeric_options() -> list[tuple[tuple[str, ...], argparse.ArgumentParser, ar
     from edge_agent.cli import argtypes
 
     mine = {getattr(argtypes, n) for n in dir(argtypes) if callable(getattr(argtypes, n))}
+    mine.discard(argtypes.key_value)  # a KEY=VALUE tag, the one type there that is no number
     out = []
     for path, parser in LEAVES:
         for a in parser._actions:
             t = a.type
-            if a.option_strings and t is not None and (
+            if a.option_strings and t is not None and t is not argtypes.key_value and (
                     t in mine or getattr(t, "__module__", "") == argtypes.__name__):
                 out.append((path, parser, a))
     return out
