@@ -20,8 +20,8 @@ import pytest
 
 from tests.support_disk import fill, small_fs
 
-from .conftest import Gateway, run_gateway
-from .test_disk_full import MIB, chatty, outbox, status, wait
+from .conftest import Gateway, chattier, run_gateway
+from .test_disk_full import MIB, outbox, status, wait
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def gw_small_disk_reserved(tmp_path: Path) -> Iterator[tuple[Gateway, Path]]:
     with small_fs(tmp_path / "fs", 3 * MIB) as fs:
 
         def edit(text: str) -> str:  # a cap larger than the disk: the disk is the budget
-            text = chatty(text, tmp_path / "profiles")
+            text = chattier(text, tmp_path / "profiles", 0.5)
             return text + (f'\n[outbox]\npath = "{fs}/outbox.sqlite"\ncap = "64MiB"\n'
                            'reserve = "256KiB"\n')
 
