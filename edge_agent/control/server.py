@@ -36,6 +36,7 @@ from edge_agent.platform.files import give_group
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 60.0  # a client that stops reading a stream this long is dropped
+BUSY_READ_S = 1.0  # how long a refused (busy) connection may take to send its request
 _CHUNK = 64 * 1024
 
 
@@ -183,6 +184,10 @@ class ControlServer:
         try:
             if len(self._conns) > MAX_CONNECTIONS:
                 log.warning("control_busy connections=%d", len(self._conns))
+                # take the client's first line (briefly) before answering and closing: a client
+                # that sends its request meets our answer, not a broken pipe
+                with contextlib.suppress(TimeoutError, ValueError):
+                    await asyncio.wait_for(reader.readline(), BUSY_READ_S)
                 await self._reply(writer, {"ok": False, "error": "busy", "detail":
                                            f"{MAX_CONNECTIONS} control connections already open"})
                 return

@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,20 @@ def test_connection_limit_answers_busy(tmp_path: Path) -> None:
                     s.recv(100)  # served, still open
                 return _ask(tmp_path / "control.sock", [b'{"op": "buffer"}\n'])[0]
 
+            def slow_sender() -> dict[str, Any]:
+                """Sends its request a little after connecting: it still gets the answer (the
+                daemon reads it before answering busy), not a broken pipe."""
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(10)
+                    s.connect(str(tmp_path / "control.sock"))
+                    time.sleep(0.3)
+                    s.sendall(b'{"op": "buffer"}\n')
+                    with s.makefile("rb") as f:
+                        doc: dict[str, Any] = json.loads(f.readline())
+                        return doc
+
             assert (await asyncio.to_thread(fill))["error"] == "busy"
+            assert (await asyncio.to_thread(slow_sender))["error"] == "busy"
             for s in held:
                 s.close()
             held.clear()
