@@ -303,8 +303,12 @@ class _Loader:
     def batch(self, t: Table | None) -> BatchConfig:
         if t is None:
             return BatchConfig()
-        cfg = BatchConfig(max_readings=t.integer("max_readings", 200, lo=1, hi=100_000) or 200,
-                          max_ms=t.integer("max_ms", 1000, lo=1, hi=3_600_000) or 1000)
+        d = BatchConfig()
+        cfg = BatchConfig(
+            max_readings=t.integer("max_readings", d.max_readings, lo=1, hi=100_000)
+            or d.max_readings,
+            max_ms=t.integer("max_ms", d.max_ms, lo=1, hi=3_600_000) or d.max_ms,
+        )
         t.finish(("max_readings", "max_ms"))
         return cfg
 

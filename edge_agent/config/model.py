@@ -114,7 +114,9 @@ class UplinkConfig:
 
 @dataclass(frozen=True, slots=True)
 class BatchConfig:
-    max_readings: int = 200
+    # 1000 (Telegraf's metric_batch_size default): at low rates max_ms closes the batch, at high
+    # rates fewer, larger batches cut the per-batch commit, fsync, publish and ack (issue #15)
+    max_readings: int = 1000
     max_ms: int = 1000
 
 

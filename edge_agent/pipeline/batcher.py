@@ -3,8 +3,9 @@
 ``Batcher.add`` is cheap and never blocks on disk, so the poll loop (asyncio) can call it directly.
 A batch closes at ``batch.max_readings``, after ``batch.max_ms`` from its first reading, or at once
 when an alarm reading arrives. One worker thread hands closed batches to ``commit``; when several
-closed batches are waiting it hands them over together (up to ``max_group``), so the committer can
-make them durable in a single transaction (group commit: one fsync for all). The daemon passes
+closed batches are waiting it hands them over together (up to ``max_group`` batches holding up to
+``max_group_readings`` readings, at least one batch), so the committer can make them durable in a
+single transaction (group commit: one fsync for all). The daemon passes
 ``edge_agent.outbox.writer.SigningWriter``, which signs the group as one chain and appends it to
 the outbox. A reading counts as accepted only after ``commit`` returned; ``flush`` waits for it.
 If ``commit`` raises ``OutboxError`` (disk full, I/O error) the same group is handed over again
@@ -40,6 +41,10 @@ Commit = Callable[[list[list[Reading]]], None]
 # Signs and commits a loss notice for readings given up; OutboxError means "retry later".
 OnLoss = Callable[[Loss], None]
 MAX_BACKLOG = 100_000  # readings waiting for their commit (about 30 MB of Reading objects)
+# readings one group commit takes (one batch at least): the most a group held when batches had
+# 200 readings, so the transaction (and what the outbox's reserve must cover) did not grow with
+# the larger default batch
+MAX_GROUP_READINGS = 6400
 
 
 class Batcher:
@@ -49,6 +54,7 @@ class Batcher:
         commit: Commit,
         *,
         max_group: int = 32,
+        max_group_readings: int = MAX_GROUP_READINGS,
         retry: RetryPolicy | None = None,
         max_backlog: int = MAX_BACKLOG,
         on_loss: OnLoss | None = None,
@@ -58,6 +64,7 @@ class Batcher:
         self.cfg = cfg
         self._commit = commit
         self.max_group = max_group
+        self.max_group_readings = max_group_readings
         self.max_backlog = max(max_backlog, cfg.max_readings)
         self._on_loss = on_loss
         self._tally = Tally()
@@ -209,9 +216,11 @@ class Batcher:
                 else:
                     self._cond.wait()
             group: list[list[Reading]] = []
-            while self._closed and len(group) < self.max_group:
+            n = 0
+            while self._closed and len(group) < self.max_group and n < self.max_group_readings:
                 group.append(self._closed.popleft())
-                self._queued -= len(group[-1])
+                n += len(group[-1])
+            self._queued -= n
             return group
 
     def _run(self) -> None:

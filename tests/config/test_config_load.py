@@ -53,7 +53,7 @@ def test_minimal_config_defaults_and_relative_paths(write: Writer, config: Doc,
     assert cfg.state_dir == Path("/var/lib/edge-agent")
     assert cfg.outbox.path == Path("/var/lib/edge-agent/outbox.sqlite")
     assert cfg.uplink is None
-    assert (cfg.batch.max_readings, cfg.batch.max_ms) == (200, 1000)
+    assert (cfg.batch.max_readings, cfg.batch.max_ms) == (1000, 1000)
     rtu = cfg.buses["line1"]
     assert isinstance(rtu, SerialBus) and (rtu.baud, rtu.parity, rtu.stopbits) == (9600, "N", 1)
     tcp = cfg.buses["plc"]

@@ -214,6 +214,34 @@ def test_waiting_batches_are_handed_over_as_one_group_of_at_most_max_group() -> 
 
 
 @pytest.mark.timeout(20)
+def test_a_group_stops_at_max_group_readings_but_takes_one_batch_at_least() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+    b = Batcher(BatchConfig(max_readings=3, max_ms=60_000), rec, max_group=32,
+                max_group_readings=7)  # fmt: skip
+    try:
+        readings = list(synthetic_readings(24))
+        b.add_many(readings[:3])  # the worker takes this one and blocks in commit
+        assert _wait(lambda: len(rec.calls) == 1)
+        b.add_many(readings[3:])  # 7 more closed batches of 3 wait meanwhile
+        rec.gate.set()
+        assert b.flush(5.0)
+        assert b.backlog == 0
+    finally:
+        b.close()
+    # 3 batches (9 readings) reach the bound of 7: a group takes batches while under it
+    assert [len(c) for c in rec.calls] == [1, 3, 3, 1]
+    assert [r for batch in rec.committed for r in batch] == readings
+    b2 = Batcher(BatchConfig(max_readings=10, max_ms=60_000), rec, max_group_readings=4)
+    try:
+        b2.add_many(list(synthetic_readings(10)))  # one batch larger than the bound: still goes
+        assert b2.flush(5.0)
+    finally:
+        b2.close()
+    assert [len(c) for c in rec.calls][-1] == 1
+
+
+@pytest.mark.timeout(20)
 def test_close_gives_up_on_a_commit_that_keeps_failing_and_counts_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
