@@ -2,9 +2,17 @@
 transaction (outbox/rechain.py moves the chain past a witnessed seq this way).
 
 The new batches all lie above the old head, so they are inserted while the old ones are read page
-by page, and each page of old rows is deleted once the rewrite moved past it: memory holds one
-page, the database file grows by little more than a page (SQLite reuses the freed pages inside
-the transaction), no temporary file is needed. The WAL holds the whole rewrite until the commit.
+by page; each page of old rows is deleted as soon as it is read, before its re-signed rows are
+inserted: memory holds one page, SQLite reuses the freed pages inside the transaction, so the
+database file does not grow (the re-signed rows are the same size, give or take a few bytes), no
+temporary file is needed. The WAL holds the whole rewrite until the commit.
+
+The database must not grow past what the disk leaves beside that WAL: the checkpoint after the
+commit copies the new pages into the database file, and one that cannot extend it on a full disk
+never completes, so the WAL is never restarted and every later commit (append, ack, hold) fails
+for want of space: the outbox is wedged for good. ``rewrite_rows`` caps the growth
+(``may_grow``); past it the rewrite fails with SQLITE_FULL and nothing changes (rechain then drops
+more and tries again).
 """
 
 from __future__ import annotations
@@ -14,12 +22,23 @@ from collections.abc import Callable, Iterable, Iterator
 
 from edge_agent.errors import OutboxError
 from edge_agent.outbox.records import BatchLike, Head, StoredBatch
-from edge_agent.outbox.schema import INSERT, row
+from edge_agent.outbox.schema import INSERT, PAGE_SIZE, row
+from edge_agent.outbox.space import Footprint
 
 # (head, number of waiting batches, the waiting batches in seq order, the waiting gap notices
 # among them) -> the replacement chain
 Rewrite = Callable[[Head, int, Iterator[StoredBatch], list[StoredBatch]], Iterable[BatchLike]]
 PAGE = 256
+WAL_FACTOR = 3  # WAL bytes a rewrite takes per byte of waiting batches (old pages, new, slack)
+
+
+def may_grow(fp: Footprint, reserve: int, waiting: int) -> int:
+    """Pages the database may grow by in a rewrite of ``waiting`` bytes: what the disk has free
+    (with the ``reserve`` file, which a full commit releases, and the WAL file, whose blocks a
+    restarted WAL reuses) beyond the WAL of the rewrite."""
+    if fp.fs_free < 0:
+        return 1 << 30  # free space unknown: no cap
+    return max(0, fp.fs_free + reserve + fp.wal - WAL_FACTOR * waiting) // PAGE_SIZE
 
 
 def _waiting(conn: sqlite3.Connection, upto: int, page: int = PAGE) -> Iterator[StoredBatch]:
@@ -31,19 +50,35 @@ def _waiting(conn: sqlite3.Connection, upto: int, page: int = PAGE) -> Iterator[
             " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (after, upto, page),
         ).fetchall()
+        if not rows:
+            return
+        last = int(rows[-1][0])
+        # deleted before their re-signed rows go in: those reuse the pages freed here
+        conn.execute("DELETE FROM batches WHERE seq > ? AND seq <= ?", (after, last))
         for r in rows:
             yield StoredBatch(int(r[0]), bytes(r[1]), str(r[2]), int(r[3]), bool(r[4]), r[5], r[6])
         if len(rows) < page:
             return
-        last = int(rows[-1][0])
-        conn.execute("DELETE FROM batches WHERE seq > ? AND seq <= ?", (after, last))
         after = last
 
 
 def rewrite_rows(
+    conn: sqlite3.Connection, where: str, head: Head, depth: int, rewrite: Rewrite, grow: int
+) -> tuple[Head, int, int, int]:
+    """Inside an open write transaction: (new head, depth, readings, bytes) after the rewrite.
+    The database grows by at most ``grow`` pages (``may_grow``): past that SQLITE_FULL."""
+    cap = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    conn.execute(f"PRAGMA max_page_count = {min(cap, pages + grow)}")
+    try:
+        return _rows(conn, where, head, depth, rewrite)
+    finally:
+        conn.execute(f"PRAGMA max_page_count = {cap}")
+
+
+def _rows(
     conn: sqlite3.Connection, where: str, head: Head, depth: int, rewrite: Rewrite
 ) -> tuple[Head, int, int, int]:
-    """Inside an open write transaction: (new head, depth, readings, bytes) after the rewrite."""
     new: Head | None = None
     notices = [StoredBatch(int(r[0]), bytes(r[1]), str(r[2]), int(r[3]), bool(r[4]), r[5], r[6])
                for r in conn.execute(

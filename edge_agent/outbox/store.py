@@ -41,7 +41,7 @@ from edge_agent.outbox.epochs import Epoch
 from edge_agent.outbox.health import CommitHealth
 from edge_agent.outbox.iostat import thread_write_bytes
 from edge_agent.outbox.records import BatchLike, GapSigner, Head, Stats, StoredBatch
-from edge_agent.outbox.rewrite import Rewrite, rewrite_rows
+from edge_agent.outbox.rewrite import Rewrite, may_grow, rewrite_rows
 from edge_agent.outbox.schema import (
     PAGE_SIZE,
     connect,
@@ -301,7 +301,10 @@ class Outbox:
 
     def _rewrite(self, rewrite: Rewrite) -> tuple[Head, int, int, int]:
         try:
-            return rewrite_rows(self._w, str(self.path), self._m.head, self._m.depth, rewrite)
+            grow = may_grow(self._measure(), self.reserve.size if self.reserve.held else 0,
+                            self._m.total_bytes)  # fmt: skip
+            return rewrite_rows(self._w, str(self.path), self._m.head, self._m.depth, rewrite,
+                                grow)  # fmt: skip
         except Exception as exc:
             if not isinstance(exc, sqlite3.Error):  # _commit rolls back only SQLite errors
                 self._rollback()
