@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.outbox.rechain import rechain
 from edge_agent.outbox.records import BatchLike, Head, StoredBatch
-from edge_agent.outbox.rewrite import PAGE_SIZE, WAL_FACTOR, Rewrite, may_grow, rewrite_rows
-from edge_agent.outbox.schema import connect, is_full
+from edge_agent.outbox.rewrite import WAL_FACTOR, Rewrite, may_grow, rewrite_rows
+from edge_agent.outbox.schema import PAGE_SIZE, connect, is_full
 from edge_agent.outbox.space import Footprint
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import make_gap_signer
