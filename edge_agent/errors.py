@@ -25,6 +25,8 @@
     │       ├── UnknownKid     no key is known (allowlisted) for the message's kid
     │       └── BadSignature   the signature does not verify under the kid's key
     ├── OutboxError            the durable store cannot accept or return a batch
+    │   └── HeadMoved          an append signed from a head that is no longer the head (a
+    │                          rechain moved it meanwhile): sign again from the new head
     ├── UplinkError            MQTT session problems that the caller must see
     ├── CommandRefused         a remote/local command was refused (.reason)
     ├── CommandStoreError      the command state (replay guard, durable results) cannot be
@@ -180,6 +182,12 @@ class BadSignature(VerifyError):
 
 class OutboxError(EdgeAgentError):
     pass
+
+
+class HeadMoved(OutboxError):
+    """An append's first seq does not follow the outbox head: the batches were signed from a
+    head that has moved since (outbox/rechain.py re-signed the waiting tail). Nothing was
+    committed; the writer signs the same readings again from the current head."""
 
 
 class UplinkError(EdgeAgentError):

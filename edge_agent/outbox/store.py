@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from edge_agent.errors import OutboxError
+from edge_agent.errors import HeadMoved, OutboxError
 from edge_agent.outbox.append import Appender, Mirror
 from edge_agent.outbox.drops import GAP_RESERVE_BYTES
 from edge_agent.outbox.epochs import Epoch
@@ -186,9 +186,10 @@ class Outbox:
             expect = self._m.head.seq + 1
             for b in batches:
                 if b.seq != expect:
-                    raise OutboxError(
-                        f"{self.path}: append seq {b.seq} does not follow head seq {expect - 1}"
-                    )
+                    msg = f"{self.path}: append seq {b.seq} does not follow head seq {expect - 1}"
+                    if expect == self._m.head.seq + 1:
+                        raise HeadMoved(msg)
+                    raise OutboxError(msg)  # a group with a hole in it
                 expect += 1
             incoming = sum(len(b.cose) for b in batches)
             room = self.cap_bytes - self._fixed_overhead() - GAP_RESERVE_BYTES

@@ -3,19 +3,22 @@ a signed resume notice, atomically, and the consumer sees no seq signed twice.""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.errors import OutboxError, VerifyError
+from edge_agent.errors import HeadMoved, OutboxError, VerifyError
 from edge_agent.outbox.rechain import ChainGuard, continues, rechain
 from edge_agent.outbox.rewrite import PAGE
 from edge_agent.outbox.store import Outbox
 from edge_agent.outbox.writer import SigningWriter, make_gap_signer
-from edge_agent.trust.batch import BatchSigner, ChainHead, decode_payload
+from edge_agent.trust.batch import BatchSigner, ChainHead, SignedBatch, decode_payload
 from edge_agent.trust.cose import parse1
 from edge_agent.trust.witness import Witness, read_witness, sign_witness
 from simulators.synthetic import synthetic_readings
@@ -69,7 +72,7 @@ def test_restored_outbox_moves_past_the_witness(
         assert (done.notice_seq, done.from_seq, done.local_head, done.resigned) == (21, 6, 12, 7)
         assert box.head.seq == done.head == 28
         assert continues(box, *witness)  # a second connect finds nothing to do
-        with pytest.raises(OutboxError, match="does not follow head"):
+        with pytest.raises(HeadMoved, match="does not follow head"):
             box.append([stale_writer_batch])  # a writer racing the move must re-sign
         SigningWriter(signer, box)([list(synthetic_readings(3, start=990))])  # seq 29
         tail = box.pending(0, 100)
@@ -311,3 +314,36 @@ def test_a_held_mark_past_the_head_does_not_outlive_its_process(
         waiting = {b.seq for b in box.pending(0, 10_000)}
         assert {1, 2, 3} <= waiting and not waiting & set(range(4, 36))  # dropped, announced
         assert box.stats().batches_dropped >= 32
+
+
+class _MovingSigner(BatchSigner):
+    """A signer whose first ``sign_readings`` lets a rechain move the head meanwhile (as the
+    uplink thread does at connect while the batcher thread signs)."""
+
+    move: Callable[[], object] | None = None
+
+    def sign_readings(self, head: ChainHead, *args: Any, **kw: Any) -> SignedBatch:
+        signed = super().sign_readings(head, *args, **kw)
+        move, self.move = self.move, None
+        if move is not None:
+            move()
+        return signed
+
+
+def test_a_writer_racing_a_rechain_signs_again_from_the_moved_head(
+    tmp_path: Path, key: Ed25519PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    signer = _MovingSigner(key, GATEWAY, "boot-1")
+    caplog.set_level(logging.INFO)
+    with _open(tmp_path / "outbox.db", signer) as box:
+        box.append(sign_chain(signer, box, 4))  # 1..4 waiting
+        signer.move = lambda: rechain(box, signer, 10, b"\x22" * 32)  # witness at 10
+        SigningWriter(signer, box)([list(synthetic_readings(3, start=500))] * 2)
+        tail = box.pending(0, 100)
+        loss_head = box.head.seq
+    # notice 11, 1..4 moved to 12..15, the writer's two batches re-signed as 16 and 17
+    assert [b.seq for b in tail] == list(range(11, 18)) and loss_head == 17
+    report = verify_all(key, [b.cose for b in tail])
+    assert report.ok and report.broken_chain == 0, report.problems
+    assert "batch_resigned reason=head_moved from_seq=5 to_seq=16" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
