@@ -24,7 +24,7 @@ from edge_agent.config.model import DeviceConfig
 from edge_agent.errors import AtError, BusError, CodecError
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.device_base import DeviceBase, Emit, failure_reason
-from edge_agent.poll.device_plan import Group
+from edge_agent.poll.device_plan import Group, SharedPlans
 from edge_agent.profiles.model import AtPoint, Profile
 from edge_agent.readings import Quality
 
@@ -46,8 +46,10 @@ class AtDevicePoller(DeviceBase):
         emit: Emit,
         clock: ClockProbe,
         rng: random.Random | None = None,
+        plans: SharedPlans | None = None,
     ) -> None:
-        super().__init__(device, profile, bus_name, timeout_max_s, emit, clock, rng)
+        super().__init__(device, profile, bus_name, timeout_max_s, emit, clock, rng,
+                         plans=plans)
         self.client = client
         self.timeout_s = timeout_max_s
 

@@ -22,7 +22,7 @@ from edge_agent.errors import (
 )
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
-from edge_agent.poll.device_plan import DevicePlan, Group
+from edge_agent.poll.device_plan import DevicePlan, Group, SharedPlans
 from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
 from edge_agent.poll.quality import judge
 from edge_agent.profiles.model import Point, Profile, Reporting, plausible_range
@@ -62,11 +62,13 @@ class DeviceBase(abc.ABC):
         rng: random.Random | None = None,
         granularity_s: float = GRANULARITY_S,
         offer: Offer | None = None,
+        plans: SharedPlans | None = None,
     ) -> None:
+        """``plans``: shared with the other devices of the poller (the same profile's plans)."""
         self.device = device
         self.bus_name = bus_name
         rng = rng or random.Random()
-        self.plan = DevicePlan(device, profile, rng)
+        self.plan = DevicePlan(device, profile, rng, plans)
         self.health = DeviceHealth.create(device.name, timeout_max_s, rng, granularity_s)
         self.lock = asyncio.Lock()  # polls and writes of this device, one at a time
         self._emit = emit

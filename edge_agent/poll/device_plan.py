@@ -37,29 +37,66 @@ def point_interval(device: DeviceConfig, point: ModbusPoint | AtPoint) -> float:
     return point.reporting.interval_s
 
 
+_GroupShape = tuple[float, tuple[ModbusPoint, ...], tuple[AtPoint, ...]]
+
+
+class SharedPlans:
+    """What the devices of one profile have in common, computed once (one per Poller): the points
+    of each interval group and the profile's own plan of each group. A thousand devices of a few
+    profiles then share a few dozen request lists instead of holding one each; a device whose
+    learnt address map changes its plan gets its own (``DevicePlan.replan``)."""
+
+    __slots__ = ("_groups", "_plans")
+
+    def __init__(self) -> None:
+        # keyed by identity; each entry holds its key object, so the id stays that object's
+        self._groups: dict[tuple[int, float | None], tuple[Profile, list[_GroupShape]]] = {}
+        self._plans: dict[tuple[int, int],
+                          tuple[tuple[ModbusPoint, ...], list[ReadRequest]]] = {}
+
+    def groups(self, device: DeviceConfig, profile: Profile) -> list[_GroupShape]:
+        key = (id(profile), device.interval_s)
+        hit = self._groups.get(key)
+        if hit is None or hit[0] is not profile:
+            by_interval: dict[float, tuple[list[ModbusPoint], list[AtPoint]]] = {}
+            for p in profile.points:
+                mb, at = by_interval.setdefault(point_interval(device, p), ([], []))
+                if isinstance(p, ModbusPoint):
+                    mb.append(p)
+                else:
+                    at.append(p)
+            shapes = [(iv, tuple(mb), tuple(at)) for iv, (mb, at) in sorted(by_interval.items())]
+            hit = self._groups[key] = (profile, shapes)
+        return hit[1]
+
+    def plan(self, points: tuple[ModbusPoint, ...], max_gap: int) -> list[ReadRequest]:
+        """The plan of ``points`` (a group's, from ``groups``) with nothing learnt: shared, never
+        to be changed in place."""
+        key = (id(points), max_gap)
+        hit = self._plans.get(key)
+        if hit is None or hit[0] is not points:
+            hit = self._plans[key] = (points, plan(points, max_gap=max_gap))
+        return hit[1]
+
+
 class DevicePlan:
     def __init__(self, device: DeviceConfig, profile: Profile,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, shared: SharedPlans | None = None) -> None:
         self.device = device
         self.profile = profile
         self.max_gap = device.max_gap if device.max_gap is not None else profile.max_gap
         self.learnt = AddressMap(device.name, Backoff(PROBE_POLICY, rng or random.Random()))
-        by_interval: dict[float, tuple[list[ModbusPoint], list[AtPoint]]] = {}
-        for p in profile.points:
-            mb, at = by_interval.setdefault(point_interval(device, p), ([], []))
-            if isinstance(p, ModbusPoint):
-                mb.append(p)
-            else:
-                at.append(p)
-        self.groups = [
-            Group(interval, tuple(mb), tuple(at))
-            for interval, (mb, at) in sorted(by_interval.items())
-        ]
+        self._shared = shared or SharedPlans()
+        self.groups = [Group(iv, mb, at) for iv, mb, at in self._shared.groups(device, profile)]
         self.replan()
 
     def replan(self) -> None:
         bad, breaks = self.learnt.unreadable, self.learnt.plan_breaks
         for g in self.groups:
+            if not bad and not breaks:  # the profile's own plan, as every such device has it
+                g.requests = self._shared.plan(g.points, self.max_gap)
+                g.unreadable = ()
+                continue
             readable = [p for p in g.points if p.name not in bad] if bad else g.points
             g.requests = plan(readable, max_gap=self.max_gap, breaks=breaks)
             g.unreadable = tuple(p for p in g.points if p.name in bad) if bad else ()

@@ -32,7 +32,7 @@ from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.address_map import Lesson
 from edge_agent.poll.device_base import DeviceBase, Emit, Offer, failure_reason
-from edge_agent.poll.device_plan import Group
+from edge_agent.poll.device_plan import Group, SharedPlans
 from edge_agent.poll.health import GRANULARITY_S
 from edge_agent.poll.quality import Range, judge
 from edge_agent.profiles import codec
@@ -44,9 +44,12 @@ log = logging.getLogger(__name__)
 
 # a request's points with their register slice, compiled decoder and plausible range
 _Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder, Range | None], ...]
-_DECODINGS_MAX = 256
 
-
+# every request's decoding, by the request's identity (each entry holds its request, so the id
+# stays that request's): the devices of one profile share their requests (SharedPlans), so one
+# entry serves all of them; equal requests of other plans share the decoding itself (_SHARED)
+_BY_REQUEST: dict[int, tuple[ReadRequest, _Decoding]] = {}
+_BY_REQUEST_MAX = 4096
 _SHARED: dict[tuple[object, ...], _Decoding] = {}
 _SHARED_MAX = 4096
 
@@ -63,6 +66,16 @@ def _shared_decoding(req: ReadRequest) -> _Decoding:
     return dec
 
 
+def decoding(req: ReadRequest) -> _Decoding:
+    """``req``'s points with their slice of the answer, decoder and plausible range (cached)."""
+    entry = _BY_REQUEST.get(id(req))
+    if entry is None or entry[0] is not req:
+        if len(_BY_REQUEST) >= _BY_REQUEST_MAX:
+            _BY_REQUEST.clear()
+        entry = _BY_REQUEST[id(req)] = (req, _shared_decoding(req))
+    return entry[1]
+
+
 class DevicePoller(DeviceBase):
     """A Modbus device (RTU or TCP) behind a ``ModbusBus`` owner."""
 
@@ -77,24 +90,13 @@ class DevicePoller(DeviceBase):
         rng: random.Random | None = None,
         granularity_s: float = GRANULARITY_S,
         offer: Offer | None = None,
+        plans: SharedPlans | None = None,
     ) -> None:
         super().__init__(device, profile, bus.name, timeout_max_s, emit, clock, rng,
-                         granularity_s, offer)
+                         granularity_s, offer, plans)
         self.bus = bus
-        self._decodings: dict[int, tuple[ReadRequest, _Decoding]] = {}
         self._answer_mono_ns = 0  # when the last answer arrived (set by _answered)
         self._answer_wall_ns = 0
-
-    def _decoding(self, req: ReadRequest) -> _Decoding:
-        """``req``'s points with their slice of the answer and decoder, computed once and shared
-        by every device whose plan has the same request (the devices of one profile)."""
-        entry = self._decodings.get(id(req))
-        if entry is None or entry[0] is not req:
-            if len(self._decodings) >= _DECODINGS_MAX:
-                self._decodings.clear()
-            entry = (req, _shared_decoding(req))
-            self._decodings[id(req)] = entry
-        return entry[1]
 
     def _good(self, req: ReadRequest, regs: Sequence[int]) -> None:
         """Decode an answer (one clock read per request, taken when it arrived)."""
@@ -108,7 +110,7 @@ class DevicePoller(DeviceBase):
         name = self.device.name
         # straight to the poller's filter, unless read_now collects the values
         offer = self._offer if self._collect is None else None
-        for p, lo, hi, dec, valid in self._decoding(req):
+        for p, lo, hi, dec, valid in decoding(req):
             try:
                 value = dec(regs[lo:hi])
             except CodecError as e:

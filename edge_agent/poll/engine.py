@@ -40,7 +40,7 @@ from edge_agent.errors import (
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.at_poll import AtDevicePoller
 from edge_agent.poll.device_base import DeviceBase, Judged
-from edge_agent.poll.device_plan import Group
+from edge_agent.poll.device_plan import Group, SharedPlans
 from edge_agent.poll.device_poll import DevicePoller
 from edge_agent.poll.health import GRANULARITY_S, NETWORK_GRANULARITY_S
 from edge_agent.poll.report import ReportFilter
@@ -114,6 +114,7 @@ class Poller:
         self._by_job: dict[int, _Slot] = {}
         self.schedulers: dict[str, BusScheduler] = {}
         problems: list[Problem] = []
+        plans = SharedPlans()  # the devices of one profile share its plans
         src = str(config.source)
         for i, dev in enumerate(config.devices):
             where = f"devices[{i}]"
@@ -137,7 +138,7 @@ class Poller:
                     continue
                 self.devices[dev.name] = AtDevicePoller(
                     dev, profile, cast(AtCommander, bus), dev.bus, tmax, self._emit, self._clock,
-                    rng)
+                    rng, plans)
             else:
                 if isinstance(bus_cfg, SerialBus) and bus_cfg.kind is BusKind.AT:
                     problems.append(Problem(src, f"{where}.bus",
@@ -147,7 +148,7 @@ class Poller:
                 try:
                     self.devices[dev.name] = DevicePoller(
                         dev, profile, cast(ModbusBus, bus), tmax, self._emit, self._clock, rng,
-                        gran, self._offer)
+                        gran, self._offer, plans)
                 except PlanError as e:  # the planner cannot read a point in one request
                     problems.append(Problem(profile.source or src, f"{where}: {dev.name}", str(e)))
                     continue
@@ -250,19 +251,20 @@ class Poller:
         self.planned_at = time.monotonic()
         self._make_jobs(self.planned_at)
         log.info("poller_started devices=%d buses=%d", len(self.devices), len(self.schedulers))
-        tasks = [
-            asyncio.create_task(s.run(), name=f"bus:{name}") for name, s in self.schedulers.items()
-        ]
+        # no task per bus: each scheduler's workers are tasks only while they have work soon
+        crash: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         stopper = asyncio.create_task(self._stop.wait())
         try:
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is not stopper:
-                    t.result()  # a scheduler only ends by crashing: surface it
+            for s in self.schedulers.values():
+                s.start(crash)
+            ends: list[asyncio.Future[Any]] = [stopper, crash]
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            if crash.done():
+                crash.result()  # a scheduler's worker crashed (a bug): surface it
         finally:
-            for t in (stopper, *tasks):
-                t.cancel()
-            await asyncio.gather(stopper, *tasks, return_exceptions=True)
+            stopper.cancel()
+            await asyncio.gather(stopper, *(s.close() for s in self.schedulers.values()),
+                                 return_exceptions=True)
             log.info("poller_stopped readings=%d emitted=%d", self.readings_made,
                      self.readings_emitted)
 

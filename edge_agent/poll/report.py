@@ -10,18 +10,10 @@ deadband report every change. Non-numeric values (bool, str, enum labels) compar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
 from edge_agent.profiles.model import Reporting
 from edge_agent.readings import Reading, Value
-
-
-@dataclass(slots=True)
-class _Last:
-    value: Value
-    quality: str
-    reason: str
-    mono_ns: int
 
 
 def _numeric(v: Value) -> float | None:
@@ -50,10 +42,18 @@ def moved(last: Value, new: Value, rep: Reporting) -> bool:
 
 
 class ReportFilter:
-    """Remembers the last reported reading per (device, point)."""
+    """Remembers the last reported reading per (device, point).
+
+    Compactly, as a thousand devices' eight thousand points are held for ever: per device one
+    flat list ``[index, value, quality, reason, mono_ns, value, quality, ...]`` (four slots a
+    point, ~32 bytes), where ``index`` maps a point name to its first slot. Index maps are shared
+    by every device whose points were first seen in the same order (the devices of one
+    profile), so a device costs its list and nothing else.
+    """
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, str], _Last] = {}
+        self._last: dict[str, list[Any]] = {}
+        self._maps: dict[tuple[str, ...], dict[str, int]] = {}  # point names -> shared index
 
     def should_emit(self, reading: Reading, rep: Reporting) -> bool:
         return self.offer(reading.device, reading.point, reading.value, reading.quality,
@@ -62,23 +62,35 @@ class ReportFilter:
     def offer(self, device: str, point: str, value: Value, quality: str, reason: str,
               mono_ns: int, rep: Reporting) -> bool:
         """``should_emit`` for a reading not built yet (the poll loop's hot path)."""
-        key = (device, point)
-        last = self._last.get(key)
-        if last is None:
-            self._last[key] = _Last(value, quality, reason, mono_ns)
+        last = self._last.get(device)
+        if last is None or (i := last[0].get(point)) is None:
+            self._first(device, last, point, value, quality, reason, mono_ns)
             return True
         hb = rep.heartbeat_s
         if (
-            last.quality == quality
-            and last.reason == reason
-            and (hb is None or mono_ns - last.mono_ns < int(hb * 1e9))
+            last[i + 1] == quality
+            and last[i + 2] == reason
+            and (hb is None or mono_ns - last[i + 3] < int(hb * 1e9))
             # equal values never moved (NaN != NaN falls through to ``moved``)
-            and (last.value == value or not moved(last.value, value, rep))
+            and (last[i] == value or not moved(last[i], value, rep))
         ):
             return False
-        last.value, last.quality, last.reason, last.mono_ns = value, quality, reason, mono_ns
+        last[i : i + 4] = value, quality, reason, mono_ns
         return True
 
+    def _first(self, device: str, last: list[Any] | None, point: str, value: Value,
+               quality: str, reason: str, mono_ns: int) -> None:
+        """A point's first reading: its four slots, and the device's index map with it."""
+        if last is None:
+            last = self._last[device] = [None]
+            names: tuple[str, ...] = (point,)
+        else:
+            names = (*last[0], point)
+        index = self._maps.get(names)
+        if index is None:
+            index = self._maps[names] = {n: 1 + 4 * k for k, n in enumerate(names)}
+        last[0] = index
+        last += (value, quality, reason, mono_ns)
+
     def forget(self, device: str) -> None:
-        for key in [k for k in self._last if k[0] == device]:
-            del self._last[key]
+        self._last.pop(device, None)

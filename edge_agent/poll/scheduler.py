@@ -10,6 +10,11 @@ degrades into round-robin instead of bursting catch-up reads.
 A bus runs at most ``concurrency`` jobs at once: 1 for a serial line (strictly one transaction at a
 time), the endpoint's in-flight limit for TCP. ``slots`` is shared with the write path, so a write
 waits for the running poll transaction and is then serialised with the polls.
+
+A worker whose next job is at least ``PARK_S`` away *parks*: its task ends and a loop timer starts
+a new one when the job is due (or when an earlier job is queued). A district of a thousand devices
+at 60 s then holds no task, coroutine frame or future per bus while it waits -- about 2 KiB per
+endpoint -- at the cost of one task start per job run; workers of fast buses never park.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from edge_agent.platform.timers import timers_for
+from edge_agent.platform.timers import Timer, timers_for
 
 log = logging.getLogger(__name__)
+
+# a worker sleeping at least this long parks (its task ends; a timer restarts it): see above
+PARK_S = 1.0
 
 
 @dataclass(eq=False, slots=True)
@@ -68,6 +76,7 @@ class EdfQueue:
         self.changed = False
         self.waiters: set[asyncio.Future[None]] = set()
         self.wake_at = math.inf  # the release a waiting worker sleeps until
+        self.on_wake: Callable[[], None] | None = None  # the scheduler's: unpark its workers
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._ready)
@@ -80,6 +89,8 @@ class EdfQueue:
             self.changed = True
             for fut in self.waiters:
                 _wake(fut)
+            if self.on_wake is not None:
+                self.on_wake()
 
     def pop(self, now: float) -> Job | None:
         """The released job with the earliest deadline, or None if none is released yet."""
@@ -114,6 +125,7 @@ class BusScheduler:
         run_job: RunJob,
         clock: Callable[[], float] = time.monotonic,
         tick_s: float = 0.0,
+        park_s: float = PARK_S,
     ) -> None:
         self.bus = bus
         # > 0: an idle worker wakes on the next multiple of tick_s (of ``clock``) after the next
@@ -121,15 +133,23 @@ class BusScheduler:
         # the workers of one bus use grids shifted apart, so two of its jobs rarely start in one
         # iteration (their requests would leave in one segment: some servers read only the first)
         self.tick_s = tick_s
+        self.park_s = park_s
         self.queue = EdfQueue()
         self._concurrency = max(1, concurrency)
-        self._workers = self._concurrency  # set by run(): at most one per job
+        self._workers = self._concurrency  # set by start(): at most one per job
         self.slots = asyncio.Semaphore(self._concurrency)
         self._run_job = run_job
         self._clock = clock
         self.busy_s = 0.0  # time spent inside jobs (summed over concurrent slots)
+        # worker index -> its running task, or the timer that restarts it (None: parked until
+        # a job is queued); empty before start() and after close()
+        self._live: dict[int, asyncio.Task[None] | Timer | None] = {}
+        self._crash: asyncio.Future[None] | None = None
+        self._running = False
 
-    async def _next_job(self, worker: int = 0) -> Job:
+    async def _next_job(self, worker: int = 0) -> Job | None:
+        """The next released job, waiting for it; None when this worker parked instead (its
+        task ends, ``_live[worker]`` holds what restarts it)."""
         queue = self.queue
         while True:
             now = self._clock()
@@ -140,14 +160,20 @@ class BusScheduler:
             queue.wake_at = math.inf if nxt is None else nxt
             if not queue.changed:
                 loop = asyncio.get_running_loop()
-                fut: asyncio.Future[None] = loop.create_future()
-                timer = None
+                wake = math.inf
                 if nxt is not None:
                     wake = nxt
                     if self.tick_s > 0:  # worker i on the grid shifted by i/workers ticks
                         off = self.tick_s * worker / self._workers
                         wake = math.ceil((nxt - off) / self.tick_s) * self.tick_s + off
+                if wake - now >= self.park_s and self._running:
                     # one loop timer for every scheduler's sleeps (and the requests' timeouts)
+                    self._live[worker] = (None if nxt is None else timers_for(loop).call_later(
+                        max(0.0, wake - now), self._unpark, worker))
+                    return None
+                fut: asyncio.Future[None] = loop.create_future()
+                timer = None
+                if nxt is not None:
                     timer = timers_for(loop).call_later(max(0.0, wake - now), _wake, fut)
                 queue.waiters.add(fut)
                 try:
@@ -177,25 +203,86 @@ class BusScheduler:
     async def _worker(self, i: int) -> None:
         while True:
             job = await self._next_job(i)
+            if job is None:  # parked
+                return
             await self._execute(job)
             if job.interval_s <= 0:  # always released: let the loop breathe between runs
                 await asyncio.sleep(0)
 
+    # -- workers' life cycle -----------------------------------------------------------------
+
+    def _spawn(self, i: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._worker(i))
+        self._live[i] = task
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if self._crash is not None and not self._crash.done():
+            self._crash.set_exception(exc)  # a scheduler bug: surfaced by run() / the poller
+        else:
+            log.error("scheduler_worker_crashed bus=%s err=%r", self.bus, exc)
+
+    @property
+    def workers_running(self) -> int:
+        """Workers that are tasks now (the others are parked)."""
+        return sum(isinstance(held, asyncio.Task) for held in self._live.values())
+
+    def _unpark(self, i: int) -> None:
+        if self._running and not isinstance(self._live.get(i), asyncio.Task):
+            self._spawn(i)
+
+    def _wake_parked(self) -> None:
+        """A job was queued earlier than the workers sleep until: restart the parked ones."""
+        for i, held in list(self._live.items()):
+            if not isinstance(held, asyncio.Task):
+                if held is not None:
+                    held.cancel()
+                self._unpark(i)
+
+    def start(self, crash: asyncio.Future[None] | None = None) -> None:
+        """Start the workers (``concurrency`` of them, no more than the jobs queued now) in the
+        running loop; an exception escaping a worker (a bug here, not a failing job) is set on
+        ``crash``. ``close()`` stops them."""
+        if self._running:
+            raise RuntimeError(f"scheduler of {self.bus!r} already started")
+        # no more workers than jobs: a job never runs twice at once, so an endpoint polling one
+        # device needs one worker (a task and its frames) however many requests it allows
+        self._workers = max(1, min(self._concurrency, len(self.queue)))
+        self._crash = crash
+        self._running = True
+        self.queue.on_wake = self._wake_parked
+        for i in range(self._workers):
+            self._spawn(i)
+
+    async def close(self) -> None:
+        """Stop every worker (a running job is cancelled) and wait for them."""
+        self._running = False
+        self.queue.on_wake = None
+        tasks = []
+        for held in self._live.values():
+            if isinstance(held, asyncio.Task):
+                held.cancel()
+                tasks.append(held)
+            elif held is not None:
+                held.cancel()
+        self._live = {}
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def run(self) -> None:
-        """Dispatch until cancelled, with ``concurrency`` workers (no more than the jobs queued
-        when it starts); a running job is cancelled too.
+        """Dispatch until cancelled (``start()``, then ``close()`` when cancelled); a running job
+        is cancelled too. A worker's crash ends it with that exception.
 
         A worker takes the slot only once it holds a released job, so a write waiting for a slot
         (``slots`` is FIFO) goes before the next poll.
         """
-        # no more workers than jobs: a job never runs twice at once, so an endpoint polling one
-        # device needs one worker (a task and its frames) however many requests it allows
-        self._workers = max(1, min(self._concurrency, len(self.queue)))
-        workers = [asyncio.create_task(self._worker(i), name=f"bus:{self.bus}:{i}")
-                   for i in range(self._workers)]
+        crash: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.start(crash)
         try:
-            await asyncio.gather(*workers)
+            await crash
         finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await self.close()

@@ -227,3 +227,33 @@ def test_a_unit_back_from_quarantine_is_learnt_from_scratch() -> None:
     asyncio.run(main())
     assert dp.plan.learnt.forgotten == 1 and dp.plan.learnt.unreadable == {"serial_number"}
     assert not dp.health.quarantined
+
+
+def test_devices_of_one_profile_share_their_plans_until_one_learns() -> None:
+    """Memory of a district: the devices of one profile hold the same group points and request
+    lists (one SharedPlans per poller); a device whose map changes plans for itself alone, and
+    shares again once it forgets."""
+    from edge_agent.poll.device_plan import DevicePlan, SharedPlans
+    from edge_agent.profiles.planner import plan
+
+    prof = profile("street_lamp")
+    shared = SharedPlans()
+    a, b, c = (DevicePlan(DeviceConfig(n, prof.name, "rs485", unit_id=u), prof, shared=shared)
+               for u, n in enumerate(("a", "b", "c"), 1))
+    fixed = DevicePlan(DeviceConfig("f", prof.name, "rs485", unit_id=9, interval_s=60.0), prof,
+                       shared=shared)
+    assert len(fixed.groups) == 1 < len(a.groups)  # an interval override groups differently
+    for ga, gb, gc in zip(a.groups, b.groups, c.groups, strict=True):
+        assert ga.points is gb.points is gc.points
+        assert ga.requests is gb.requests is gc.requests
+        assert ga.requests == plan(ga.points, max_gap=a.max_gap)
+    k, req = next((k, r) for k, g in enumerate(a.groups) for r in g.requests
+                  if len(r.points) > 1)
+    brk = (req.table, req.points[-1].address)
+    before = list(b.groups[k].requests)
+    a.learn(Lesson(breaks=[brk]), time.monotonic())
+    assert a.groups[k].requests is not b.groups[k].requests
+    assert len(a.groups[k].requests) > len(before)  # a reads around its break ...
+    assert b.groups[k].requests == before and b.groups[k].requests is c.groups[k].requests
+    a.forget("revived")  # ... until it forgets it: the profile's shared plan again
+    assert a.groups[k].requests is b.groups[k].requests

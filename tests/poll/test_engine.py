@@ -351,3 +351,43 @@ def test_read_now_reads_through_the_owner_even_when_quarantined() -> None:
 
     asyncio.run(main())
     assert next(r.value for r in out if r.point == "dimming") == 55  # also reported
+
+
+@pytest.mark.timeout(10)
+def test_a_district_at_60_s_holds_no_worker_task_between_polls_and_a_crash_surfaces() -> None:
+    """Memory of a quiet district: between polls no bus has a worker task (they park until
+    their next job); every device is still polled at once. A scheduler bug ends run()."""
+    buses = [TcpBus(f"ep{i}", "127.0.0.1", concurrency=2) for i in range(20)]
+    fakes = {b.name: FakeBus(b.name, latency_s=0.001) for b in buses}
+    devs = [DeviceConfig(f"d{i}-{k}", "pipe_pressure", f"ep{i}", unit_id=k + 1,
+                         interval_s=60.0) for i in range(20) for k in range(2)]
+    poller = Poller(make_config(buses, devs, [profile("pipe_pressure")]), dict(fakes),
+                    lambda r: None, clock=clock(), rng=random.Random(5))
+
+    async def main() -> None:
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.3)
+        # 40 workers could be waiting; only those of jobs due within PARK_S (1 s) are tasks
+        soon = {j.device.split("-")[0] for j in poller.jobs if j.release < time.monotonic() + 1.1}
+        assert sum(s.workers_running for s in poller.schedulers.values()) <= 2 * len(soon) < 10
+        assert {name for name, _ in poller.status().items()} == {d.name for d in devs}
+        # the first releases are spread over the 60 s: queue one due now on a parked bus
+        sched = poller.schedulers["ep0"]
+        job = next(j for j in poller.jobs if j.device == "d0-0")
+        polled = len(fakes["ep0"].times)
+
+        def broken(now: float) -> None:
+            raise RuntimeError("scheduler bug")
+
+        job.release = time.monotonic()
+        sched.queue.add(job)  # wakes ep0's parked worker ...
+        await asyncio.sleep(0.1)
+        assert len(fakes["ep0"].times) == polled + 1  # ... which polls it at once
+        sched.queue.pop = broken  # type: ignore[method-assign]
+        job.release = time.monotonic()
+        sched.queue.add(job)
+        with pytest.raises(RuntimeError, match="scheduler bug"):
+            await asyncio.wait_for(task, 5)
+        assert sum(s.workers_running for s in poller.schedulers.values()) == 0
+
+    asyncio.run(main())

@@ -121,3 +121,49 @@ def test_any_change_rule_is_equality_with_nan_equal_to_nan(last: Value, new: Val
     rep = Reporting(deadband=Deadband(5.0) if alarm else None, alarm=alarm)
     assert moved(last, new, rep) == _moved_by_floats(last, new)
     assert not moved(float("nan"), float("nan"), rep) and moved(float("nan"), 1.0, rep)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y", "z"]),
+                          st.floats(0, 10), st.sampled_from([Quality.GOOD, Quality.BAD])),
+                max_size=60))
+def test_compact_store_decides_as_one_record_per_device_and_point(
+        seq: list[tuple[str, str, float, Quality]]) -> None:
+    """Devices whose points arrive in any order (sharing index maps or not) are judged exactly
+    as by a plain {(device, point): last reported} record."""
+    rep = Reporting(deadband=Deadband(1.0), heartbeat_s=5.0)
+    f = ReportFilter()
+    ref: dict[tuple[str, str], tuple[float, Quality, int]] = {}
+    for t, (dev, point, v, q) in enumerate(seq):
+        mono = t * S
+        last = ref.get((dev, point))
+        want = (last is None or last[1] != q or mono - last[2] >= 5 * S
+                or abs(v - last[0]) > 1.0)
+        got = f.offer(dev, point, v, q, "", mono, rep)
+        assert got == want
+        if want:
+            ref[(dev, point)] = (v, q, mono)
+
+
+def test_a_device_costs_a_small_flat_record_and_devices_of_a_profile_share_its_index() -> None:
+    """Memory: a thousand devices' points are held for ever. Ten points of a device cost about
+    a list of 41 slots (old: an object and a key tuple per point, ~2 KiB a device)."""
+    import tracemalloc
+
+    rep = Reporting()
+    names = [f"point_{k}" for k in range(10)]
+    devices = [f"pole-{i:04d}-lamp" for i in range(200)]
+    value, mono = 1.5, 12_345 * S  # one value and time for all: only the filter's own memory
+    f = ReportFilter()
+    f.offer("warm-up", names[0], value, Quality.GOOD, "", mono, rep)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for d in devices:
+            for n in names:
+                assert f.offer(d, n, value, Quality.GOOD, "", mono, rep)
+        per_device = (tracemalloc.get_traced_memory()[0] - before) / len(devices)
+    finally:
+        tracemalloc.stop()
+    assert per_device < 700, per_device
+    assert all(not f.offer(d, n, value, Quality.GOOD, "", mono, rep)
+               for d in devices for n in names)

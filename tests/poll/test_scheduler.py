@@ -130,3 +130,101 @@ def test_network_grid_gathers_jobs_into_few_wake_ups_but_stays_well_inside_the_i
             assert tick <= max(NETWORK_TICK_S, iv / 4)
             ratio = tick / NETWORK_TICK_S  # a power of two: grids of different buses nest
             assert ratio == 2 ** round(ratio).bit_length() / 2
+
+
+@pytest.mark.timeout(10)
+def test_idle_workers_park_without_a_task_and_run_their_jobs_on_time() -> None:
+    """A worker whose next job is >= park_s away ends its task; a timer restarts it at the
+    release (the district's memory: no task, frame or future per waiting bus)."""
+    starts: list[float] = []
+
+    async def run_job(job: Job) -> None:
+        starts.append(asyncio.get_running_loop().time() - job.release)
+        await asyncio.sleep(0.005)
+
+    async def main() -> tuple[list[int], list[Job]]:
+        s = BusScheduler("tcp", 2, run_job, park_s=0.05)
+        now = asyncio.get_running_loop().time()
+        jobs = [Job("a", 0.3, now + 0.02, key="a"), Job("b", 0.3, now + 0.17, key="b")]
+        for j in jobs:
+            s.queue.add(j)
+        s.start()
+        running = []
+        try:
+            for _ in range(10):  # 1 s: about three periods of each job
+                await asyncio.sleep(0.1)
+                running.append(s.workers_running)
+        finally:
+            await s.close()
+        assert s.workers_running == 0
+        return running, jobs
+
+    running, jobs = asyncio.run(main())
+    assert all(j.runs >= 3 for j in jobs)
+    assert sum(j.missed for j in jobs) == 0
+    assert max(starts) < 0.05  # each job started within its timer's grain of its release
+    assert running.count(0) >= 5  # mostly no worker task at all between the jobs
+
+
+@pytest.mark.timeout(10)
+def test_a_job_queued_while_every_worker_is_parked_wakes_one() -> None:
+    ran: list[str] = []
+
+    async def run_job(job: Job) -> None:
+        ran.append(job.device)
+
+    async def main() -> None:
+        s = BusScheduler("tcp", 1, run_job, park_s=0.05)
+        now = asyncio.get_running_loop().time()
+        s.queue.add(Job("far", 60.0, now + 30.0, key="far"))
+        s.start()
+        try:
+            await asyncio.sleep(0.05)
+            assert s.workers_running == 0  # parked until the far job (30 s away)
+            s.queue.add(Job("now", 60.0, now, key="now"))
+            await asyncio.sleep(0.05)
+            assert ran == ["now"]
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(10)
+def test_fast_workers_never_park() -> None:
+    async def run_job(job: Job) -> None:
+        await asyncio.sleep(0.001)
+
+    async def main() -> list[int]:
+        s = BusScheduler("tcp", 1, run_job)  # default park_s (1 s) > the 20 ms interval
+        s.queue.add(Job("fast", 0.02, asyncio.get_running_loop().time(), key="fast"))
+        s.start()
+        seen = []
+        try:
+            for _ in range(10):
+                await asyncio.sleep(0.013)
+                seen.append(s.workers_running)
+        finally:
+            await s.close()
+        return seen
+
+    assert asyncio.run(main()) == [1] * 10
+
+
+@pytest.mark.timeout(10)
+def test_a_crashing_worker_ends_run_with_its_exception() -> None:
+    async def run_job(job: Job) -> None:
+        pass
+
+    async def main() -> None:
+        s = BusScheduler("tcp", 1, run_job, park_s=0.05)
+        s.queue.add(Job("a", 0.01, 0.0, key="a"))
+
+        def broken(now: float) -> Job | None:
+            raise RuntimeError("scheduler bug")
+
+        s.queue.pop = broken  # type: ignore[method-assign]
+        await s.run()
+
+    with pytest.raises(RuntimeError, match="scheduler bug"):
+        asyncio.run(main())
