@@ -23,7 +23,6 @@ ProcSubset=pid hides /proc/sys) or else from /proc/sys/kernel/random/boot_id.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -90,11 +89,16 @@ def flag_synced(age_s: float) -> bool:
 
 
 def _load_adjtimex() -> Callable[[ctypes._Pointer[Timex]], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        fn = libc.adjtimex
-    except (OSError, AttributeError):
+    # the C library the interpreter is linked with (dlopen(NULL)); not ctypes.util.find_library:
+    # it runs ldconfig in a subprocess and imports tempfile and shutil (~1 MiB) for one name
+    fn = None
+    for name in (None, "libc.so.6"):
+        try:
+            fn = ctypes.CDLL(name, use_errno=True).adjtimex
+            break
+        except (OSError, AttributeError):
+            continue
+    if fn is None:
         return None
     fn.argtypes = [ctypes.POINTER(Timex)]
     fn.restype = ctypes.c_int

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from edge_agent.poll.health import PROBE_SHARE
@@ -43,6 +44,7 @@ from edge_agent.retry import Backoff
 log = logging.getLogger(__name__)
 
 Break = tuple[Table, int]
+_NO_BREAKS: frozenset[Break] = frozenset()  # one object for every device that learnt none
 
 
 @dataclass(slots=True)
@@ -62,7 +64,9 @@ class AddressMap:
 
     device: str
     backoff: Backoff  # walks health.PROBE_POLICY: when to try the unreadable points again
-    breaks: set[Break] = field(default_factory=set)
+    # frozen, replaced when it grows: most devices never learn one, and share _NO_BREAKS (an
+    # empty set is 216 bytes a device)
+    breaks: frozenset[Break] = _NO_BREAKS
     # (table, first register) -> the points of an unreadable cluster
     clusters: dict[tuple[Table, int], tuple[ModbusPoint, ...]] = field(default_factory=dict)
     unreadable: frozenset[str] = frozenset()  # names of the points of every cluster
@@ -78,7 +82,8 @@ class AddressMap:
                         if not {p.name for p in pts} <= self.unreadable]
         if not new_breaks and not new_clusters:
             return False
-        self.breaks.update(new_breaks)
+        if new_breaks:
+            self.breaks = self.breaks.union(new_breaks)
         for pts in new_clusters:
             key = (pts[0].table, min(p.address for p in pts))
             merged = {p.name: p for p in (*self.clusters.get(key, ()), *pts)}
@@ -96,7 +101,7 @@ class AddressMap:
         return True
 
     @property
-    def plan_breaks(self) -> set[Break]:
+    def plan_breaks(self) -> AbstractSet[Break]:
         """The proven breaks and the first register of every unreadable cluster."""
         return self.breaks | self.clusters.keys() if self.clusters else self.breaks
 
@@ -127,7 +132,7 @@ class AddressMap:
             return False
         log.info("address_map_forgotten device=%s why=%s unreadable=%d breaks=%d", self.device,
                  why, len(self.unreadable), len(self.breaks))
-        self.breaks.clear()
+        self.breaks = _NO_BREAKS
         self.clusters.clear()
         self.unreadable = frozenset()
         self.backoff.reset()

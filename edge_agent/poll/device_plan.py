@@ -112,7 +112,7 @@ class DevicePlan:
             self.replan()
 
     @property
-    def breaks(self) -> set[Break]:
+    def breaks(self) -> frozenset[Break]:
         return self.learnt.breaks
 
     @property

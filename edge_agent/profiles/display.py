@@ -10,7 +10,6 @@ Only what is shown is rounded; readings keep the value the codec decoded.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 
 from edge_agent.profiles.model import DataType, Point
 
@@ -23,6 +22,8 @@ def _places(x: float) -> int:
     """Decimal places of ``x`` as written (0.1 → 1, 0.25 → 2, 10 → 0)."""
     if x == 0 or not math.isfinite(x):
         return 0
+    from decimal import Decimal  # imported here: the daemon need not load decimal (~0.4 MiB)
+
     exp = Decimal(repr(float(x))).normalize().as_tuple().exponent
     return max(0, -exp) if isinstance(exp, int) else 0
 

@@ -30,9 +30,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else ""
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not _BARE_KEY.fullmatch(key):  # as TOML writes it: "" for an empty key, "a.b" quoted
+        key = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{path}.{key}" if path else key
 
 

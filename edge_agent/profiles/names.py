@@ -9,7 +9,6 @@ their normal forms, best first.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 
@@ -31,6 +30,7 @@ def closest(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) 
     same = [c for c in names if forms[c] == key]
     if same:
         return same[:n]
+    import difflib  # imported here: only a mistake needs it, the running daemon never does
 
     def similarity(c: str) -> float:
         return difflib.SequenceMatcher(None, key, forms[c]).ratio()

@@ -16,7 +16,6 @@ must be given as absolute paths on the gateway.
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -120,6 +119,8 @@ def check_offline(config: str, profiles: dict[str, str], *, config_name: str = C
     """What ``config sign`` checks away from any gateway: the bundle as a gateway would load it,
     with a placeholder identity and without the files it names (they are on the gateways).
     Problems name ``config_name`` and ``profiles_dir``, not the staging copy."""
+    import tempfile  # imported here: a CLI path; in the daemon it would cost ~1 MiB (shutil...)
+
     with tempfile.TemporaryDirectory(prefix="edge-agent-bundle-") as tmp:
         root = Path(tmp)
         write_tree(root / "bundle", config, profiles)

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +184,8 @@ class BundleStore:
     def stage(self, bundle: Bundle, signed: bytes) -> Slot:
         """Materialise ``bundle`` durably under its final name (replacing a leftover of the same
         name); the slot to name in the state. CommandStoreError if it cannot be written."""
+        import shutil  # imported here: shutil (with bz2, lzma) is ~0.5 MiB the daemon rarely needs
+
         h = bundle.hash.hex()
         slot = Slot(f"v{bundle.version}-{h[:16]}", bundle.version, h)
         final = self.path(slot)
@@ -213,4 +214,6 @@ class BundleStore:
             return
         for name in names:
             if name not in keep:
+                import shutil  # imported here: ~0.5 MiB (bz2, lzma) the daemon rarely needs
+
                 shutil.rmtree(self.bundles / name, ignore_errors=True)

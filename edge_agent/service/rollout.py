@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -181,6 +180,8 @@ class RolloutManager(RolloutInventory):
         return await self._apply(b, kid, message)
 
     async def _apply(self, b: Bundle, kid: bytes, message: bytes) -> RolloutResult:
+        import shutil  # imported here: shutil (with bz2, lzma) is ~0.5 MiB the daemon rarely needs
+
         src, st = self.source, self.source.state
         try:
             slot = src.store.stage(b, message)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,58 @@ def test_the_daemon_loads_no_tooling(tmp_path: object) -> None:
     assert "edge_agent.service.daemon" in mods
     assert cmd_modules(mods) == {"edge_agent.cli.cmd_run"}
     assert [m for m in mods if m.split(".")[0] in NOT_IN_DAEMON or m in NOT_IN_DAEMON] == []
+
+
+# stdlib the daemon has no use for once running (issue #15's memory, ~2 MiB together): argparse's
+# terminal width (shutil, bz2, lzma), ctypes.util.find_library and importlib.resources
+# (tempfile, shutil), decimal (a profile's display), difflib (suggestions for a mistake)
+STDLIB_NOT_IN_DAEMON = ("shutil", "tempfile", "bz2", "lzma", "decimal", "difflib",
+                        "importlib.resources", "ctypes.util")
+
+DAEMON_PROBE = """
+import json, sys
+from edge_agent.cli.main import build_parser
+args = build_parser("run").parse_args(["run", "--config", sys.argv[1]])
+from edge_agent.config.load import load_config
+import edge_agent.service.daemon
+cfg = load_config(args.config)  # profiles_dir unset: the shipped profiles
+from edge_agent.poll.engine import Poller
+from edge_agent.service.buses import make_buses
+Poller(cfg, make_buses(cfg), lambda r: None)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_daemon_loads_no_stdlib_it_does_not_use(tmp_path: Path) -> None:
+    """The daemon's command line parsed, a config with the shipped profiles loaded and its
+    poller built: none of the modules only tools or mistakes need."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('gateway_id = "gw-1"\n'
+                   f'state_dir = "{tmp_path / "state"}"\nruntime_dir = "{tmp_path / "run"}"\n'
+                   '[[buses]]\nname = "ep"\nkind = "tcp"\nhost = "127.0.0.1"\nport = 1502\n'
+                   '[[devices]]\nname = "lamp-1"\nprofile = "street_lamp"\nbus = "ep"\n'
+                   'unit_id = 1\n'
+                   f'[keys]\nsigning_key = "{tmp_path / "signing.key"}"\n')
+    cfg.chmod(0o600)
+    res = subprocess.run([sys.executable, "-c", DAEMON_PROBE, str(cfg)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    mods = set(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert "edge_agent.service.daemon" in mods and "edge_agent.profiles.shipped" in mods
+    assert [m for m in STDLIB_NOT_IN_DAEMON if m in mods] == []
+
+
+def test_help_is_as_wide_as_shutil_says_without_shutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from edge_agent.cli.main import terminal_columns
+
+    for columns in ("57", "", "0", "junk", None):
+        if columns is None:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        else:
+            monkeypatch.setenv("COLUMNS", columns)
+        assert terminal_columns() == shutil.get_terminal_size().columns
 
 
 def test_help_and_unknown_commands_still_see_every_command() -> None:
