@@ -218,8 +218,9 @@ class Poller:
             for g in dp.plan.groups:
                 if not g.requests and not g.at_points:
                     continue
-                job = Job(name, g.interval_s, now + phase * g.interval_s,
-                          key=f"{name}@{g.interval_s:g}s")
+                # no key: the scheduler names an unkeyed job by device and interval when it
+                # logs (a thousand such strings held for a rare log line)
+                job = Job(name, g.interval_s, now + phase * g.interval_s)
                 slots.append(_Slot(dp, g, job))
                 sched.queue.add(job)
             self._slots[name] = slots

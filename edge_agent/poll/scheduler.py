@@ -41,9 +41,14 @@ class Job:
     device: str
     interval_s: float
     release: float  # monotonic seconds
-    key: str = ""  # e.g. "meter-3@10.0s"
+    key: str = ""  # a name for logs; "" (the poller's jobs): see ``name``
     missed: int = 0
     runs: int = 0
+
+    @property
+    def name(self) -> str:
+        """``key``, else device@interval (e.g. "meter-3@10s")."""
+        return self.key or f"{self.device}@{self.interval_s:g}s"
 
     @property
     def deadline(self) -> float:
@@ -193,7 +198,7 @@ class BusScheduler:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("poll_job_failed bus=%s job=%s", self.bus, job.key)
+                log.exception("poll_job_failed bus=%s job=%s", self.bus, job.name)
             finally:
                 finished = self._clock()
                 self.busy_s += finished - started

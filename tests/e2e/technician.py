@@ -50,6 +50,8 @@ PRELOAD = (
     "edge_agent.cli.scan_fit", "edge_agent.cli.profile_draft", "edge_agent.config.catalog",
     "edge_agent.profiles.shipped", "edge_agent.profiles.load", "device_profiles",
     "importlib.resources", "importlib.readers",
+    # imported where used (the daemon does without them): a profile's display, suggestions
+    "decimal", "difflib", "tempfile",
 )
 _DROP = """
 import importlib, os, sys

@@ -228,3 +228,9 @@ def test_a_crashing_worker_ends_run_with_its_exception() -> None:
 
     with pytest.raises(RuntimeError, match="scheduler bug"):
         asyncio.run(main())
+
+
+def test_a_job_is_named_by_its_key_or_its_device_and_interval() -> None:
+    assert Job("meter-3", 10.0, 0.0).name == "meter-3@10s"
+    assert Job("lamp", 0.25, 0.0).name == "lamp@0.25s"
+    assert Job("lamp", 1.0, 0.0, key="custom").name == "custom"
