@@ -10,8 +10,19 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TypeVar, dataclass_transform
 
 Value = bool | int | float | str | None
+_C = TypeVar("_C")
+
+
+@dataclass_transform(frozen_default=True)
+def _record(cls: type[_C]) -> type[_C]:
+    """A dataclass that is frozen for the type checker (mypy refuses any assignment to a field)
+    but not at run time: a frozen dataclass's ``__init__`` sets every field through
+    ``object.__setattr__``, ~2 µs a Reading against ~0.5 — at 40k readings/s 5-10 % of the
+    agent's CPU (issue #15). Equal readings still hash equal."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
 
 
 class Quality(enum.StrEnum):
@@ -35,7 +46,7 @@ class ClockState:
     boot_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class Reading:
     device: str
     point: str
