@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from edge_agent.errors import ContractError
 from edge_agent.platform.timers import Timer, timers_for
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ class BusScheduler:
         running loop; an exception escaping a worker (a bug here, not a failing job) is set on
         ``crash``. ``close()`` stops them."""
         if self._running:
-            raise RuntimeError(f"scheduler of {self.bus!r} already started")
+            raise ContractError(f"scheduler of {self.bus!r} already started")
         # no more workers than jobs: a job never runs twice at once, so an endpoint polling one
         # device needs one worker (a task and its frames) however many requests it allows
         self._workers = max(1, min(self._concurrency, len(self.queue)))

@@ -234,3 +234,21 @@ def test_a_job_is_named_by_its_key_or_its_device_and_interval() -> None:
     assert Job("meter-3", 10.0, 0.0).name == "meter-3@10s"
     assert Job("lamp", 0.25, 0.0).name == "lamp@0.25s"
     assert Job("lamp", 1.0, 0.0, key="custom").name == "custom"
+
+
+def test_starting_a_running_scheduler_is_a_contract_error() -> None:
+    from edge_agent.errors import ContractError
+
+    async def run_job(job: Job) -> None:
+        pass
+
+    async def main() -> None:
+        s = BusScheduler("tcp", 1, run_job)
+        s.start()
+        try:
+            with pytest.raises(ContractError, match="already started"):
+                s.start()
+        finally:
+            await s.close()
+
+    asyncio.run(main())
