@@ -33,8 +33,11 @@ from edge_agent.platform.timers import Timer, timers_for
 
 log = logging.getLogger(__name__)
 
-# a worker sleeping at least this long parks (its task ends; a timer restarts it): see above
-PARK_S = 1.0
+# a worker sleeping at least this long parks (its task ends; a timer restarts it): see above.
+# Well over a 1 s job's sleep (its interval plus at most a quarter-interval start grid, engine's
+# network_tick): the busy loads never pay a task start per poll; a task start (~20 us) per 5 s
+# or longer sleep is noise.
+PARK_S = 5.0
 
 
 @dataclass(eq=False, slots=True)

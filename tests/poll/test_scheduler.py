@@ -252,3 +252,14 @@ def test_starting_a_running_scheduler_is_a_contract_error() -> None:
             await s.close()
 
     asyncio.run(main())
+
+
+def test_workers_of_one_second_jobs_never_park() -> None:
+    """A 1 s job's worker sleeps at most its interval plus its bus's start grid (a quarter of the
+    shortest interval at most): parking there would cost a task start every poll."""
+    from edge_agent.poll.engine import network_tick
+    from edge_agent.poll.scheduler import PARK_S
+
+    for jobs_per_s in (0.5, 50.0, 1000.0):
+        assert 1.0 + network_tick(jobs_per_s, 1.0) < PARK_S
+    assert 2.0 + network_tick(0.5, 2.0) < PARK_S  # nor those of 2 s jobs
