@@ -219,8 +219,13 @@ class TcpEndpoint:
 
     async def _transact(self, unit: int, pdu: Pdu, timeout_s: float) -> bytes:
         """Send one request; the answer PDU (function code first). Raw: the caller checks it."""
-        self._check_unit(unit)
-        await self._take_slot()
+        if not 0 <= unit <= 255:
+            self._check_unit(unit)
+        # a free slot (the common case) is taken inline: no coroutine for it
+        if self._inflight < max(1, self.cfg.concurrency) and not self._slot_waiters:
+            self._inflight += 1
+        else:
+            await self._take_slot()
         try:
             proto = self._live_proto() or await self._connect(timeout_s)
             loop = asyncio.get_running_loop()

@@ -136,12 +136,20 @@ class Timers:
 
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers] = (
     weakref.WeakKeyDictionary())
+# the last lookup's loop (a weak reference, compared by identity) and its Timers: every
+# request and every worker's sleep asks, nearly always for the one running loop
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], Timers] | None = None
 
 
 def timers_for(loop: asyncio.AbstractEventLoop | None = None) -> Timers:
     """The ``Timers`` of ``loop`` (default: the running loop), created on first use."""
+    global _last
     loop = loop or asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0]() is loop:
+        return last[1]
     t = _BY_LOOP.get(loop)
     if t is None:
         t = _BY_LOOP[loop] = Timers(loop)
+    _last = (weakref.ref(loop), t)
     return t

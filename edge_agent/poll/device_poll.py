@@ -36,14 +36,16 @@ from edge_agent.poll.device_plan import Group, SharedPlans
 from edge_agent.poll.health import GRANULARITY_S
 from edge_agent.poll.quality import Range, judge
 from edge_agent.profiles import codec
-from edge_agent.profiles.model import ModbusPoint, Profile, plausible_range
+from edge_agent.profiles.model import DataType, ModbusPoint, Order, Profile, plausible_range
 from edge_agent.profiles.planner import ReadRequest, split
-from edge_agent.readings import Quality
+from edge_agent.readings import Quality, Value
 
 log = logging.getLogger(__name__)
 
-# a request's points with their register slice, compiled decoder and plausible range
-_Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder, Range | None], ...]
+# a request's points with their register slice, compiled decoder, plausible range and, for a
+# plain one-register unsigned point, the (scale, offset) that decodes its register inline
+_Direct = tuple[int, int] | tuple[float, float] | None
+_Decoding = tuple[tuple[ModbusPoint, int, int, codec.Decoder, Range | None, _Direct], ...]
 
 # every request's decoding, by the request's identity (each entry holds its request, so the id
 # stays that request's): the devices of one profile share their requests (SharedPlans), so one
@@ -62,8 +64,20 @@ def _shared_decoding(req: ReadRequest) -> _Decoding:
             _SHARED.clear()
         a = req.address
         dec = _SHARED[key] = tuple((p, p.address - a, p.end - a, codec.decoder(p),
-                                    plausible_range(p)) for p in req.points)
+                                    plausible_range(p), _direct(p)) for p in req.points)
     return dec
+
+
+def _direct(p: ModbusPoint) -> _Direct:
+    """(scale, offset) when ``p``'s value is its one register times scale plus offset, exactly
+    as its decoder computes it (a big-endian uint16 register: the Modbus default); else None.
+    Integral scaling stays in ints (the decoder's ``int(raw) * scale + offset``)."""
+    if (p.type is not DataType.UINT16 or p.order is not Order.ABCD or p.count != 1
+            or p.table.is_bits):
+        return None
+    if codec.integral_scaling(p.scale, p.offset):
+        return int(p.scale), int(p.offset)
+    return p.scale, p.offset
 
 
 def decoding(req: ReadRequest) -> _Decoding:
@@ -110,20 +124,28 @@ class DevicePoller(DeviceBase):
         name = self.device.name
         # straight to the poller's filter, unless read_now collects the values
         offer = self._offer if self._collect is None else None
-        for p, lo, hi, dec, valid in decoding(req):
-            try:
-                value = dec(regs[lo:hi])
-            except CodecError as e:
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("decode_failed device=%s point=%s err=%s", self.device.name,
-                              p.name, e)
-                reading(p, None, Quality.BAD, "decode", mono, wall, synced)
-                continue
+        for p, lo, hi, dec, valid, direct in decoding(req):
+            raw = regs[lo]
+            if direct is not None and raw.__class__ is int and 0 <= raw <= 0xFFFF:
+                value: Value = raw * direct[0] + direct[1]  # the decoder's result, no call
+            else:
+                try:
+                    value = dec(regs[lo:hi])
+                except CodecError as e:
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("decode_failed device=%s point=%s err=%s", self.device.name,
+                                  p.name, e)
+                    reading(p, None, Quality.BAD, "decode", mono, wall, synced)
+                    continue
             if value.__class__ is float and not math.isfinite(value):
                 reading(p, None, Quality.BAD, "nan" if math.isnan(value) else "inf",
                         mono, wall, synced)
                 continue
-            if valid is not None:
+            if valid is not None and not (
+                # the common case, a plain number within range, without a call
+                (value.__class__ is int or value.__class__ is float)
+                and valid[0] <= value <= valid[1]
+            ):
                 q, why = judge(value, valid)
                 if q is not good:  # implausible: published with its value, not remembered
                     reading(p, value, q, why, mono, wall, synced)

@@ -102,3 +102,18 @@ def test_cancelled_deadlines_do_not_pile_up() -> None:
         t.close()
 
     asyncio.run(main())
+
+
+
+@pytest.mark.timeout(10)
+def test_each_loop_has_its_own_timers() -> None:
+    async def get() -> Timers:
+        t = timers_for()
+        assert timers_for() is t and timers_for(asyncio.get_running_loop()) is t
+        return t
+
+    first = asyncio.run(get())
+    second = asyncio.run(get())  # the last lookup's cache must not answer for another loop
+    assert second is not first
+    assert first._loop is not second._loop
+    assert asyncio.run(get()) is not second
