@@ -99,6 +99,17 @@ class Batcher:
     def add_many(self, readings: Iterable[Reading]) -> None:
         with self._cond:
             self._check_locked()
+            cur = self._open
+            if (isinstance(readings, list) and len(cur) + len(readings) < self.cfg.max_readings
+                    and self._queued <= self.max_backlog
+                    and not any(r.alarm for r in readings)):
+                # the common case, a poll's readings that close no batch: one extend, as the
+                # loop below would do reading by reading (nothing closes, nothing to shed)
+                if readings and not cur:
+                    self._deadline = time.monotonic() + self.cfg.max_ms / 1000.0
+                    self._cond.notify()
+                cur.extend(readings)
+                return
             for r in readings:
                 self._add_locked(r)
                 if self._queued > self.max_backlog:

@@ -343,3 +343,40 @@ def test_add_refuses_once_the_worker_died(caplog: pytest.LogCaptureFixture) -> N
         b.add(next(synthetic_readings(1)))
     assert "batcher_worker_died" in caplog.text
     b.close(timeout=0.1)
+
+
+@pytest.mark.timeout(20)
+def test_add_many_of_lists_cuts_batches_as_adding_one_by_one(
+    make_batcher: MakeBatcher, outbox: Outbox
+) -> None:
+    """The poller hands over each poll's readings as a list (the one-extend path): batches
+    still close at max_readings and at an alarm, in order, whatever the chunks."""
+    readings = list(synthetic_readings(103, alarm_every=17))
+    expected: list[int] = []
+    n = 0
+    for r in readings:  # the rule, reading by reading
+        n += 1
+        if r.alarm or n == 10:
+            expected.append(n)
+            n = 0
+    b = make_batcher(BatchConfig(max_readings=10, max_ms=60_000))
+    for i in range(0, len(readings), 3):
+        b.add_many(readings[i : i + 3])
+    b.add_many([])
+    assert _wait(lambda: b.committed_batches == len(expected))
+    assert b.flush(5.0)
+    stored = outbox.pending(0, 100)
+    assert [s.n_readings for s in stored] == [*expected, n]
+    assert [s.alarm for s in stored[:-1]] == [k < 10 for k in expected]
+
+
+@pytest.mark.timeout(20)
+def test_a_list_opening_a_batch_starts_its_max_ms_timer(
+    make_batcher: MakeBatcher, outbox: Outbox
+) -> None:
+    b = make_batcher(BatchConfig(max_readings=1000, max_ms=150))
+    t0 = time.monotonic()
+    b.add_many(list(synthetic_readings(3)))
+    assert _wait(lambda: b.committed_batches == 1, 3.0)
+    assert 0.14 <= time.monotonic() - t0 < 1.5
+    assert [p.n_readings for p in outbox.pending(0, 10)] == [3]
