@@ -387,7 +387,11 @@ def test_a_meter_turned_slow_within_timeout_max_is_relearnt_not_quarantined() ->
     # read all along: its reads (two a cycle, a cycle every 0.5 s) kept coming, what it reports
     # is GOOD but for the failed transactions' points
     reads = [t for t, u in bus.done if u == 1 and t >= got["t_fault"]]
-    assert len(reads) >= 20, reads
+    # each read now takes >= 0.35 s (+ the frames, + wm2's turn): ~20-22 fit in the 10 s, fewer
+    # under load; quarantined, it would be asked by a probe every few seconds at most
+    gaps = [b - a for a, b in zip([got["t_fault"], *reads], reads, strict=False)]
+    print(f"reads after the fault: {len(reads)}, longest pause {max(gaps):.2f} s")
+    assert len(reads) >= 15 and max(gaps) < 2.0, (len(reads), gaps)
     bad = [r for r in out[got["n_fault"]:] if r.device == "wm1" and r.quality is not Quality.GOOD]
     assert {r.reason for r in bad} <= {"timeout"}, bad
     assert wm2["failures"] == 0 and final.violations == 0, (wm2, final)
