@@ -64,12 +64,16 @@ def test_closes_at_max_readings_and_keeps_the_rest_open(
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize("as_list", [False, True], ids=["iterator", "list"])
 def test_timer_closes_a_partial_batch_after_max_ms(
-    make_batcher: MakeBatcher, outbox: Outbox
+    make_batcher: MakeBatcher, outbox: Outbox, as_list: bool
 ) -> None:
+    """An iterator is added reading by reading; a list that closes no batch is taken in one
+    step (the fast path): either way the batch it opens starts its max_ms timer."""
     b = make_batcher(BatchConfig(max_readings=1000, max_ms=150))
     t0 = time.monotonic()
-    b.add_many(synthetic_readings(3))
+    readings = synthetic_readings(3)
+    b.add_many(list(readings) if as_list else readings)
     assert _wait(lambda: b.committed_batches == 1, 3.0)
     took = time.monotonic() - t0
     assert 0.14 <= took < 1.5, took
@@ -368,15 +372,3 @@ def test_add_many_of_lists_cuts_batches_as_adding_one_by_one(
     stored = outbox.pending(0, 100)
     assert [s.n_readings for s in stored] == [*expected, n]
     assert [s.alarm for s in stored[:-1]] == [k < 10 for k in expected]
-
-
-@pytest.mark.timeout(20)
-def test_a_list_opening_a_batch_starts_its_max_ms_timer(
-    make_batcher: MakeBatcher, outbox: Outbox
-) -> None:
-    b = make_batcher(BatchConfig(max_readings=1000, max_ms=150))
-    t0 = time.monotonic()
-    b.add_many(list(synthetic_readings(3)))
-    assert _wait(lambda: b.committed_batches == 1, 3.0)
-    assert 0.14 <= time.monotonic() - t0 < 1.5
-    assert [p.n_readings for p in outbox.pending(0, 10)] == [3]
