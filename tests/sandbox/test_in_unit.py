@@ -52,6 +52,15 @@ def send_command(gw: SandboxedGateway, action: Action, ctr: int, **kw: object
                   str(kw.get("device", "")), str(kw.get("point", "")),
                   kw.get("value"))  # type: ignore[arg-type]
     msg = sign1(encode_command(cmd), gw.operator, kid_of(gw.operator.public_key()))
+    # READY=1 does not wait for the network: a command published before the session's SUBSCRIBE
+    # reached the broker goes to nobody. The birth status follows that SUBSCRIBE on the same
+    # connection (a fresh broker per test: no status of an earlier run is retained)
+    status = Subscriber(gw.broker.port, f"edge/{GW}/status")
+    try:
+        assert wait(lambda: any(json.loads(p)["state"] == "online"
+                                for p in status.payloads()), 30), gw.log_text()[-3000:]
+    finally:
+        status.close()
     res = Subscriber(gw.broker.port, f"edge/{GW}/cmd/res")
     pub = Subscriber(gw.broker.port, "unused/#")
     try:
