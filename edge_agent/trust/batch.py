@@ -20,7 +20,6 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import cbor2
 
@@ -28,10 +27,11 @@ from edge_agent.errors import ContractError, VerifyError
 from edge_agent.readings import Reading
 from edge_agent.trust.cose import sign1
 from edge_agent.trust.ed25519 import PrivateKey
-from edge_agent.trust.gap import BadGapField, GapNotice, Range, gap_fields, gap_from_map
+from edge_agent.trust.fields import BadField, int_field, typed_field
+from edge_agent.trust.gap import GapNotice, Range, gap_fields, gap_from_map
 from edge_agent.trust.keys import kid_of
-from edge_agent.trust.loss import KIND_LOSS, BadLossField, LossNotice, loss_fields, loss_from_map
-from edge_agent.trust.rows import BadRowField, decode_readings, reading_rows
+from edge_agent.trust.loss import KIND_LOSS, LossNotice, loss_fields, loss_from_map
+from edge_agent.trust.rows import decode_readings, reading_rows
 
 FORMAT_VERSION = 1
 GENESIS_PREV = bytes(32)
@@ -66,8 +66,6 @@ KIND_GAP = 1
 KIND_RESUME = 2
 KIND_NAMES = {KIND_DATA: "data", KIND_GAP: "gap", KIND_RESUME: "resume", KIND_LOSS: "loss"}
 KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,70 +168,46 @@ def encode_payload(p: BatchPayload) -> bytes:
     return cbor2.dumps(m, canonical=True)
 
 
-class _Bad(VerifyError):  # private: decode_payload turns it into a plain VerifyError
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"payload{path}: {message}")
-
-
-def _int(m: dict[object, object], key: int, *, minimum: int | None = None) -> int:
-    v = m.get(key)
-    if type(v) is not int:
-        raise _Bad(f"[{key}]", f"expected an integer, got {type(v).__name__}")
-    if minimum is not None and v < minimum:
-        raise _Bad(f"[{key}]", f"{v} is below {minimum}")
-    return v
-
-
-def _get(m: dict[object, object], key: int, typ: type[_T]) -> _T:
-    v = m.get(key)
-    if type(v) is not typ:
-        raise _Bad(f"[{key}]", f"expected {typ.__name__}, got {type(v).__name__}")
-    return v
-
-
 def _decode(payload: bytes) -> BatchPayload:
     try:
         m = cbor2.loads(payload)
     except Exception as exc:  # cbor2 raises several types on garbage; all mean "malformed"
-        raise _Bad("", f"not valid CBOR ({exc})") from None
+        raise BadField("", f"not valid CBOR ({exc})") from None
     if type(m) is not dict:
-        raise _Bad("", f"expected a map, got {type(m).__name__}")
-    version = _int(m, K_VERSION)
+        raise BadField("", f"expected a map, got {type(m).__name__}")
+    version = int_field(m, K_VERSION)
     if version != FORMAT_VERSION:
-        raise _Bad(f"[{K_VERSION}]", f"unsupported format version {version}")
-    kind_code = _int(m, K_KIND)
+        raise BadField(f"[{K_VERSION}]", f"unsupported format version {version}")
+    kind_code = int_field(m, K_KIND)
     if kind_code not in KIND_NAMES:
-        raise _Bad(f"[{K_KIND}]", f"unknown batch kind {kind_code}")
-    prev = _get(m, K_PREV, bytes)
+        raise BadField(f"[{K_KIND}]", f"unknown batch kind {kind_code}")
+    prev = typed_field(m, K_PREV, bytes)
     if len(prev) != 32:
-        raise _Bad(f"[{K_PREV}]", f"prev is {len(prev)} bytes, not 32")
-    gateway = _get(m, K_GATEWAY, str)
+        raise BadField(f"[{K_PREV}]", f"prev is {len(prev)} bytes, not 32")
+    gateway = typed_field(m, K_GATEWAY, str)
     if not gateway:
-        raise _Bad(f"[{K_GATEWAY}]", "empty gateway id")
-    boot = _get(m, K_BOOT, str)
-    seq = _int(m, K_SEQ, minimum=1)
-    created, created_mono = _int(m, K_CREATED), _int(m, K_CREATED_MONO)
-    synced = _get(m, K_SYNCED, bool)
+        raise BadField(f"[{K_GATEWAY}]", "empty gateway id")
+    boot = typed_field(m, K_BOOT, str)
+    seq = int_field(m, K_SEQ, minimum=1)
+    created, created_mono = int_field(m, K_CREATED), int_field(m, K_CREATED_MONO)
+    synced = typed_field(m, K_SYNCED, bool)
     kind = KIND_NAMES[kind_code]
     if kind_code == KIND_DATA:
-        try:
-            readings = decode_readings(m)
-        except BadRowField as exc:
-            raise _Bad(exc.path, exc.message) from None
+        readings = decode_readings(m)
         return BatchPayload(
             version, kind, gateway, boot, seq, prev, created, created_mono, synced, readings
         )
     if kind_code == KIND_RESUME:
         resume = ResumeNotice(
-            from_seq=_int(m, K_RESUME_FROM, minimum=1),
-            local_head=_int(m, K_RESUME_LOCAL_HEAD, minimum=0),
-            resigned=_int(m, K_RESUME_RESIGNED, minimum=0),
-            reason=_get(m, K_GAP_REASON, str),
+            from_seq=int_field(m, K_RESUME_FROM, minimum=1),
+            local_head=int_field(m, K_RESUME_LOCAL_HEAD, minimum=0),
+            resigned=int_field(m, K_RESUME_RESIGNED, minimum=0),
+            reason=typed_field(m, K_GAP_REASON, str),
         )
         if resume.from_seq > seq:
-            raise _Bad(f"[{K_RESUME_FROM}]", f"resume from {resume.from_seq} after seq {seq}")
+            raise BadField(f"[{K_RESUME_FROM}]", f"resume from {resume.from_seq} after seq {seq}")
         if resume.resigned > max(0, resume.local_head - resume.from_seq + 1):
-            raise _Bad(
+            raise BadField(
                 f"[{K_RESUME_RESIGNED}]",
                 f"{resume.resigned} re-signed batches do not fit"
                 f" in {resume.from_seq}..{resume.local_head}",
@@ -242,17 +216,11 @@ def _decode(payload: bytes) -> BatchPayload:
             version, kind, gateway, boot, seq, prev, created, created_mono, synced, (), None, resume
         )
     if kind_code == KIND_LOSS:
-        try:
-            loss = loss_from_map(m)
-        except BadLossField as exc:
-            raise _Bad(exc.path, exc.message) from None
+        loss = loss_from_map(m)
         return BatchPayload(
             version, kind, gateway, boot, seq, prev, created, created_mono, synced, loss=loss
         )
-    try:
-        gap = gap_from_map(m, seq)
-    except BadGapField as exc:
-        raise _Bad(exc.path, exc.message) from None
+    gap = gap_from_map(m, seq)
     return BatchPayload(
         version, kind, gateway, boot, seq, prev, created, created_mono, synced, (), gap
     )
@@ -263,7 +231,7 @@ def decode_payload(payload: bytes) -> BatchPayload:
     12, row 3, element 4) on anything malformed. Never raises another exception type."""
     try:
         return _decode(payload)
-    except _Bad as exc:
+    except BadField as exc:
         raise VerifyError(str(exc)) from None
     except Exception as exc:  # defensive: untrusted shapes must only ever yield VerifyError
         raise VerifyError(f"payload: malformed ({type(exc).__name__}: {exc})") from None

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from edge_agent.errors import ContractError, VerifyError
+from edge_agent.errors import ContractError
+from edge_agent.trust.fields import BadField, int_field
 
 K_FIRST = 13
 K_LAST = 14
@@ -30,14 +31,6 @@ K_RANGES = 24  # flat array of range bounds (several ranges, or one with key 25)
 K_UNSIGNED = 25  # readings announced by loss notices this notice replaces (omitted when 0)
 
 Range = tuple[int, int]
-
-
-class BadGapField(VerifyError):
-    """A malformed gap key; ``batch`` reports it with the payload path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path, self.message = path, message
-        super().__init__(f"payload{path}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,34 +96,25 @@ def gap_fields(g: GapNotice, seq: int) -> dict[int, object]:
     return m
 
 
-def _uint(m: dict[object, object], key: int, minimum: int = 0) -> int:
-    v = m.get(key)
-    if type(v) is not int:
-        raise BadGapField(f"[{key}]", f"expected an integer, got {type(v).__name__}")
-    if v < minimum:
-        raise BadGapField(f"[{key}]", f"{v} is below {minimum}")
-    return v
-
-
 def _ranges(m: dict[object, object], seq: int) -> tuple[Range, ...]:
     if K_RANGES not in m:
-        first, last = _uint(m, K_FIRST, 1), _uint(m, K_LAST, 1)
+        first, last = int_field(m, K_FIRST, minimum=1), int_field(m, K_LAST, minimum=1)
         if not first <= last < seq:
-            raise BadGapField(f"[{K_FIRST}]", f"gap {first}..{last} not before seq {seq}")
+            raise BadField(f"[{K_FIRST}]", f"gap {first}..{last} not before seq {seq}")
         return ((first, last),)
     if K_FIRST in m or K_LAST in m:
-        raise BadGapField(f"[{K_RANGES}]", "ranges and first/last together")
+        raise BadField(f"[{K_RANGES}]", "ranges and first/last together")
     flat = m[K_RANGES]
     if type(flat) is not list or not flat or len(flat) % 2:
-        raise BadGapField(f"[{K_RANGES}]", "expected a non-empty array of range bounds, in pairs")
+        raise BadField(f"[{K_RANGES}]", "expected a non-empty array of range bounds, in pairs")
     out: list[Range] = []
     prev = 0  # the previous range's last seq: the next one starts past prev + 1
     for i in range(0, len(flat), 2):
         a, b = flat[i], flat[i + 1]
         if type(a) is not int or type(b) is not int:
-            raise BadGapField(f"[{K_RANGES}][{i}]", "range bounds must be integers")
+            raise BadField(f"[{K_RANGES}][{i}]", "range bounds must be integers")
         if not (a >= 1 and (not out or a > prev + 1) and a <= b < seq):
-            raise BadGapField(f"[{K_RANGES}][{i}]", f"range {a}..{b} not ascending, disjoint and "
+            raise BadField(f"[{K_RANGES}][{i}]", f"range {a}..{b} not ascending, disjoint and "
                               f"before seq {seq}")  # fmt: skip
         out.append((a, b))
         prev = b
@@ -138,20 +122,16 @@ def _ranges(m: dict[object, object], seq: int) -> tuple[Range, ...]:
 
 
 def gap_from_map(m: dict[object, object], seq: int) -> GapNotice:
-    """Parse the gap keys of a decoded payload map at ``seq`` (BadGapField naming the key)."""
+    """Parse the gap keys of a decoded payload map at ``seq`` (BadField naming the key)."""
     reason = m.get(K_REASON)
     if type(reason) is not str:
-        raise BadGapField(f"[{K_REASON}]", f"expected str, got {type(reason).__name__}")
+        raise BadField(f"[{K_REASON}]", f"expected str, got {type(reason).__name__}")
     ranges = _ranges(m, seq)
-    t_first, t_last = m.get(K_T_FIRST), m.get(K_T_LAST)
-    for key, v in ((K_T_FIRST, t_first), (K_T_LAST, t_last)):
-        if type(v) is not int:
-            raise BadGapField(f"[{key}]", f"expected an integer, got {type(v).__name__}")
-    unsigned = _uint(m, K_UNSIGNED) if K_UNSIGNED in m else 0
+    t_first, t_last = int_field(m, K_T_FIRST), int_field(m, K_T_LAST)
+    unsigned = int_field(m, K_UNSIGNED, minimum=0) if K_UNSIGNED in m else 0
     if K_UNSIGNED in m and (not unsigned or K_RANGES not in m):
-        raise BadGapField(f"[{K_UNSIGNED}]", "present only with ranges, and never 0")
-    assert type(t_first) is int and type(t_last) is int
-    return GapNotice(ranges, _uint(m, K_READINGS), t_first, t_last, reason, unsigned)
+        raise BadField(f"[{K_UNSIGNED}]", "present only with ranges, and never 0")
+    return GapNotice(ranges, int_field(m, K_READINGS, minimum=0), t_first, t_last, reason, unsigned)
 
 
 def ranges_of(seqs: Sequence[int]) -> tuple[Range, ...]:

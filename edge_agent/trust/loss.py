@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent.errors import ContractError, VerifyError
+from edge_agent.errors import ContractError
+from edge_agent.trust.fields import BadField, int_field
 
 KIND_LOSS = 3
 K_READINGS = 15  # readings given up (as in a gap notice)
@@ -27,14 +28,6 @@ K_REASON = 18
 K_DEVICES = 22  # array of tstr, sorted: every device among the readings given up
 K_ALARMS = 23  # alarm readings among them
 UNCLEAN_STOP = "unclean_stop"  # the reason of the one loss notice that counts no readings
-
-
-class BadLossField(VerifyError):
-    """A malformed loss key; ``batch`` reports it with the payload path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path, self.message = path, message
-        super().__init__(f"payload{path}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,28 +56,22 @@ def loss_fields(n: LossNotice) -> dict[int, object]:
 
 
 def loss_from_map(m: dict[object, object]) -> LossNotice:
-    """Parse the loss keys of a decoded payload map (BadLossField naming the key)."""
+    """Parse the loss keys of a decoded payload map (BadField naming the key)."""
 
     def uint(key: int) -> int:
         v = m.get(key)
         if type(v) is not int or v < 0:
-            raise BadLossField(f"[{key}]", f"expected an unsigned integer, got {v!r}")
-        return v
-
-    def integer(key: int) -> int:
-        v = m.get(key)
-        if type(v) is not int:
-            raise BadLossField(f"[{key}]", f"expected an integer, got {type(v).__name__}")
+            raise BadField(f"[{key}]", f"expected an unsigned integer, got {v!r}")
         return v
 
     devices = m.get(K_DEVICES)
     if type(devices) is not list or not all(type(d) is str for d in devices):
-        raise BadLossField(f"[{K_DEVICES}]", "expected an array of device names")
+        raise BadField(f"[{K_DEVICES}]", "expected an array of device names")
     reason = m.get(K_REASON)
     if type(reason) is not str:
-        raise BadLossField(f"[{K_REASON}]", "expected text")
+        raise BadField(f"[{K_REASON}]", "expected text")
     readings, alarms = uint(K_READINGS), uint(K_ALARMS)
     if readings < _least(reason) or alarms > readings:
-        raise BadLossField(f"[{K_READINGS}]", f"{readings} readings with {alarms} alarms")
-    return LossNotice(readings, alarms, integer(K_T_FIRST), integer(K_T_LAST),
+        raise BadField(f"[{K_READINGS}]", f"{readings} readings with {alarms} alarms")
+    return LossNotice(readings, alarms, int_field(m, K_T_FIRST), int_field(m, K_T_LAST),
                       tuple(devices), reason)

@@ -2,16 +2,16 @@
 
 ``reading_rows`` encodes (hot path: one pass, no per-row allocation beyond the row), and
 ``decode_readings`` restores every ``Reading`` exactly from a decoded payload map, refusing any
-malformed row with ``BadRowField`` naming the element (``[12][3][4]``: key 12, row 3, element 4).
+malformed row with ``BadField`` naming the element (``[12][3][4]``: key 12, row 3, element 4).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
 
-from edge_agent.errors import CodecError, VerifyError
+from edge_agent.errors import CodecError
 from edge_agent.readings import Quality, Reading
+from edge_agent.trust.fields import BadField, int_field, typed_field
 
 K_STRINGS = 9
 K_BASE_MONO = 10
@@ -32,29 +32,6 @@ QUALITY_FLAGS: dict[Quality, int] = {q: c & 3 | (c & 4) << 2 for q, c in QUALITY
 QUALITY_OF_FLAGS: dict[int, Quality] = {v: k for k, v in QUALITY_FLAGS.items()}
 
 _VALUE_TYPES = (bool, int, float, str, type(None))
-_T = TypeVar("_T")
-
-
-class BadRowField(VerifyError):
-    """A malformed reading key or row; ``batch`` reports it with the payload path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path, self.message = path, message
-        super().__init__(f"payload{path}: {message}")
-
-
-def _int(m: dict[object, object], key: int) -> int:
-    v = m.get(key)
-    if type(v) is not int:
-        raise BadRowField(f"[{key}]", f"expected an integer, got {type(v).__name__}")
-    return v
-
-
-def _get(m: dict[object, object], key: int, typ: type[_T]) -> _T:
-    v = m.get(key)
-    if type(v) is not typ:
-        raise BadRowField(f"[{key}]", f"expected {typ.__name__}, got {type(v).__name__}")
-    return v
 
 
 def reading_rows(readings: Sequence[Reading]) -> tuple[list[str], int, int, list[list[object]]]:
@@ -117,39 +94,39 @@ def reading_rows(readings: Sequence[Reading]) -> tuple[list[str], int, int, list
 
 def decode_readings(m: dict[object, object]) -> tuple[Reading, ...]:
     strings: list[str] = []
-    for i, s in enumerate(_get(m, K_STRINGS, list)):
+    for i, s in enumerate(typed_field(m, K_STRINGS, list)):
         if not isinstance(s, str):
-            raise BadRowField(f"[{K_STRINGS}][{i}]", "string table entry is not text")
+            raise BadField(f"[{K_STRINGS}][{i}]", "string table entry is not text")
         strings.append(s)
-    mono = _int(m, K_BASE_MONO)
-    off = _int(m, K_BASE_OFFSET)
-    rows: list[object] = _get(m, K_READINGS, list)
+    mono = int_field(m, K_BASE_MONO)
+    off = int_field(m, K_BASE_OFFSET)
+    rows: list[object] = typed_field(m, K_READINGS, list)
     n = len(strings)
     out: list[Reading] = []
     for i, row in enumerate(rows):
         where = f"[{K_READINGS}][{i}]"
         if type(row) is not list or not 5 <= len(row) <= 8:
-            raise BadRowField(where, "reading row must be an array of 5..8 elements")
+            raise BadField(where, "reading row must be an array of 5..8 elements")
         d, p, u, v, dt = row[0], row[1], row[2], row[3], row[4]
         for j, ix in enumerate((d, p, u)):
             if type(ix) is not int or not 0 <= ix < n:
-                raise BadRowField(f"{where}[{j}]", f"string index {ix!r} outside table of {n}")
+                raise BadField(f"{where}[{j}]", f"string index {ix!r} outside table of {n}")
         if type(v) not in _VALUE_TYPES:
-            raise BadRowField(f"{where}[3]", f"value of type {type(v).__name__} not allowed")
+            raise BadField(f"{where}[3]", f"value of type {type(v).__name__} not allowed")
         if type(dt) is not int:
-            raise BadRowField(f"{where}[4]", "time delta is not an integer")
+            raise BadField(f"{where}[4]", "time delta is not an integer")
         flags = row[5] if len(row) > 5 else 0
         wadj = row[6] if len(row) > 6 else 0
         reason = ""
         if (type(flags) is not int or flags & ~F_ALL
                 or (flags & F_QUALITY_MASK) not in QUALITY_OF_FLAGS):
-            raise BadRowField(f"{where}[5]", f"invalid flags {flags!r}")
+            raise BadField(f"{where}[5]", f"invalid flags {flags!r}")
         if type(wadj) is not int:
-            raise BadRowField(f"{where}[6]", "wall-clock adjustment is not an integer")
+            raise BadField(f"{where}[6]", "wall-clock adjustment is not an integer")
         if len(row) > 7:
             x = row[7]
             if type(x) is not int or not 0 <= x < n:
-                raise BadRowField(f"{where}[7]", f"string index {x!r} outside table of {n}")
+                raise BadField(f"{where}[7]", f"string index {x!r} outside table of {n}")
             reason = strings[x]
         mono += dt
         off += wadj

@@ -20,6 +20,7 @@ from edge_agent.trust.batch import (
     encode_payload,
 )
 from edge_agent.trust.cose import sign1, verify1
+from edge_agent.trust.fields import BadField
 from tests.trust import cbor_ref
 from tests.trust.helpers import (
     BOOT,
@@ -224,7 +225,7 @@ payload_fields = st.one_of(
 def test_decode_never_raises_anything_but_verify_error(m: dict[int, object]) -> None:
     try:
         p = batch_mod._decode(cbor2.dumps(m, canonical=True))  # without the last-resort catch-all
-    except batch_mod._Bad:
+    except BadField:
         return
     assert p.seq >= 1 and len(p.prev) == 32  # it decoded: then it must be a coherent payload
 
@@ -251,7 +252,7 @@ def test_mutated_payload_only_raises_verify_error(
     # the validation itself (not decode_payload's last-resort catch-all) must reject every shape
     try:
         batch_mod._decode(cbor2.dumps(m, canonical=True))
-    except batch_mod._Bad:
+    except BadField:
         pass
 
 
