@@ -21,6 +21,7 @@ and commits a loss notice (nothing given up goes unannounced; with no ``on_loss`
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -45,6 +46,7 @@ MAX_BACKLOG = 100_000  # readings waiting for their commit (about 30 MB of Readi
 # 200 readings, so the transaction (and what the outbox's reserve must cover) did not grow with
 # the larger default batch
 MAX_GROUP_READINGS = 6400
+_ALARM = operator.attrgetter("alarm")  # (in C: a poll's readings are scanned for alarms)
 
 
 class Batcher:
@@ -102,7 +104,7 @@ class Batcher:
             cur = self._open
             if (isinstance(readings, list) and len(cur) + len(readings) < self.cfg.max_readings
                     and self._queued <= self.max_backlog
-                    and not any(r.alarm for r in readings)):
+                    and not any(map(_ALARM, readings))):
                 # the common case, a poll's readings that close no batch: one extend, as the
                 # loop below would do reading by reading (nothing closes, nothing to shed)
                 if readings and not cur:

@@ -33,6 +33,8 @@ Judged = tuple[Value, Quality, str]  # a read-now answer: value, its quality and
 # The hot path's emit: (device, point, value, quality, reason, mono_ns, wall_ns, clock_synced);
 # the receiver builds the Reading only if the report filter lets it through.
 Offer = Callable[[str, Point, Value, Quality, str, int, int, bool], None]
+# A request's GOOD values at once: (device, [(point, value)...], mono_ns, wall_ns, clock_synced)
+OfferGood = Callable[[str, list[tuple[Point, Value]], int, int, bool], None]
 UNREADABLE_REASON = f"exc:{ModbusExc.ILLEGAL_DATA_ADDRESS}"
 
 

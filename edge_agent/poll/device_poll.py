@@ -31,12 +31,19 @@ from edge_agent.errors import BusError, BusTimeout, CodecError, FrameError, Gate
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.address_map import Lesson
-from edge_agent.poll.device_base import DeviceBase, Emit, Offer, failure_reason
+from edge_agent.poll.device_base import DeviceBase, Emit, Offer, OfferGood, failure_reason
 from edge_agent.poll.device_plan import Group, SharedPlans
 from edge_agent.poll.health import GRANULARITY_S
 from edge_agent.poll.quality import Range, judge
 from edge_agent.profiles import codec
-from edge_agent.profiles.model import DataType, ModbusPoint, Order, Profile, plausible_range
+from edge_agent.profiles.model import (
+    DataType,
+    ModbusPoint,
+    Order,
+    Point,
+    Profile,
+    plausible_range,
+)
 from edge_agent.profiles.planner import ReadRequest, split
 from edge_agent.readings import Quality, Value
 
@@ -105,9 +112,13 @@ class DevicePoller(DeviceBase):
         granularity_s: float = GRANULARITY_S,
         offer: Offer | None = None,
         plans: SharedPlans | None = None,
+        offer_good: OfferGood | None = None,
     ) -> None:
+        """``offer_good``: where a request's GOOD values go, all at once (else ``offer``, one
+        call a value, else ``emit``)."""
         super().__init__(device, profile, bus.name, timeout_max_s, emit, clock, rng,
                          granularity_s, offer, plans)
+        self._offer_good = offer_good
         self.bus = bus
         self._answer_mono_ns = 0  # when the last answer arrived (set by _answered)
         self._answer_wall_ns = 0
@@ -122,8 +133,12 @@ class DevicePoller(DeviceBase):
         reading = self._reading
         good = Quality.GOOD
         name = self.device.name
-        # straight to the poller's filter, unless read_now collects the values
+        # straight to the poller's filter, unless read_now collects the values: the GOOD
+        # values of the request in one call (``goods``: those not handed over yet, so every
+        # reading still leaves in the points' order), else one call each
         offer = self._offer if self._collect is None else None
+        offer_good = self._offer_good if offer is not None else None
+        goods: list[tuple[Point, Value]] = []
         for p, lo, hi, dec, valid, direct in decoding(req):
             raw = regs[lo]
             if direct is not None and raw.__class__ is int and 0 <= raw <= 0xFFFF:
@@ -135,9 +150,13 @@ class DevicePoller(DeviceBase):
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug("decode_failed device=%s point=%s err=%s", self.device.name,
                                   p.name, e)
+                    if goods:
+                        goods = self._hand_over(offer_good, goods, mono, wall, synced)
                     reading(p, None, Quality.BAD, "decode", mono, wall, synced)
                     continue
             if value.__class__ is float and not math.isfinite(value):
+                if goods:
+                    goods = self._hand_over(offer_good, goods, mono, wall, synced)
                 reading(p, None, Quality.BAD, "nan" if math.isnan(value) else "inf",
                         mono, wall, synced)
                 continue
@@ -148,13 +167,26 @@ class DevicePoller(DeviceBase):
             ):
                 q, why = judge(value, valid)
                 if q is not good:  # implausible: published with its value, not remembered
+                    if goods:
+                        goods = self._hand_over(offer_good, goods, mono, wall, synced)
                     reading(p, value, q, why, mono, wall, synced)
                     continue
             last_values[p.name] = value
-            if offer is not None:
+            if offer_good is not None:
+                goods.append((p, value))
+            elif offer is not None:
                 offer(name, p, value, good, "", mono, wall, synced)
             else:
                 reading(p, value, good, "", mono, wall, synced)
+        if goods:
+            self._hand_over(offer_good, goods, mono, wall, synced)
+
+    def _hand_over(self, offer_good: OfferGood | None, goods: list[tuple[Point, Value]],
+                   mono: int, wall: int, synced: bool) -> list[tuple[Point, Value]]:
+        """Hand the GOOD values gathered so far to ``offer_good``; a new empty list."""
+        if offer_good is not None:
+            offer_good(self.device.name, goods, mono, wall, synced)
+        return []
 
     # -- transactions ------------------------------------------------------------------------
 

@@ -148,7 +148,7 @@ class Poller:
                 try:
                     self.devices[dev.name] = DevicePoller(
                         dev, profile, cast(ModbusBus, bus), tmax, self._emit, self._clock, rng,
-                        gran, self._offer, plans)
+                        gran, self._offer, plans, self._offer_good)
                 except PlanError as e:  # the planner cannot read a point in one request
                     problems.append(Problem(profile.source or src, f"{where}: {dev.name}", str(e)))
                     continue
@@ -206,6 +206,27 @@ class Poller:
             self._sink(reading)
         except Exception:
             log.exception("sink_failed device=%s point=%s", device, p.name)
+
+    def _offer_good(self, device: str, items: list[tuple[Point, Value]], mono: int, wall: int,
+                    synced: bool) -> None:
+        """``_offer`` for one request's GOOD values at once (one call a request, not two a
+        reading): the report filter's pass, then the readings that passed, in order."""
+        self.readings_made += len(items)
+        passed = self._filter.offer_good(device, items, mono)
+        if not passed:
+            return
+        self.readings_emitted += len(passed)
+        good = Quality.GOOD
+        made = [Reading(device, p.name, value, p.unit, wall, mono, good, "", p.reporting.alarm,
+                        synced) for p, value in passed]
+        if self._sink_many is not None:
+            self._out += made
+            return
+        for reading in made:
+            try:
+                self._sink(reading)
+            except Exception:
+                log.exception("sink_failed device=%s point=%s", device, reading.point)
 
     # -- scheduling ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.poll.report import ReportFilter, moved
-from edge_agent.profiles.model import Deadband, Reporting
+from edge_agent.profiles.model import DataType, Deadband, ModbusPoint, Reporting, Table
 from edge_agent.readings import Quality, Reading, Value
 
 S = 1_000_000_000
@@ -167,3 +167,35 @@ def test_a_device_costs_a_small_flat_record_and_devices_of_a_profile_share_its_i
     assert per_device < 700, per_device
     assert all(not f.offer(d, n, value, Quality.GOOD, "", mono, rep)
                for d in devices for n in names)
+
+
+_REPS = [Reporting(), Reporting(deadband=Deadband(1.0)), Reporting(deadband=Deadband(10.0, True)),
+         Reporting(heartbeat_s=2.5), Reporting(deadband=Deadband(1.0), heartbeat_s=3.0),
+         Reporting(deadband=Deadband(1.0), alarm=True)]
+_POINTS = [ModbusPoint(f"p{k}", Table.HOLDING, k, DataType.UINT16, reporting=rep) for k, rep in enumerate(_REPS)]
+
+
+@given(st.lists(st.tuples(
+    st.sampled_from(["a", "b"]),
+    st.lists(st.tuples(st.sampled_from(_POINTS),
+                       st.one_of(st.floats(-20, 20), st.integers(-5, 5), st.just(float("nan")),
+                                 st.booleans())), max_size=8),
+    st.sampled_from([None, Quality.BAD, Quality.OUT_OF_RANGE])), max_size=40))
+def test_offer_good_decides_as_offer_item_by_item(
+        seq: list[tuple[str, list[tuple[ModbusPoint, Value]], Quality | None]]) -> None:
+    """A request's GOOD values offered at once pass exactly when, one by one, ``offer`` would
+    pass them (every rule: deadbands, heartbeats, alarms, NaN, first readings, a quality that
+    changed in between), and leave the filter in the same state."""
+    one, many = ReportFilter(), ReportFilter()
+    for t, (dev, items, other) in enumerate(seq):
+        mono = t * S // 2
+        want = [(p, v) for p, v in items
+                if one.offer(dev, p.name, v, Quality.GOOD, "", mono, p.reporting)]
+        got = many.offer_good(dev, list(items), mono)
+        assert [(p.name, v) for p, v in got] == [(p.name, v) for p, v in want]
+        assert all(a is b for (a, _), (b, _) in zip(got, want, strict=True))
+        if other is not None and items:  # a BAD / out-of-range reading in between
+            p = items[0][0]
+            assert (one.offer(dev, p.name, None, other, "x", mono, p.reporting)
+                    == many.offer(dev, p.name, None, other, "x", mono, p.reporting))
+    assert repr(one._last) == repr(many._last)
