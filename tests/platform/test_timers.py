@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.platform.timers import Timers, timers_for
+from edge_agent.platform.timers import REARM_SLACK_S, Timers, timers_for
 
 
 def _loop_timers(loop: asyncio.AbstractEventLoop) -> int:
@@ -117,3 +117,33 @@ def test_each_loop_has_its_own_timers() -> None:
     assert second is not first
     assert first._loop is not second._loop
     assert asyncio.run(get()) is not second
+
+
+@pytest.mark.timeout(10)
+def test_cancelling_the_earliest_keeps_the_loop_timer_for_a_deadline_right_after_it() -> None:
+    """Answered requests cancel the earliest deadline all the time, and the next one follows it
+    by µs: the loop timer stays (no handle swapped per request) unless the next deadline is
+    more than REARM_SLACK_S later; a timer that fires early runs nothing before its time."""
+    async def main() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        t = Timers(loop)
+        ran: list[tuple[str, float]] = []
+        now = loop.time()
+        a = t.call_at(now + 0.05, lambda: ran.append(("a", loop.time())))
+        b = t.call_at(now + 0.05 + REARM_SLACK_S / 2,
+                      lambda: ran.append(("b", loop.time())))
+        c = t.call_at(now + 0.2, lambda: ran.append(("c", loop.time())))
+        handle = t._handle
+        a.cancel()
+        assert t._armed == a.when and t._handle is handle  # b is right after a: kept
+        await asyncio.sleep(0.1)
+        assert [n for n, _ in ran] == ["b"] and ran[0][1] >= b.when - 1e-3
+        assert t._armed == c.when and _loop_timers(loop) == 1
+        d = t.call_at(c.when - 0.01, lambda: ran.append(("d", loop.time())))
+        d.cancel()  # c is 10 ms after d: re-armed for c
+        assert t._armed == c.when and _loop_timers(loop) == 1
+        await asyncio.sleep(0.15)
+        return ran
+
+    ran = asyncio.run(main())
+    assert [n for n, _ in ran] == ["b", "c"]
