@@ -172,7 +172,8 @@ def test_a_device_costs_a_small_flat_record_and_devices_of_a_profile_share_its_i
 _REPS = [Reporting(), Reporting(deadband=Deadband(1.0)), Reporting(deadband=Deadband(10.0, True)),
          Reporting(heartbeat_s=2.5), Reporting(deadband=Deadband(1.0), heartbeat_s=3.0),
          Reporting(deadband=Deadband(1.0), alarm=True)]
-_POINTS = [ModbusPoint(f"p{k}", Table.HOLDING, k, DataType.UINT16, reporting=rep) for k, rep in enumerate(_REPS)]
+_POINTS = [ModbusPoint(f"p{k}", Table.HOLDING, k, DataType.UINT16, reporting=rep)
+           for k, rep in enumerate(_REPS)]
 
 
 @given(st.lists(st.tuples(
