@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,9 @@ class _Loader:
         kind = t.choice("kind", BusKind, required=True)
         bus: Bus | None = None
         if kind is BusKind.TCP:
-            bus = TcpBus(name=name or "", host=t.string("host", "", required=True) or "",
+            # interned: 500 endpoints of one host hold one string (tomllib makes one each)
+            host = sys.intern(t.string("host", "", required=True) or "")
+            bus = TcpBus(name=name or "", host=host,
                          port=t.integer("port", 502, lo=1, hi=65535) or 502,
                          concurrency=t.integer("concurrency", 2, lo=1, hi=16) or 2,
                          timeout_max_s=t.number("timeout_max", 2.0, lo=0, lo_open=True) or 2.0)
@@ -227,7 +230,9 @@ class _Loader:
         t.finish(DEVICE_KEYS)
         if len(self.problems.items) > before or name is None or profile is None or bus is None:
             return None
-        cfg = DeviceConfig(name=name, profile=profile, bus=bus, unit_id=unit_id or 0, tags=tags,
+        # a thousand devices name a few profiles and share buses: one string each (interned)
+        cfg = DeviceConfig(name=name, profile=sys.intern(profile), bus=sys.intern(bus),
+                           unit_id=unit_id or 0, tags=tags,
                            max_gap=max_gap, interval_s=interval)
         return DeviceEntry(t.path, cfg, frozenset(t.data))
 

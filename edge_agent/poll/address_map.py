@@ -32,11 +32,12 @@ new Poller learns from scratch).
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from edge_agent.poll.health import PROBE_SHARE
+from edge_agent.poll.health import PROBE_POLICY, PROBE_SHARE
 from edge_agent.profiles.model import ModbusPoint, Table
 from edge_agent.profiles.planner import ReadRequest
 from edge_agent.retry import Backoff
@@ -63,7 +64,7 @@ class AddressMap:
     """One device's learned facts. Times are ``time.monotonic()`` seconds."""
 
     device: str
-    backoff: Backoff  # walks health.PROBE_POLICY: when to try the unreadable points again
+    rng: random.Random | None = None  # the backoff's jitter (None: the shared generator's)
     # frozen, replaced when it grows: most devices never learn one, and share _NO_BREAKS (an
     # empty set is 216 bytes a device)
     breaks: frozenset[Break] = _NO_BREAKS
@@ -74,6 +75,17 @@ class AddressMap:
     probes: int = 0  # tries of an unreadable cluster
     forgotten: int = 0  # times the map was dropped (the device may have changed)
     _turn: int = 0
+    # walks health.PROBE_POLICY: when to try the unreadable points again; made when first
+    # needed (most devices never learn anything)
+    _backoff: Backoff | None = None
+
+    @property
+    def backoff(self) -> Backoff:
+        b = self._backoff
+        if b is None:
+            b = Backoff(PROBE_POLICY) if self.rng is None else Backoff(PROBE_POLICY, self.rng)
+            self._backoff = b
+        return b
 
     def learn(self, lesson: Lesson, now: float) -> bool:
         """Add ``lesson``; True when it taught anything new (the plan must change)."""
@@ -135,7 +147,8 @@ class AddressMap:
         self.breaks = _NO_BREAKS
         self.clusters.clear()
         self.unreadable = frozenset()
-        self.backoff.reset()
+        if self._backoff is not None:
+            self._backoff.reset()
         self.next_probe_at = 0.0
         self.forgotten += 1
         return True

@@ -36,6 +36,8 @@ def at_reason(e: AtError) -> str:
 
 
 class AtDevicePoller(DeviceBase):
+    __slots__ = ("client", "timeout_s")
+
     def __init__(
         self,
         device: DeviceConfig,

@@ -53,6 +53,23 @@ def failure_reason(exc: BusError) -> str:
 class DeviceBase(abc.ABC):
     """What every polled device has: a plan, a health record, a lock and the reading helpers."""
 
+    # a thousand devices: no per-instance dict (its values array and header, ~60 bytes each)
+    __slots__ = (
+        "_clock",
+        "_collect",
+        "_emit",
+        "_offer",
+        "bus_name",
+        "device",
+        "health",
+        "last_timeout_s",
+        "last_values",
+        "lock",
+        "plan",
+        "registers_read",
+        "requests_done",
+    )
+
     def __init__(
         self,
         device: DeviceConfig,

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 
 from edge_agent.config.model import DeviceConfig
 from edge_agent.poll.address_map import AddressMap, Break, Lesson
-from edge_agent.poll.health import PROBE_POLICY
 from edge_agent.profiles.model import AtPoint, ModbusPoint, Profile
 from edge_agent.profiles.planner import ReadRequest, plan, rtu_frame_bytes
-from edge_agent.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +78,19 @@ class SharedPlans:
 
 
 class DevicePlan:
+    __slots__ = ("_shared", "device", "groups", "learnt", "max_gap", "profile")
+
     def __init__(self, device: DeviceConfig, profile: Profile,
                  rng: random.Random | None = None, shared: SharedPlans | None = None) -> None:
         self.device = device
         self.profile = profile
         self.max_gap = device.max_gap if device.max_gap is not None else profile.max_gap
-        self.learnt = AddressMap(device.name, Backoff(PROBE_POLICY, rng or random.Random()))
+        self.learnt = AddressMap(device.name, rng)
         self._shared = shared or SharedPlans()
-        self.groups = [Group(iv, mb, at) for iv, mb, at in self._shared.groups(device, profile)]
+        # each group starts on the profile's shared plan (not a new empty list, then replaced);
+        # a tuple: one block, not a list's two
+        self.groups = tuple(Group(iv, mb, at, self._shared.plan(mb, self.max_gap))
+                            for iv, mb, at in self._shared.groups(device, profile))
         self.replan()
 
     def replan(self) -> None:

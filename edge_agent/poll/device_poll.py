@@ -100,6 +100,8 @@ def decoding(req: ReadRequest) -> _Decoding:
 class DevicePoller(DeviceBase):
     """A Modbus device (RTU or TCP) behind a ``ModbusBus`` owner."""
 
+    __slots__ = ("_answer_mono_ns", "_answer_wall_ns", "_offer_good", "bus")
+
     def __init__(
         self,
         device: DeviceConfig,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edge_agent.retry import Backoff, RetryPolicy
 
@@ -84,7 +84,7 @@ class DeviceHealth:
 
     device: str
     rtt: RttEstimator
-    backoff: Backoff = field(default_factory=lambda: Backoff(PROBE_POLICY))
+    rng: random.Random | None = None  # the probes' jitter (None: the shared generator's)
     consecutive: int = 0
     failures: int = 0
     successes: int = 0
@@ -98,13 +98,24 @@ class DeviceHealth:
     failed_time_s: float = 0.0  # bus time spent on failed transactions (probes included)
     probe_timeout_s: float = 0.0  # the next probe's timeout (0: the estimator's)
     quarantined_mono: float | None = None  # when the current quarantine began
+    # walks PROBE_POLICY; made at the first quarantine (a thousand healthy devices hold none)
+    _backoff: Backoff | None = None
 
     @classmethod
     def create(
         cls, device: str, timeout_max_s: float, rng: random.Random,
         granularity_s: float = GRANULARITY_S,
     ) -> DeviceHealth:
-        return cls(device, RttEstimator(timeout_max_s, granularity_s), Backoff(PROBE_POLICY, rng))
+        return cls(device, RttEstimator(timeout_max_s, granularity_s), rng)
+
+    @property
+    def backoff(self) -> Backoff:
+        """The probes' backoff (made on first use)."""
+        b = self._backoff
+        if b is None:
+            b = Backoff(PROBE_POLICY) if self.rng is None else Backoff(PROBE_POLICY, self.rng)
+            self._backoff = b
+        return b
 
     def probe_due(self, now: float) -> bool:
         return self.quarantined and now >= self.next_probe_at
@@ -124,7 +135,8 @@ class DeviceHealth:
         self.quarantined = False
         self.quarantined_mono = None
         self.probe_timeout_s = 0.0
-        self.backoff.reset()
+        if self._backoff is not None:
+            self._backoff.reset()
         self.last_good_mono = now
         self.last_good_ns = wall_ns
         return was_quarantined

@@ -20,7 +20,6 @@ from edge_agent.poll.device_poll import DevicePoller
 from edge_agent.poll.health import PROBE_POLICY, PROBE_SHARE
 from edge_agent.profiles.model import Profile, Reporting, Table
 from edge_agent.readings import Quality, Reading
-from edge_agent.retry import Backoff
 from tests.poll.fakes import FakeBus, accepted_optimum, profile
 
 Address = tuple[Table, int]
@@ -149,7 +148,7 @@ def test_unreadable_points_are_tried_on_the_quarantine_schedule_not_every_cycle(
 
 def test_probe_schedule_walks_the_retry_policy_under_the_share_cap() -> None:
     pts = profile("water_meter").modbus_points
-    m = AddressMap("d", Backoff(PROBE_POLICY, random.Random(2)))
+    m = AddressMap("d", random.Random(2))
     assert m.learn(Lesson(unreadable=[(pts[2],)]), now=10.0)
     first = m.next_probe_at - 10.0
     j = PROBE_POLICY.jitter
