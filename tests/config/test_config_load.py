@@ -39,6 +39,19 @@ def test_example_loads_and_uses_every_section() -> None:
     assert set(tomllib.loads(EXAMPLE.read_text("utf-8"))) == set(TOP_KEYS)
 
 
+def test_devices_share_one_string_per_profile_bus_and_host() -> None:
+    """Memory (issue #15): a thousand devices name a few profiles and buses; tomllib makes a
+    new string for every occurrence, the loader keeps one (interned)."""
+    import sys
+
+    cfg = load_config(EXAMPLE)
+    assert len(cfg.devices) > len({d.profile for d in cfg.devices})  # profiles are shared
+    for d in cfg.devices:
+        assert d.profile is sys.intern(d.profile) and d.bus is sys.intern(d.bus), d.name
+    hosts = [b.host for b in cfg.buses.values() if isinstance(b, TcpBus)]
+    assert hosts and all(h is sys.intern(h) for h in hosts)
+
+
 def test_minimal_config_defaults_and_relative_paths(write: Writer, config: Doc,
                                                     tmp_path: Path) -> None:
     del config["state_dir"], config["runtime_dir"]
