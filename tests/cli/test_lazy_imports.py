@@ -78,28 +78,51 @@ import edge_agent.service.daemon
 cfg = load_config(args.config)  # profiles_dir unset: the shipped profiles
 from edge_agent.poll.engine import Poller
 from edge_agent.service.buses import make_buses
-Poller(cfg, make_buses(cfg), lambda r: None)
+owners = make_buses(cfg)
+Poller(cfg, owners, lambda r: None)
 print(json.dumps(sorted(sys.modules)))
+print(json.dumps(sorted(type(o).__name__ for o in owners.values())))
 """
+# a gateway of Modbus TCP endpoints only: no serial owners, no pyserial (~0.4 MiB)
+SERIAL_ONLY = ("serial", "edge_agent.bus.serial_line", "edge_agent.bus.serial_port",
+               "edge_agent.bus.at", "edge_agent.bus.late")
 
 
-def test_the_daemon_loads_no_stdlib_it_does_not_use(tmp_path: Path) -> None:
-    """The daemon's command line parsed, a config with the shipped profiles loaded and its
-    poller built: none of the modules only tools or mistakes need."""
+def _daemon_modules(tmp_path: Path, buses: str, devices: str) -> tuple[set[str], list[str]]:
     cfg = tmp_path / "agent.toml"
     cfg.write_text('gateway_id = "gw-1"\n'
                    f'state_dir = "{tmp_path / "state"}"\nruntime_dir = "{tmp_path / "run"}"\n'
-                   '[[buses]]\nname = "ep"\nkind = "tcp"\nhost = "127.0.0.1"\nport = 1502\n'
-                   '[[devices]]\nname = "lamp-1"\nprofile = "street_lamp"\nbus = "ep"\n'
-                   'unit_id = 1\n'
+                   + buses + devices +
                    f'[keys]\nsigning_key = "{tmp_path / "signing.key"}"\n')
     cfg.chmod(0o600)
     res = subprocess.run([sys.executable, "-c", DAEMON_PROBE, str(cfg)], capture_output=True,
                          text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
-    mods = set(json.loads(res.stdout.strip().splitlines()[-1]))
+    lines = res.stdout.strip().splitlines()
+    return set(json.loads(lines[-2])), json.loads(lines[-1])
+
+
+def test_the_daemon_loads_no_stdlib_it_does_not_use(tmp_path: Path) -> None:
+    """The daemon's command line parsed, a config with the shipped profiles loaded and its
+    poller built: none of the modules only tools or mistakes need."""
+    mods, owners = _daemon_modules(
+        tmp_path, '[[buses]]\nname = "ep"\nkind = "tcp"\nhost = "127.0.0.1"\nport = 1502\n',
+        '[[devices]]\nname = "lamp-1"\nprofile = "street_lamp"\nbus = "ep"\nunit_id = 1\n')
     assert "edge_agent.service.daemon" in mods and "edge_agent.profiles.shipped" in mods
     assert [m for m in STDLIB_NOT_IN_DAEMON if m in mods] == []
+    assert owners == ["TcpEndpoint"]
+    assert [m for m in SERIAL_ONLY if m in mods] == []
+
+
+def test_serial_buses_load_their_owners_when_configured(tmp_path: Path) -> None:
+    mods, owners = _daemon_modules(
+        tmp_path,
+        '[[buses]]\nname = "line"\nkind = "rtu"\nport = "/dev/ttyUSB0"\n'
+        '[[buses]]\nname = "nb"\nkind = "at"\nport = "/dev/ttyUSB1"\n',
+        '[[devices]]\nname = "wm-1"\nprofile = "water_meter"\nbus = "line"\nunit_id = 1\n'
+        '[[devices]]\nname = "nb-1"\nprofile = "nbiot_bc95"\nbus = "nb"\n')
+    assert owners == ["AtClient", "SerialRtuBus"]
+    assert [m for m in SERIAL_ONLY if m not in mods] == []
 
 
 def test_help_is_as_wide_as_shutil_says_without_shutil(monkeypatch: pytest.MonkeyPatch) -> None:
