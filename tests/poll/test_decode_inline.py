@@ -19,6 +19,7 @@ from edge_agent.profiles.model import (
     DataType,
     ModbusPoint,
     Order,
+    Point,
     Profile,
     Protocol,
     Reporting,
@@ -75,3 +76,41 @@ def test_inline_decoding_matches_the_decoder(table: Table) -> None:
             value, q, why, kind = expected(p, reg)
             got = (r.value, r.quality, r.reason, type(r.value))
             assert got == (value, q, why, kind), (p, reg)
+
+
+def test_good_values_go_in_one_call_a_request_and_every_reading_in_the_points_order() -> None:
+    """With ``offer_good`` (the poller's hot path) a request's GOOD values leave in one call,
+    and a BAD or out-of-range value between them does not reorder the readings: the goods
+    before it are handed over first."""
+    points = tuple(ModbusPoint(f"p{i}", Table.HOLDING, i, DataType.UINT16, valid_range=(0, 100))
+                   for i in range(6))
+    prof = Profile("order", "v", "m", "test", Protocol.MODBUS, points)
+    req = ReadRequest(Table.HOLDING, 0, len(points), points)
+    dev = DeviceConfig("d1", prof.name, "bus", unit_id=1, interval_s=1.0)
+    seen: list[tuple[str, Quality]] = []
+    calls: list[int] = []
+
+    def offer(device: str, p: Point, value: Value, q: Quality, reason: str, mono: int,
+              wall: int, synced: bool) -> None:
+        seen.append((p.name, q))
+
+    def offer_good(device: str, items: list[tuple[Point, Value]], mono: int, wall: int,
+                   synced: bool) -> None:
+        calls.append(len(items))
+        seen.extend((p.name, Quality.GOOD) for p, _ in items)
+
+    def emit(r: Reading, rep: Reporting) -> None:
+        raise AssertionError("offer / offer_good take every reading")
+
+    dp = DevicePoller(dev, prof, FakeBus("bus"), 0.05, emit, ClockProbe(boot_id="b"),
+                      random.Random(1), offer=offer, offer_good=offer_good)
+    dp._good(req, [1, 2, 3, 4, 5, 6])
+    assert calls == [6] and [n for n, _ in seen] == [p.name for p in points]
+    seen.clear()
+    calls.clear()
+    # p2 out of range, p4 not a register value (decode fails): BAD
+    dp._good(req, [1, 2, 500, 4, 0x10000, 6])
+    assert [n for n, _ in seen] == [p.name for p in points]
+    assert [q for _, q in seen] == [Quality.GOOD, Quality.GOOD, Quality.OUT_OF_RANGE,
+                                    Quality.GOOD, Quality.BAD, Quality.GOOD]
+    assert calls == [2, 1, 1]
