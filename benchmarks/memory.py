@@ -44,14 +44,15 @@ GROUPS: list[tuple[str, list[str]]] = [
     ("cbor2", ["cbor2"]),
     # urllib.request deferred until used, as the daemon does (uplink/__init__.py)
     ("paho-mqtt (urllib.request deferred)", ["edge_agent.uplink", "paho.mqtt.client"]),
-    ("pyserial", ["serial"]),
     ("edge_agent: profiles, config", ["edge_agent.profiles.load", "edge_agent.config.load"]),
-    ("edge_agent: bus, poll", ["edge_agent.bus.tcp_endpoint", "edge_agent.bus.serial_line",
-                               "edge_agent.poll.engine"]),
+    ("edge_agent: bus, poll", ["edge_agent.bus.tcp_endpoint", "edge_agent.poll.engine"]),
     ("edge_agent: pipeline, trust, outbox", ["edge_agent.pipeline.batcher",
                                              "edge_agent.outbox.writer"]),
     ("edge_agent: uplink, commands, control, service",
      ["edge_agent.uplink.mqtt", "edge_agent.service.daemon"]),
+    # imported by service/buses.py only for a config with a serial bus (not the district's)
+    ("serial buses only: pyserial, RTU line, AT module",
+     ["serial", "edge_agent.bus.serial_line", "edge_agent.bus.at"]),
 ]
 COMMANDS = ["--version", "status", "check-config", "run"]
 
