@@ -23,7 +23,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import Any, cast
 
 from edge_agent.bus.at_points import AtCommander
@@ -256,7 +257,7 @@ class Poller:
     def _set_network_grid(self) -> None:
         shortest: dict[str, float] = {}
         rate = 0.0
-        for job in self._jobs():
+        for job in chain.from_iterable(self._slots.values()):
             bus, iv = job.poller.device.bus, job.interval_s
             if self.schedulers[bus].tick_s > 0 and iv > 0:
                 rate += 1.0 / iv
@@ -301,11 +302,7 @@ class Poller:
     @property
     def jobs(self) -> list[Job]:
         """Every scheduled job (one per device and interval group), once ``run()`` started."""
-        return list(self._jobs())
-
-    def _jobs(self) -> Iterator[_PollJob]:
-        for jobs in self._slots.values():
-            yield from jobs
+        return list(chain.from_iterable(self._slots.values()))
 
     # -- status -------------------------------------------------------------------------------
 
