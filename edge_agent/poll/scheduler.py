@@ -153,39 +153,48 @@ class BusScheduler:
         self._run_job = run_job
         self._clock = clock
         self.busy_s = 0.0  # time spent inside jobs (summed over concurrent slots)
-        # worker index -> its running task, or the timer that restarts it (None: parked until
-        # a job is queued); empty before start() and after close()
-        self._live: dict[int, asyncio.Task[None] | Timer | None] = {}
+        self._live: dict[int, asyncio.Task[None]] = {}  # worker index -> its running task
+        # parked workers (no task); the last one is the next to start. One timer per scheduler
+        # (not per parked worker) starts one of them at the queue's next release
+        self._parked: list[int] = []
+        self._timer: Timer | None = None
+        self._timer_for = math.nan  # the release that timer starts a worker for
+        self.restarts = 0  # parked workers started (a task each)
         self._crash: asyncio.Future[None] | None = None
         self._running = False
 
+    def _wake_time(self, nxt: float, worker: int) -> float:
+        """When ``worker`` wakes for a job released at ``nxt``: on its grid (see tick_s)."""
+        if self.tick_s > 0:  # worker i on the grid shifted by i/workers ticks
+            off = self.tick_s * worker / self._workers
+            return math.ceil((nxt - off) / self.tick_s) * self.tick_s + off
+        return nxt
+
     async def _next_job(self, worker: int = 0) -> Job | None:
         """The next released job, waiting for it; None when this worker parked instead (its
-        task ends, ``_live[worker]`` holds what restarts it)."""
+        task ends; the scheduler's timer starts a parked worker when a job is due)."""
         queue = self.queue
         while True:
             now = self._clock()
             job = queue.pop(now)
             if job is not None:
+                if self._parked:  # the next job is for a parked worker: arm its start
+                    self._arm()
                 return job
             nxt = queue.next_release()
             queue.wake_at = math.inf if nxt is None else nxt
             if not queue.changed:
-                loop = asyncio.get_running_loop()
-                wake = math.inf
-                if nxt is not None:
-                    wake = nxt
-                    if self.tick_s > 0:  # worker i on the grid shifted by i/workers ticks
-                        off = self.tick_s * worker / self._workers
-                        wake = math.ceil((nxt - off) / self.tick_s) * self.tick_s + off
+                wake = math.inf if nxt is None else self._wake_time(nxt, worker)
                 if wake - now >= self.park_s and self._running:
-                    # one loop timer for every scheduler's sleeps (and the requests' timeouts)
-                    self._live[worker] = (None if nxt is None else timers_for(loop).call_later(
-                        max(0.0, wake - now), self._unpark, worker))
+                    del self._live[worker]
+                    self._parked.append(worker)
+                    self._arm(nxt)
                     return None
+                loop = asyncio.get_running_loop()
                 fut: asyncio.Future[None] = loop.create_future()
                 timer = None
                 if nxt is not None:
+                    # one loop timer for every scheduler's sleeps (and the requests' timeouts)
                     timer = timers_for(loop).call_later(max(0.0, wake - now), _wake, fut)
                 queue.waiters.append(fut)
                 try:
@@ -242,24 +251,46 @@ class BusScheduler:
     @property
     def workers_running(self) -> int:
         """Workers that are tasks now (the others are parked)."""
-        return sum(isinstance(held, asyncio.Task) for held in self._live.values())
+        return len(self._live)
+
+    def _arm(self, nxt: float | None = math.nan) -> None:
+        """Set the scheduler's one timer to start the last parked worker at the queue's next
+        release (``nxt``: that release, when the caller has it), on that worker's grid; a
+        released job: at once. No release (an empty queue): no timer, ``queue.add`` calls this
+        again (``on_wake``)."""
+        if nxt is not None and math.isnan(nxt):
+            nxt = self.queue.next_release()
+        if nxt is not None and nxt == self._timer_for:
+            return  # armed for that release already (for another parked worker: as good)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_for = math.nan
+        if nxt is None or not self._parked or not self._running:
+            return
+        # add() wakes the scheduler for a job queued before the next release
+        self.queue.wake_at = nxt
+        worker = self._parked[-1]
+        now = self._clock()
+        # a released job (one queued now, or one a running worker left): at once, as a waiting
+        # worker woken by add() would take it
+        delay = 0.0 if nxt <= now else self._wake_time(nxt, worker) - now
+        self._timer_for = nxt
+        self._timer = timers_for().call_later(max(0.0, delay), self._unpark, worker)
 
     def _unpark(self, i: int) -> None:
-        if self._running and not isinstance(self._live.get(i), asyncio.Task):
+        """The timer's callback: start parked worker ``i`` (a task; it takes the due job)."""
+        self._timer = None
+        self._timer_for = math.nan
+        if self._running and i in self._parked:
+            self._parked.remove(i)
+            self.restarts += 1
             self._spawn(i)
-
-    def _wake_parked(self) -> None:
-        """A job was queued earlier than the workers sleep until: restart the parked ones."""
-        for i, held in list(self._live.items()):
-            if not isinstance(held, asyncio.Task):
-                if held is not None:
-                    held.cancel()
-                self._unpark(i)
 
     def start(self, crash: asyncio.Future[None] | None = None) -> None:
         """Start the workers (``concurrency`` of them, no more than the jobs queued now) in the
-        running loop; an exception escaping a worker (a bug here, not a failing job) is set on
-        ``crash``. ``close()`` stops them."""
+        running loop, parked: the first starts at the first release; an exception escaping a
+        worker (a bug here, not a failing job) is set on ``crash``. ``close()`` stops them."""
         if self._running:
             raise ContractError(f"scheduler of {self.bus!r} already started")
         # no more workers than jobs: a job never runs twice at once, so an endpoint polling one
@@ -267,22 +298,20 @@ class BusScheduler:
         self._workers = max(1, min(self._concurrency, len(self.queue)))
         self._crash = crash
         self._running = True
-        self.queue.on_wake = self._wake_parked
-        for i in range(self._workers):
-            self._spawn(i)
+        self.queue.on_wake = self._arm
+        self._parked = list(range(self._workers - 1, -1, -1))  # worker 0 starts first
+        self._arm()
 
     async def close(self) -> None:
         """Stop every worker (a running job is cancelled) and wait for them."""
         self._running = False
         self.queue.on_wake = None
-        tasks = []
-        for held in self._live.values():
-            if isinstance(held, asyncio.Task):
-                held.cancel()
-                tasks.append(held)
-            elif held is not None:
-                held.cancel()
+        self._arm(None)  # cancels the timer
+        self._parked = []
+        tasks = list(self._live.values())
         self._live = {}
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run(self) -> None:
