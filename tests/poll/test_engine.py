@@ -13,6 +13,7 @@ import pytest
 from edge_agent.config.model import DeviceConfig, SerialBus, TcpBus
 from edge_agent.errors import BoundsError, BusTimeout, CodecError, CommandRefused
 from edge_agent.platform.clock import ClockProbe
+from edge_agent.platform.timers import timers_for
 from edge_agent.poll.engine import Poller
 from edge_agent.poll.scheduler import PARK_S
 from edge_agent.profiles import codec
@@ -369,12 +370,13 @@ def test_a_district_at_60_s_holds_no_worker_task_between_polls_and_a_crash_surfa
         task = asyncio.create_task(poller.run())
         await asyncio.sleep(0.3)
         # 40 workers could be waiting; only those of buses with a job due within PARK_S (+ the
-        # start grid) are tasks -- and, until their wake-up, the sibling of a worker that just
-        # ran a job (it slept for that job and parks when it wakes: within a tick)
+        # start grid) are tasks (a parked worker is started only for a due job)
         now, tick = time.monotonic(), max(s.tick_s for s in poller.schedulers.values())
         soon = {j.device.split("-")[0] for j in poller.jobs
                 if j.release < now + PARK_S + tick + 0.1 or j.release > now + 60 - 2 * tick}
         assert sum(s.workers_running for s in poller.schedulers.values()) <= 2 * len(soon) < 20
+        # every parked worker of a bus waits on its scheduler's one timer
+        assert len(timers_for(asyncio.get_running_loop())) <= len(poller.schedulers)
         assert {name for name, _ in poller.status().items()} == {d.name for d in devs}
         # the first releases are spread over the 60 s: queue one due now on a parked bus
         sched = poller.schedulers["ep0"]

@@ -167,6 +167,70 @@ def test_idle_workers_park_without_a_task_and_run_their_jobs_on_time() -> None:
 
 
 @pytest.mark.timeout(10)
+def test_a_due_job_starts_one_parked_worker_and_the_parked_share_one_timer() -> None:
+    """Parked workers hold no timer each: one per scheduler starts one of them per due job
+    (the district's CPU: one task start per job run, not one per worker of the bus)."""
+    from edge_agent.platform.timers import timers_for
+
+    async def run_job(job: Job) -> None:
+        await asyncio.sleep(0.002)
+
+    async def main() -> tuple[BusScheduler, list[Job], list[int]]:
+        loop = asyncio.get_running_loop()
+        s = BusScheduler("tcp", 3, run_job, park_s=0.05)
+        now = loop.time()
+        jobs = [Job(k, 0.3, now + 0.02 + 0.1 * i, key=k) for i, k in enumerate("abc")]
+        for j in jobs:
+            s.queue.add(j)
+        s.start()
+        timers = []
+        try:
+            for _ in range(12):  # 1.2 s: four periods of each job
+                await asyncio.sleep(0.1)
+                if s.workers_running == 0:
+                    timers.append(len(timers_for(loop)))
+        finally:
+            await s.close()
+        return s, jobs, timers
+
+    s, jobs, timers = asyncio.run(main())
+    runs = sum(j.runs for j in jobs)
+    assert runs >= 10 and sum(j.missed for j in jobs) == 0
+    assert s.restarts <= runs + 1  # (every worker of the bus would be 3 per run)
+    assert timers and set(timers) == {1}  # three workers parked, one timer
+
+
+@pytest.mark.timeout(10)
+def test_jobs_released_together_on_a_parked_bus_run_concurrently() -> None:
+    """The worker a due job starts arms the start of the next parked one for the next released
+    job: the bus's concurrency is kept while its workers park."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+
+    async def run_job(job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.sleep(0.05)
+        spans.setdefault(job.device, []).append((t0, loop.time()))
+
+    async def main() -> None:
+        s = BusScheduler("tcp", 2, run_job, park_s=0.05)
+        now = asyncio.get_running_loop().time()
+        for k in "ab":
+            s.queue.add(Job(k, 0.4, now + 0.1, key=k))
+        s.start()
+        try:
+            await asyncio.sleep(0.8)  # two periods (at 0.1 and 0.5 s; the next at 0.9)
+            assert s.workers_running == 0
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+    assert len(spans["a"]) == len(spans["b"]) == 2
+    for (a0, a1), (b0, b1) in zip(spans["a"], spans["b"], strict=True):
+        assert max(a0, b0) < min(a1, b1)  # overlapping: both slots used
+
+
+@pytest.mark.timeout(10)
 def test_a_job_queued_while_every_worker_is_parked_wakes_one() -> None:
     ran: list[str] = []
 
