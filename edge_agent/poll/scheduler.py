@@ -11,11 +11,14 @@ A bus runs at most ``concurrency`` jobs at once: 1 for a serial line (strictly o
 time), the endpoint's in-flight limit for TCP. ``slots`` is shared with the write path, so a write
 waits for the running poll transaction and is then serialised with the polls.
 
-A worker whose next job is at least ``PARK_S`` away *parks*: its task ends and a loop timer starts
-a new one when the job is due (or when an earlier job is queued). A district of a thousand devices
-at 60 s then holds no task, coroutine frame or future per bus while it waits -- about 2 KiB per
-endpoint -- at the cost of one task start per job run (measured: ~0.3 % of a core on that
-district, see PARK_S); workers of fast buses never park.
+A worker whose next job is at least ``PARK_S`` away *parks*: its task ends. The parked workers of
+a bus share one timer, armed for the queue's next release: when it fires it starts one of them (a
+new task), which takes the due job; a worker that takes a job while others are parked re-arms the
+timer for the next one, so jobs released together still run ``concurrency`` at a time, and a job
+queued earlier than the timer (``EdfQueue.on_wake``) re-arms it (at once if released). Workers
+start parked. A district of a thousand devices at 60 s then holds no task, coroutine frame or
+future per bus while it waits (1.2-1.4 MiB on that district) and pays one task start per job run;
+workers of fast buses never park.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from edge_agent.platform.timers import Timer, timers_for
 
 log = logging.getLogger(__name__)
 
-# a worker sleeping at least this long parks (its task ends; a timer restarts it): see above.
-# Well over a 1 s job's sleep (its interval plus at most a quarter-interval start grid, engine's
-# network_tick): the busy loads never pay a task start per poll. Not free on the district at
-# 60 s: ~17 restarts/s measured 1.33-1.39 % of a core idle against 1.00 % never parking, for
-# 1.2-1.4 MiB less (docs/benchmarks.md, "Final round"); a cheaper restart is open (issue #15).
+# a worker sleeping at least this long parks (its task ends; the scheduler's timer starts one
+# parked worker per due job): see above. Well over a 1 s job's sleep (its interval plus at most a
+# quarter-interval start grid, engine's network_tick): the busy loads never pay a task start per
+# poll. On the district at 60 s a start costs a few µs (docs/benchmarks.md, "One timer per
+# parked bus").
 PARK_S = 5.0
 
 
@@ -88,7 +91,7 @@ class EdfQueue:
         # (a list: at most one future per worker; an empty set is 216 bytes, a list 56)
         self.waiters: list[asyncio.Future[None]] = []
         self.wake_at = math.inf  # the release a waiting worker sleeps until
-        self.on_wake: Callable[[], None] | None = None  # the scheduler's: unpark its workers
+        self.on_wake: Callable[[], None] | None = None  # the scheduler's: re-arm its parked timer
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._ready)
