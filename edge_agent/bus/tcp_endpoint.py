@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -45,7 +46,20 @@ log = logging.getLogger(__name__)
 STALL_LIMIT = 3  # consecutive timeouts (no answer at all in between) before reconnecting
 MAX_PDU = 253
 MAX_FRAME = 7 + MAX_PDU  # MBAP header (unit included) + PDU
-_RECV_BUFFER = 4096  # a protocol's read buffer: many answers a read, never less than a frame
+_RECV_BUFFER = 16384  # the read buffer (one per thread): many answers a read, > 2 frames
+_EMPTY = bytearray()
+_LOCAL = threading.local()
+
+
+def _read_buffer() -> tuple[bytearray, memoryview]:
+    """This thread's read buffer for the endpoints' protocols (made on first use)."""
+    try:
+        return _LOCAL.buffer  # type: ignore[no-any-return]
+    except AttributeError:
+        buf = bytearray(_RECV_BUFFER)
+        _LOCAL.buffer = (buf, memoryview(buf))
+        return _LOCAL.buffer  # type: ignore[no-any-return]
+
 
 _Waiter = asyncio.Future[bytes]
 _MBAP = struct.Struct(">HHHB")  # transaction id, protocol 0, length, unit
@@ -58,19 +72,23 @@ _READS: dict[tuple[Table, int, int], tuple[Pdu, struct.Struct | None]] = {}
 class _MbapProtocol(asyncio.BufferedProtocol):
     """Splits the byte stream into MBAP frames and hands each PDU to the endpoint.
 
-    A buffered protocol: the transport reads into this protocol's own buffer (``recv_into``), so
-    an answer costs no buffer of asyncio's ``max_size`` (256 KiB): ``sock.recv(262144)``
-    allocates that much for every read -- with glibc, an mmap and munmap per answer (~25 µs
-    measured) unless its dynamic mmap threshold happens to have been raised -- and no copy into
-    a second buffer. Whole frames are parsed where they lie; a partial one moves to the front.
+    A buffered protocol: the transport reads into a buffer of ours (``recv_into``), so an answer
+    costs no buffer of asyncio's ``max_size`` (256 KiB): ``sock.recv(262144)`` allocates that
+    much for every read -- with glibc, an mmap and munmap per answer (~25 µs measured) unless its
+    dynamic mmap threshold happens to have been raised. The buffer is one per thread, shared by
+    every endpoint (a read is ``get_buffer``, ``recv_into`` and ``buffer_updated`` in one go, in
+    the loop's thread): an endpoint keeps only the bytes of a partial frame, if any (a district
+    of 500 endpoints would otherwise hold 2 MiB of idle buffers). Whole frames are parsed where
+    they lie.
     """
+
+    __slots__ = ("_buf", "_consumed", "_owner", "_rest", "transport")
 
     def __init__(self, owner: TcpEndpoint) -> None:
         self._owner = owner
-        self._buf = bytearray(_RECV_BUFFER)
-        self._view = memoryview(self._buf)
-        self._len = 0  # bytes received and not parsed yet, at the buffer's front
-        self._consumed = 0  # stream offset of _buf[0], for error messages
+        self._buf = _EMPTY  # the thread's read buffer, set by get_buffer
+        self._rest = b""  # the start of a frame not complete yet (goes first in the next read)
+        self._consumed = 0  # stream offset of the next read's first byte (_rest's), for errors
         self.transport: asyncio.Transport | None = None
 
     def send(self, frame: bytes) -> None:
@@ -84,12 +102,16 @@ class _MbapProtocol(asyncio.BufferedProtocol):
         self.transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # never empty: what stays unparsed is less than one frame (MAX_FRAME < _RECV_BUFFER)
-        return self._view[self._len :]
+        buf, view = _read_buffer()
+        self._buf = buf
+        rest = self._rest
+        if rest:  # never fills the buffer: a partial frame is shorter than MAX_FRAME
+            buf[: len(rest)] = rest
+        return view[len(rest) :]
 
     def buffer_updated(self, nbytes: int) -> None:
         buf = self._buf
-        n = self._len = self._len + nbytes
+        n = len(self._rest) + nbytes
         pos = 0
         while n - pos >= 7:
             length = (buf[pos + 4] << 8) | buf[pos + 5]
@@ -99,7 +121,7 @@ class _MbapProtocol(asyncio.BufferedProtocol):
                     f"at byte {self._consumed + pos} of the connection"
                 )
                 self._consumed += n
-                self._len = 0
+                self._rest = b""
                 return
             end = pos + 6 + length
             if end > n:
@@ -107,12 +129,8 @@ class _MbapProtocol(asyncio.BufferedProtocol):
             tid = (buf[pos] << 8) | buf[pos + 1]
             self._owner._answer(tid, buf[pos + 6], bytes(buf[pos + 7 : end]))
             pos = end
-        if pos:
-            rest = n - pos
-            if rest:  # a partial frame (rare): copied to the front, the buffer keeps its size
-                buf[:rest] = bytes(buf[pos:n])
-            self._len = rest
-            self._consumed += pos
+        self._rest = bytes(buf[pos:n]) if pos < n else b""
+        self._consumed += pos
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._lost(self, exc)

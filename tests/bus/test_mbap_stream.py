@@ -87,3 +87,24 @@ def test_a_read_of_many_frames_and_a_partial_one_fills_the_buffer_and_loses_noth
         feed(proto, stream[i : i + 5001])
     assert rec.answers == items and rec.errors == []
     assert len(proto.get_buffer(-1)) > MAX_FRAME
+
+
+@settings(deadline=None)  # wall-clock deadlines flake on a loaded CI host
+@given(frames, frames, st.lists(st.integers(1, 300), min_size=1, max_size=8))
+def test_endpoints_sharing_the_read_buffer_keep_their_partial_frames_apart(
+    one: list[tuple[int, int, bytes]], two: list[tuple[int, int, bytes]], cuts: list[int]
+) -> None:
+    """Every endpoint of a thread reads into one buffer: reads of two connections, each ending
+    inside a frame, alternate, and each connection's frames still come out whole and in order."""
+    recs = (Recorder(), Recorder())
+    protos = [_MbapProtocol(recs[0]), _MbapProtocol(recs[1])]
+    streams = [b"".join(mbap(*it) for it in one), b"".join(mbap(*it) for it in two)]
+    pos, k = [0, 0], 0
+    while pos[0] < len(streams[0]) or pos[1] < len(streams[1]):
+        i = k % 2
+        n = cuts[k % len(cuts)]
+        feed(protos[i], streams[i][pos[i] : pos[i] + n])
+        pos[i] += n
+        k += 1
+    assert recs[0].answers == one and recs[1].answers == two
+    assert recs[0].errors == recs[1].errors == []
