@@ -33,6 +33,7 @@ from edge_agent.outbox.writer import SigningWriter, make_gap_signer
 from edge_agent.pipeline.batcher import Batcher
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.platform.notify import Notifier
+from edge_agent.platform.runtime import log_settled, settle
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
 from edge_agent.rollout.source import ConfigSource
@@ -268,6 +269,7 @@ class Agent:
         self.cfg = new
         self._start_poller()
         log.info("config_reloaded devices=%d buses=%d", len(new.devices), len(new.buses))
+        log_settled(settle(), "reloaded")
 
     def request_restart(self, why: str) -> None:
         """Stop cleanly and exit ``EXIT_RESTART``: the unit starts the daemon again."""
@@ -316,6 +318,7 @@ class Agent:
             log.info("agent_started gateway=%s devices=%d boot_id=%s ed25519=%s",
                      self.cfg.gateway_id, len(self.cfg.devices), self.clock.boot_id,
                      "cryptography" if libcrypto() is None else "libcrypto")
+            log_settled(settle(), "started")  # start-up's objects out of the collector's way
             self._spawn(watchdog_loop(self))
             self.rollout.start()
             if self.cfg.uplink is not None:  # the retained status' inventory: only it reads

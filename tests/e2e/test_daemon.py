@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Mapping
@@ -59,6 +60,8 @@ def test_life_cycle_batches_and_clean_stop(gateway: Gateway) -> None:
 
         assert wait(lambda: want <= seen(), 45), (seen(), gw.log_text()[-2000:])
         assert gw.wait_notify("WATCHDOG=1", 10)
+        # start-up's objects frozen out of the collector's scans (platform/runtime.py)
+        assert re.search(r"runtime_tuned when=started gc_frozen=[1-9]", gw.log_text())
         status = [json.loads(p) for p in sub.payloads(f"edge/{GW}/status")]
         assert any(s["state"] == "online" for s in status)
         gw.proc.send_signal(signal.SIGTERM)
@@ -248,5 +251,6 @@ def test_reload(gateway: Gateway) -> None:
     gw.config.write_text("\n[[devices]]".join(kept))
     gw.proc.send_signal(signal.SIGHUP)
     assert wait(lambda: "config_reloaded" in gw.log_text(), 15), gw.log_text()[-2000:]
+    assert wait(lambda: "runtime_tuned when=reloaded gc_frozen=" in gw.log_text(), 5)
     assert wait(lambda: json.loads(gw.cli("status", "--json").stdout)["devices"]["total"] == 6,
                 10)

@@ -127,6 +127,10 @@ def test_the_daemon_works_inside_the_shipped_unit(synced_gateway: SandboxedGatew
     # the daemon signs through the system OpenSSL inside the unit too (MemoryDenyWriteExecute,
     # ProcSubset=pid: ctypes calls, /proc/self/maps), not by falling back to cryptography
     check("ed25519=libcrypto" in gw.log_text(), "Ed25519 fell back to cryptography in the unit")
+    # the runtime tuning (platform/runtime.py: gc.freeze, malloc_trim) runs under the unit's
+    # seccomp filter too
+    check(re.search(r"runtime_tuned when=started gc_frozen=[1-9]", gw.log_text()),
+          "no runtime_tuned line with frozen objects in the unit")
     # a clean stop, and nothing on the way met the sandbox
     check(h.stop_service() == 0, "unclean exit on SIGTERM")
     if isinstance(h, UnitHarness):  # under systemd, systemd consumes it
