@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from edge_agent.poll.health import PROBE_POLICY, PROBE_SHARE
+from edge_agent.poll.health import PROBE_SHARE, probe_backoff
 from edge_agent.profiles.model import ModbusPoint, Table
 from edge_agent.profiles.planner import ReadRequest
 from edge_agent.retry import Backoff
@@ -83,8 +83,7 @@ class AddressMap:
     def backoff(self) -> Backoff:
         b = self._backoff
         if b is None:
-            b = Backoff(PROBE_POLICY) if self.rng is None else Backoff(PROBE_POLICY, self.rng)
-            self._backoff = b
+            b = self._backoff = probe_backoff(self.rng)
         return b
 
     def learn(self, lesson: Lesson, now: float) -> bool:

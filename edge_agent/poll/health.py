@@ -44,6 +44,11 @@ PROBE_POLICY = RetryPolicy(initial_s=1.0, factor=1.5, max_s=60.0, jitter=0.2)
 PROBE_SHARE = 0.05  # a quarantined device may take at most this share of its bus's time
 
 
+def probe_backoff(rng: random.Random | None) -> Backoff:
+    """A fresh walk of PROBE_POLICY, jittered by ``rng`` (None: the shared generator)."""
+    return Backoff(PROBE_POLICY) if rng is None else Backoff(PROBE_POLICY, rng)
+
+
 @dataclass(slots=True)
 class RttEstimator:
     """Smoothed excess response time and its deviation, in seconds."""
@@ -113,8 +118,7 @@ class DeviceHealth:
         """The probes' backoff (made on first use)."""
         b = self._backoff
         if b is None:
-            b = Backoff(PROBE_POLICY) if self.rng is None else Backoff(PROBE_POLICY, self.rng)
-            self._backoff = b
+            b = self._backoff = probe_backoff(self.rng)
         return b
 
     def probe_due(self, now: float) -> bool:
