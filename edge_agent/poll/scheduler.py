@@ -182,7 +182,7 @@ class BusScheduler:
             job = queue.pop(now)
             if job is not None:
                 if self._parked:  # the next job is for a parked worker: arm its start
-                    self._arm()
+                    self._arm(spread=True)
                 return job
             nxt = queue.next_release()
             queue.wake_at = math.inf if nxt is None else nxt
@@ -256,11 +256,12 @@ class BusScheduler:
         """Workers that are tasks now (the others are parked)."""
         return len(self._live)
 
-    def _arm(self, nxt: float | None = math.nan) -> None:
+    def _arm(self, nxt: float | None = math.nan, *, spread: bool = False) -> None:
         """Set the scheduler's one timer to start the last parked worker at the queue's next
         release (``nxt``: that release, when the caller has it), on that worker's grid; a
-        released job: at once. No release (an empty queue): no timer, ``queue.add`` calls this
-        again (``on_wake``)."""
+        released job: at once, or with ``spread`` (a worker just took a job and left this one)
+        at that worker's next grid point. No release (an empty queue): no timer, ``queue.add``
+        calls this again (``on_wake``)."""
         if nxt is not None and math.isnan(nxt):
             nxt = self.queue.next_release()
         if nxt is not None and nxt == self._timer_for:
@@ -275,9 +276,15 @@ class BusScheduler:
         self.queue.wake_at = nxt
         worker = self._parked[-1]
         now = self._clock()
-        # a released job (one queued now, or one a running worker left): at once, as a waiting
-        # worker woken by add() would take it
-        delay = 0.0 if nxt <= now else self._wake_time(nxt, worker) - now
+        if nxt > now:
+            delay = self._wake_time(nxt, worker) - now
+        elif spread:  # a released job a worker that just started left: on the next worker's
+            # grid, as a waiting worker would take it, so two workers of a bus never send in
+            # one iteration: a server that parses one frame a read (pymodbus', many field
+            # gateways) drops the second when both arrive before it reads
+            delay = self._wake_time(now, worker) - now
+        else:  # a job queued now (add): at once, as a waiting worker woken by add() takes it
+            delay = 0.0
         self._timer_for = nxt
         self._timer = timers_for().call_later(max(0.0, delay), self._unpark, worker)
 

@@ -231,6 +231,37 @@ def test_jobs_released_together_on_a_parked_bus_run_concurrently() -> None:
 
 
 @pytest.mark.timeout(10)
+def test_jobs_released_together_on_a_parked_network_bus_start_on_shifted_grids() -> None:
+    """On a start grid (network buses) the second parked worker starts on its own shifted grid,
+    not in the iteration after the first: a Modbus TCP server that parses one frame a read would
+    drop the second request if both arrived before it read (and still both slots are used)."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+
+    async def run_job(job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.sleep(0.1)
+        spans.setdefault(job.device, []).append((t0, loop.time()))
+
+    async def main() -> None:
+        s = BusScheduler("tcp", 2, run_job, park_s=0.05, tick_s=0.08)
+        now = asyncio.get_running_loop().time()
+        for k in "ab":
+            s.queue.add(Job(k, 0.5, now + 0.1, key=k))
+        s.start()
+        try:
+            await asyncio.sleep(0.9)  # two periods
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+    assert len(spans["a"]) == len(spans["b"]) == 2
+    for (a0, a1), (b0, b1) in zip(spans["a"], spans["b"], strict=True):
+        assert abs(a0 - b0) >= 0.03  # half a tick apart (0.04), not one iteration
+        assert max(a0, b0) < min(a1, b1)  # overlapping: both slots used
+
+
+@pytest.mark.timeout(10)
 def test_a_job_queued_while_every_worker_is_parked_wakes_one() -> None:
     ran: list[str] = []
 
