@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 
 from edge_agent.config.model import DeviceConfig
+from edge_agent.errors import ContractError
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.platform.timers import Timer, Timers
 from edge_agent.poll.device_poll import DevicePoller
@@ -52,7 +53,7 @@ class _InstantBus:
 
     async def write(self, unit: int, table: Table, address: int, values: Sequence[int], *,
                     timeout_s: float) -> None:
-        raise NotImplementedError
+        raise ContractError("the hot-path micro-benchmark's instant bus answers reads only")
 
     async def close(self) -> None:
         return None
