@@ -63,6 +63,7 @@ def table(results: list[dict[str, Any]]) -> str:
             cells.append("n/a" if v is None else fmt.format(v, **r))
         lines.append(f"{label:<{width}}" + "".join(f"  {c:>{col}}" for c in cells))
     lines += [f"verify[{r['load']}]: {r['verify_detail']}" for r in results]
+    lines += [f"agent[{r['load']}]: {r['checked']}" for r in results if "checked" in r]
     lines.append("* not run here (not installable without internet): issue #15's measurement on "
                  "this machine type, the same kind of simulated devices; at 5,000/s asked it "
                  "delivered 2.1k/s; with no devices at all it idles at 7.7 % of a core")

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks._agent import dev_bin as _bin
 from benchmarks._consumer import VerifyingConsumer
 from benchmarks._proc import Child, Mosquitto, cpu_seconds, memory
 from edge_agent.control.client import ControlClient, ControlUnavailable
@@ -60,12 +61,6 @@ DISTRICT_POLES = 500
 MODES = ("block", "point")
 STOPPED_RE = re.compile(r"poller_stopped readings=(\d+) emitted=(\d+)")
 DROP_KEYS = ("deadband", "deadband_percent", "heartbeat", "interval")
-
-
-def _bin(name: str) -> list[str]:
-    exe = Path(sys.executable).parent / name
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", {
-        "edge-agent": "edge_agent.cli.main", "edge-sim": "simulators.cli"}[name]]
 
 
 def write_profiles(dst: Path, names: set[str], mode: str, interval: float) -> None:

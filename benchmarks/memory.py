@@ -2,6 +2,13 @@
 loads, and the resident set of the running daemon polling the simulated district.
 
     .venv/bin/python -m benchmarks.memory [--seconds 30] [--skip-daemon]
+        [--agent installed|dev|both]
+
+The agent measured (``--agent``, see benchmarks/_agent.py) is by default the one that ships: the
+tree ``scripts/install`` lays down with Debian's /usr/bin/python3 (non-editable venv, production
+set, compiled modules; laid down once per source tree, ~15 s, then reused); ``dev`` is this
+project venv's editable install (its interpreter and ``site`` weigh ~2 MiB more); ``both`` runs
+the installed one, then the dev one. Each part's header names the interpreter and the install.
 
 1. Module groups, imported one after the other in one fresh interpreter in the order the daemon
    needs them: wall time of the import (``time.perf_counter``) and VmRSS / RssAnon / RssFile
@@ -29,8 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _agent
+from benchmarks._agent import Agent
 from benchmarks._proc import Child, Mosquitto
-from benchmarks.e2e_tcp import _bin, start_sim
+from benchmarks.e2e_tcp import start_sim
 from edge_agent.control.client import ControlClient, ControlUnavailable
 
 GROUPS: list[tuple[str, list[str]]] = [
@@ -90,9 +99,11 @@ print(json.dumps([time.perf_counter() - t0, len(sys.modules), status()]))
 """
 
 
-def child_json(code: str, *args: str) -> Any:
-    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                         timeout=120, check=True)
+def child_json(code: str, *args: str, agent: Agent | None = None) -> Any:
+    """``python -c CODE ARGS`` under the agent's interpreter (default: this one)."""
+    argv = agent.python_argv("-c", code, *args) if agent else [sys.executable, "-c", code, *args]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True,
+                         env=agent.env if agent else None, cwd=agent.cwd if agent else None)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -105,8 +116,8 @@ def proc_status(pid: int) -> dict[str, float]:
     return out
 
 
-def groups_table() -> str:
-    rows = child_json(GROUP_CHILD, json.dumps(GROUPS))
+def groups_table(agent: Agent | None = None) -> str:
+    rows = child_json(GROUP_CHILD, json.dumps(GROUPS), agent=agent)
     lines = [f"{'module group (cumulative, in this order)':<50} {'import ms':>9} {'modules':>7} "
              f"{'+RSS':>6} {'RSS':>6} {'anon':>6} {'file':>6}  MiB"]
     prev = rows[0][3]["VmRSS"]
@@ -117,54 +128,55 @@ def groups_table() -> str:
     return "\n".join(lines)
 
 
-def commands_table() -> str:
+def commands_table(agent: Agent | None = None) -> str:
     lines = [f"{'edge-agent COMMAND: parser + its imports':<42} {'ms':>7} {'modules':>7} "
              f"{'RSS MiB':>8}"]
     for cmd in COMMANDS:
-        secs, mods, st = child_json(COMMAND_CHILD, cmd)
+        secs, mods, st = child_json(COMMAND_CHILD, cmd, agent=agent)
         label = cmd + (" (+ edge_agent.service.daemon)" if cmd == "run" else "")
         lines.append(f"{label:<42} {secs * 1000:7.1f} {mods:7d} {st['VmRSS']:8.1f}")
     return "\n".join(lines)
 
 
-def daemon_table(seconds: float) -> str:
+def daemon_table(seconds: float, agent: Agent) -> str:
     with tempfile.TemporaryDirectory(prefix="edge-mem-", dir="/var/tmp") as tmp:
         d = Path(tmp)
         broker = Mosquitto(d / "broker")
         sim: Child | None = None
-        agent: Child | None = None
+        proc: Child | None = None
         try:
             sim, cfg = start_sim(d, "district", broker.port, None)
             config = d / "sim" / "agent.toml"
-            agent = Child([*_bin("edge-agent"), "run", "--config", str(config)],
-                          d / "agent.log")
+            proc = Child(agent.argv("run", "--config", str(config)), d / "agent.log",
+                         env=agent.env)
             sock = d / "sim" / "run" / "control.sock"
             devices = len(cfg["devices"])
             up, deadline = 0, time.monotonic() + 120
             while up < devices and time.monotonic() < deadline:
-                if not agent.alive():
-                    raise RuntimeError(f"agent exited: {agent.tail()}")
+                if not proc.alive():
+                    raise RuntimeError(f"agent exited: {proc.tail()}")
                 try:
                     with ControlClient(sock, timeout_s=5) as c:
                         up = int(c.call("status")["result"]["devices"]["up"])
                 except (ControlUnavailable, OSError, KeyError):
                     pass
                 time.sleep(0.25)
-            first = proc_status(agent.pid)
+            checked = agent.verify(proc.pid)
+            first = proc_status(proc.pid)
             samples = []
             for _ in range(int(seconds)):
                 time.sleep(1.0)
-                samples.append(proc_status(agent.pid)["VmRSS"])
-            last = proc_status(agent.pid)
+                samples.append(proc_status(proc.pid)["VmRSS"])
+            last = proc_status(proc.pid)
         finally:
-            if agent is not None:
-                agent.stop()
+            if proc is not None:
+                proc.stop()
             if sim is not None:
                 sim.stop()
             broker.stop()
     return "\n".join([
         f"daemon: {up}/{devices} district devices up, {seconds:.0f} s sampled, "
-        f"{int(last['Threads'])} threads",
+        f"{int(last['Threads'])} threads; {checked}",
         f"  RSS when all devices were up        {first['VmRSS']:6.1f} MiB",
         f"  RSS median / peak (VmHWM)           {statistics.median(samples):6.1f} / "
         f"{last['VmHWM']:.1f} MiB",
@@ -177,11 +189,19 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0, help="daemon sampling window")
     ap.add_argument("--skip-daemon", action="store_true", help="imports and commands only")
+    ap.add_argument("--agent", choices=(*_agent.KINDS, "both"), default="installed",
+                    help="which edge-agent to measure (default installed): 'installed' lays "
+                         "down (or reuses) the tree of scripts/install with /usr/bin/python3, "
+                         "as it ships; 'dev' runs this venv's editable install; 'both': "
+                         "installed, then dev")
     args = ap.parse_args(argv)
-    print(groups_table(), end="\n\n", flush=True)
-    print(commands_table(), end="\n\n", flush=True)
-    if not args.skip_daemon:
-        print(daemon_table(args.seconds), flush=True)
+    for kind in ("installed", "dev") if args.agent == "both" else (args.agent,):
+        agent = _agent.agent(kind)
+        print(agent.header(), end="\n\n", flush=True)
+        print(groups_table(agent), end="\n\n", flush=True)
+        print(commands_table(agent), end="\n\n", flush=True)
+        if not args.skip_daemon:
+            print(daemon_table(args.seconds, agent), end="\n\n", flush=True)
     return 0
 
 

@@ -3,6 +3,7 @@ comparison, delivered signed readings per CPU-second of the agent process, RSS a
 
     .venv/bin/python -m benchmarks.vs_thingsboard [--loads 500,500-point,5000,max,idle]
         [--seconds 30] [--idle-seconds 120] [--repeat 1] [--keep] [--profile DIR]
+        [--agent dev|installed]
 
 Every load runs the real daemon (``edge-agent run``, its own process) against simulated Modbus
 TCP devices (their own process), signing (COSE_Sign1 Ed25519, hash-chained), committing to its
@@ -34,6 +35,12 @@ The devices of the first six loads are ``benchmarks._mbap_server`` (a lean MBAP 
 every answer differs from the previous one, so report by exception passes every reading:
 delivered = polled); the idle load uses the lab's district simulator (pymodbus).
 
+``--agent installed`` runs the agent as it ships (the tree ``scripts/install`` lays down with
+/usr/bin/python3, benchmarks/_agent.py) instead of this venv's editable install (``dev``, the
+default); the devices, broker and consumer are the same. The output names the interpreter and
+the install, and checks each agent process from /proc (its executable, the site-packages its
+extension modules come from).
+
 "delivered per CPU-s" = readings verified at the consumer during the window / agent CPU seconds
 in the window. ThingsBoard IoT Gateway 3.8.5 cannot be installed here (no internet); its figures
 are issue #15's measurements on this machine type, printed beside ours for reference only.
@@ -56,11 +63,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _spy
+from benchmarks import _agent, _spy
+from benchmarks._agent import Agent
 from benchmarks._consumer import VerifyingConsumer
 from benchmarks._proc import Child, Mosquitto, cpu_seconds, memory, thread_cpu_seconds, wakeups
 from benchmarks._vs_report import print_prof, print_snapshot, table
-from benchmarks.e2e_tcp import _bin, _q, start_sim
+from benchmarks.e2e_tcp import _q, start_sim
 from edge_agent.control.client import ControlClient, ControlUnavailable
 from edge_agent.trust.keys import generate_signing_key, kid_of
 
@@ -167,7 +175,7 @@ def _status(sock: Path) -> dict[str, Any] | None:
     return reply.get("result") if reply.get("ok") else None
 
 
-def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
+def run_load(load: Load, args: argparse.Namespace, d: Path, runner: Agent) -> dict[str, Any]:
     d.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(d / "broker")
     key_path = d / "signing.key"
@@ -186,21 +194,21 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
         consumer = VerifyingConsumer(broker.port, f"edge/{gw}/data", pub, kid_of(pub))
         first_start = None
         if load.name == "idle":  # a first start, then the measured run is a restart
-            first_start = _first_publish(config, consumer, d)
+            first_start = _first_publish(config, consumer, d, runner)
             consumer.first_at = None
         started = time.monotonic()
         argv = ["run", "--config", str(config)]
         if args.cprofile is not None:  # the event loop under cProfile during the window
             args.cprofile.mkdir(parents=True, exist_ok=True)
             prof_out = args.cprofile / f"{d.name}.prof"
-            argv = [sys.executable, "-m", "benchmarks._profiled", str(prof_out), *argv]
+            argv = runner.wrapped("_profiled", str(prof_out), *argv)
         elif args.tracemalloc is not None:  # a snapshot at the end of the window
             args.tracemalloc.mkdir(parents=True, exist_ok=True)
             snap_out = args.tracemalloc / f"{d.name}.snap"
-            argv = [sys.executable, "-m", "benchmarks._traced", str(snap_out), *argv]
+            argv = runner.wrapped("_traced", str(snap_out), *argv)
         else:
-            argv = [*_bin("edge-agent"), *argv]
-        agent = Child(argv, d / "agent.log")
+            argv = runner.argv(*argv)
+        agent = Child(argv, d / "agent.log", env=runner.env)
         sock = d / "run" / "control.sock"
         # up: every device answered once (the idle load: the first batch arrived)
         deadline = started + 60
@@ -217,6 +225,7 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
                 if up >= load.devices:
                     break
             time.sleep(0.02 if load.name == "idle" else 0.2)
+        checked = runner.verify(agent.pid)
         # idle: after one whole interval, when every device has been polled (and connected) once
         time.sleep(args.warmup + (load.interval_s if load.name == "idle" else 0.0))
         first_publish = (consumer.first_at - started) if consumer.first_at else None
@@ -286,15 +295,18 @@ def run_load(load: Load, args: argparse.Namespace, d: Path) -> dict[str, Any]:
         "wake_threads": sum(n - w0.get(t, 0) for t, n in w1.items() if t != agent_pid) / wall,
         "sim_cpu_pct": 100 * (sim1 - sim0) / wall,
         "verify_ok": ok, "verify_detail": detail, "thingsboard": load.thingsboard,
+        "checked": checked,
     }
 
 
-def _first_publish(config: Path, consumer: VerifyingConsumer, d: Path) -> float | None:
+def _first_publish(config: Path, consumer: VerifyingConsumer, d: Path, runner: Agent
+                   ) -> float | None:
     """Start the agent on an empty state dir and broker, wait for its first signed batch at the
     consumer, stop it: seconds from start to that batch. (The broker has no retained chain
     witness yet, so the uplink waits its grace period for one before publishing.)"""
     started = time.monotonic()
-    agent = Child([*_bin("edge-agent"), "run", "--config", str(config)], d / "agent-first.log")
+    agent = Child(runner.argv("run", "--config", str(config)), d / "agent-first.log",
+                  env=runner.env)
     try:
         while consumer.first_at is None and time.monotonic() < started + 30 and agent.alive():
             time.sleep(0.02)
@@ -332,11 +344,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the agent under tracemalloc: a snapshot at the end of each window "
                          "in DIR, its top allocation sites on stderr (RSS of such a run is "
                          "inflated by the tracing)")
+    _agent.add_argument(ap, default="dev")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.loads.split(",") if n.strip()]
     unknown = [n for n in names if n not in LOADS]
     if unknown or not names:
         ap.error(f"unknown load(s) {unknown}; known: {', '.join(LOADS)}")
+    runner = _agent.agent(args.agent)
+    print(runner.header(), file=sys.stderr, flush=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vs-tb-", dir="/var/tmp"))
     results: list[dict[str, Any]] = []
     try:
@@ -345,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 load = LOADS[name]
                 if args.devices:
                     load = dataclasses.replace(load, devices=args.devices)
-                results.append(run_load(load, args, workdir / f"{name}-{rep}"))
+                results.append(run_load(load, args, workdir / f"{name}-{rep}", runner))
                 print(f"... {name} run {rep + 1}: {results[-1]['per_cpu_s']:,.0f} per CPU-s, "
                       f"{results[-1]['cpu_pct']:.2f} % CPU", file=sys.stderr, flush=True)
     finally:
@@ -355,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         load_avg = " ".join(f.read().split()[:3])
     print(f"vs_thingsboard: edge-agent at the loads of issue #15; load average at end {load_avg}"
           + (f"; work dir kept: {workdir}" if args.keep else ""))
+    print(runner.header())
     print(table(results))
     return 0 if all(r["verify_ok"] for r in results) else 1
 
