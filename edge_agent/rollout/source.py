@@ -24,7 +24,6 @@ from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.errors import CommandStoreError, ConfigError
 from edge_agent.rollout.bundle import content_hash, profile_hash
-from edge_agent.rollout.effective import load_bundle_dir
 from edge_agent.rollout.probation import MAX_STARTS
 from edge_agent.rollout.store import BundleStore, RolloutState, Slot
 
@@ -100,6 +99,8 @@ class ConfigSource:
     def _current(self) -> AgentConfig:
         st = self.state
         while st.current is not None:
+            from edge_agent.rollout.effective import load_bundle_dir  # only with a bundle
+
             try:
                 cfg = load_bundle_dir(self.local_path, self.store.path(st.current))
             except ConfigError as exc:
@@ -124,4 +125,6 @@ class ConfigSource:
         self.local = load_config(self.local_path)
         if self.state.pinned is not None or self.state.current is None:
             return self.local
+        from edge_agent.rollout.effective import load_bundle_dir
+
         return load_bundle_dir(self.local_path, self.store.path(self.state.current))

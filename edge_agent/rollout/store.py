@@ -36,7 +36,6 @@ from typing import Any
 
 from edge_agent.errors import CommandStoreError
 from edge_agent.rollout.bundle import Bundle
-from edge_agent.rollout.effective import write_tree
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +184,8 @@ class BundleStore:
         """Materialise ``bundle`` durably under its final name (replacing a leftover of the same
         name); the slot to name in the state. CommandStoreError if it cannot be written."""
         import shutil  # imported here: shutil (with bz2, lzma) is ~0.5 MiB the daemon rarely needs
+
+        from edge_agent.rollout.effective import write_tree  # a rollout only, like shutil
 
         h = bundle.hash.hex()
         slot = Slot(f"v{bundle.version}-{h[:16]}", bundle.version, h)

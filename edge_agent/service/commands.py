@@ -5,7 +5,12 @@ to the event loop, where they run through the poller's write path like any other
 
 A state file that cannot be opened never stops the daemon: without the replay store every command
 is refused ``replay_store_unavailable`` (audited, answered); without the result store results are
-published from memory only (lost on a restart before the broker acknowledged them)."""
+published from memory only (lost on a restart before the broker acknowledged them).
+
+Loaded on first use, not at start (issue #15's memory): a gateway without operator keys never
+imports the command modules; one with keys opens its two stores at start (the uplink publishes
+stored results after every connect) and imports the verifier, the executor and the audit only
+when the first command arrives."""
 
 from __future__ import annotations
 
@@ -15,16 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.commands.audit import CommandService
-from edge_agent.commands.execute import CommandExecutor
-from edge_agent.commands.replay import ReplayGuard
-from edge_agent.commands.results import MAX_COUNT, ResultStore
-from edge_agent.commands.verify import CommandVerifier
 from edge_agent.errors import CommandRefused, CommandStoreError, KeyFileError
 from edge_agent.trust.ed25519 import PublicKey
 from edge_agent.trust.keys import kid_of, load_public_key
 
 if TYPE_CHECKING:
+    from edge_agent.commands.audit import CommandService
+    from edge_agent.commands.replay import ReplayGuard
+    from edge_agent.commands.results import ResultStore
     from edge_agent.service.daemon import Agent
 
 log = logging.getLogger(__name__)
@@ -47,32 +50,28 @@ def load_allowlist(directory: Path | None) -> dict[bytes, PublicKey]:
 
 
 class RemoteCommands:
-    def __init__(self, service: CommandService, guard: ReplayGuard,
+    """The daemon's side of remote commands: the replay guard and the result store, open from
+    the start; the verify → execute → audit service (``make_service``) built for the first
+    command that arrives."""
+
+    def __init__(self, make_service: Callable[[RemoteCommands], CommandService],
+                 guard: ReplayGuard, results: ResultStore | None,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.service = service
+        self._make_service = make_service
+        self._service: CommandService | None = None
         self._guard = guard
+        self.results = results
         self._loop = loop
         self._tasks: set[asyncio.Task[Any]] = set()
+        # set by the daemon once the uplink runs; the service calls whatever is set then
+        self.publish_result: Callable[[bytes], None] = lambda b: None
+        self.results_changed: Callable[[], None] = lambda: None
 
     @property
-    def publish_result(self) -> Callable[[bytes], None]:
-        return self.service.publish_result
-
-    @publish_result.setter
-    def publish_result(self, fn: Callable[[bytes], None]) -> None:
-        self.service.publish_result = fn
-
-    @property
-    def results(self) -> ResultStore | None:
-        return self.service.results
-
-    @property
-    def results_changed(self) -> Callable[[], None]:
-        return self.service.results_changed
-
-    @results_changed.setter
-    def results_changed(self, fn: Callable[[], None]) -> None:
-        self.service.results_changed = fn
+    def service(self) -> CommandService:
+        if self._service is None:
+            self._service = self._make_service(self)
+        return self._service
 
     def submit(self, message: bytes) -> None:
         """Thread-safe: called by the uplink thread for every message on the command topic."""
@@ -87,8 +86,8 @@ class RemoteCommands:
         for t in self._tasks:
             t.cancel()
         self._guard.close()
-        if self.service.results is not None:
-            self.service.results.close()
+        if self.results is not None:
+            self.results.close()
 
 
 def build_command_service(agent: Agent, loop: asyncio.AbstractEventLoop) -> RemoteCommands | None:
@@ -97,22 +96,34 @@ def build_command_service(agent: Agent, loop: asyncio.AbstractEventLoop) -> Remo
     if not allow:
         log.info("remote_commands_disabled reason=no_operator_keys dir=%s", cfg.keys.command_keys)
         return None
+    from edge_agent.commands.replay import ReplayGuard
+    from edge_agent.commands.results import ResultStore
+
     guard = ReplayGuard(cfg.state_dir / "commands.db")
-    verifier = CommandVerifier(
-        allow, cfg.gateway_id, guard,
-        clock_synced=(lambda: True) if cfg.commands_allow_unsynced_clock
-        else (lambda: agent.clock.state().synced),
-    )
-    executor = CommandExecutor(lambda: agent.cfg, agent, agent.reload)
     try:
         results: ResultStore | None = ResultStore(cfg.state_dir / "command_results.db")
     except CommandStoreError as exc:
         log.error("command_results_not_durable err=%s (results published from memory only)", exc)
         results = None
-    service = CommandService(verifier, executor, agent.key, agent.signer.kid, cfg.gateway_id,
-                             publish_result=lambda b: None, results=results)
+
+    def make_service(remote: RemoteCommands) -> CommandService:
+        from edge_agent.commands.audit import CommandService
+        from edge_agent.commands.execute import CommandExecutor
+        from edge_agent.commands.verify import CommandVerifier
+
+        verifier = CommandVerifier(
+            allow, cfg.gateway_id, guard,
+            clock_synced=(lambda: True) if cfg.commands_allow_unsynced_clock
+            else (lambda: agent.clock.state().synced),
+        )
+        executor = CommandExecutor(lambda: agent.cfg, agent, agent.reload)
+        return CommandService(verifier, executor, agent.key, agent.signer.kid, cfg.gateway_id,
+                              publish_result=lambda b: remote.publish_result(b),
+                              results=results,
+                              results_changed=lambda: remote.results_changed())
+
     log.info("remote_commands_enabled operators=%d", len(allow))
-    return RemoteCommands(service, guard, loop)
+    return RemoteCommands(make_service, guard, results, loop)
 
 
 def stored_results(commands: RemoteCommands | None, cmd_id: str | None,
@@ -129,4 +140,6 @@ def stored_results(commands: RemoteCommands | None, cmd_id: str | None,
         except ValueError:
             raise CommandRefused("bad_argument", f"id {cmd_id[:80]!r} is not hex") from None
         return [s.json() for s in store.find(raw)]
+    from edge_agent.commands.results import MAX_COUNT
+
     return [s.json() for s in store.recent(max(1, min(recent, MAX_COUNT)))]

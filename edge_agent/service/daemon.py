@@ -19,9 +19,8 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge_agent.config.catalog import catalog
 from edge_agent.config.model import AgentConfig
 from edge_agent.control.server import ControlServer
 from edge_agent.errors import CommandRefused, ConfigError, OutboxError
@@ -38,17 +37,17 @@ from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
 from edge_agent.rollout.source import ConfigSource
 from edge_agent.service.buses import close_buses, make_buses
-from edge_agent.service.commands import RemoteCommands, build_command_service, stored_results
-from edge_agent.service.commissioning import raw_modbus
-from edge_agent.service.export import export_stream
+from edge_agent.service.commands import build_command_service, stored_results
 from edge_agent.service.health import watchdog_loop
-from edge_agent.service.metrics import metrics_loop
 from edge_agent.service.rollout import RolloutManager
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
 from edge_agent.trust.ed25519 import libcrypto
 from edge_agent.trust.keys import load_signing_key
 from edge_agent.uplink.mqtt import MqttUplink
+
+if TYPE_CHECKING:
+    from edge_agent.service.commands import RemoteCommands
 
 log = logging.getLogger("edge_agent")
 
@@ -151,12 +150,19 @@ class Agent:
     def devices(self) -> list[dict[str, Any]]:
         return device_rows(self)
 
+    # what only a technician's request needs (the catalog, raw Modbus, an export) is imported
+    # when asked, not at start: the daemon does not hold that code while nobody asks
+
     def catalog(self) -> dict[str, Any]:
+        from edge_agent.config.catalog import catalog
+
         return catalog(self.cfg)
 
     async def modbus(self, bus: str, unit: int, table: str, address: int, count: int | None,
                      values: list[int] | None, timeout: float | None,
                      probe: bool) -> dict[str, Any]:
+        from edge_agent.service.commissioning import raw_modbus
+
         return await raw_modbus(self, bus, unit, table, address, count, values, timeout, probe)
 
     async def read_now(self, device: str, point: str | None = None) -> dict[str, Value]:
@@ -188,6 +194,8 @@ class Agent:
             "written_per_reading": round(s.written_per_reading, 1)}
 
     def export(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+        from edge_agent.service.export import export_stream
+
         return export_stream(self.outbox, self.cfg.gateway_id, after_seq)
 
     def command_results(self, cmd_id: str | None, recent: int = 20) -> list[dict[str, Any]]:
@@ -326,6 +334,8 @@ class Agent:
                 # thousand devices' status is the costliest thing a quiet gateway would do)
                 self._spawn(self.rollout.run_inventory(self.cfg.uplink.status_interval_s / 4))
             if self.cfg.prometheus_textfile is not None:
+                from edge_agent.service.metrics import metrics_loop
+
                 self._spawn(metrics_loop(self, self.cfg.prometheus_textfile))
             await self._stop.wait()  # a signal, a restart request or the poller crashing
             if self._poll_crash is not None:

@@ -2,7 +2,8 @@
 probation, commit or automatic rollback, the technician's pin -- every decision audited (one log
 line) and answered with a gateway-signed result on ``<prefix>/<gw>/config/res``.
 
-Apply: the bundle is checked (rollout/verify.py), materialised durably in the state directory and
+Apply (service/rollout_apply.py, imported when the first bundle arrives): the bundle is checked
+(rollout/verify.py), materialised durably in the state directory and
 loaded as ``check-config`` would; then the state names it, in probation, by one atomic rename
 (rollout/store.py). Without restart-only changes it runs at once through the reload path
 (``Agent.swap_config``); with them the daemon stops cleanly and exits ``EXIT_RESTART``, which the
@@ -20,21 +21,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.errors import CommandRefused, CommandStoreError, ConfigError
-from edge_agent.rollout.bundle import Bundle, claimed_kid, claimed_version
-from edge_agent.rollout.effective import load_bundle_dir
-from edge_agent.rollout.facts import uplink_moved
+from edge_agent.rollout.bundle import Bundle, claimed_version
 from edge_agent.rollout.probation import Snapshot, evidence, judge
 from edge_agent.rollout.results import MemoryResults, RolloutResult, RolloutResults, encode_result
 from edge_agent.rollout.source import ConfigSource, rolled_back
 from edge_agent.rollout.store import Probation
-from edge_agent.rollout.verify import BundleVerifier
-from edge_agent.service.commands import load_allowlist
 from edge_agent.service.rollout_inventory import RolloutInventory
 from edge_agent.trust.cose import sign1
 
@@ -124,99 +120,12 @@ class RolloutManager(RolloutInventory):
 
     # -- a bundle arrives --------------------------------------------------------------------------
 
-    def _verifier(self) -> BundleVerifier:
-        cfg = self.agent.cfg
-        synced = (lambda: True) if cfg.commands_allow_unsynced_clock \
-            else (lambda: self.agent.clock.state().synced)
-        return BundleVerifier(load_allowlist(cfg.keys.config_keys),
-                              load_allowlist(cfg.keys.command_keys), cfg.gateway_id,
-                              self.source.local.rollout_tags, clock_synced=synced)
-
     async def handle(self, message: bytes) -> RolloutResult:
-        async with self._lock:
-            kid, bundle, detail = b"", None, ""
-            try:
-                verifier = self._verifier()
-                signed = verifier.authenticate(message)
-                kid = signed.kid
-                bundle = verifier.decode(signed)
-                res = await self._admit_and_apply(verifier, bundle, kid, message)
-            except CommandRefused as exc:
-                if not kid:  # refused while authenticating: name the kid the message claims
-                    kid = claimed_kid(message)
-                # the result's kid only where its signature held (a command key's: wrong_role)
-                signer = kid if kid and exc.reason not in ("unknown_kid", "bad_signature",
-                                                           "malformed", "wrong_alg") else b""
-                res = self._result(bundle, signer, "refused", exc.reason, exc.detail)
-                if bundle is None:  # correlate by the version the message claims
-                    res = replace(res, version=claimed_version(message))
-                detail = exc.detail
-            except Exception as exc:  # a bug must not leave a bundle unanswered
-                log.exception("rollout_failed kid=%s", kid.hex() or "-")
-                res = self._result(bundle, kid, "refused", "internal_error",
-                                   f"{type(exc).__name__}: {exc}")
-                detail = res.detail
-            audit.info("config_audit version=%s kid=%s state=%s reason=%s%s",
-                       bundle.version if bundle else "-", kid.hex() or "-", res.state,
-                       res.reason or "-", f" detail={detail[:300]!r}" if detail else "")
-            self._deliver(res)
-            self.refresh_inventory()
-            return res
+        """Verify, admit and apply one bundle (service/rollout_apply.py, imported here: a
+        rollout is rare, the daemon does not hold its code from the start)."""
+        from edge_agent.service.rollout_apply import handle
 
-    async def _admit_and_apply(self, verifier: BundleVerifier, b: Bundle, kid: bytes,
-                               message: bytes) -> RolloutResult:
-        st = self.source.state
-        verifier.admit_target(b, pinned=st.pinned is not None,
-                              pin_reason=str((st.pinned or {}).get("reason", "")))
-        verifier.admit_time(b)
-        cur = st.current
-        if cur is not None and cur.version == b.version and cur.hash == b.hash.hex():
-            if st.probation is not None:
-                return self._result(b, kid, "applying", "", "in probation")
-            return self._result(b, kid, "unchanged", "", "already running this version")
-        if st.probation is not None:
-            raise CommandRefused("busy", f"version {st.probation.version} is in probation")
-        verifier.admit_version(b, max(st.highest_version, self._floor))
-        return await self._apply(b, kid, message)
-
-    async def _apply(self, b: Bundle, kid: bytes, message: bytes) -> RolloutResult:
-        import shutil  # imported here: shutil (with bz2, lzma) is ~0.5 MiB the daemon rarely needs
-
-        src, st = self.source, self.source.state
-        try:
-            slot = src.store.stage(b, message)
-        except CommandStoreError as exc:
-            raise CommandRefused("state_unwritable", str(exc)) from None
-        where = src.store.path(slot)
-        try:
-            new = load_bundle_dir(src.local_path, where)
-        except ConfigError as exc:
-            shutil.rmtree(where, ignore_errors=True)
-            text = "\n".join(str(p) for p in exc.problems).replace(f"{where}/", "")
-            raise CommandRefused("config_invalid", text) from None
-        restart = self.agent.restart_fields(new)
-        before = self.snapshot()
-        saved = (st.current, st.last_good, st.probation, st.highest_version)
-        st.last_good, st.current = st.current, slot
-        st.highest_version = b.version
-        st.probation = Probation(b.version, 0, before.up, before.down, before.total, b.window_s,
-                                 b.min_up_ratio, kid.hex(), bool(restart),
-                                 uplink_moved(self.agent.cfg, new))
-        try:
-            src.store.save(st)
-        except CommandStoreError as exc:
-            st.current, st.last_good, st.probation, st.highest_version = saved
-            shutil.rmtree(where, ignore_errors=True)
-            raise CommandRefused("state_unwritable", str(exc)) from None
-        log.info("rollout_applying version=%d restart=%s window_s=%d", b.version,
-                 ",".join(restart) or "no", b.window_s)
-        if restart:
-            self.agent.request_restart(f"config version {b.version}")
-            return self._result(b, kid, "applying", "", "restart: " + ", ".join(restart))
-        await self.agent.swap_config(new)
-        src.running = slot
-        self._probation_task = self._loop.create_task(self._probation(st.probation))
-        return self._result(b, kid, "applying", "", "applied in place")
+        return await handle(self, message)
 
     # -- probation ---------------------------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+"""What the daemon holds once started (issue #15's memory): the code of its rare paths -- applying
+a configuration bundle, verifying and executing a remote command, the technician's catalog, raw
+Modbus, export -- is imported when first used, not at start. The real `edge-agent run` (cli/main
+entry, the mini district on Modbus TCP, a real mosquitto) is asked for its ``sys.modules`` once it
+told systemd READY=1 and polled for a second. That the rare paths still work once loaded is what
+tests/e2e/test_command_results.py, test_commissioning.py, test_export.py and tests/rollout/ show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.trust.keys import generate_signing_key, public_pem
+from simulators.scenario import BackgroundScenario
+from tests.support_broker import Mosquitto
+
+HERE = Path(__file__).resolve().parent
+
+# the daemon started, ready and polling; its modules then, and its exit code after SIGTERM
+PROBE = """
+import json, os, signal, socket, sys, threading, time
+note = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+note.bind(sys.argv[2])
+note.settimeout(60)
+os.environ["NOTIFY_SOCKET"] = sys.argv[2]
+seen = {}
+def watch():
+    try:
+        while b"READY=1" not in note.recv(4096):
+            pass
+        time.sleep(1.0)  # its first polls, the uplink's connect, the inventory's first round
+        seen["modules"] = sorted(sys.modules)
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=watch, daemon=True).start()
+from edge_agent.cli.main import main
+code = main(["run", "--config", sys.argv[1]])
+print(json.dumps({"code": code, **seen}))
+"""
+
+# rare paths: loaded on first use
+ROLLOUT_APPLY = ("edge_agent.service.rollout_apply", "edge_agent.rollout.verify",
+                 "edge_agent.rollout.effective")
+COMMAND_HANDLING = ("edge_agent.commands.audit", "edge_agent.commands.execute",
+                    "edge_agent.commands.verify")
+COMMAND_STORES = ("edge_agent.commands.results", "edge_agent.commands.model")
+TECHNICIAN = ("edge_agent.service.commissioning", "edge_agent.bus.raw",
+              "edge_agent.service.export", "edge_agent.config.catalog",
+              "edge_agent.profiles.display", "edge_agent.service.metrics")
+
+
+@pytest.fixture
+def district(tmp_path: Path) -> Iterator[tuple[Path, Mosquitto]]:
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    bg = BackgroundScenario.load(str(HERE / "mini.toml"))
+    try:
+        sim = bg.start()
+        config = sim.write_config(tmp_path / "gw", mqtt_port=broker.port, gateway_id="gw-lazy")
+        yield config, broker
+    finally:
+        bg.stop()
+        broker.stop()
+
+
+def started_modules(config: Path, tmp_path: Path) -> set[str]:
+    res = subprocess.run([sys.executable, "-c", PROBE, str(config), str(tmp_path / "n.sock")],
+                         capture_output=True, text=True, timeout=90, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["code"] == 0 and "modules" in out, res.stderr[-3000:]
+    mods = set(out["modules"])
+    assert {"edge_agent.service.daemon", "edge_agent.poll.engine",
+            "edge_agent.uplink.mqtt", "edge_agent.service.rollout"} <= mods
+    return mods
+
+
+def test_started_daemon_holds_no_rare_path_code(district: tuple[Path, Mosquitto],
+                                                tmp_path: Path) -> None:
+    """No operator keys (remote commands off): none of the command modules either."""
+    config, _ = district
+    mods = started_modules(config, tmp_path)
+    rare = (*ROLLOUT_APPLY, *COMMAND_HANDLING, *COMMAND_STORES, *TECHNICIAN)
+    assert [m for m in rare if m in mods] == []
+
+
+def test_with_operator_keys_only_the_command_stores_load_at_start(
+        district: tuple[Path, Mosquitto], tmp_path: Path) -> None:
+    """Remote commands on: the replay guard and the result store open at start (stored results
+    are published after every connect); verifying and executing wait for the first command."""
+    config, _ = district
+    ops = tmp_path / "operators"
+    ops.mkdir()
+    (ops / "op.pub").write_bytes(public_pem(generate_signing_key(tmp_path / "op.key")))
+    config.write_text(config.read_text().replace("[keys]\n", f'[keys]\ncommand_keys = "{ops}"\n'))
+    mods = started_modules(config, tmp_path)
+    assert [m for m in COMMAND_STORES if m not in mods] == []
+    assert [m for m in (*COMMAND_HANDLING, *ROLLOUT_APPLY) if m in mods] == []
