@@ -14,8 +14,10 @@
 The installed tree is built from the checkout whose ``edge_agent`` the dev agent would import
 (this venv's editable install, or the first PYTHONPATH entry holding one, e.g. a ``git archive``
 of main for a before/after pair) and kept in ``CACHE/<key>`` for the next run: the key hashes
-every file ``scripts/install`` copies from that checkout and the interpreter, so any change to the
-source lays down a new tree (~15 s). ``EDGE_AGENT_BENCH_CACHE`` moves the cache.
+every file ``scripts/install`` copies from that checkout into the venv and the interpreter, so
+any change to the installed source lays down a new tree (~15 s). ``EDGE_AGENT_BENCH_CACHE``
+moves the cache. The installed agent's environment is the benchmark's without the variables that
+change what it imports (DROP_ENV).
 
 ``Agent.verify(pid)`` checks a running agent from the kernel's side: /proc/PID/exe is the
 expected interpreter and every extension module mapped from a site-packages comes from the
@@ -48,6 +50,10 @@ VENV = "opt/edge-agent/venv"
 # what scripts/install leaves out of the copy it builds from (its tar --exclude list)
 SKIP_DIRS = {".venv", "build", "dist", "__pycache__", ".mypy_cache", ".ruff_cache",
              ".pytest_cache", ".hypothesis", ".micropython-wasm"}
+# top-level directories the install copies but the venv does not hold (the production set is
+# edge_agent, firmware_bridge, device_profiles: pyproject's packages.find, asserted by
+# tests/e2e/test_installed.py; docs/*.md are copied beside the venv as plain files)
+NOT_INSTALLED = {"docs", "tests", "benchmarks", "simulators", ".ci", ".git"}
 # variables that would make the installed interpreter import something else than the tree
 DROP_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONSAFEPATH",
             "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
@@ -196,8 +202,9 @@ def installed(source: Path | None = None, python: str = PYTHON,
 
 
 def tree_key(src: Path, python: str) -> str:
-    """A hash of what ``scripts/install`` builds from: every file it copies from ``src`` (name
-    and bytes) and the interpreter (its real path, size and time)."""
+    """A hash of what ``scripts/install`` builds the venv from: every file it copies from
+    ``src`` (name and bytes) but those of NOT_INSTALLED, and the interpreter (its real path,
+    size and time). Editing the docs, tests or benchmarks reuses the tree."""
     h = hashlib.sha256()
     real = os.path.realpath(python)
     st = os.stat(real)
@@ -213,7 +220,7 @@ def _copied_files(src: Path) -> Iterator[Path]:
     for dirpath, dirs, files in os.walk(src):
         top = Path(dirpath) == src
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")
-                         and not (top and d == ".git"))
+                         and not (top and d in NOT_INSTALLED))
         for name in sorted(files):
             if name in SKIP_DIRS or name.endswith((".pyc", ".pyo", ".egg-info")):
                 continue

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,12 +107,13 @@ def test_the_cache_key_follows_what_the_install_copies(tmp_path: Path) -> None:
     src = tmp_path / "src"
     for rel in ("pyproject.toml", "edge_agent/a.py", "edge_agent/__pycache__/a.cpython-311.pyc",
                 "build/lib/edge_agent/old.py", ".venv/bin/python", "edge_agent.egg-info/PKG-INFO",
-                ".git/HEAD", "docs/x.md"):
+                ".git/HEAD", "docs/x.md", "tests/test_x.py", "device_profiles/x.toml"):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(rel)
     key = _agent.tree_key(src, sys.executable)
     for ignored in ("edge_agent/__pycache__/a.cpython-311.pyc", "build/lib/edge_agent/old.py",
-                    ".venv/bin/python", "edge_agent.egg-info/PKG-INFO", ".git/HEAD"):
+                    ".venv/bin/python", "edge_agent.egg-info/PKG-INFO", ".git/HEAD", "docs/x.md",
+                    "tests/test_x.py"):
         (src / ignored).write_text("changed")
     (src / "edge_agent/b.pyc").write_text("stray")
     assert _agent.tree_key(src, sys.executable) == key
@@ -122,5 +122,5 @@ def test_the_cache_key_follows_what_the_install_copies(tmp_path: Path) -> None:
     assert changed != key
     (src / "edge_agent/new.py").write_text("")
     assert _agent.tree_key(src, sys.executable) != changed
-    shutil.rmtree(src / "docs")
+    (src / "device_profiles/x.toml").write_text("changed")  # package data
     assert _agent.tree_key(src, sys.executable) not in (key, changed)
