@@ -1,19 +1,32 @@
-"""`edge-agent run --config PATH`: the daemon (what systemd starts)."""
+"""`edge-agent run --config PATH`: the daemon (what systemd starts).
+
+Its usual command line is read here (``quick_args``), not by argparse: the daemon would hold
+argparse, gettext and locale (~0.55 MiB, issue #15's memory) for two options read once. Only the
+plain forms are read so; anything else (``--help``, an abbreviation, ``-cPATH``, a value that
+looks like an option, an unknown level or option) returns None and cli/main.py parses the line
+with argparse as every command, with the same answers and errors as before.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import faulthandler
 import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
-from edge_agent.cli.common import DEFAULT_CONFIG, EXIT_USAGE
+from edge_agent.cli.codes import DEFAULT_CONFIG, EXIT_USAGE
 from edge_agent.errors import ConfigError, EdgeAgentError
+
+if TYPE_CHECKING:
+    import argparse
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def setup_logging(level: str) -> None:
@@ -44,12 +57,44 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(agent.run())
 
 
+def _defaults() -> dict[str, Any]:
+    return {"config": Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+            "log_level": os.environ.get("EDGE_AGENT_LOG_LEVEL", "info")}
+
+
+def quick_args(argv: Sequence[str]) -> argparse.Namespace | None:
+    """What argparse makes of ``edge-agent run ARGV`` for its plain forms (``--config PATH``,
+    ``-c PATH``, ``--config=PATH``, ``--log-level LEVEL``, ``--log-level=LEVEL``; the last of a
+    repeated option wins), else None: the caller asks argparse (``register``)."""
+    values = _defaults()
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name not in ("--config", "-c", "--log-level") or (eq and name == "-c"):
+            return None  # help, an abbreviation, -cPATH / -c=PATH, an unknown option, a word
+        if not eq:
+            i += 1
+            if i == len(argv):
+                return None
+            value = argv[i]
+        if not value or value.startswith("-"):
+            return None  # argparse's own reading of those (an option? a negative number?)
+        if name == "--log-level":
+            if value not in LOG_LEVELS:
+                return None
+            values["log_level"] = value
+        else:
+            values["config"] = Path(value)
+        i += 1
+    # the attributes argparse sets for `run` (its Namespace is not imported for this)
+    return cast("argparse.Namespace", SimpleNamespace(command="run", func=_run, **values))
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the gateway daemon (systemd starts this)")
-    p.add_argument("--config", "-c", type=Path,
-                   default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+    defaults = _defaults()
+    p.add_argument("--config", "-c", type=Path, default=defaults["config"],
                    help=f"agent.toml (default: $EDGE_AGENT_CONFIG, else {DEFAULT_CONFIG})")
-    p.add_argument("--log-level", default=os.environ.get("EDGE_AGENT_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"],
+    p.add_argument("--log-level", default=defaults["log_level"], choices=LOG_LEVELS,
                    help="(default: $EDGE_AGENT_LOG_LEVEL, else info)")
     p.set_defaults(func=_run)

@@ -22,12 +22,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_agent.cli import codes
 from edge_agent.errors import EdgeAgentError
 
-DEFAULT_CONFIG = Path("/etc/edge-agent/agent.toml")
-DEFAULT_SOCKET = Path("/run/edge-agent/control.sock")
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_TIMEOUT = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
+# the commands take them from here; defined in cli/codes.py, which the daemon's `run` imports alone
+DEFAULT_CONFIG, DEFAULT_SOCKET = codes.DEFAULT_CONFIG, codes.DEFAULT_SOCKET
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = codes.EXIT_OK, codes.EXIT_FAIL, codes.EXIT_USAGE
+EXIT_NO_DAEMON, EXIT_TIMEOUT = codes.EXIT_NO_DAEMON, codes.EXIT_TIMEOUT
+EXIT_INTERRUPTED, EXIT_PIPE = codes.EXIT_INTERRUPTED, codes.EXIT_PIPE
 
 
 class CliError(EdgeAgentError):

@@ -11,6 +11,11 @@ imported) for its ``sub.add_parser("NAME"`` calls, so `edge-agent run` (the daem
 command, or a name the scan does not find (e.g. a computed one) import every module: the index
 only ever saves work, it never decides what exists.
 
+The parser itself is cli/parser.py. The daemon's usual command line (`edge-agent run` with
+``--config`` / ``--log-level``) is read by cli/cmd_run.py without it: the daemon then holds no
+argparse, gettext, locale, pkgutil or cli/common.py (issue #15's memory); anything else on a
+`run` line goes through the parser as every command does.
+
 Every failure ends in one line (or one JSON object with ``--json``, cli/common.py): a usage error
 (``EdgeAgentParser.error``), a ``CliError`` a command raised, anything ``cli/failure.py`` can
 explain, Ctrl-C (130), a closed pipe (141, silent); a bug is one line too ("internal error", with
@@ -19,23 +24,24 @@ the traceback only when ``EDGE_AGENT_DEBUG=1``).
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
-import pkgutil
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING
 
-import edge_agent
 import edge_agent.cli as cli_pkg
+
+if TYPE_CHECKING:
+    import argparse
 
 _ADD_PARSER = re.compile(r"""\bsub\.add_parser\(\s*["']([A-Za-z0-9][A-Za-z0-9_-]*)["']""")
 
 
 def command_modules() -> list[str]:
+    import pkgutil
+
     return sorted(m.name for m in pkgutil.iter_modules(cli_pkg.__path__)
                   if m.name.startswith("cmd_"))
 
@@ -69,55 +75,12 @@ def terminal_columns() -> int:
     return columns or 80
 
 
-class EdgeAgentParser(argparse.ArgumentParser):
-    """argparse with one-line errors that say what to do, and "did you mean" for choices."""
-
-    json_errors = False  # set by main() when --json is on the command line
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse sizes its formatter with shutil.get_terminal_size(), and add_argument() makes
-        # one: that imports shutil with bz2, lzma and fnmatch (~0.5 MiB) into the daemon, which
-        # never uses them. The same width, found the same way without them.
-        make: Callable[..., argparse.HelpFormatter] = self.formatter_class  # argparse's take width
-        return make(prog=self.prog, width=terminal_columns() - 2)
-
-    def error(self, message: str) -> NoReturn:
-        from edge_agent.cli.common import EXIT_USAGE, CliError, report
-
-        message = re.sub(r"^argument ([A-Z_]+: )?", "", message)
-        err = CliError(message, f"see: {self.prog} --help", EXIT_USAGE, "usage")
-        sys.exit(report(self.prog, err, EdgeAgentParser.json_errors))
-
-    def _check_value(self, action: argparse.Action, value: Any) -> None:
-        choices = action.choices
-        if choices is None or value in choices:
-            return
-        from edge_agent.cli.common import suggest
-
-        names = [str(c) for c in choices]
-        close = suggest(str(value), names, n=2)
-        what = "command" if isinstance(action, argparse._SubParsersAction) else "choice"
-        hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
-                else f"one of: {', '.join(names)}")
-        raise argparse.ArgumentError(action, f"unknown {what} {value!r} ({hint})")
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser with every command, or only ``command``'s module when the index knows it."""
-    parser = EdgeAgentParser(
-        prog="edge-agent",
-        description="City edge gateway agent: poll devices, sign readings, store and forward.",
-    )
-    version = f"edge-agent {edge_agent.__version__}"
-    parser.add_argument("--version", action="version", version=version)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    if command == "--version":
-        return parser  # parse_args prints the version and exits
-    index = command_index() if command is not None else {}
-    for name in [index[command]] if command in index else command_modules():
-        module = importlib.import_module(f"edge_agent.cli.{name}")
-        module.register(sub)
-    return parser
+    """The parser with every command, or only ``command``'s module when the index knows it
+    (cli/parser.py)."""
+    from edge_agent.cli.parser import make_parser
+
+    return make_parser(command)
 
 
 def _command(argv: Sequence[str]) -> str | None:
@@ -145,17 +108,20 @@ def _quiet_stdout() -> None:
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace,
                 prog: str) -> int:
-    """``func(args)``, every failure turned into one line (or JSON object) and an exit code."""
-    from edge_agent.cli.common import EXIT_INTERRUPTED, EXIT_PIPE, wants_json
-
-    as_json = wants_json(args)
+    """``func(args)``, every failure turned into one line (or JSON object) and an exit code.
+    (cli/common.py only on a failure: the daemon's `run` does not load it to start.)"""
+    as_json = bool(getattr(args, "json", False))  # cli/common.py's wants_json(args)
     try:
         return func(args)
     except KeyboardInterrupt:
+        from edge_agent.cli.codes import EXIT_INTERRUPTED
+
         if not as_json:
             print(f"\n{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        from edge_agent.cli.codes import EXIT_PIPE
+
         _quiet_stdout()
         return EXIT_PIPE
     except Exception as exc:
@@ -179,6 +145,8 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         try:
             return report(prog, err, as_json)
         except BrokenPipeError:
+            from edge_agent.cli.codes import EXIT_PIPE
+
             _quiet_stdout()
             return EXIT_PIPE
 
@@ -208,37 +176,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["run"]:  # the daemon: its usual line without argparse (cli/parser.py)
+        from edge_agent.cli.cmd_run import quick_args
+
+        quick = quick_args(args_in[1:])
+        if quick is not None:
+            return run_command(quick.func, quick, "edge-agent run")
+    from edge_agent.cli.parser import SUBCOMMAND_DESTS, EdgeAgentParser, innermost
+
     EdgeAgentParser.json_errors = "--json" in args_in
     parser = build_parser(_command(args_in))
     args, extra = parser.parse_known_args(args_in)
     if extra:  # said by the sub-command that did not know them, with its --help
-        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
     prog = "edge-agent " + " ".join(
-        x for x in (args.command, *(getattr(args, k, None) for k in _SUBCOMMAND_DESTS))
+        x for x in (args.command, *(getattr(args, k, None) for k in SUBCOMMAND_DESTS))
         if isinstance(x, str))
+    del parser  # not kept alive while the command runs (the daemon: for its whole life)
     quiet_logging(args.command)
     return run_command(func, args, prog)
-
-
-def _innermost(parser: argparse.ArgumentParser,
-               args: argparse.Namespace) -> argparse.ArgumentParser:
-    """The parser of the (sub-)sub-command ``args`` were parsed for."""
-    for dest in ("command", *_SUBCOMMAND_DESTS):
-        name = getattr(args, dest, None)
-        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        if not isinstance(name, str) or not subs or name not in subs[0].choices:
-            continue
-        parser = subs[0].choices[name]
-    return parser
-
-
-# dests of the second-level sub-commands, to name "edge-agent buffer export" in messages
-_SUBCOMMAND_DESTS = ("buffer_op", "keys_command", "command_op", "firmware_command",
-                     "modbus_op", "profile_op", "completion_shell", "config_op", "fleet_op")
 
 
 if __name__ == "__main__":

@@ -55,12 +55,58 @@ def test_a_command_imports_only_its_module(argv: list[str], module: str) -> None
     assert "cryptography" not in mods and "paho" not in mods and "sqlite3" not in mods
 
 
+# the daemon's usual command line is read without argparse (cli/cmd_run.py's quick_args), and
+# paho's imports it never uses are deferred (uplink/__init__.py): ~0.8 MiB together
+PARSING_NOT_IN_DAEMON = ("argparse", "gettext", "pkgutil", "edge_agent.cli.parser",
+                         "edge_agent.cli.common", "_uuid")  # uuid is there: the stand-in
+
+
 def test_the_daemon_loads_no_tooling(tmp_path: object) -> None:
     code, mods = loaded(["run", "--config", "/nonexistent/agent.toml"])
     assert code == 2  # refused: no config — but the daemon's modules were imported
     assert "edge_agent.service.daemon" in mods
     assert cmd_modules(mods) == {"edge_agent.cli.cmd_run"}
     assert [m for m in mods if m.split(".")[0] in NOT_IN_DAEMON or m in NOT_IN_DAEMON] == []
+    assert [m for m in PARSING_NOT_IN_DAEMON if m in mods] == []
+
+
+QUICK = [[], ["--config", "a.toml"], ["-c", "a.toml"], ["--config=a=b.toml"],
+         ["--log-level", "debug"], ["--log-level=warning", "-c", "x", "--config", "y"],
+         ["-c", "x", "--log-level", "error", "--log-level", "info"]]
+
+
+@pytest.mark.parametrize("argv", QUICK)
+@pytest.mark.parametrize("env", [{}, {"EDGE_AGENT_CONFIG": "/e/agent.toml",
+                                      "EDGE_AGENT_LOG_LEVEL": "debug"}])
+def test_run_reads_its_usual_line_as_argparse_does(argv: list[str], env: dict[str, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.cli.cmd_run import quick_args
+    from edge_agent.cli.main import build_parser
+
+    for k in ("EDGE_AGENT_CONFIG", "EDGE_AGENT_LOG_LEVEL"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    quick = quick_args(argv)
+    assert quick is not None
+    assert vars(quick) == vars(build_parser("run").parse_args(["run", *argv]))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--conf", "a"], ["--log", "info"],
+                                  ["-ca.toml"], ["-c=a.toml"], ["--config"], ["--config="],
+                                  ["--config", "-x"], ["--log-level", "loud"], ["extra"],
+                                  ["--json"], ["--", "a"]])
+def test_anything_else_on_a_run_line_goes_to_argparse(argv: list[str]) -> None:
+    from edge_agent.cli.cmd_run import quick_args
+
+    assert quick_args(argv) is None
+
+
+def test_a_mistake_on_the_run_line_is_argparse_s_usage_error() -> None:
+    res = subprocess.run([sys.executable, "-m", "edge_agent.cli.main", "run", "--log-level",
+                          "loud"], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "unknown choice 'loud'" in res.stderr and "see: edge-agent run --help" in res.stderr
 
 
 # stdlib the daemon has no use for once running (issue #15's memory, ~2 MiB together): argparse's

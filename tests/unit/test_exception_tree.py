@@ -30,7 +30,7 @@ PACKAGE = ROOT / "edge_agent"
 ALLOWED: dict[tuple[str, str], str] = {
     ("edge_agent/cli/argtypes.py", "argparse.ArgumentTypeError"):
         "argparse's contract for a type= function: argparse turns it into a usage message",
-    ("edge_agent/cli/main.py", "argparse.ArgumentError"):
+    ("edge_agent/cli/parser.py", "argparse.ArgumentError"):
         "argparse's contract for _check_value (an unknown choice, with 'did you mean'): "
         "argparse turns it into the one-line usage message of EdgeAgentParser.error",
     ("edge_agent/profiles/model.py", "KeyError"):
