@@ -1,10 +1,18 @@
 """``TcpEndpoint``: the owner of one Modbus TCP endpoint (implements ``ModbusBus``).
 
-A lean MBAP client on an ``asyncio.Protocol`` (no reader task, no per-request tasks). Each
-request is written at once, in its own ``send()``. Answers
+A lean MBAP client on a plain non-blocking socket watched by the event loop (``add_reader``):
+no asyncio transport or protocol, no reader task, no per-request tasks. Each request is written
+at once, in its own ``send()`` (``add_writer`` only holds the rest of a partial send). Answers
 are matched to their future by transaction id as they arrive; an answer with an unknown or stale
 transaction id (one whose request already timed out) is discarded. At most ``cfg.concurrency``
 requests are in flight.
+
+Memory: a district has hundreds of endpoints, most idle between polls, so an endpoint holds only
+its socket and a few scalars (``__slots__``); an asyncio transport (with its ``_extra`` of
+sockname / peername tuples), protocol, connect lock, backoff state and pending dict would cost
+~1 KiB more each. What is needed only now and then (the pending dict while a request is in
+flight, the Backoff while the endpoint fails, the connect future while connecting, the unsent
+rest of a partial send) exists only then.
 
 Connection handling: connect on first use; when the connection fails or is lost, every request
 in flight fails with ``BusClosed`` and the next request reconnects, paced by
@@ -21,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 
 from edge_agent.bus.rtu import Pdu, decode_bits_or_regs, read_pdu, write_pdu
+from edge_agent.bus.tcp_socket import open_connection, read_buffer
 from edge_agent.config.model import TcpBus
 from edge_agent.errors import (
     BusClosed,
@@ -46,22 +55,11 @@ log = logging.getLogger(__name__)
 STALL_LIMIT = 3  # consecutive timeouts (no answer at all in between) before reconnecting
 MAX_PDU = 253
 MAX_FRAME = 7 + MAX_PDU  # MBAP header (unit included) + PDU
-_RECV_BUFFER = 16384  # the read buffer (one per thread): many answers a read, > 2 frames
-_EMPTY = bytearray()
-_LOCAL = threading.local()
-
-
-def _read_buffer() -> tuple[bytearray, memoryview]:
-    """This thread's read buffer for the endpoints' protocols (made on first use)."""
-    try:
-        return _LOCAL.buffer  # type: ignore[no-any-return]
-    except AttributeError:
-        buf = bytearray(_RECV_BUFFER)
-        _LOCAL.buffer = (buf, memoryview(buf))
-        return _LOCAL.buffer  # type: ignore[no-any-return]
+_DEFAULT_RETRY = RetryPolicy()
 
 
 _Waiter = asyncio.Future[bytes]
+_Pending = dict[int, tuple[_Waiter, int]]  # tid -> (future, unit)
 _MBAP = struct.Struct(">HHHB")  # transaction id, protocol 0, length, unit
 _READS_MAX = 4096  # cached read PDUs (one per distinct request of all devices)
 # (table, address, count) -> request PDU and, for registers, the answer's decoder; shared by all
@@ -69,89 +67,32 @@ _READS_MAX = 4096  # cached read PDUs (one per distinct request of all devices)
 _READS: dict[tuple[Table, int, int], tuple[Pdu, struct.Struct | None]] = {}
 
 
-class _MbapProtocol(asyncio.BufferedProtocol):
-    """Splits the byte stream into MBAP frames and hands each PDU to the endpoint.
-
-    A buffered protocol: the transport reads into a buffer of ours (``recv_into``), so an answer
-    costs no buffer of asyncio's ``max_size`` (256 KiB): ``sock.recv(262144)`` allocates that
-    much for every read -- with glibc, an mmap and munmap per answer (~25 µs measured) unless its
-    dynamic mmap threshold happens to have been raised. The buffer is one per thread, shared by
-    every endpoint (a read is ``get_buffer``, ``recv_into`` and ``buffer_updated`` in one go, in
-    the loop's thread): an endpoint keeps only the bytes of a partial frame, if any (a district
-    of 500 endpoints would otherwise hold 2 MiB of idle buffers). Whole frames are parsed where
-    they lie.
-    """
-
-    __slots__ = ("_buf", "_consumed", "_owner", "_rest", "transport")
-
-    def __init__(self, owner: TcpEndpoint) -> None:
-        self._owner = owner
-        self._buf = _EMPTY  # the thread's read buffer, set by get_buffer
-        self._rest = b""  # the start of a frame not complete yet (goes first in the next read)
-        self._consumed = 0  # stream offset of the next read's first byte (_rest's), for errors
-        self.transport: asyncio.Transport | None = None
-
-    def send(self, frame: bytes) -> None:
-        """Write a request now, in its own send() (no hand-off to the next loop iteration: the
-        scheduler starts one endpoint's jobs apart, and some servers read one frame a segment)."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        buf, view = _read_buffer()
-        self._buf = buf
-        rest = self._rest
-        if rest:  # never fills the buffer: a partial frame is shorter than MAX_FRAME
-            buf[: len(rest)] = rest
-        return view[len(rest) :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        buf = self._buf
-        n = len(self._rest) + nbytes
-        pos = 0
-        while n - pos >= 7:
-            length = (buf[pos + 4] << 8) | buf[pos + 5]
-            if buf[pos + 2] or buf[pos + 3] or not 2 <= length <= MAX_PDU + 1:
-                self._owner._protocol_error(
-                    f"bad MBAP header {bytes(buf[pos : pos + 7]).hex()} "
-                    f"at byte {self._consumed + pos} of the connection"
-                )
-                self._consumed += n
-                self._rest = b""
-                return
-            end = pos + 6 + length
-            if end > n:
-                break
-            tid = (buf[pos] << 8) | buf[pos + 1]
-            self._owner._answer(tid, buf[pos + 6], bytes(buf[pos + 7 : end]))
-            pos = end
-        self._rest = bytes(buf[pos:n]) if pos < n else b""
-        self._consumed += pos
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._owner._lost(self, exc)
-
-
 class TcpEndpoint:
+    __slots__ = (
+        "_backoff", "_closed", "_connecting", "_consumed", "_inflight", "_loop", "_next_try",
+        "_pending", "_rest", "_retry", "_slot_waiters", "_sock", "_stalls", "_tid", "_wbuf",
+        "cfg", "discarded", "name", "reconnects",
+    )
+
     def __init__(self, cfg: TcpBus, *, retry: RetryPolicy | None = None) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self._proto: _MbapProtocol | None = None
-        self._pending: dict[int, tuple[_Waiter, int]] = {}  # tid -> (future, unit)
+        self._retry = retry or _DEFAULT_RETRY
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connection's loop
+        self._sock: socket.socket | None = None  # connected and watched by _loop, or None
+        self._rest = b""  # the start of a frame not complete yet (goes first in the next read)
+        self._consumed = 0  # stream offset of the next read's first byte (_rest's), for errors
+        self._wbuf: bytearray | None = None  # the unsent rest of a partial send (add_writer)
+        self._pending: _Pending | None = None  # requests in flight; None when there is none
         self._tid = 0
         self._inflight = 0  # requests in flight (at most cfg.concurrency)
         # FIFO, for a free slot; made on the first wait (a deque is 0.6 KiB, and most endpoints
         # of a district never wait)
         self._slot_waiters: deque[asyncio.Future[None]] | None = None
-        self._connect_lock: asyncio.Lock | None = None
-        self._backoff = Backoff(retry or RetryPolicy())
+        self._connecting: asyncio.Future[None] | None = None  # done when a connect attempt ends
+        self._backoff: Backoff | None = None  # while failing; None = attempt 0 (healthy)
         self._next_try = 0.0
         self._stalls = 0
-        self._drop_reason = ""  # why we aborted the connection ourselves, for the loss message
         self._closed = False
         self.discarded = 0  # answers with unknown / stale transaction ids
         self.reconnects = 0
@@ -206,13 +147,10 @@ class TcpEndpoint:
 
     async def close(self) -> None:
         self._closed = True
-        proto, self._proto = self._proto, None
-        if proto is not None and proto.transport is not None:
-            proto.transport.close()
-            await asyncio.sleep(0)  # let connection_lost run
+        self._shut()
         self._fail_all(BusClosed(f"bus={self.name} closed"))
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- requests ------------------------------------------------------------------------------
 
     @staticmethod
     def _check_unit(unit: int) -> None:
@@ -247,12 +185,6 @@ class TcpEndpoint:
                 return
         self._inflight -= 1
 
-    def _live_proto(self) -> _MbapProtocol | None:
-        proto = self._proto
-        if proto is None or proto.transport is None or proto.transport.is_closing():
-            return None
-        return proto
-
     async def _transact(self, unit: int, pdu: Pdu, timeout_s: float) -> bytes:
         """Send one request; the answer PDU (function code first). Raw: the caller checks it."""
         if not 0 <= unit <= 255:
@@ -263,18 +195,25 @@ class TcpEndpoint:
         else:
             await self._take_slot()
         try:
-            proto = self._live_proto() or await self._connect(timeout_s)
+            sock = self._sock or await self._connect(timeout_s)
             loop = asyncio.get_running_loop()
-            tid = self._next_tid()
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = {}
+            tid = self._next_tid(pending)
             fut: _Waiter = loop.create_future()
-            self._pending[tid] = (fut, unit)
-            proto.send(_MBAP.pack(tid, 0, len(pdu.body) + 1, unit) + pdu.body)
+            pending[tid] = (fut, unit)
+            # sent now, in its own send() (no hand-off to the next loop iteration: the scheduler
+            # starts one endpoint's jobs apart, and some servers read one frame a segment)
+            self._send(sock, _MBAP.pack(tid, 0, len(pdu.body) + 1, unit) + pdu.body)
             handle = timers_for(loop).call_later(timeout_s, self._expire, tid, unit, pdu.fc)
             try:
                 answer = await fut
             finally:
                 handle.cancel()
-                self._pending.pop(tid, None)
+                pending.pop(tid, None)
+                if not pending and self._pending is pending:
+                    self._pending = None
         finally:
             self._give_slot()
         return answer
@@ -292,104 +231,205 @@ class TcpEndpoint:
             )
         return answer[1:]
 
-    def _next_tid(self) -> int:
+    def _next_tid(self, pending: _Pending) -> int:
         for _ in range(0x10000):
             self._tid = (self._tid + 1) & 0xFFFF
-            if self._tid not in self._pending:
+            if self._tid not in pending:
                 return self._tid
         raise BusError(f"bus={self.name}: no free transaction id")  # pragma: no cover
 
-    async def _connect(self, timeout_s: float) -> _MbapProtocol:
-        if self._connect_lock is None:
-            self._connect_lock = asyncio.Lock()
-        async with self._connect_lock:
-            if self._closed:
-                raise BusClosed(f"bus={self.name} closed")
-            p = self._proto
-            if p is not None and p.transport is not None and not p.transport.is_closing():
-                return p  # another request connected meanwhile
-            now = time.monotonic()
-            where = f"{self.cfg.host}:{self.cfg.port}"
-            if now < self._next_try:
-                wait = self._next_try - now
-                raise BusClosed(f"bus={self.name} endpoint={where} down, next try in {wait:.1f}s")
-            loop = asyncio.get_running_loop()
-            try:
-                _, proto = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: _MbapProtocol(self), self.cfg.host, self.cfg.port
-                    ),
-                    timeout=max(timeout_s, self.cfg.timeout_max_s),
-                )
-            except (OSError, TimeoutError) as exc:
-                delay = self._backoff.next_delay()
-                self._next_try = time.monotonic() + delay
-                log.warning(
-                    "connect_failed bus=%s endpoint=%s err=%s retry_in=%.1f",
-                    self.name, where, str(exc) or type(exc).__name__, delay,
-                )
-                why = str(exc) or type(exc).__name__
-                raise BusClosed(f"bus={self.name} endpoint={where}: connect failed: {why}") from exc
-            if self._closed:
-                assert proto.transport is not None
-                proto.transport.close()
-                raise BusClosed(f"bus={self.name} closed")
-            self._proto = proto
-            self._stalls = 0
-            self.reconnects += 1
-            log.info("connected bus=%s endpoint=%s", self.name, where)
-            return proto
-
     def _answer(self, tid: int, unit: int, pdu: bytes) -> None:
-        entry = self._pending.get(tid)
+        pending = self._pending
+        entry = pending.get(tid) if pending is not None else None
         if entry is None or entry[1] != unit or not pdu:
             self.discarded += 1  # stale (its request timed out), unknown, or from the wrong unit
             log.debug("answer_discarded bus=%s tid=%d unit=%d", self.name, tid, unit)
             return
         self._stalls = 0
-        self._backoff.reset()
+        if self._backoff is not None:
+            self._backoff = None  # a working session: the next loss reconnects at once
         fut = entry[0]
         if not fut.done():
             fut.set_result(pdu)
 
     def _expire(self, tid: int, unit: int, fc: int) -> None:
-        entry = self._pending.pop(tid, None)
+        pending = self._pending
+        entry = pending.pop(tid, None) if pending is not None else None
         if entry is None or entry[0].done():
             return
         entry[0].set_exception(BusTimeout(f"bus={self.name} unit={unit} fc={fc}: no answer"))
         self._stalls += 1
-        if self._stalls >= STALL_LIMIT and self._proto is not None:
+        if self._stalls >= STALL_LIMIT and self._sock is not None:
             log.warning("stalled bus=%s timeouts=%d reconnecting", self.name, self._stalls)
-            self._drop("stalled")
+            self._lost(None, "stalled")
+
+    def _fail_all(self, err: BusError) -> None:
+        pending, self._pending = self._pending, None
+        if pending:
+            for fut, _unit in pending.values():
+                if not fut.done():
+                    fut.set_exception(err)
+
+    # -- the connection ------------------------------------------------------------------------
+
+    async def _connect(self, timeout_s: float) -> socket.socket:
+        while self._connecting is not None:  # another request is connecting: its outcome
+            await asyncio.wait((self._connecting,))  # (does not cancel it if this one is)
+        if self._closed:
+            raise BusClosed(f"bus={self.name} closed")
+        if self._sock is not None:
+            return self._sock  # another request connected meanwhile
+        now = time.monotonic()
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if now < self._next_try:
+            wait = self._next_try - now
+            raise BusClosed(f"bus={self.name} endpoint={where} down, next try in {wait:.1f}s")
+        loop = asyncio.get_running_loop()
+        done = self._connecting = loop.create_future()
+        try:
+            sock = await asyncio.wait_for(
+                open_connection(loop, self.cfg.host, self.cfg.port),
+                timeout=max(timeout_s, self.cfg.timeout_max_s),
+            )
+        except (OSError, TimeoutError) as exc:
+            delay = self._failed().next_delay()
+            self._next_try = time.monotonic() + delay
+            why = str(exc) or type(exc).__name__
+            log.warning(
+                "connect_failed bus=%s endpoint=%s err=%s retry_in=%.1f",
+                self.name, where, why, delay,
+            )
+            raise BusClosed(f"bus={self.name} endpoint={where}: connect failed: {why}") from exc
+        finally:
+            self._connecting = None
+            done.set_result(None)
+        if self._closed:
+            sock.close()
+            raise BusClosed(f"bus={self.name} closed")
+        self._rest = b""
+        self._consumed = 0
+        self._stalls = 0
+        loop.add_reader(sock, self._readable)
+        self._loop = loop
+        self._sock = sock
+        self.reconnects += 1
+        log.info("connected bus=%s endpoint=%s", self.name, where)
+        return sock
+
+    def _failed(self) -> Backoff:
+        """The backoff state (made on the first failure since the last answer)."""
+        if self._backoff is None:
+            self._backoff = Backoff(self._retry)
+        return self._backoff
+
+    def _send(self, sock: socket.socket, frame: bytes) -> None:
+        if self._wbuf is not None:  # an earlier send is still partly queued: after it
+            self._wbuf += frame
+            return
+        try:
+            n = sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if n < len(frame):  # the socket's buffer is full: the rest when it is writable
+            self._wbuf = bytearray(frame[n:])
+            assert self._loop is not None
+            self._loop.add_writer(sock, self._writable)
+
+    def _writable(self) -> None:
+        sock, buf = self._sock, self._wbuf
+        if sock is None or buf is None:  # pragma: no cover (the writer goes with the socket)
+            return
+        try:
+            n = sock.send(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del buf[:n]
+        if not buf:
+            self._wbuf = None
+            assert self._loop is not None
+            self._loop.remove_writer(sock)
+
+    def _readable(self) -> None:
+        """The loop's reader callback: read what arrived into the thread's buffer, after the
+        partial frame kept from the last read, and hand each whole frame on."""
+        sock = self._sock
+        if sock is None:  # pragma: no cover (the reader goes with the socket)
+            return
+        buf, view = read_buffer()
+        rest = self._rest
+        try:
+            if rest:  # never fills the buffer: a partial frame is shorter than MAX_FRAME
+                buf[: len(rest)] = rest
+                n = sock.recv_into(view[len(rest) :])
+            else:
+                n = sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not n:
+            self._lost(None, "closed by peer")
+            return
+        self._frames(buf, len(rest) + n)
+
+    def _frames(self, buf: bytearray, n: int) -> None:
+        """Split ``buf[:n]`` (the kept partial frame, then the bytes just read) into MBAP frames
+        and hand each PDU on; keep the start of an incomplete last frame."""
+        pos = 0
+        while n - pos >= 7:
+            length = (buf[pos + 4] << 8) | buf[pos + 5]
+            if buf[pos + 2] or buf[pos + 3] or not 2 <= length <= MAX_PDU + 1:
+                self._protocol_error(
+                    f"bad MBAP header {bytes(buf[pos : pos + 7]).hex()} "
+                    f"at byte {self._consumed + pos} of the connection"
+                )
+                self._consumed += n
+                self._rest = b""
+                return
+            end = pos + 6 + length
+            if end > n:
+                break
+            tid = (buf[pos] << 8) | buf[pos + 1]
+            self._answer(tid, buf[pos + 6], bytes(buf[pos + 7 : end]))
+            pos = end
+        self._rest = bytes(buf[pos:n]) if pos < n else b""
+        self._consumed += pos
 
     def _protocol_error(self, why: str) -> None:
         log.warning("frame_error bus=%s err=%s", self.name, why)
         self._fail_all(FrameError(f"bus={self.name}: {why}"))
-        self._drop("protocol error")
+        self._lost(None, "protocol error")
 
-    def _drop(self, why: str) -> None:
-        proto, self._proto = self._proto, None
+    def _shut(self) -> None:
+        """Stop watching the socket and close it (every path that ends a connection)."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        loop = self._loop
+        if loop is not None:
+            loop.remove_reader(sock)
+            if self._wbuf is not None:
+                loop.remove_writer(sock)
+        self._wbuf = None
+        self._rest = b""  # (a partial answer dies with its connection)
+        sock.close()
+
+    def _lost(self, exc: OSError | None, why: str = "") -> None:
+        """The connection ended (error, peer closed, or dropped by us for ``why``): close it,
+        fail the requests in flight, and pace the reconnect."""
+        self._shut()
         self._stalls = 0
-        self._drop_reason = why
-        if proto is not None and proto.transport is not None:
-            proto.transport.abort()
-
-    def _lost(self, proto: _MbapProtocol, exc: Exception | None) -> None:
-        if proto is self._proto:
-            self._proto = None
-        elif self._proto is not None or self._closed:
-            return  # an old, already replaced connection
         # first loss after a working session: reconnect at once; repeated losses back off
-        first = self._backoff.attempt == 0
-        delay = self._backoff.next_delay()
+        first = self._backoff is None
+        delay = self._failed().next_delay()
         self._next_try = time.monotonic() + (0.0 if first else delay)
-        why = str(exc) if exc else (self._drop_reason or "closed by peer")
-        self._drop_reason = ""
-        log.warning("connection_lost bus=%s err=%s", self.name, why)
-        self._fail_all(BusClosed(f"bus={self.name}: connection lost: {why}"))
-
-    def _fail_all(self, err: BusError) -> None:
-        pending, self._pending = self._pending, {}
-        for fut, _unit in pending.values():
-            if not fut.done():
-                fut.set_exception(err)
+        reason = str(exc) if exc else why
+        log.warning("connection_lost bus=%s err=%s", self.name, reason)
+        self._fail_all(BusClosed(f"bus={self.name}: connection lost: {reason}"))

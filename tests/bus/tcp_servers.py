@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import cast
@@ -36,12 +37,16 @@ async def pymodbus_server(unit: int = 1) -> AsyncIterator[int]:
 
 @dataclass
 class RawServer:
-    """Answers fc 3 with registers = address + i; ``mode`` scripts misbehaviour per request."""
+    """Answers fc 3 with registers = address + i and echoes writes (fc 5, 6, 15, 16); ``mode``
+    scripts misbehaviour per request. While ``hold`` is set and not done, the server reads
+    nothing (with ``rcvbuf`` small, the client's sends soon find its socket buffer full)."""
 
-    mode: str = "ok"  # ok, stall, reset, garbage, late_first
+    mode: str = "ok"  # ok, stall, reset, garbage, late_first, half (half an answer, then close)
     delay_s: float = 0.0
     late_s: float = 0.2
     port: int = 0
+    hold: asyncio.Future[None] | None = None
+    rcvbuf: int = 0  # SO_RCVBUF of the accepted sockets (0: the system's)
     requests: int = 0
     connections: int = 0
     in_flight: int = 0
@@ -51,7 +56,12 @@ class RawServer:
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def start(self, port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", port)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.rcvbuf:  # before listen(): accepted sockets inherit it (and its TCP window)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        listener.bind(("127.0.0.1", port))
+        self._server = await asyncio.start_server(self._client, sock=listener)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -71,6 +81,11 @@ class RawServer:
         self._writers.append(writer)
         try:
             while True:
+                if self.hold is not None and not self.hold.done():
+                    transport = cast(asyncio.Transport, writer.transport)
+                    transport.pause_reading()  # (the transport would read on anyway)
+                    await asyncio.shield(self.hold)
+                    transport.resume_reading()
                 head = await reader.readexactly(7)
                 body = await reader.readexactly(int.from_bytes(head[4:6], "big") - 1)
                 self.requests += 1
@@ -82,6 +97,12 @@ class RawServer:
                 if self.mode == "garbage":
                     writer.write(b"\xde\xad\xbe\xef\xff\xff\x00\x00")
                     continue
+                if self.mode == "half":
+                    pdu = b"\x03\x02\x00\x07"
+                    writer.write((head[:4] + (len(pdu) + 1).to_bytes(2, "big") + head[6:7]
+                                  + pdu)[:9])
+                    await writer.drain()
+                    return
                 task = asyncio.create_task(self._answer(writer, head, body))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -99,6 +120,10 @@ class RawServer:
                 delay = self.late_s
             if delay:
                 await asyncio.sleep(delay)
+            if body[0] in (5, 6, 15, 16):  # a write: echo the address and value / count
+                pdu = body[:5]
+                writer.write(head[:4] + (len(pdu) + 1).to_bytes(2, "big") + head[6:7] + pdu)
+                return
             addr = int.from_bytes(body[1:3], "big")
             count = int.from_bytes(body[3:5], "big")
             payload = b"".join(((addr + i) & 0xFFFF).to_bytes(2, "big") for i in range(count))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 
 import pytest
@@ -196,5 +198,177 @@ def test_refused_backs_off_then_connects_when_endpoint_returns() -> None:
             await srv.stop()
         with pytest.raises(BusClosed, match="closed"):
             await ep.read(1, Table.HOLDING, 4, 1, timeout_s=1)
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(20)
+def test_requests_arriving_together_share_one_connect() -> None:
+    async def main() -> None:
+        srv = RawServer()
+        port = await srv.start()
+        ep = endpoint(port, concurrency=5)
+        try:
+            res = await asyncio.gather(*(ep.read(1, Table.HOLDING, a, 1, timeout_s=1)
+                                         for a in range(5)))
+            assert res == [[a] for a in range(5)]
+            assert srv.connections == 1 and ep.reconnects == 1
+        finally:
+            await ep.close()
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(20)
+def test_requests_arriving_together_at_a_refusing_endpoint_try_once() -> None:
+    async def main() -> list[BaseException]:
+        ep = endpoint(free_port(), concurrency=4)
+        try:
+            res = await asyncio.gather(*(ep.read(1, Table.HOLDING, a, 1, timeout_s=1)
+                                         for a in range(4)), return_exceptions=True)
+        finally:
+            await ep.close()
+        return [r for r in res if isinstance(r, BaseException)]
+
+    errs = asyncio.run(main())
+    assert len(errs) == 4 and all(isinstance(e, BusClosed) for e in errs)
+    assert "connect failed" in str(errs[0])
+    assert all("next try in" in str(e) for e in errs[1:])
+
+
+@pytest.mark.timeout(20)
+def test_a_full_socket_buffer_queues_the_rest_and_every_request_arrives_whole() -> None:
+    """The server reads nothing for a while: the endpoint's sends soon find the socket's buffer
+    full (a partial send, then none at all); the rest waits for the socket to be writable, in
+    order, and every request reaches the server whole (it parses the stream strictly)."""
+
+    async def main() -> None:
+        srv = RawServer(rcvbuf=2048)
+        port = await srv.start()
+        ep = endpoint(port, concurrency=200)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            assert await ep.read(1, Table.HOLDING, 1, 1, timeout_s=1) == [1]  # connected
+            assert ep._sock is not None
+            ep._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            srv.hold = asyncio.get_running_loop().create_future()  # after the next request
+            tasks = [asyncio.create_task(
+                ep.write(1, Table.HOLDING, 100 * k, [k] * 123, timeout_s=5)) for k in range(200)]
+            await asyncio.sleep(0.2)
+            assert ep._wbuf is not None and len(ep._wbuf) > 10_000  # queued, not dropped
+            assert srv.requests <= 2
+            srv.hold.set_result(None)
+            await asyncio.gather(*tasks)
+            assert srv.requests == 201
+            assert ep._wbuf is None
+            assert await ep.read(1, Table.HOLDING, 7, 2, timeout_s=1) == [7, 8]
+        finally:
+            await ep.close()
+            await srv.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(20)
+def test_peer_closing_mid_answer_fails_the_request_then_reconnects() -> None:
+    async def main() -> None:
+        srv = RawServer(mode="half")
+        port = await srv.start()
+        ep = endpoint(port)
+        try:
+            with pytest.raises(BusClosed, match="connection lost: closed by peer"):
+                await ep.read(1, Table.HOLDING, 7, 1, timeout_s=1)
+            assert ep._rest == b""  # the half answer is gone with its connection
+            srv.mode = "ok"
+            assert await ep.read(1, Table.HOLDING, 7, 1, timeout_s=1) == [7]  # at once
+            assert srv.connections == 2
+        finally:
+            await ep.close()
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(20)
+def test_close_fails_the_request_in_flight() -> None:
+    async def main() -> None:
+        srv = RawServer(mode="stall")
+        port = await srv.start()
+        ep = endpoint(port)
+        try:
+            task = asyncio.create_task(ep.read(1, Table.HOLDING, 0, 1, timeout_s=5))
+            await asyncio.sleep(0.1)
+            await ep.close()
+            with pytest.raises(BusClosed, match="closed"):
+                await task
+        finally:
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.timeout(30)
+def test_every_way_a_connection_ends_closes_its_socket_and_unwatches_it() -> None:
+    """Refused, reset, peer closed mid-answer, garbage, stalled, closed with a request in flight:
+    no socket stays open and the loop watches no descriptor of the endpoint's afterwards."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        watched = loop._selector.get_map  # type: ignore[attr-defined]  # fd -> key
+        before_watched = set(watched())
+        before = _open_fds()
+        with pytest.raises(BusClosed, match="connect failed"):
+            await endpoint(free_port()).read(1, Table.HOLDING, 0, 1, timeout_s=1)
+        for mode, err in [("reset", BusClosed), ("half", BusClosed), ("garbage", FrameError),
+                          ("stall", BusTimeout)]:
+            srv = RawServer(mode=mode)
+            port = await srv.start()
+            ep = endpoint(port, concurrency=1)
+            try:
+                for _ in range(STALL_LIMIT if mode == "stall" else 1):
+                    with pytest.raises(err):
+                        await ep.read(1, Table.HOLDING, 0, 1, timeout_s=0.05)
+                assert ep._sock is None, mode  # the endpoint dropped the connection itself
+                srv.mode = "stall"
+                task = asyncio.create_task(ep.read(1, Table.HOLDING, 0, 1, timeout_s=5))
+                await asyncio.sleep(FAST_RETRY.max_s * 1.5)  # reconnected, request in flight
+                assert ep._sock is not None, mode
+            finally:
+                await ep.close()
+                await srv.stop()
+            with pytest.raises(BusClosed):
+                await task
+            assert ep._sock is None and ep._wbuf is None and ep._pending is None
+        assert set(watched()) == before_watched
+        assert _open_fds() == before
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(20)
+def test_an_idle_endpoint_keeps_no_per_request_state() -> None:
+    """A district holds hundreds of endpoints, idle between polls: no instance dict, and the
+    pending dict, backoff, connect future and send queue exist only while needed."""
+
+    async def main() -> None:
+        srv = RawServer()
+        port = await srv.start()
+        ep = endpoint(port)
+        try:
+            assert not hasattr(ep, "__dict__")
+            assert await ep.read(1, Table.HOLDING, 1, 1, timeout_s=1) == [1]
+            assert ep._sock is not None
+            assert (ep._pending, ep._backoff, ep._connecting, ep._wbuf, ep._slot_waiters) == (
+                None, None, None, None, None)
+        finally:
+            await ep.close()
+            await srv.stop()
 
     asyncio.run(main())
