@@ -45,7 +45,7 @@ from edge_agent.retry import Backoff
 log = logging.getLogger(__name__)
 
 Break = tuple[Table, int]
-_NO_BREAKS: frozenset[Break] = frozenset()  # one object for every device that learnt none
+NO_BREAKS: frozenset[Break] = frozenset()  # one object for every device that learnt none
 
 
 @dataclass(slots=True)
@@ -65,9 +65,9 @@ class AddressMap:
 
     device: str
     rng: random.Random | None = None  # the backoff's jitter (None: the shared generator's)
-    # frozen, replaced when it grows: most devices never learn one, and share _NO_BREAKS (an
+    # frozen, replaced when it grows: most devices never learn one, and share NO_BREAKS (an
     # empty set is 216 bytes a device)
-    breaks: frozenset[Break] = _NO_BREAKS
+    breaks: frozenset[Break] = NO_BREAKS
     # (table, first register) -> the points of an unreadable cluster
     clusters: dict[tuple[Table, int], tuple[ModbusPoint, ...]] = field(default_factory=dict)
     unreadable: frozenset[str] = frozenset()  # names of the points of every cluster
@@ -143,7 +143,7 @@ class AddressMap:
             return False
         log.info("address_map_forgotten device=%s why=%s unreadable=%d breaks=%d", self.device,
                  why, len(self.unreadable), len(self.breaks))
-        self.breaks = _NO_BREAKS
+        self.breaks = NO_BREAKS
         self.clusters.clear()
         self.unreadable = frozenset()
         if self._backoff is not None:

@@ -68,7 +68,7 @@ class AtDevicePoller(DeviceBase):
             self.health.on_failure(now, failure_reason(e), self.bus_name, now - t0)
             raise
         now = time.monotonic()
-        self.health.rtt.sample(now - t0)
+        self.health.sample(now - t0)
         self.health.on_success(now, time.time_ns())
         self.requests_done += 1
         return lines

@@ -13,20 +13,26 @@ import random
 from dataclasses import dataclass, field
 
 from edge_agent.config.model import DeviceConfig
-from edge_agent.poll.address_map import AddressMap, Break, Lesson
+from edge_agent.poll.address_map import NO_BREAKS, AddressMap, Break, Lesson
 from edge_agent.profiles.model import AtPoint, ModbusPoint, Profile
 from edge_agent.profiles.planner import ReadRequest, plan, rtu_frame_bytes
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Group:
+    """One interval group of a device's plan. Never changed: the devices of one profile share
+    their groups (``SharedPlans``); a device that learnt something gets groups of its own, and
+    the plan's group now at the place of one handed out before (a job's) is
+    ``plan.groups[group.index]``."""
+
     interval_s: float
     points: tuple[ModbusPoint, ...]
     at_points: tuple[AtPoint, ...] = ()
     requests: list[ReadRequest] = field(default_factory=list)
     unreadable: tuple[ModbusPoint, ...] = ()  # learnt: not in ``requests``, not read each cycle
+    index: int = 0  # its place in the plan's ``groups``
 
 
 def point_interval(device: DeviceConfig, point: ModbusPoint | AtPoint) -> float:
@@ -35,22 +41,26 @@ def point_interval(device: DeviceConfig, point: ModbusPoint | AtPoint) -> float:
     return point.reporting.interval_s
 
 
+_NO_NAMES: frozenset[str] = frozenset()
 _GroupShape = tuple[float, tuple[ModbusPoint, ...], tuple[AtPoint, ...]]
 
 
 class SharedPlans:
     """What the devices of one profile have in common, computed once (one per Poller): the points
-    of each interval group and the profile's own plan of each group. A thousand devices of a few
-    profiles then share a few dozen request lists instead of holding one each; a device whose
-    learnt address map changes its plan gets its own (``DevicePlan.replan``)."""
+    of each interval group, the profile's own plan of each group and the groups themselves. A
+    thousand devices of a few profiles then share a few dozen groups and request lists instead of
+    holding their own; a device whose learnt address map changes its plan gets its own
+    (``DevicePlan.replan``)."""
 
-    __slots__ = ("_groups", "_plans")
+    __slots__ = ("_groups", "_plans", "_pristine")
 
     def __init__(self) -> None:
         # keyed by identity; each entry holds its key object, so the id stays that object's
         self._groups: dict[tuple[int, float | None], tuple[Profile, list[_GroupShape]]] = {}
         self._plans: dict[tuple[int, int],
                           tuple[tuple[ModbusPoint, ...], list[ReadRequest]]] = {}
+        self._pristine: dict[tuple[int, float | None, int],
+                             tuple[Profile, tuple[Group, ...]]] = {}
 
     def groups(self, device: DeviceConfig, profile: Profile) -> list[_GroupShape]:
         key = (id(profile), device.interval_s)
@@ -76,33 +86,64 @@ class SharedPlans:
             hit = self._plans[key] = (points, plan(points, max_gap=max_gap))
         return hit[1]
 
+    def pristine(self, device: DeviceConfig, profile: Profile,
+                 max_gap: int) -> tuple[Group, ...]:
+        """The groups of a device of ``profile`` that learnt nothing: the profile's own plan of
+        each, shared by every such device (never to be changed in place)."""
+        key = (id(profile), device.interval_s, max_gap)
+        hit = self._pristine.get(key)
+        if hit is None or hit[0] is not profile:
+            groups = tuple(Group(iv, mb, at, self.plan(mb, max_gap), (), k)
+                           for k, (iv, mb, at) in enumerate(self.groups(device, profile)))
+            hit = self._pristine[key] = (profile, groups)
+        return hit[1]
+
 
 class DevicePlan:
-    __slots__ = ("_shared", "device", "groups", "learnt", "max_gap", "profile")
+    """A device's groups: the profile's shared ones (``SharedPlans.pristine``) until its learnt
+    address map changes the plan, then its own. The map itself is made when the device first
+    has something to learn (a thousand devices that never do hold none)."""
+
+    __slots__ = ("_learnt", "_rng", "_shared", "device", "groups", "max_gap", "profile")
 
     def __init__(self, device: DeviceConfig, profile: Profile,
                  rng: random.Random | None = None, shared: SharedPlans | None = None) -> None:
         self.device = device
         self.profile = profile
         self.max_gap = device.max_gap if device.max_gap is not None else profile.max_gap
-        self.learnt = AddressMap(device.name, rng)
+        self._rng = rng
+        self._learnt: AddressMap | None = None
         self._shared = shared or SharedPlans()
-        # each group starts on the profile's shared plan (not a new empty list, then replaced);
-        # a tuple: one block, not a list's two
-        self.groups = tuple(Group(iv, mb, at, self._shared.plan(mb, self.max_gap))
-                            for iv, mb, at in self._shared.groups(device, profile))
-        self.replan()
+        self.groups = self._shared.pristine(device, profile, self.max_gap)
+
+    @property
+    def learnt(self) -> AddressMap:
+        """The device's learned address map (made on first use)."""
+        m = self._learnt
+        if m is None:
+            m = self._learnt = AddressMap(self.device.name, self._rng)
+        return m
+
+    @property
+    def known(self) -> AddressMap | None:
+        """The learned address map if one was made yet (None: nothing learnt ever)."""
+        return self._learnt
 
     def replan(self) -> None:
-        bad, breaks = self.learnt.unreadable, self.learnt.plan_breaks
-        for g in self.groups:
-            if not bad and not breaks:  # the profile's own plan, as every such device has it
-                g.requests = self._shared.plan(g.points, self.max_gap)
-                g.unreadable = ()
-                continue
+        m = self._learnt
+        pristine = self._shared.pristine(self.device, self.profile, self.max_gap)
+        if m is None or (not m.unreadable and not m.plan_breaks):
+            self.groups = pristine  # the profile's own plan, as every such device has it
+            return
+        bad, breaks = m.unreadable, m.plan_breaks
+        groups = []
+        for g in pristine:
             readable = [p for p in g.points if p.name not in bad] if bad else g.points
-            g.requests = plan(readable, max_gap=self.max_gap, breaks=breaks)
-            g.unreadable = tuple(p for p in g.points if p.name in bad) if bad else ()
+            unreadable = tuple(p for p in g.points if p.name in bad) if bad else ()
+            groups.append(Group(g.interval_s, g.points, g.at_points,
+                                plan(readable, max_gap=self.max_gap, breaks=breaks), unreadable,
+                                g.index))
+        self.groups = tuple(groups)
 
     def learn(self, lesson: Lesson, now: float) -> None:
         """Take what a refused read's narrowing found; re-plan every group if it was new."""
@@ -111,12 +152,17 @@ class DevicePlan:
 
     def forget(self, why: str) -> None:
         """The device may have changed: plan from the profile alone again."""
-        if self.learnt.forget(why):
+        if self._learnt is not None and self._learnt.forget(why):
             self.replan()
 
     @property
     def breaks(self) -> frozenset[Break]:
-        return self.learnt.breaks
+        return NO_BREAKS if self._learnt is None else self._learnt.breaks
+
+    @property
+    def unreadable(self) -> frozenset[str]:
+        """Names of the points learnt unreadable."""
+        return _NO_NAMES if self._learnt is None else self._learnt.unreadable
 
     @property
     def requests(self) -> list[ReadRequest]:

@@ -100,7 +100,7 @@ def decoding(req: ReadRequest) -> _Decoding:
 class DevicePoller(DeviceBase):
     """A Modbus device (RTU or TCP) behind a ``ModbusBus`` owner."""
 
-    __slots__ = ("_answer_mono_ns", "_answer_wall_ns", "_offer_good", "bus")
+    __slots__ = ("_offer_good", "bus")
 
     def __init__(
         self,
@@ -122,14 +122,14 @@ class DevicePoller(DeviceBase):
                          granularity_s, offer, plans)
         self._offer_good = offer_good
         self.bus = bus
-        self._answer_mono_ns = 0  # when the last answer arrived (set by _answered)
-        self._answer_wall_ns = 0
 
     def _good(self, req: ReadRequest, regs: Sequence[int]) -> None:
-        """Decode an answer (one clock read per request, taken when it arrived)."""
+        """Decode an answer (one clock read per request, taken when it arrived: the health's
+        last good answer)."""
         if len(regs) < req.count:
             raise FrameError(f"response has {len(regs)} values, request read {req.count}")
-        mono, wall = self._answer_mono_ns, self._answer_wall_ns
+        health = self.health
+        mono, wall = health.last_good_mono_ns or 0, health.last_good_ns or 0
         synced = self._clock.state().synced
         last_values = self.last_values
         reading = self._reading
@@ -196,7 +196,7 @@ class DevicePoller(DeviceBase):
         """One read with the adaptive timeout (or ``timeout_s``, at least the bus's minimum);
         feeds the RTT estimator and the health."""
         floor = self.bus.min_timeout_s(req.table, req.count)
-        timeout = max(floor, timeout_s) if timeout_s else self.health.rtt.timeout(floor)
+        timeout = max(floor, timeout_s) if timeout_s else self.health.timeout(floor)
         self.last_timeout_s = timeout
         t0 = time.monotonic()
         try:
@@ -225,7 +225,7 @@ class DevicePoller(DeviceBase):
             self._answered(t0, floor)
         else:
             if isinstance(result, BusTimeout):
-                self.health.rtt.on_timeout()
+                self.health.on_timeout()
             now = time.monotonic()
             # what the bus owner added beyond our timeout (a guard silence, a hold of the line)
             # will be added to a probe too
@@ -234,11 +234,11 @@ class DevicePoller(DeviceBase):
                                    self._probe_cost(), extra)
 
     def _answered(self, t0: float, floor: float) -> None:
-        mono_ns = self._answer_mono_ns = time.monotonic_ns()
-        wall_ns = self._answer_wall_ns = time.time_ns()
+        mono_ns = time.monotonic_ns()
+        wall_ns = time.time_ns()
         now = mono_ns / 1e9
-        self.health.rtt.sample(now - t0 - floor)
-        if self.health.on_success(now, wall_ns):  # back from quarantine: rebooted? replaced?
+        self.health.sample(now - t0 - floor)
+        if self.health.on_success(now, wall_ns, mono_ns):  # back from quarantine: rebooted?
             self.plan.forget("revived")
 
     async def read_request(self, req: ReadRequest) -> bool:
@@ -321,7 +321,8 @@ class DevicePoller(DeviceBase):
     async def _read_now(self, point: str | None) -> bool:
         """The plan's requests, then every unreadable cluster tried again (a technician asking
         is a good moment to find out whether the device changed)."""
-        unreadable = self.plan.learnt.requests(point)
+        learnt = self.plan.known
+        unreadable = learnt.requests(point) if learnt is not None else []
         for req in self.plan.requests:
             wanted = point is None or any(p.name == point for p in req.points)
             if wanted and not await self.read_request(req):
@@ -337,8 +338,8 @@ class DevicePoller(DeviceBase):
         req = self.plan.smallest_request()
         if req is None:
             return 0.0
-        return self.health.rtt.timeout(self.bus.min_timeout_s(req.table, req.count),
-                                       backed_off=False)
+        return self.health.timeout(self.bus.min_timeout_s(req.table, req.count),
+                                   backed_off=False)
 
     async def probe(self) -> bool:
         """One cheap read of a quarantined device, with the timeout its schedule affords (see
@@ -357,6 +358,9 @@ class DevicePoller(DeviceBase):
             ):
                 self._stale([*group.points, *group.at_points])
                 return
+            # re-planned since the job got it (a probe that revived the device, too): the group
+            # at its place now
+            group = self.plan.groups[group.index]
             if group.unreadable:
                 self._unreadable(group.unreadable)
             requests = list(group.requests)
@@ -365,6 +369,6 @@ class DevicePoller(DeviceBase):
                     rest = [p for r in requests[i + 1 :] for p in r.points]
                     self._bad(rest, self.health.last_error or "timeout")
                     return
-            learnt = self.plan.learnt
-            if learnt.probe_due(time.monotonic()):
+            learnt = self.plan.known
+            if learnt is not None and learnt.probe_due(time.monotonic()):
                 await self._try_unreadable(learnt.probe_request())

@@ -329,7 +329,7 @@ class Poller:
                 timeout_s=dp.last_timeout_s,
                 requests=dp.requests_done,
                 breaks=len(dp.plan.breaks),
-                unreadable=len(dp.plan.learnt.unreadable),
+                unreadable=len(dp.plan.unreadable),
             )
         return out
 

@@ -57,7 +57,7 @@ class RttEstimator:
     granularity_s: float = GRANULARITY_S
     srtt: float | None = None
     rttvar: float = 0.0
-    backoff: int = 0  # doublings after timeouts, reset by the next answer
+    doublings: int = 0  # back-offs after timeouts, reset by the next answer
 
     def sample(self, excess_s: float) -> None:
         r = max(0.0, excess_s)
@@ -67,10 +67,10 @@ class RttEstimator:
         else:
             self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - r)
             self.srtt = (1 - ALPHA) * self.srtt + ALPHA * r
-        self.backoff = 0
+        self.doublings = 0
 
     def on_timeout(self) -> None:
-        self.backoff = min(self.backoff + 1, 16)
+        self.doublings = min(self.doublings + 1, 16)
 
     def timeout(self, min_s: float, *, backed_off: bool = True) -> float:
         """Timeout to use for a request whose bus-imposed minimum is ``min_s``; without the
@@ -79,53 +79,179 @@ class RttEstimator:
             return max(min_s, self.max_s)
         t = min_s + self.srtt + max(self.granularity_s, K * self.rttvar)
         if backed_off:
-            t *= 2.0**self.backoff
+            t *= 2.0**self.doublings
         return min(self.max_s, max(min_s, t))
 
 
-@dataclass(slots=True)
-class DeviceHealth:
-    """Failure bookkeeping for one device. Times are ``time.monotonic()`` seconds."""
+class _Failures:
+    """What a device that ever failed keeps besides (made at its first failure)."""
 
-    device: str
-    rtt: RttEstimator
-    rng: random.Random | None = None  # the probes' jitter (None: the shared generator's)
-    consecutive: int = 0
-    failures: int = 0
-    successes: int = 0
-    probes: int = 0
-    quarantined: bool = False
-    next_probe_at: float = 0.0
-    last_good_mono: float | None = None
-    last_good_ns: int | None = None
-    last_error: str = ""
-    probe_time_s: float = 0.0  # bus time spent on probes (and their timeouts)
-    failed_time_s: float = 0.0  # bus time spent on failed transactions (probes included)
-    probe_timeout_s: float = 0.0  # the next probe's timeout (0: the estimator's)
-    quarantined_mono: float | None = None  # when the current quarantine began
-    # walks PROBE_POLICY; made at the first quarantine (a thousand healthy devices hold none)
-    _backoff: Backoff | None = None
+    __slots__ = ("backoff", "failed_time_s", "failures", "last_error", "next_probe_at",
+                 "probe_time_s", "probe_timeout_s", "probes", "quarantined_mono")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.probes = 0
+        self.next_probe_at = 0.0
+        self.last_error = ""
+        self.probe_time_s = 0.0
+        self.failed_time_s = 0.0
+        self.probe_timeout_s = 0.0
+        self.quarantined_mono: float | None = None
+        self.backoff: Backoff | None = None
+
+
+class DeviceHealth(RttEstimator):
+    """Failure bookkeeping for one device and its response-time estimator (``rtt``: itself).
+    Times are ``time.monotonic()`` seconds.
+
+    A thousand devices that answer hold one object each, of the fields an answer touches; what
+    failures need (counters, the probes' schedule and backoff) is made at the first failure.
+    """
+
+    __slots__ = ("_failures", "consecutive", "device", "last_good_mono_ns", "last_good_ns",
+                 "quarantined", "rng", "successes")
+
+    def __init__(self, device: str, max_s: float, rng: random.Random | None = None,
+                 granularity_s: float = GRANULARITY_S) -> None:
+        RttEstimator.__init__(self, max_s, granularity_s)
+        self.device = device
+        self.rng = rng  # the probes' jitter (None: the shared generator's)
+        self.consecutive = 0
+        self.successes = 0
+        self.quarantined = False
+        self.last_good_mono_ns: int | None = None
+        self.last_good_ns: int | None = None
+        self._failures: _Failures | None = None
+
+    # what failures need, as attributes: the default until the device first fails; setting
+    # one makes the record
+    @property
+    def failures(self) -> int:
+        """Failed transactions in all."""
+        f = self._failures
+        return 0 if f is None else f.failures
+
+    @failures.setter
+    def failures(self, value: int) -> None:
+        self._record().failures = value
+
+    @property
+    def probes(self) -> int:
+        """Probes sent while quarantined."""
+        f = self._failures
+        return 0 if f is None else f.probes
+
+    @probes.setter
+    def probes(self, value: int) -> None:
+        self._record().probes = value
+
+    @property
+    def next_probe_at(self) -> float:
+        """When the next probe is due."""
+        f = self._failures
+        return 0.0 if f is None else f.next_probe_at
+
+    @next_probe_at.setter
+    def next_probe_at(self, value: float) -> None:
+        self._record().next_probe_at = value
+
+    @property
+    def last_error(self) -> str:
+        """The last failure's reason."""
+        f = self._failures
+        return "" if f is None else f.last_error
+
+    @last_error.setter
+    def last_error(self, value: str) -> None:
+        self._record().last_error = value
+
+    @property
+    def probe_time_s(self) -> float:
+        """Bus time spent on probes (and their timeouts)."""
+        f = self._failures
+        return 0.0 if f is None else f.probe_time_s
+
+    @probe_time_s.setter
+    def probe_time_s(self, value: float) -> None:
+        self._record().probe_time_s = value
+
+    @property
+    def failed_time_s(self) -> float:
+        """Bus time spent on failed transactions (probes included)."""
+        f = self._failures
+        return 0.0 if f is None else f.failed_time_s
+
+    @failed_time_s.setter
+    def failed_time_s(self, value: float) -> None:
+        self._record().failed_time_s = value
+
+    @property
+    def probe_timeout_s(self) -> float:
+        """The next probe's timeout (0: the estimator's)."""
+        f = self._failures
+        return 0.0 if f is None else f.probe_timeout_s
+
+    @probe_timeout_s.setter
+    def probe_timeout_s(self, value: float) -> None:
+        self._record().probe_timeout_s = value
+
+    @property
+    def quarantined_mono(self) -> float | None:
+        """When the current quarantine began."""
+        f = self._failures
+        return None if f is None else f.quarantined_mono
+
+    @quarantined_mono.setter
+    def quarantined_mono(self, value: float | None) -> None:
+        self._record().quarantined_mono = value
 
     @classmethod
     def create(
         cls, device: str, timeout_max_s: float, rng: random.Random,
         granularity_s: float = GRANULARITY_S,
     ) -> DeviceHealth:
-        return cls(device, RttEstimator(timeout_max_s, granularity_s), rng)
+        return cls(device, timeout_max_s, rng, granularity_s)
+
+    __eq__ = object.__eq__  # one device's record: by identity (not the estimator's fields)
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return (f"DeviceHealth(device={self.device!r}, consecutive={self.consecutive}, "
+                f"failures={self.failures}, quarantined={self.quarantined})")
+
+    @property
+    def rtt(self) -> RttEstimator:
+        """The adaptive timeout's estimator (this object)."""
+        return self
+
+    @property
+    def last_good_mono(self) -> float | None:
+        """When the last answer arrived (monotonic seconds; None: never)."""
+        ns = self.last_good_mono_ns
+        return None if ns is None else ns / 1e9
+
+    def _record(self) -> _Failures:
+        f = self._failures
+        if f is None:
+            f = self._failures = _Failures()
+        return f
 
     @property
     def backoff(self) -> Backoff:
         """The probes' backoff (made on first use)."""
-        b = self._backoff
+        f = self._record()
+        b = f.backoff
         if b is None:
-            b = self._backoff = probe_backoff(self.rng)
+            b = f.backoff = probe_backoff(self.rng)
         return b
 
     def probe_due(self, now: float) -> bool:
         return self.quarantined and now >= self.next_probe_at
 
-    def on_success(self, now: float, wall_ns: int) -> bool:
-        """Record an answer (any answer: an exception response proves the device is alive).
+    def on_success(self, now: float, wall_ns: int, mono_ns: int | None = None) -> bool:
+        """Record an answer (any answer: an exception response proves the device is alive)
+        that arrived at ``now`` (``mono_ns``: the same in nanoseconds, when the caller has it).
         Returns True when this ends a quarantine."""
         recovered = self.quarantined or self.consecutive > 0
         if recovered:
@@ -137,11 +263,13 @@ class DeviceHealth:
         self.consecutive = 0
         self.successes += 1
         self.quarantined = False
-        self.quarantined_mono = None
-        self.probe_timeout_s = 0.0
-        if self._backoff is not None:
-            self._backoff.reset()
-        self.last_good_mono = now
+        f = self._failures
+        if f is not None:
+            f.quarantined_mono = None
+            f.probe_timeout_s = 0.0
+            if f.backoff is not None:
+                f.backoff.reset()
+        self.last_good_mono_ns = round(now * 1e9) if mono_ns is None else mono_ns
         self.last_good_ns = wall_ns
         return was_quarantined
 
@@ -151,17 +279,18 @@ class DeviceHealth:
         a probe of this device needs when it answers as it used to (None: as much as this
         failure cost); ``extra_s``: what the bus owner added to this failure beyond its timeout
         (a guard silence, a hold of the line), expected to come with a probe too."""
-        self.failures += 1
+        f = self._record()
+        f.failures += 1
         self.consecutive += 1
-        self.failed_time_s += cost_s
-        self.last_error = err
+        f.failed_time_s += cost_s
+        f.last_error = err
         if self.consecutive == 1:
             log.warning("device_down device=%s bus=%s err=%s", self.device, bus, err)
         if self.quarantined or self.consecutive >= QUARANTINE_AFTER:
             was_probe = self.quarantined
             if not self.quarantined:
                 log.debug("device_quarantined device=%s bus=%s", self.device, bus)
-                self.quarantined_mono = now
+                f.quarantined_mono = now
             self.quarantined = True
             if probe_s is None:
                 probe_s, extra_s = cost_s, 0.0
@@ -175,6 +304,7 @@ class DeviceHealth:
         delay, not the gap: an expensive probe must not make the next one dearer still)."""
         delay = self.backoff.next_delay()
         gap = max(delay, charged_s / PROBE_SHARE, (usual_s + extra_s) / PROBE_SHARE)
-        self.next_probe_at = now + gap
+        f = self._record()
+        f.next_probe_at = now + gap
         patient = PROBE_SHARE * delay - extra_s  # its cost <= the cap's share of the gap
-        self.probe_timeout_s = min(self.rtt.max_s, max(usual_s, patient))
+        f.probe_timeout_s = min(self.max_s, max(usual_s, patient))

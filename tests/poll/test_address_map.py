@@ -242,6 +242,8 @@ def test_devices_of_one_profile_share_their_plans_until_one_learns() -> None:
     fixed = DevicePlan(DeviceConfig("f", prof.name, "rs485", unit_id=9, interval_s=60.0), prof,
                        shared=shared)
     assert len(fixed.groups) == 1 < len(a.groups)  # an interval override groups differently
+    assert a.groups is b.groups is c.groups  # the groups themselves: one tuple for all three
+    assert a.known is None and a.unreadable == frozenset() and not a.breaks  # no map made
     for ga, gb, gc in zip(a.groups, b.groups, c.groups, strict=True):
         assert ga.points is gb.points is gc.points
         assert ga.requests is gb.requests is gc.requests
@@ -252,7 +254,8 @@ def test_devices_of_one_profile_share_their_plans_until_one_learns() -> None:
     before = list(b.groups[k].requests)
     a.learn(Lesson(breaks=[brk]), time.monotonic())
     assert a.groups[k].requests is not b.groups[k].requests
+    assert a.known is not None and b.groups is c.groups and b.known is None
     assert len(a.groups[k].requests) > len(before)  # a reads around its break ...
     assert b.groups[k].requests == before and b.groups[k].requests is c.groups[k].requests
     a.forget("revived")  # ... until it forgets it: the profile's shared plan again
-    assert a.groups[k].requests is b.groups[k].requests
+    assert a.groups[k].requests is b.groups[k].requests and a.groups is b.groups

@@ -182,3 +182,17 @@ def test_a_probe_that_cost_more_than_its_timeout_pushes_the_next_one_out() -> No
     assert h.probe_timeout_s == 0.2  # ... but is not made more expensive by it
     assert h.on_success(h.next_probe_at, 1)
     assert h.quarantined_mono is None and h.probe_timeout_s == 0.0
+
+
+def test_a_device_that_never_failed_holds_one_small_object() -> None:
+    """Memory of a thousand devices: the health is its own estimator, has no instance dict, and
+    makes what failures need at the first failure; until then those read as their defaults."""
+    h = DeviceHealth.create("m1", 1.0, random.Random(3))
+    assert h.rtt is h and not hasattr(h, "__dict__")
+    h.sample(0.05)
+    assert h.on_success(1.0, 7, 1_000_000_000) is False
+    assert h._failures is None and h.last_good_mono == 1.0 and h.last_good_ns == 7
+    assert (h.failures, h.probes, h.last_error, h.quarantined_mono) == (0, 0, "", None)
+    h.on_failure(2.0, "timeout", "rs485", cost_s=0.5)
+    assert h._failures is not None and (h.failures, h.last_error) == (1, "timeout")
+    assert h.failed_time_s == 0.5
