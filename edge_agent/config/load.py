@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent.config.checks import BusEntry, DeviceEntry, cross_check
 from edge_agent.config.model import (
+    NO_TAGS,
     AgentConfig,
     BatchConfig,
     Bus,
@@ -185,7 +187,8 @@ class _Loader:
         if kind is BusKind.TCP:
             # interned: 500 endpoints of one host hold one string (tomllib makes one each)
             host = sys.intern(t.string("host", "", required=True) or "")
-            bus = TcpBus(name=name or "", host=host,
+            # the name interned too: the devices on it name it with the same string
+            bus = TcpBus(name=sys.intern(name or ""), host=host,
                          port=t.integer("port", 502, lo=1, hi=65535) or 502,
                          concurrency=t.integer("concurrency", 2, lo=1, hi=16) or 2,
                          timeout_max_s=t.number("timeout_max", 2.0, lo=0, lo_open=True) or 2.0)
@@ -222,7 +225,7 @@ class _Loader:
         profile = t.string("profile", required=True)
         bus = t.string("bus", required=True)
         unit_id = t.integer("unit_id", 1, lo=0, hi=255)
-        tags = self.tags(t)
+        tags = self.device_tags(t)
         max_gap = t.integer("max_gap", lo=0, hi=125)
         interval = t.number("interval")
         if interval is not None and interval < MIN_INTERVAL_S:
@@ -246,6 +249,10 @@ class _Loader:
                 if value is not None:
                     tags[key] = value
         return tags
+
+    def device_tags(self, t: Table) -> Mapping[str, str]:
+        """A device's tags; none: the one shared empty mapping."""
+        return self.tags(t) or NO_TAGS
 
     def uplink(self, t: Table) -> UplinkConfig | None:
         before = len(self.problems.items)

@@ -50,6 +50,23 @@ def test_devices_share_one_string_per_profile_bus_and_host() -> None:
         assert d.profile is sys.intern(d.profile) and d.bus is sys.intern(d.bus), d.name
     hosts = [b.host for b in cfg.buses.values() if isinstance(b, TcpBus)]
     assert hosts and all(h is sys.intern(h) for h in hosts)
+    # a Modbus TCP bus and the devices on it hold one string for its name
+    tcp = [d for d in cfg.devices if isinstance(cfg.buses[d.bus], TcpBus)]
+    assert tcp and all(d.bus is cfg.buses[d.bus].name for d in tcp)
+
+
+def test_devices_without_tags_share_one_read_only_mapping(write: Writer, config: Doc) -> None:
+    """Memory (issue #15): not an empty dict per device; tags that are given stay as given."""
+    from edge_agent.config.model import NO_TAGS, DeviceConfig
+
+    cfg = load_config(write("agent.toml", config))
+    assert {d.name: dict(d.tags) for d in cfg.devices} == {
+        "lamp1": {"pole": "P1"}, "lamp2": {}, "press": {}, "nb": {}}
+    assert [d.name for d in cfg.devices if d.tags is NO_TAGS] == ["lamp2", "press", "nb"]
+    assert DeviceConfig("x", "p", "b").tags is NO_TAGS
+    with pytest.raises(TypeError):
+        NO_TAGS["k"] = "v"  # type: ignore[index]
+    assert NO_TAGS == {} and len(NO_TAGS) == 0
 
 
 def test_minimal_config_defaults_and_relative_paths(write: Writer, config: Doc,
