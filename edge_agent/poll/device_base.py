@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import abc
-import asyncio
+import enum
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +23,7 @@ from edge_agent.errors import (
 from edge_agent.errors import ModbusException as ModbusExc
 from edge_agent.platform.clock import ClockProbe
 from edge_agent.poll.device_plan import DevicePlan, Group, SharedPlans
+from edge_agent.poll.gate import Gate
 from edge_agent.poll.health import GRANULARITY_S, DeviceHealth
 from edge_agent.poll.quality import judge
 from edge_agent.profiles.model import Point, Profile, Reporting, plausible_range
@@ -36,6 +37,13 @@ Offer = Callable[[str, Point, Value, Quality, str, int, int, bool], None]
 # A request's GOOD values at once: (device, [(point, value)...], mono_ns, wall_ns, clock_synced)
 OfferGood = Callable[[str, list[tuple[Point, Value]], int, int, bool], None]
 UNREADABLE_REASON = f"exc:{ModbusExc.ILLEGAL_DATA_ADDRESS}"
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET  # no GOOD value yet (``DeviceBase.last_values``)
 
 
 def failure_reason(exc: BusError) -> str:
@@ -59,6 +67,7 @@ class DeviceBase(abc.ABC):
         "_collect",
         "_emit",
         "_offer",
+        "_places",
         "bus_name",
         "device",
         "health",
@@ -87,17 +96,29 @@ class DeviceBase(abc.ABC):
         self.device = device
         self.bus_name = bus_name
         rng = rng or random.Random()
+        plans = plans or SharedPlans()
         self.plan = DevicePlan(device, profile, rng, plans)
         self.health = DeviceHealth.create(device.name, timeout_max_s, rng, granularity_s)
-        self.lock = asyncio.Lock()  # polls and writes of this device, one at a time
+        self.lock = Gate()  # polls and writes of this device, one at a time
         self._emit = emit
         self._offer = offer
         self._clock = clock
-        self.last_values: dict[str, Value] = {}
+        # the last GOOD value of each point, at its place in the profile (``_places``, shared
+        # by the devices of the profile): a list of pointers, not a dict of its own
+        self._places = plans.places(profile)
+        self.last_values: list[Value | _Unset] = [UNSET] * len(profile.points)
         self.requests_done = 0
         self.registers_read = 0
         self.last_timeout_s = timeout_max_s
         self._collect: dict[str, Judged] | None = None  # set by read_now
+
+    def last_value(self, point: str) -> Value | _Unset:
+        """``point``'s last GOOD value (``UNSET``: none yet)."""
+        return self.last_values[self._places[point]]
+
+    def remember(self, point: str, value: Value) -> None:
+        """``value`` is ``point``'s last GOOD value now (a confirmed write)."""
+        self.last_values[self._places[point]] = value
 
     def _reading(self, p: Point, value: Value, q: Quality, reason: str, mono: int,
                  wall: int, synced: bool) -> None:
@@ -137,7 +158,7 @@ class DeviceBase(abc.ABC):
         """A decoded value: GOOD, OUT_OF_RANGE (value kept) or BAD (NaN / infinite)."""
         q, reason = judge(value, plausible_range(p))
         if q is Quality.GOOD:
-            self.last_values[p.name] = value
+            self.last_values[self._places[p.name]] = value
         self._reading(p, None if q is Quality.BAD else value, q, reason, mono, wall, synced)
 
     def _bad(self, points: Sequence[Point], reason: str) -> None:
@@ -155,9 +176,10 @@ class DeviceBase(abc.ABC):
     def _stale(self, points: Sequence[Point]) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
         synced = self._clock.state().synced
+        last, places = self.last_values, self._places
         for p in points:
-            if p.name in self.last_values:
-                value = self.last_values[p.name]
+            value = last[places[p.name]]
+            if value is not UNSET:
                 self._reading(p, value, Quality.STALE, "quarantined", mono, wall, synced)
             else:
                 self._reading(p, None, Quality.BAD, "quarantined", mono, wall, synced)

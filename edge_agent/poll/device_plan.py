@@ -52,7 +52,7 @@ class SharedPlans:
     holding their own; a device whose learnt address map changes its plan gets its own
     (``DevicePlan.replan``)."""
 
-    __slots__ = ("_groups", "_plans", "_pristine")
+    __slots__ = ("_groups", "_places", "_plans", "_pristine")
 
     def __init__(self) -> None:
         # keyed by identity; each entry holds its key object, so the id stays that object's
@@ -61,6 +61,15 @@ class SharedPlans:
                           tuple[tuple[ModbusPoint, ...], list[ReadRequest]]] = {}
         self._pristine: dict[tuple[int, float | None, int],
                              tuple[Profile, tuple[Group, ...]]] = {}
+        self._places: dict[int, tuple[Profile, dict[str, int]]] = {}
+
+    def places(self, profile: Profile) -> dict[str, int]:
+        """Each point's place in ``profile.points`` by name (shared: never to be changed)."""
+        hit = self._places.get(id(profile))
+        if hit is None or hit[0] is not profile:
+            hit = self._places[id(profile)] = (
+                profile, {p.name: k for k, p in enumerate(profile.points)})
+        return hit[1]
 
     def groups(self, device: DeviceConfig, profile: Profile) -> list[_GroupShape]:
         key = (id(profile), device.interval_s)

@@ -131,7 +131,7 @@ class DevicePoller(DeviceBase):
         health = self.health
         mono, wall = health.last_good_mono_ns or 0, health.last_good_ns or 0
         synced = self._clock.state().synced
-        last_values = self.last_values
+        last_values, places = self.last_values, self._places
         reading = self._reading
         good = Quality.GOOD
         name = self.device.name
@@ -173,7 +173,7 @@ class DevicePoller(DeviceBase):
                         goods = self._hand_over(offer_good, goods, mono, wall, synced)
                     reading(p, value, q, why, mono, wall, synced)
                     continue
-            last_values[p.name] = value
+            last_values[places[p.name]] = value
             if offer_good is not None:
                 goods.append((p, value))
             elif offer is not None:

@@ -392,7 +392,7 @@ class Poller:
         synced = self._clock.state().synced
         reading = Reading(device, p.name, confirmed, p.unit, time.time_ns(), time.monotonic_ns(),
                           Quality.GOOD, "", p.reporting.alarm, synced)
-        dp.last_values[p.name] = confirmed
+        dp.remember(p.name, confirmed)
         self._emit(reading, p.reporting)
         self._flush()
         return confirmed

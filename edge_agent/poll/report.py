@@ -47,10 +47,13 @@ class ReportFilter:
     """Remembers the last reported reading per (device, point).
 
     Compactly, as a thousand devices' eight thousand points are held for ever: per device one
-    flat list ``[index, value, quality, reason, mono_ns, value, quality, ...]`` (four slots a
-    point, ~32 bytes), where ``index`` maps a point name to its first slot. Index maps are shared
-    by every device whose points were first seen in the same order (the devices of one
-    profile), so a device costs its list and nothing else.
+    flat list ``[index, value, state, mono_ns, value, state, ...]`` (three slots a point, 24
+    bytes), where ``index`` maps a point name to its first slot and ``state`` is the quality
+    alone when the reason is empty (every GOOD reading) or else the pair (quality, reason). The
+    list is exactly as long as its points need (no room to grow: a device's points are all
+    seen in its first polls). Index maps are shared by every device whose points were first
+    seen in the same order (the devices of one profile), so a device costs its list and nothing
+    else.
     """
 
     def __init__(self) -> None:
@@ -69,15 +72,16 @@ class ReportFilter:
             self._first(device, last, point, value, quality, reason, mono_ns)
             return True
         hb = rep.heartbeat_s
+        state = last[i + 1]
         if (
-            last[i + 1] == quality
-            and last[i + 2] == reason
-            and (hb is None or mono_ns - last[i + 3] < int(hb * 1e9))
+            (state == quality if not reason else
+             (state.__class__ is tuple and state[0] == quality and state[1] == reason))
+            and (hb is None or mono_ns - last[i + 2] < int(hb * 1e9))
             # equal values never moved (NaN != NaN falls through to ``moved``)
             and (last[i] == value or not moved(last[i], value, rep))
         ):
             return False
-        last[i : i + 4] = value, quality, reason, mono_ns
+        last[i : i + 3] = value, (quality, reason) if reason else quality, mono_ns
         return True
 
     def offer_good(self, device: str, items: list[tuple[Point, Value]],
@@ -95,10 +99,10 @@ class ReportFilter:
                 last = self._last[device]
                 out.append(item)
                 continue
-            if last[i + 1] == good and not last[i + 2]:
+            if last[i + 1] == good:  # GOOD without a reason (a pair never equals it)
                 rep = p.reporting
                 hb = rep.heartbeat_s
-                if hb is None or mono_ns - last[i + 3] < int(hb * 1e9):
+                if hb is None or mono_ns - last[i + 2] < int(hb * 1e9):
                     lv = last[i]
                     if lv == value:
                         continue
@@ -107,23 +111,25 @@ class ReportFilter:
                             continue
                     elif not moved(lv, value, rep):
                         continue
-            last[i : i + 4] = value, good, "", mono_ns
+            last[i : i + 3] = value, good, mono_ns
             out.append(item)
         return out
 
     def _first(self, device: str, last: list[Any] | None, point: str, value: Value,
                quality: str, reason: str, mono_ns: int) -> None:
-        """A point's first reading: its four slots, and the device's index map with it."""
+        """A point's first reading: its three slots (in a new list of exactly the length
+        needed), and the device's index map with it."""
         if last is None:
-            last = self._last[device] = [None]
             names: tuple[str, ...] = (point,)
+            old: tuple[Any, ...] = ()
         else:
             names = (*last[0], point)
+            old = tuple(last[1:])
         index = self._maps.get(names)
         if index is None:
-            index = self._maps[names] = {n: 1 + 4 * k for k, n in enumerate(names)}
-        last[0] = index
-        last += (value, quality, reason, mono_ns)
+            index = self._maps[names] = {n: 1 + 3 * k for k, n in enumerate(names)}
+        self._last[device] = list((index, *old, value, (quality, reason) if reason else quality,
+                                   mono_ns))
 
     def forget(self, device: str) -> None:
         self._last.pop(device, None)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from edge_agent.errors import ContractError
 from edge_agent.platform.timers import Timer, timers_for
+from edge_agent.poll.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class BusScheduler:
         self.queue = EdfQueue()
         self._concurrency = max(1, concurrency)
         self._workers = self._concurrency  # set by start(): at most one per job
-        self.slots = asyncio.Semaphore(self._concurrency)
+        self.slots = Gate(self._concurrency)  # FIFO, as asyncio.Semaphore (poll.gate)
         self._run_job = run_job
         self._clock = clock
         self.busy_s = 0.0  # time spent inside jobs (summed over concurrent slots)
