@@ -262,8 +262,12 @@ class Poller:
             if self.schedulers[bus].tick_s > 0 and iv > 0:
                 rate += 1.0 / iv
                 shortest[bus] = min(iv, shortest.get(bus, iv))
+        ticks: dict[float, float] = {}  # one float a grid, not one a bus
         for bus, iv in shortest.items():
-            self.schedulers[bus].tick_s = network_tick(rate, iv)
+            tick = ticks.get(iv)
+            if tick is None:
+                tick = ticks[iv] = network_tick(rate, iv)
+            self.schedulers[bus].tick_s = tick
 
     async def _run_job(self, job: Job) -> None:
         slot = cast(_PollJob, job)  # every job of this poller's schedulers is one

@@ -79,18 +79,22 @@ class Job:
         self.release += periods * t
 
 
+# the heaps' tie-breaker, shared by every queue (only its order matters: one counter, not one
+# per bus)
+_SEQ = itertools.count()
+
+
 class EdfQueue:
     """Jobs waiting for their release (by release time) and released ones (by deadline)."""
 
     def __init__(self) -> None:
         self._pending: list[tuple[float, int, Job]] = []
         self._ready: list[tuple[float, int, Job]] = []
-        self._seq = itertools.count()
         # set by add() when the workers must look again; waiting workers' futures are woken
         # (plain futures and one timer, no asyncio.timeout: it costs a cancellation per wake-up)
         self.changed = False
-        # (a list: at most one future per worker; an empty set is 216 bytes, a list 56)
-        self.waiters: list[asyncio.Future[None]] = []
+        # (a tuple, replaced: at most one future per worker, and the empty tuple is shared)
+        self.waiters: tuple[asyncio.Future[None], ...] = ()
         self.wake_at = math.inf  # the release a waiting worker sleeps until
         self.on_wake: Callable[[], None] | None = None  # the scheduler's: re-arm its parked timer
 
@@ -100,7 +104,7 @@ class EdfQueue:
     def add(self, job: Job, *, wake: bool = True) -> None:
         """Queue ``job`` for its release. ``wake=False``: the caller is a worker about to look
         at the queue itself (a job it just completed), so sleeping workers stay asleep."""
-        heapq.heappush(self._pending, (job.release, next(self._seq), job))
+        heapq.heappush(self._pending, (job.release, next(_SEQ), job))
         if wake and job.release < self.wake_at:  # earlier than the workers sleep until: wake
             self.changed = True
             for fut in self.waiters:
@@ -133,6 +137,11 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 class BusScheduler:
     """Dispatches one bus's jobs EDF, at most ``concurrency`` at a time."""
+
+    # five hundred buses of the district: no instance dict
+    __slots__ = ("_clock", "_concurrency", "_crash", "_live", "_parked", "_run_job", "_running",
+                 "_timer", "_timer_for", "_workers", "bus", "busy_s", "park_s", "queue",
+                 "restarts", "slots", "tick_s")
 
     def __init__(
         self,
@@ -200,11 +209,11 @@ class BusScheduler:
                 if nxt is not None:
                     # one loop timer for every scheduler's sleeps (and the requests' timeouts)
                     timer = timers_for(loop).call_later(max(0.0, wake - now), _wake, fut)
-                queue.waiters.append(fut)
+                queue.waiters = (*queue.waiters, fut)
                 try:
                     await fut
                 finally:
-                    queue.waiters.remove(fut)
+                    queue.waiters = tuple(f for f in queue.waiters if f is not fut)
                     if timer is not None:
                         timer.cancel()
             queue.changed = False
@@ -287,7 +296,8 @@ class BusScheduler:
         else:  # a job queued now (add): at once, as a waiting worker woken by add() takes it
             delay = 0.0
         self._timer_for = nxt
-        self._timer = timers_for().call_later(max(0.0, delay), self._unpark, worker)
+        # a plain function and this scheduler as its argument: no bound method held a bus
+        self._timer = timers_for().call_later(max(0.0, delay), _unpark, self, worker)
 
     def _unpark(self, i: int) -> None:
         """The timer's callback: start parked worker ``i`` (a task; it takes the due job)."""
@@ -338,3 +348,8 @@ class BusScheduler:
             await crash
         finally:
             await self.close()
+
+
+def _unpark(sched: BusScheduler, i: int) -> None:
+    """The parked timer's callback (see ``BusScheduler._arm``)."""
+    sched._unpark(i)

@@ -332,3 +332,13 @@ def test_workers_of_one_second_jobs_never_park() -> None:
     for jobs_per_s in (0.5, 50.0, 1000.0):
         assert 1.0 + network_tick(jobs_per_s, 1.0) < PARK_S
     assert 2.0 + network_tick(0.5, 2.0) < PARK_S  # nor those of 2 s jobs
+
+
+def test_a_scheduler_holds_no_instance_dict_and_no_waiters_at_rest() -> None:
+    """Memory of the district's five hundred buses (issue #15)."""
+
+    async def run_job(job: Job) -> None:
+        pass
+
+    s = BusScheduler("tcp", 2, run_job)
+    assert not hasattr(s, "__dict__") and s.queue.waiters == ()
