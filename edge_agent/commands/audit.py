@@ -7,30 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import cbor2
-
 from edge_agent.commands.execute import CommandExecutor
-from edge_agent.commands.model import Command, Result, encode_result
-from edge_agent.commands.results import ResultStore
+from edge_agent.commands.model import Command, Result, best_effort_id, encode_result
+from edge_agent.commands.results import ResultStore, deliver_result
 from edge_agent.commands.verify import CommandVerifier
-from edge_agent.errors import CommandRefused, CommandStoreError
+from edge_agent.errors import CommandRefused
 from edge_agent.trust.cose import sign1
 from edge_agent.trust.ed25519 import PrivateKey
 
 log = logging.getLogger("edge_agent.audit")
-
-
-def _best_effort_id(message: bytes) -> bytes:
-    """The command id for correlating a refusal, read without trusting anything else."""
-    try:
-        from edge_agent.trust.cose import parse1
-
-        payload = parse1(message)[2]
-        m = cbor2.loads(payload)
-        cid = m.get(2) if isinstance(m, dict) else None
-        return cid if isinstance(cid, bytes) and len(cid) <= 64 else b""
-    except Exception:  # anything unparseable simply has no id to echo
-        return b""
 
 
 @dataclass
@@ -81,17 +66,8 @@ class CommandService:
         return res
 
     def _refused(self, message: bytes, cmd: Command | None, kid: bytes, reason: str) -> Result:
-        cid = cmd.id if cmd is not None else _best_effort_id(message)
+        cid = cmd.id if cmd is not None else best_effort_id(message)
         return Result(cid, self.gateway_id, False, reason, time.time_ns(), kid, None)
 
     def _deliver(self, res: Result, cose: bytes) -> None:
-        if self.results is not None:
-            try:
-                self.results.add(res, cose)
-            except CommandStoreError as exc:
-                log.warning("command_result_not_stored id=%s err=%s (published from memory)",
-                            res.id.hex() or "-", exc)
-            else:
-                self.results_changed()
-                return
-        self.publish_result(cose)
+        deliver_result(self.results, res, cose, self.results_changed, self.publish_result)

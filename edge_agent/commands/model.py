@@ -136,6 +136,20 @@ def encode_result(res: Result) -> bytes:
     return cbor2.dumps(m, canonical=True)
 
 
+def best_effort_id(message: bytes) -> bytes:
+    """The command id of a COSE_Sign1 command message, for correlating a refusal, read without
+    trusting anything else (b"" when there is none)."""
+    try:
+        from edge_agent.trust.cose import parse1
+
+        payload = parse1(message)[2]
+        m = cbor2.loads(payload)
+        cid = m.get(2) if isinstance(m, dict) else None
+        return cid if isinstance(cid, bytes) and len(cid) <= 64 else b""
+    except Exception:  # anything unparseable simply has no id to echo
+        return b""
+
+
 def decode_result(payload: bytes) -> Result:
     """Parse a result payload (already signature-checked by the caller); VerifyError for anything
     that is not one."""

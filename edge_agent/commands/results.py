@@ -160,3 +160,20 @@ class ResultStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
+
+
+def deliver_result(store: ResultStore | None, res: Result, cose: bytes,
+                   changed: Callable[[], None], publish: Callable[[bytes], None]) -> None:
+    """Hand a signed result on: to the durable ``store`` (then ``changed()``: the uplink
+    publishes it until the broker acknowledged it); without a store, or when storing fails, to
+    ``publish`` (memory only)."""
+    if store is not None:
+        try:
+            store.add(res, cose)
+        except CommandStoreError as exc:
+            log.warning("command_result_not_stored id=%s err=%s (published from memory)",
+                        res.id.hex() or "-", exc)
+        else:
+            changed()
+            return
+    publish(cose)

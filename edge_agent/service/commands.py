@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,9 +56,11 @@ class RemoteCommands:
     command that arrives."""
 
     def __init__(self, make_service: Callable[[RemoteCommands], CommandService],
+                 unbuilt: Callable[[RemoteCommands, bytes, Exception], None],
                  guard: ReplayGuard, results: ResultStore | None,
                  loop: asyncio.AbstractEventLoop) -> None:
         self._make_service = make_service
+        self._unbuilt = unbuilt
         self._service: CommandService | None = None
         self._guard = guard
         self.results = results
@@ -78,7 +81,12 @@ class RemoteCommands:
         self._loop.call_soon_threadsafe(self._start, message)
 
     def _start(self, message: bytes) -> None:
-        t = self._loop.create_task(self.service.handle(message))
+        try:
+            service = self.service
+        except Exception as exc:  # its modules failed to load: answered all the same
+            self._unbuilt(self, message, exc)
+            return
+        t = self._loop.create_task(service.handle(message))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
@@ -122,8 +130,27 @@ def build_command_service(agent: Agent, loop: asyncio.AbstractEventLoop) -> Remo
                               results=results,
                               results_changed=lambda: remote.results_changed())
 
+    def unbuilt(remote: RemoteCommands, message: bytes, exc: Exception) -> None:
+        """The command service could not be built: its modules, imported at the first command,
+        failed to load (e.g. a tree upgraded in place under the running daemon, which then
+        holds modules of two versions). The message still gets its audit line and one signed
+        refusal, made of what the daemon loaded at start; the next command tries again."""
+        from edge_agent.commands.model import Result, best_effort_id, encode_result
+        from edge_agent.commands.results import deliver_result
+        from edge_agent.trust.cose import sign1
+
+        log.error("command_service_unavailable err=%s: %s", type(exc).__name__, exc)
+        res = Result(best_effort_id(message), cfg.gateway_id, False, "internal_error",
+                     time.time_ns(), b"", None)
+        logging.getLogger("edge_agent.audit").info(
+            "command_audit id=%s kid=- action=- device=- point=- accepted=false "
+            "reason=internal_error detail=%r", res.id.hex() or "-",
+            f"{type(exc).__name__}: {exc}"[:300])
+        deliver_result(remote.results, res, sign1(encode_result(res), agent.key, agent.signer.kid),
+                       lambda: remote.results_changed(), lambda b: remote.publish_result(b))
+
     log.info("remote_commands_enabled operators=%d", len(allow))
-    return RemoteCommands(make_service, guard, results, loop)
+    return RemoteCommands(make_service, unbuilt, guard, results, loop)
 
 
 def stored_results(commands: RemoteCommands | None, cmd_id: str | None,

@@ -123,8 +123,17 @@ class RolloutManager(RolloutInventory):
     async def handle(self, message: bytes) -> RolloutResult:
         """Verify, admit and apply one bundle (service/rollout_apply.py, imported here: a
         rollout is rare, the daemon does not hold its code from the start)."""
-        from edge_agent.service.rollout_apply import handle
-
+        try:
+            from edge_agent.service.rollout_apply import handle
+        except Exception as exc:  # e.g. the tree upgraded in place under the running daemon
+            log.exception("rollout_failed kid=-")
+            detail = f"{type(exc).__name__}: {exc}"
+            res = RolloutResult(self.agent.cfg.gateway_id, claimed_version(message), "refused",
+                                "internal_error", time.time_ns(), detail=detail)
+            audit.info("config_audit version=%d kid=- state=refused reason=internal_error "
+                       "detail=%r", res.version, detail[:300])
+            self._deliver(res)
+            return res
         return await handle(self, message)
 
     # -- probation ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """An upgrade in place while the daemon runs (docs/operations.md: "run scripts/install again to
-upgrade"; the installer does not restart the service). The daemon imports its rare paths on first
+upgrade"; the installer restarts a running service, but a daemon can still meet a mixed tree:
+one replaced by other means, a restart that failed). The daemon imports its rare paths on first
 use (fa51c15, issue #15's memory), so the first bundle or remote command after such an upgrade
 loads the NEW version's code into the OLD process. When that import fails (the new module needs a
 name only the new version of a module loaded at start has), the message must still get its one
@@ -54,11 +55,6 @@ def tree_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
         broker.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "service/rollout.py RolloutManager.handle imports service/rollout_apply outside any "
-    "try: an import that fails (a mixed-version tree after an in-place upgrade) leaves the "
-    "bundle unanswered and unaudited; fix: answer refused/internal_error when it fails "
-    "(and/or scripts/install restarts a running service after upgrading)"))
 @pytest.mark.timeout(240)
 def test_a_bundle_after_an_in_place_upgrade_still_gets_its_answer(
         tree_gateway: tuple[Fleet, Path]) -> None:
@@ -84,11 +80,6 @@ def test_a_bundle_after_an_in_place_upgrade_still_gets_its_answer(
         sub.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "service/commands.py RemoteCommands._start builds the command service (imports "
-    "commands/audit, execute, verify) outside any try: an import that fails leaves the "
-    "command unanswered and unaudited ('Exception in callback' only); fix: answer it "
-    "refused/internal_error, signed, when the service cannot be built"))
 @pytest.mark.timeout(240)
 def test_a_command_after_an_in_place_upgrade_still_gets_its_answer(
         tree_gateway: tuple[Fleet, Path]) -> None:
