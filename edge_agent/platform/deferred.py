@@ -27,7 +27,7 @@ class _Deferred(types.ModuleType):
 def _load(stub: _Deferred) -> types.ModuleType:
     name = stub.__name__
     if sys.modules.get(name) is stub:
-        del sys.modules[name]
+        sys.modules.pop(name, None)  # two threads may both get here
     return importlib.import_module(name)  # binds the real module on its package too
 
 
