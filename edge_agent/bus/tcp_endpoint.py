@@ -30,21 +30,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Sequence
 
-from edge_agent.bus.rtu import Pdu, decode_bits_or_regs, read_pdu, write_pdu
+from edge_agent.bus.mbap import (
+    MAX_PDU,
+    MBAP,
+    check_unit,
+    check_write_echo,
+    read_request,
+    read_values,
+)
+from edge_agent.bus.rtu import Pdu, write_pdu
 from edge_agent.bus.tcp_socket import open_connection, read_buffer
 from edge_agent.config.model import TcpBus
 from edge_agent.errors import (
     BusClosed,
     BusError,
     BusTimeout,
-    CodecError,
     FrameError,
-    ModbusException,
 )
 from edge_agent.platform.timers import timers_for
 from edge_agent.profiles.model import Table
@@ -53,18 +58,11 @@ from edge_agent.retry import Backoff, RetryPolicy
 log = logging.getLogger(__name__)
 
 STALL_LIMIT = 3  # consecutive timeouts (no answer at all in between) before reconnecting
-MAX_PDU = 253
-MAX_FRAME = 7 + MAX_PDU  # MBAP header (unit included) + PDU
 _DEFAULT_RETRY = RetryPolicy()
 
 
 _Waiter = asyncio.Future[bytes]
 _Pending = dict[int, tuple[_Waiter, int]]  # tid -> (future, unit)
-_MBAP = struct.Struct(">HHHB")  # transaction id, protocol 0, length, unit
-_READS_MAX = 4096  # cached read PDUs (one per distinct request of all devices)
-# (table, address, count) -> request PDU and, for registers, the answer's decoder; shared by all
-# endpoints (a thousand devices of a few profiles ask a few dozen distinct reads)
-_READS: dict[tuple[Table, int, int], tuple[Pdu, struct.Struct | None]] = {}
 
 
 class TcpEndpoint:
@@ -103,44 +101,15 @@ class TcpEndpoint:
         self, unit: int, table: Table, address: int, count: int, *, timeout_s: float
     ) -> list[int]:
         key = (table, address, count)
-        pdu, regs = self._read_pdu(key)
+        pdu, regs = read_request(key)
         answer = await self._transact(unit, pdu, timeout_s)
-        return self._read_answer(unit, key, pdu, regs, answer)
-
-    def _read_pdu(self, key: tuple[Table, int, int]) -> tuple[Pdu, struct.Struct | None]:
-        """The request PDU of a read and, for registers, the struct of its answer (cached)."""
-        cached = _READS.get(key)
-        if cached is None:
-            table, address, count = key
-            pdu = read_pdu(table, address, count)  # CodecError for a bad range: not cached
-            if len(_READS) >= _READS_MAX:
-                _READS.clear()
-            cached = _READS[key] = (
-                pdu, None if table.is_bits else struct.Struct(f">x{count}H"))
-        return cached
-
-    def _read_answer(self, unit: int, key: tuple[Table, int, int], pdu: Pdu,
-                     regs: struct.Struct | None, answer: bytes) -> list[int]:
-        data = self._check_answer(unit, pdu, answer)
-        if len(data) != pdu.answer_len - 1 or data[0] != pdu.answer_len - 2:
-            raise FrameError(
-                f"bus={self.name} unit={unit} fc={pdu.fc}: answer of {len(data) + 1} bytes "
-                f"(byte count {data[0] if data else '-'}), expected {pdu.answer_len}"
-            )
-        if regs is not None:
-            return list(regs.unpack(data))
-        return decode_bits_or_regs(data, key[0], key[2])
+        return read_values(self.name, unit, key, pdu, regs, answer)
 
     async def write(
         self, unit: int, table: Table, address: int, values: Sequence[int], *, timeout_s: float
     ) -> None:
         pdu = write_pdu(table, address, values)
-        data = self._check_answer(unit, pdu, await self._transact(unit, pdu, timeout_s))
-        if data[:4] != pdu.body[1:5]:
-            raise FrameError(
-                f"bus={self.name} unit={unit} fc={pdu.fc}: write echo mismatch "
-                f"sent={pdu.body[1:5].hex()} echoed={data[:4].hex()}"
-            )
+        check_write_echo(self.name, unit, pdu, await self._transact(unit, pdu, timeout_s))
 
     def min_timeout_s(self, table: Table, count: int) -> float:
         return 0.0
@@ -151,11 +120,6 @@ class TcpEndpoint:
         self._fail_all(BusClosed(f"bus={self.name} closed"))
 
     # -- requests ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_unit(unit: int) -> None:
-        if not 0 <= unit <= 255:
-            raise CodecError(f"modbus unit id {unit} outside 0..255")
 
     async def _take_slot(self) -> None:
         """One of ``cfg.concurrency`` in-flight slots, first come first served (a plain counter:
@@ -188,7 +152,7 @@ class TcpEndpoint:
     async def _transact(self, unit: int, pdu: Pdu, timeout_s: float) -> bytes:
         """Send one request; the answer PDU (function code first). Raw: the caller checks it."""
         if not 0 <= unit <= 255:
-            self._check_unit(unit)
+            check_unit(unit)
         # a free slot (the common case) is taken inline: no coroutine for it
         if self._inflight < max(1, self.cfg.concurrency) and not self._slot_waiters:
             self._inflight += 1
@@ -205,7 +169,7 @@ class TcpEndpoint:
             pending[tid] = (fut, unit)
             # sent now, in its own send() (no hand-off to the next loop iteration: the scheduler
             # starts one endpoint's jobs apart, and some servers read one frame a segment)
-            self._send(sock, _MBAP.pack(tid, 0, len(pdu.body) + 1, unit) + pdu.body)
+            self._send(sock, MBAP.pack(tid, 0, len(pdu.body) + 1, unit) + pdu.body)
             handle = timers_for(loop).call_later(timeout_s, self._expire, tid, unit, pdu.fc)
             try:
                 answer = await fut
@@ -217,19 +181,6 @@ class TcpEndpoint:
         finally:
             self._give_slot()
         return answer
-
-    def _check_answer(self, unit: int, pdu: Pdu, answer: bytes) -> bytes:
-        """The answer's data after the function code; ModbusException / FrameError."""
-        fc = answer[0]
-        if fc == pdu.fc | 0x80 and len(answer) >= 2:
-            raise ModbusException(
-                answer[1], f"bus={self.name} unit={unit} fc={pdu.fc} exception={answer[1]}"
-            )
-        if fc != pdu.fc:
-            raise FrameError(
-                f"bus={self.name} unit={unit}: answer function code {fc}, expected {pdu.fc}"
-            )
-        return answer[1:]
 
     def _next_tid(self, pending: _Pending) -> int:
         for _ in range(0x10000):

@@ -44,7 +44,7 @@ from edge_agent.poll.device_plan import Group, SharedPlans
 from edge_agent.poll.device_poll import DevicePoller
 from edge_agent.poll.health import GRANULARITY_S, NETWORK_GRANULARITY_S
 from edge_agent.poll.report import ReportFilter
-from edge_agent.poll.scheduler import BusScheduler, Job
+from edge_agent.poll.scheduler import NETWORK_TICK_S, BusScheduler, Job, network_tick
 from edge_agent.poll.status import DeviceStatus, device_status
 from edge_agent.poll.write import write_point
 from edge_agent.profiles import codec
@@ -55,26 +55,6 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Reading], None]
 SinkMany = Callable[[list[Reading]], None]
-# Network buses start their jobs on a common grid, so one loop wake-up starts the polls of many
-# endpoints (a line's jobs keep their exact releases: its bus time is what is scarce there). The
-# grid is as coarse as gives about JOBS_PER_TICK jobs a tick over all network buses, at most a
-# quarter of a bus's shortest interval and NETWORK_TICK_MAX_S, at least NETWORK_TICK_S; ticks are
-# 20 ms x a power of two, so the grids of different buses nest and their wake-ups coincide.
-NETWORK_TICK_S = 0.02
-NETWORK_TICK_MAX_S = 1.0
-JOBS_PER_TICK = 16
-
-
-def network_tick(jobs_per_s: float, shortest_interval_s: float) -> float:
-    """The start grid of a network bus: see NETWORK_TICK_S above."""
-    want = JOBS_PER_TICK / jobs_per_s if jobs_per_s > 0 else NETWORK_TICK_MAX_S
-    want = min(want, shortest_interval_s / 4, NETWORK_TICK_MAX_S)
-    tick = NETWORK_TICK_S
-    while tick * 2 <= want:
-        tick *= 2
-    return tick
-
-
 class _PollJob(Job):
     """A device's interval group as the scheduler's job: the job carries what it polls (no
     slot object and no job -> slot table: ~130 bytes a device)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+from edge_agent.errors import ContractError
+
 
 class Gate:
     """At most ``slots`` holders at once; ``async with gate:`` holds one."""
@@ -20,7 +22,7 @@ class Gate:
 
     def __init__(self, slots: int = 1) -> None:
         if slots < 0:
-            raise ValueError("a Gate's slots must be >= 0")
+            raise ContractError("a Gate's slots must be >= 0")
         self._free = slots
         self._waiters: list[asyncio.Future[None]] | None = None  # only while someone waits
 

@@ -40,10 +40,29 @@ log = logging.getLogger(__name__)
 
 # a worker sleeping at least this long parks (its task ends; the scheduler's timer starts one
 # parked worker per due job): see above. Well over a 1 s job's sleep (its interval plus at most a
-# quarter-interval start grid, engine's network_tick): the busy loads never pay a task start per
+# quarter-interval start grid, network_tick below): the busy loads never pay a task start per
 # poll. On the district at 60 s a start costs ~10-25 µs, one per job run: parked or never
 # parking, it idles under 1 % of a core (docs/benchmarks.md, "One timer per parked bus").
 PARK_S = 5.0
+
+# Network buses start their jobs on a common grid, so one loop wake-up starts the polls of many
+# endpoints (a line's jobs keep their exact releases: its bus time is what is scarce there). The
+# grid is as coarse as gives about JOBS_PER_TICK jobs a tick over all network buses, at most a
+# quarter of a bus's shortest interval and NETWORK_TICK_MAX_S, at least NETWORK_TICK_S; ticks are
+# 20 ms x a power of two, so the grids of different buses nest and their wake-ups coincide.
+NETWORK_TICK_S = 0.02
+NETWORK_TICK_MAX_S = 1.0
+JOBS_PER_TICK = 16
+
+
+def network_tick(jobs_per_s: float, shortest_interval_s: float) -> float:
+    """The start grid of a network bus: see NETWORK_TICK_S above."""
+    want = JOBS_PER_TICK / jobs_per_s if jobs_per_s > 0 else NETWORK_TICK_MAX_S
+    want = min(want, shortest_interval_s / 4, NETWORK_TICK_MAX_S)
+    tick = NETWORK_TICK_S
+    while tick * 2 <= want:
+        tick *= 2
+    return tick
 
 
 @dataclass(eq=False, slots=True)

@@ -9,7 +9,8 @@ import socket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.bus.tcp_endpoint import MAX_FRAME, TcpEndpoint
+from edge_agent.bus.mbap import MAX_FRAME
+from edge_agent.bus.tcp_endpoint import TcpEndpoint
 from edge_agent.config.model import TcpBus
 
 

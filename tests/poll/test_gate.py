@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from edge_agent.errors import ContractError
 from edge_agent.poll.gate import Gate
 
 
@@ -70,5 +71,5 @@ def test_slots_holders_at_once() -> None:
 
 def test_a_gate_is_small() -> None:
     assert not hasattr(Gate(), "__dict__")
-    with pytest.raises(ValueError):
+    with pytest.raises(ContractError):
         Gate(-1)

@@ -117,7 +117,7 @@ def test_tcp_concurrency_limit_and_spread() -> None:
 
 
 def test_network_grid_gathers_jobs_into_few_wake_ups_but_stays_well_inside_the_interval() -> None:
-    from edge_agent.poll.engine import NETWORK_TICK_MAX_S, NETWORK_TICK_S, network_tick
+    from edge_agent.poll.scheduler import NETWORK_TICK_MAX_S, NETWORK_TICK_S, network_tick
 
     assert network_tick(50, 1.0) == pytest.approx(0.16)  # 50 devices at 1 s: ~8 per wake-up
     assert network_tick(1000 / 60, 60.0) == pytest.approx(0.64)  # a district at 60 s
@@ -326,8 +326,7 @@ def test_starting_a_running_scheduler_is_a_contract_error() -> None:
 def test_workers_of_one_second_jobs_never_park() -> None:
     """A 1 s job's worker sleeps at most its interval plus its bus's start grid (a quarter of the
     shortest interval at most): parking there would cost a task start every poll."""
-    from edge_agent.poll.engine import network_tick
-    from edge_agent.poll.scheduler import PARK_S
+    from edge_agent.poll.scheduler import PARK_S, network_tick
 
     for jobs_per_s in (0.5, 50.0, 1000.0):
         assert 1.0 + network_tick(jobs_per_s, 1.0) < PARK_S

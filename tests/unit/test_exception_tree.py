@@ -36,6 +36,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("edge_agent/profiles/model.py", "KeyError"):
         "Profile.point(name) is a lookup by name with mapping semantics; every caller turns it "
         "into CommandRefused('unknown_point') or a config Problem at once",
+    ("edge_agent/bus/tcp_socket.py", "OSError"):
+        "open_connection keeps socket.create_connection's contract (an OSError, like the "
+        "connect errors it collects); TcpEndpoint._connect turns every OSError into BusClosed",
+    ("edge_agent/bus/tcp_socket.py", "errors[0]"):
+        "re-raises the one OSError every address's connect failed with (socket."
+        "create_connection's contract); TcpEndpoint._connect turns it into BusClosed",
     ("edge_agent/bus/at.py", "ex.error"):
         "re-raises the AtError (typed ``AtError | None``, checked by mypy) an exchange collected "
         "from the module's ERROR / +CME ERROR line",
