@@ -27,7 +27,6 @@ hash whatever its version, targets or time window; the gateway reports it in its
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from typing import Any
 import cbor2
 
 from edge_agent.errors import CommandRefused, VerifyError
+from edge_agent.rollout.hashes import content_hash as content_hash
+from edge_agent.rollout.hashes import profile_hash as profile_hash
 from edge_agent.trust.cose import parse1
 
 VERSION = 1
@@ -81,15 +82,6 @@ class Bundle:
         if self.targets:
             return ",".join(self.targets)
         return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
-
-
-def content_hash(config: str, profiles: dict[str, str]) -> bytes:
-    """SHA-256 over the canonical CBOR of [config text, {profile name: text}]."""
-    return hashlib.sha256(cbor2.dumps([config, profiles], canonical=True)).digest()
-
-
-def profile_hash(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def encode_bundle(b: Bundle) -> bytes:

@@ -12,7 +12,6 @@ from typing import Any
 
 from edge_agent.config.model import AgentConfig
 from edge_agent.errors import EdgeAgentError
-from edge_agent.rollout.bundle import describe_signed
 
 log = logging.getLogger("edge_agent.rollout")
 
@@ -47,6 +46,8 @@ def uplink_moved(old: AgentConfig, new: AgentConfig) -> bool:
 def addressing(bundle_dir: Path) -> dict[str, Any]:
     """Whom the bundle materialised in ``bundle_dir`` addresses: {"selector": ...}, or up to
     ``MAX_TARGETS_SHOWN`` of its gateway ids; {} when its signed original cannot be read."""
+    from edge_agent.rollout.bundle import describe_signed  # only with a bundle running
+
     try:
         d = describe_signed((bundle_dir / "bundle.cose").read_bytes())
     except (OSError, EdgeAgentError) as exc:

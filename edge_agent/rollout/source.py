@@ -23,7 +23,7 @@ from typing import Any
 from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.errors import CommandStoreError, ConfigError
-from edge_agent.rollout.bundle import content_hash, profile_hash
+from edge_agent.rollout.hashes import content_hash, profile_hash
 from edge_agent.rollout.probation import MAX_STARTS
 from edge_agent.rollout.store import BundleStore, RolloutState, Slot
 

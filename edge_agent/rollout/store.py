@@ -32,10 +32,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import CommandStoreError
-from edge_agent.rollout.bundle import Bundle
+
+if TYPE_CHECKING:
+    from edge_agent.rollout.bundle import Bundle
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,11 @@ last good configuration, in place or by the same controlled restart.
 
 Messages arrive on the uplink's thread and are handed to the event loop; one bundle is handled at
 a time.
+
+A gateway that never received a bundle holds neither the bundle's code (rollout/bundle.py) nor
+the results' (rollout/results.py) nor their SQLite file: both are imported, and
+``rollout_results.db`` created, when there is a first result to keep; a file left by an earlier
+run is opened at start (its unacknowledged results are published after the connect).
 """
 
 from __future__ import annotations
@@ -21,26 +26,28 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.config.load import load_config
 from edge_agent.config.model import AgentConfig
 from edge_agent.errors import CommandRefused, CommandStoreError, ConfigError
-from edge_agent.rollout.bundle import Bundle, claimed_version
 from edge_agent.rollout.probation import Snapshot, evidence, judge
-from edge_agent.rollout.results import MemoryResults, RolloutResult, RolloutResults, encode_result
 from edge_agent.rollout.source import ConfigSource, rolled_back
 from edge_agent.rollout.store import Probation
 from edge_agent.service.rollout_inventory import RolloutInventory
 from edge_agent.trust.cose import sign1
 
 if TYPE_CHECKING:
+    from edge_agent.rollout.bundle import Bundle
+    from edge_agent.rollout.results import MemoryResults, RolloutResult, RolloutResults
     from edge_agent.service.daemon import Agent
 
 log = logging.getLogger("edge_agent.rollout")
 audit = logging.getLogger("edge_agent.audit")
 
 COMMIT_RETRY_S = 10.0
+RESULTS_DB = "rollout_results.db"  # in the state directory
 
 
 class RolloutManager(RolloutInventory):
@@ -54,13 +61,27 @@ class RolloutManager(RolloutInventory):
         self._probation_task: asyncio.Task[None] | None = None
         self.results_changed: Callable[[], None] = lambda: None
         cfg = agent.cfg
-        self.results: RolloutResults | MemoryResults
-        try:
-            self.results = RolloutResults(cfg.state_dir / "rollout_results.db")
-        except CommandStoreError as exc:
-            log.error("rollout_results_not_durable err=%s (published from memory only)", exc)
-            self.results = MemoryResults()
+        # None until the first result to keep (or an earlier run's file, opened here)
+        self.results: RolloutResults | MemoryResults | None = None
+        if self._results_path.exists():
+            self._open_results()
         self._init_inventory(cfg)
+
+    @property
+    def _results_path(self) -> Path:
+        return self.agent.cfg.state_dir / RESULTS_DB
+
+    def _open_results(self) -> RolloutResults | MemoryResults:
+        """The result store, opened (created) on first use."""
+        if self.results is None:
+            from edge_agent.rollout.results import MemoryResults, RolloutResults
+
+            try:
+                self.results = RolloutResults(self._results_path)
+            except CommandStoreError as exc:
+                log.error("rollout_results_not_durable err=%s (published from memory only)", exc)
+                self.results = MemoryResults()
+        return self.results
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -73,6 +94,8 @@ class RolloutManager(RolloutInventory):
         if not message:
             return
         if retained:
+            from edge_agent.rollout.bundle import claimed_version
+
             v = claimed_version(message)
             if 0 < v <= max(self.source.state.highest_version, self._floor):
                 log.debug("rollout_retained_passed version=%d", v)
@@ -88,6 +111,8 @@ class RolloutManager(RolloutInventory):
         """After the daemon's stages run: report what the start decided, resume probation."""
         st = self.source.state
         if st.last_result is not None and not st.last_result.get("reported", True):
+            from edge_agent.rollout.results import RolloutResult
+
             r = st.last_result
             self._deliver(RolloutResult(
                 self.agent.cfg.gateway_id, int(r["version"]), str(r["state"]), str(r["reason"]),
@@ -102,10 +127,11 @@ class RolloutManager(RolloutInventory):
 
     def unacked(self) -> list[tuple[int, bytes]]:
         """The uplink's ``ResultSource``: signed results not yet acknowledged by the broker."""
-        return self.results.unacked()
+        return [] if self.results is None else self.results.unacked()
 
     def acked(self, key: int) -> None:
-        self.results.acked(key)
+        if self.results is not None:
+            self.results.acked(key)
 
     def stop(self) -> None:
         """The daemon is stopping: no verdict is taken while its stages shut down (a probation
@@ -116,19 +142,28 @@ class RolloutManager(RolloutInventory):
 
     def close(self) -> None:
         self.stop()
-        self.results.close()
+        if self.results is not None:
+            self.results.close()
 
     # -- a bundle arrives --------------------------------------------------------------------------
 
     async def handle(self, message: bytes) -> RolloutResult:
         """Verify, admit and apply one bundle (service/rollout_apply.py, imported here: a
         rollout is rare, the daemon does not hold its code from the start)."""
+        from edge_agent.rollout.results import RolloutResult  # the answer, whatever happens
+
         try:
             from edge_agent.service.rollout_apply import handle
         except Exception as exc:  # e.g. the tree upgraded in place under the running daemon
             log.exception("rollout_failed kid=-")
             detail = f"{type(exc).__name__}: {exc}"
-            res = RolloutResult(self.agent.cfg.gateway_id, claimed_version(message), "refused",
+            try:
+                from edge_agent.rollout.bundle import claimed_version
+
+                version = claimed_version(message)
+            except Exception:
+                version = 0
+            res = RolloutResult(self.agent.cfg.gateway_id, version, "refused",
                                 "internal_error", time.time_ns(), detail=detail)
             audit.info("config_audit version=%d kid=- state=refused reason=internal_error "
                        "detail=%r", res.version, detail[:300])
@@ -164,6 +199,8 @@ class RolloutManager(RolloutInventory):
         while not self.source.save_quietly():  # still in probation on disk: try again
             await asyncio.sleep(COMMIT_RETRY_S)
         self.source.store.gc(st)
+        from edge_agent.rollout.results import RolloutResult
+
         log.info("rollout_committed version=%d", p.version)
         audit.info("config_audit version=%d kid=%s state=committed reason=-", p.version, p.kid)
         self._deliver(RolloutResult(self.agent.cfg.gateway_id, p.version, "committed", "",
@@ -177,6 +214,8 @@ class RolloutManager(RolloutInventory):
         r["reported"] = True
         self.source.save_quietly()
         self.source.store.gc(st)
+        from edge_agent.rollout.results import RolloutResult
+
         log.warning("rollout_rolled_back version=%s reason=%s up=%s/%s before=%s/%s uplink=%s",
                     r.get("version"), reason, ev.get("up"), ev.get("total"),
                     ev.get("before_up"), ev.get("before_total"), ev.get("uplink_connected"))
@@ -246,6 +285,8 @@ class RolloutManager(RolloutInventory):
         p = st.probation
         if p is None:
             return None
+        from edge_agent.rollout.results import RolloutResult
+
         ev = evidence(Snapshot(None, p.before_up, p.before_down, p.before_total),
                       self.snapshot(), min_up_ratio=p.min_up_ratio, window_s=p.window_s,
                       starts=p.starts)
@@ -260,13 +301,18 @@ class RolloutManager(RolloutInventory):
 
     def _result(self, b: Bundle | None, kid: bytes, state: str, reason: str,
                 detail: str = "") -> RolloutResult:
+        from edge_agent.rollout.results import RolloutResult
+
         return RolloutResult(self.agent.cfg.gateway_id, b.version if b else 0, state, reason,
                              time.time_ns(), kid, b.hash if b else b"", detail)
 
     def _deliver(self, res: RolloutResult) -> None:
+        """Sign, keep (the store opened, created, on the first result) and have it published."""
+        from edge_agent.rollout.results import MemoryResults, encode_result
+
         cose = sign1(encode_result(res), self.agent.key, self.agent.signer.kid)
         try:
-            self.results.add(res, cose)
+            self._open_results().add(res, cose)
         except CommandStoreError as exc:
             log.warning("rollout_result_not_stored version=%d err=%s (from memory)",
                         res.version, exc)

@@ -46,6 +46,8 @@ print(json.dumps({"code": code, **seen}))
 # rare paths: loaded on first use
 ROLLOUT_APPLY = ("edge_agent.service.rollout_apply", "edge_agent.rollout.verify",
                  "edge_agent.rollout.effective")
+# no bundle ever arrived: neither the bundle's code nor the results' (nor their SQLite file)
+ROLLOUT_RESULTS = ("edge_agent.rollout.bundle", "edge_agent.rollout.results")
 COMMAND_HANDLING = ("edge_agent.commands.audit", "edge_agent.commands.execute",
                     "edge_agent.commands.verify")
 COMMAND_STORES = ("edge_agent.commands.results", "edge_agent.commands.model")
@@ -82,11 +84,14 @@ def started_modules(config: Path, tmp_path: Path) -> set[str]:
 
 def test_started_daemon_holds_no_rare_path_code(district: tuple[Path, Mosquitto],
                                                 tmp_path: Path) -> None:
-    """No operator keys (remote commands off): none of the command modules either."""
+    """No operator keys (remote commands off): none of the command modules either. No bundle
+    ever arrived: no rollout result store (module or file)."""
     config, _ = district
     mods = started_modules(config, tmp_path)
-    rare = (*ROLLOUT_APPLY, *COMMAND_HANDLING, *COMMAND_STORES, *TECHNICIAN)
+    rare = (*ROLLOUT_APPLY, *ROLLOUT_RESULTS, *COMMAND_HANDLING, *COMMAND_STORES, *TECHNICIAN)
     assert [m for m in rare if m in mods] == []
+    state = config.parent / "state"
+    assert state.is_dir() and not (state / "rollout_results.db").exists()
 
 
 def test_with_operator_keys_only_the_command_stores_load_at_start(
