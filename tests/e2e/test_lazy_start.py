@@ -8,16 +8,20 @@ tests/e2e/test_command_results.py, test_commissioning.py, test_export.py and tes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from edge_agent.trust.keys import generate_signing_key, public_pem
+from edge_agent.rollout.results import RolloutResult, RolloutResults, encode_result
+from edge_agent.trust.cose import sign1
+from edge_agent.trust.keys import generate_signing_key, kid_of, load_signing_key, public_pem
 from simulators.scenario import BackgroundScenario
-from tests.support_broker import Mosquitto
+from tests.support_broker import Mosquitto, Subscriber
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,7 +37,7 @@ def watch():
     try:
         while b"READY=1" not in note.recv(4096):
             pass
-        time.sleep(1.0)  # its first polls, the uplink's connect, the inventory's first round
+        time.sleep(float(sys.argv[3]))  # first polls, the uplink's connect, inventory round
         seen["modules"] = sorted(sys.modules)
     finally:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -70,8 +74,9 @@ def district(tmp_path: Path) -> Iterator[tuple[Path, Mosquitto]]:
         broker.stop()
 
 
-def started_modules(config: Path, tmp_path: Path) -> set[str]:
-    res = subprocess.run([sys.executable, "-c", PROBE, str(config), str(tmp_path / "n.sock")],
+def started_modules(config: Path, tmp_path: Path, hold_s: float = 1.0) -> set[str]:
+    res = subprocess.run([sys.executable, "-c", PROBE, str(config), str(tmp_path / "n.sock"),
+                          str(hold_s)],
                          capture_output=True, text=True, timeout=90, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -106,3 +111,28 @@ def test_with_operator_keys_only_the_command_stores_load_at_start(
     mods = started_modules(config, tmp_path)
     assert [m for m in COMMAND_STORES if m not in mods] == []
     assert [m for m in (*COMMAND_HANDLING, *ROLLOUT_APPLY) if m in mods] == []
+
+
+def test_results_left_by_an_earlier_run_are_opened_at_start_and_published(
+        district: tuple[Path, Mosquitto], tmp_path: Path) -> None:
+    """The result store opens at start when an earlier run left its file: a result not yet
+    acknowledged by the broker is published after the connect, as it was signed."""
+    config, broker = district
+    state = config.parent / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(state, 0o700)
+    key = load_signing_key(config.parent / "signing.key")
+    res = RolloutResult("gw-lazy", 7, "committed", "", time.time_ns())
+    cose = sign1(encode_result(res), key, kid_of(key.public_key()))
+    store = RolloutResults(state / "rollout_results.db")
+    try:
+        store.add(res, cose)
+    finally:
+        store.close()
+    sub = Subscriber(broker.port, "edge/gw-lazy/config/res")
+    try:
+        mods = started_modules(config, tmp_path, hold_s=5.0)  # connected and published by then
+        assert "edge_agent.rollout.results" in mods
+        assert sub.wait_for(lambda: cose in sub.payloads(), 10), sub.payloads()
+    finally:
+        sub.close()
