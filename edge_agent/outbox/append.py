@@ -121,8 +121,11 @@ class Appender:
                             " are left"
                         )
                     # the budget is the cap or the disk, whichever is smaller: over either,
-                    # alarm batches go too once the plain ones are gone
-                    must += over
+                    # alarm batches go too once the plain ones are gone. Space comes back in
+                    # whole pages: a drop can free no page at all (kept rows, e.g. alarms, left
+                    # in every leaf), so ``must`` passes what this round dropped, or ``reach``
+                    # would never get to the alarms and each round would be the same
+                    must = max(must, plan.bytes if plan is not None else 0) + over
                     want = max(want + over, drop_target(over, self.m.total_bytes))
                     why = f"{over} bytes over budget"
                     continue

@@ -124,3 +124,28 @@ def test_no_room_at_all_raises_outbox_error_and_shows_until_it_recovers(
         st = box.stats()
         assert st.commit_error is None and st.commit_failing_s is None
         assert [b.seq for b in box.pending(0, 10)] == [2, 3, 4, 5, 6]
+
+
+@pytest.mark.timeout(60)
+def test_a_drop_that_frees_no_page_goes_on_to_the_alarms_instead_of_failing(
+    tmp_path: Path, key: Ed25519PrivateKey, signer: BatchSigner
+) -> None:
+    # two alarm batches in every three, ~350-byte rows in 1 KiB pages: every leaf of the table
+    # keeps an alarm row, so dropping ALL the plain batches frees no page and the append (new
+    # rows and the gap notice at the table's end) still grows the file over the disk. The drop
+    # must go on to the oldest alarms, not retry the same plain drop until the tries run out
+    # (which failed every commit: "append failed after 8 tries: 1200 bytes over budget")
+    with small_fs(tmp_path / "fs", 320 * 1024) as fs, Outbox(
+        fs / "o.db", cap_bytes=MIB, gap_signer=make_gap_signer(signer)
+    ) as box:
+        box.append(sign_chain(signer, box, 3, per_batch=5, alarm_at=(0, 2)))
+        box.hold_through(3)
+        for _ in range(299):
+            box.append(sign_chain(signer, box, 3, per_batch=5, alarm_at=(0, 2)))
+        st = box.stats()
+        assert st.commit_error is None and box.health.failures == 0
+        assert st.gaps > 0 and st.batches_dropped > 300  # alarms too: the disk needed it
+        assert [b.seq for b in box.pending(0, 3)] == [1, 2, 3]  # held ones kept
+        report = verify_all(key, [b.cose for b in box.pending(0, 100_000)])
+        assert report.gaps_unexplained == 0 and report.broken_chain == 0 and report.forged == 0
+        assert report.readings + st.readings_dropped == 900 * 5
