@@ -27,10 +27,12 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from typing import Generic, TypeVar, cast, overload
 
 from edge_agent.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ALPHA = 1 / 8
 BETA = 1 / 4
@@ -101,6 +103,34 @@ class _Failures:
         self.backoff: Backoff | None = None
 
 
+class _Failed(Generic[T]):
+    """A field of a ``DeviceHealth``'s failure record (``_Failures``, same name), read and set
+    as the health's attribute: its default until the device first fails; setting it makes the
+    record."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Failed[T]: ...
+    @overload
+    def __get__(self, obj: DeviceHealth, owner: type) -> T: ...
+    def __get__(self, obj: DeviceHealth | None, owner: type) -> T | _Failed[T]:
+        if obj is None:
+            return self
+        f = obj._failures
+        return self.default if f is None else cast(T, getattr(f, self.name))
+
+    def __set__(self, obj: DeviceHealth, value: T) -> None:
+        setattr(obj._record(), self.name, value)
+
+
 class DeviceHealth(RttEstimator):
     """Failure bookkeeping for one device and its response-time estimator (``rtt``: itself).
     Times are ``time.monotonic()`` seconds.
@@ -126,85 +156,14 @@ class DeviceHealth(RttEstimator):
 
     # what failures need, as attributes: the default until the device first fails; setting
     # one makes the record
-    @property
-    def failures(self) -> int:
-        """Failed transactions in all."""
-        f = self._failures
-        return 0 if f is None else f.failures
-
-    @failures.setter
-    def failures(self, value: int) -> None:
-        self._record().failures = value
-
-    @property
-    def probes(self) -> int:
-        """Probes sent while quarantined."""
-        f = self._failures
-        return 0 if f is None else f.probes
-
-    @probes.setter
-    def probes(self, value: int) -> None:
-        self._record().probes = value
-
-    @property
-    def next_probe_at(self) -> float:
-        """When the next probe is due."""
-        f = self._failures
-        return 0.0 if f is None else f.next_probe_at
-
-    @next_probe_at.setter
-    def next_probe_at(self, value: float) -> None:
-        self._record().next_probe_at = value
-
-    @property
-    def last_error(self) -> str:
-        """The last failure's reason."""
-        f = self._failures
-        return "" if f is None else f.last_error
-
-    @last_error.setter
-    def last_error(self, value: str) -> None:
-        self._record().last_error = value
-
-    @property
-    def probe_time_s(self) -> float:
-        """Bus time spent on probes (and their timeouts)."""
-        f = self._failures
-        return 0.0 if f is None else f.probe_time_s
-
-    @probe_time_s.setter
-    def probe_time_s(self, value: float) -> None:
-        self._record().probe_time_s = value
-
-    @property
-    def failed_time_s(self) -> float:
-        """Bus time spent on failed transactions (probes included)."""
-        f = self._failures
-        return 0.0 if f is None else f.failed_time_s
-
-    @failed_time_s.setter
-    def failed_time_s(self, value: float) -> None:
-        self._record().failed_time_s = value
-
-    @property
-    def probe_timeout_s(self) -> float:
-        """The next probe's timeout (0: the estimator's)."""
-        f = self._failures
-        return 0.0 if f is None else f.probe_timeout_s
-
-    @probe_timeout_s.setter
-    def probe_timeout_s(self, value: float) -> None:
-        self._record().probe_timeout_s = value
-
-    @property
-    def quarantined_mono(self) -> float | None:
-        """When the current quarantine began."""
-        f = self._failures
-        return None if f is None else f.quarantined_mono
-
-    @quarantined_mono.setter
-    def quarantined_mono(self, value: float | None) -> None:
-        self._record().quarantined_mono = value
+    failures = _Failed(0)  # failed transactions in all
+    probes = _Failed(0)  # probes sent while quarantined
+    next_probe_at = _Failed(0.0)  # when the next probe is due
+    last_error = _Failed("")  # the last failure's reason
+    probe_time_s = _Failed(0.0)  # bus time spent on probes (and their timeouts)
+    failed_time_s = _Failed(0.0)  # bus time spent on failed transactions (probes included)
+    probe_timeout_s = _Failed(0.0)  # the next probe's timeout (0: the estimator's)
+    quarantined_mono: _Failed[float | None] = _Failed(None)  # when the current quarantine began
 
     @classmethod
     def create(
