@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,6 +25,18 @@ FAST_RETRY = RetryPolicy(initial_s=0.05, factor=2.0, max_s=0.2, jitter=0.0)
 def endpoint(port: int, concurrency: int = 2) -> TcpEndpoint:
     cfg = TcpBus(name="tcp-test", host="127.0.0.1", port=port, concurrency=concurrency)
     return TcpEndpoint(cfg, retry=FAST_RETRY)
+
+
+@contextlib.asynccontextmanager
+async def served(srv: RawServer, concurrency: int = 2) -> AsyncIterator[TcpEndpoint]:
+    """An endpoint (``concurrency`` in flight) to ``srv``, started; both closed after."""
+    port = await srv.start()
+    ep = endpoint(port, concurrency)
+    try:
+        yield ep
+    finally:
+        await ep.close()
+        await srv.stop()
 
 
 @pytest.mark.timeout(20)
@@ -57,15 +71,10 @@ def test_reads_and_writes_against_pymodbus() -> None:
 def test_concurrency_limit_and_tid_matching() -> None:
     async def main() -> tuple[list[list[int]], int]:
         srv = RawServer(delay_s=0.01)
-        port = await srv.start()
-        ep = endpoint(port, concurrency=3)
-        try:
+        async with served(srv, 3) as ep:
             res = await asyncio.gather(
                 *(ep.read(1, Table.HOLDING, a, 4, timeout_s=2) for a in range(40))
             )
-        finally:
-            await ep.close()
-            await srv.stop()
         return list(res), srv.max_in_flight
 
     res, max_in_flight = asyncio.run(main())
@@ -77,9 +86,7 @@ def test_concurrency_limit_and_tid_matching() -> None:
 def test_a_request_cancelled_while_waiting_for_a_slot_loses_no_slot() -> None:
     async def main() -> tuple[list[object], int]:
         srv = RawServer(delay_s=0.05)
-        port = await srv.start()
-        ep = endpoint(port, concurrency=1)
-        try:
+        async with served(srv, 1) as ep:
             tasks = [asyncio.create_task(ep.read(1, Table.HOLDING, a, 2, timeout_s=2))
                      for a in range(4)]
             await asyncio.sleep(0.01)  # the first is in flight, three wait for the slot
@@ -88,9 +95,6 @@ def test_a_request_cancelled_while_waiting_for_a_slot_loses_no_slot() -> None:
             res = await asyncio.gather(*tasks, return_exceptions=True)
             again = await ep.read(1, Table.HOLDING, 9, 1, timeout_s=2)  # slots all given back
             assert ep._inflight == 0 and not ep._slot_waiters
-        finally:
-            await ep.close()
-            await srv.stop()
         return [*res, again], srv.max_in_flight
 
     res, max_in_flight = asyncio.run(main())
@@ -103,18 +107,13 @@ def test_a_request_cancelled_while_waiting_for_a_slot_loses_no_slot() -> None:
 def test_late_answer_with_stale_tid_is_discarded() -> None:
     async def main() -> None:
         srv = RawServer(mode="late_first", late_s=0.2)
-        port = await srv.start()
-        ep = endpoint(port, concurrency=1)
-        try:
+        async with served(srv, 1) as ep:
             with pytest.raises(BusTimeout):
                 await ep.read(1, Table.HOLDING, 100, 2, timeout_s=0.05)
             # the late answer ([100, 101]) arrives while this one is in flight
             srv.delay_s = 0.3
             assert await ep.read(1, Table.HOLDING, 7, 2, timeout_s=1) == [7, 8]
             assert ep.discarded == 1
-        finally:
-            await ep.close()
-            await srv.stop()
 
     asyncio.run(main())
 
@@ -123,9 +122,7 @@ def test_late_answer_with_stale_tid_is_discarded() -> None:
 def test_stalled_endpoint_times_out_then_reconnects() -> None:
     async def main() -> None:
         srv = RawServer(mode="stall")
-        port = await srv.start()
-        ep = endpoint(port, concurrency=1)
-        try:
+        async with served(srv, 1) as ep:
             for _ in range(STALL_LIMIT):
                 t0 = time.monotonic()
                 with pytest.raises(BusTimeout):
@@ -134,9 +131,6 @@ def test_stalled_endpoint_times_out_then_reconnects() -> None:
             srv.mode = "ok"
             assert await ep.read(1, Table.HOLDING, 0, 1, timeout_s=1) == [0]
             assert srv.connections == 2  # the half-open session was dropped
-        finally:
-            await ep.close()
-            await srv.stop()
 
     asyncio.run(main())
 
@@ -145,17 +139,12 @@ def test_stalled_endpoint_times_out_then_reconnects() -> None:
 def test_reset_fails_in_flight_then_reconnects() -> None:
     async def main() -> None:
         srv = RawServer(mode="reset")
-        port = await srv.start()
-        ep = endpoint(port)
-        try:
+        async with served(srv) as ep:
             with pytest.raises(BusClosed, match="connection lost"):
                 await ep.read(1, Table.HOLDING, 0, 1, timeout_s=1)
             srv.mode = "ok"
             assert await ep.read(1, Table.HOLDING, 3, 1, timeout_s=1) == [3]
             assert srv.connections == 2
-        finally:
-            await ep.close()
-            await srv.stop()
 
     asyncio.run(main())
 
@@ -164,17 +153,12 @@ def test_reset_fails_in_flight_then_reconnects() -> None:
 def test_garbage_stream_is_frame_error_and_recovers() -> None:
     async def main() -> None:
         srv = RawServer(mode="garbage")
-        port = await srv.start()
-        ep = endpoint(port)
-        try:
+        async with served(srv) as ep:
             with pytest.raises(FrameError, match="bad MBAP header deadbeefffff00 at byte 0"):
                 await ep.read(1, Table.HOLDING, 0, 1, timeout_s=1)
             srv.mode = "ok"
             await asyncio.sleep(FAST_RETRY.max_s)
             assert await ep.read(1, Table.HOLDING, 9, 1, timeout_s=1) == [9]
-        finally:
-            await ep.close()
-            await srv.stop()
 
     asyncio.run(main())
 
@@ -206,16 +190,11 @@ def test_refused_backs_off_then_connects_when_endpoint_returns() -> None:
 def test_requests_arriving_together_share_one_connect() -> None:
     async def main() -> None:
         srv = RawServer()
-        port = await srv.start()
-        ep = endpoint(port, concurrency=5)
-        try:
+        async with served(srv, 5) as ep:
             res = await asyncio.gather(*(ep.read(1, Table.HOLDING, a, 1, timeout_s=1)
                                          for a in range(5)))
             assert res == [[a] for a in range(5)]
             assert srv.connections == 1 and ep.reconnects == 1
-        finally:
-            await ep.close()
-            await srv.stop()
 
     asyncio.run(main())
 
@@ -275,18 +254,13 @@ def test_a_full_socket_buffer_queues_the_rest_and_every_request_arrives_whole() 
 def test_peer_closing_mid_answer_fails_the_request_then_reconnects() -> None:
     async def main() -> None:
         srv = RawServer(mode="half")
-        port = await srv.start()
-        ep = endpoint(port)
-        try:
+        async with served(srv) as ep:
             with pytest.raises(BusClosed, match="connection lost: closed by peer"):
                 await ep.read(1, Table.HOLDING, 7, 1, timeout_s=1)
             assert ep._rest == b""  # the half answer is gone with its connection
             srv.mode = "ok"
             assert await ep.read(1, Table.HOLDING, 7, 1, timeout_s=1) == [7]  # at once
             assert srv.connections == 2
-        finally:
-            await ep.close()
-            await srv.stop()
 
     asyncio.run(main())
 
@@ -329,9 +303,7 @@ def test_every_way_a_connection_ends_closes_its_socket_and_unwatches_it() -> Non
         for mode, err in [("reset", BusClosed), ("half", BusClosed), ("garbage", FrameError),
                           ("stall", BusTimeout)]:
             srv = RawServer(mode=mode)
-            port = await srv.start()
-            ep = endpoint(port, concurrency=1)
-            try:
+            async with served(srv, 1) as ep:
                 for _ in range(STALL_LIMIT if mode == "stall" else 1):
                     with pytest.raises(err):
                         await ep.read(1, Table.HOLDING, 0, 1, timeout_s=0.05)
@@ -340,9 +312,6 @@ def test_every_way_a_connection_ends_closes_its_socket_and_unwatches_it() -> Non
                 task = asyncio.create_task(ep.read(1, Table.HOLDING, 0, 1, timeout_s=5))
                 await asyncio.sleep(FAST_RETRY.max_s * 1.5)  # reconnected, request in flight
                 assert ep._sock is not None, mode
-            finally:
-                await ep.close()
-                await srv.stop()
             with pytest.raises(BusClosed):
                 await task
             assert ep._sock is None and ep._wbuf is None and ep._pending is None
@@ -359,16 +328,11 @@ def test_an_idle_endpoint_keeps_no_per_request_state() -> None:
 
     async def main() -> None:
         srv = RawServer()
-        port = await srv.start()
-        ep = endpoint(port)
-        try:
+        async with served(srv) as ep:
             assert not hasattr(ep, "__dict__")
             assert await ep.read(1, Table.HOLDING, 1, 1, timeout_s=1) == [1]
             assert ep._sock is not None
             assert (ep._pending, ep._backoff, ep._connecting, ep._wbuf, ep._slot_waiters) == (
                 None, None, None, None, None)
-        finally:
-            await ep.close()
-            await srv.stop()
 
     asyncio.run(main())
