@@ -33,7 +33,8 @@ from .test_kill9 import results, settled, wait
 
 @pytest.fixture
 def tree_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Fleet, Path]]:
-    """One gateway whose daemon imports edge_agent from a copy under tmp_path (its tree)."""
+    """One gateway whose daemon imports edge_agent from a copy under tmp_path (its tree),
+    settled and checked to run from that copy."""
     tree = tmp_path / "tree"
     shutil.copytree(Path(edge_agent.__file__).parent, tree / "edge_agent",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -47,6 +48,9 @@ def tree_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
     fleet: Fleet | None = None
     try:
         fleet = start_fleet(tmp_path / "fleet", bg.start(), broker, ["gw-a"], TAGS)
+        gw = fleet.gateways["gw-a"]
+        assert wait(lambda: settled(gw), 30), gw.log_text()[-3000:]
+        assert gw.call("status")["version"].startswith("tree-")  # the daemon runs from the copy
         yield fleet, tree / "edge_agent"
     finally:
         if fleet is not None:
@@ -60,8 +64,6 @@ def test_a_bundle_after_an_in_place_upgrade_still_gets_its_answer(
         tree_gateway: tuple[Fleet, Path]) -> None:
     f, pkg = tree_gateway
     gw = f.gateways["gw-a"]
-    assert wait(lambda: settled(gw), 30), gw.log_text()[-3000:]
-    assert gw.call("status")["version"].startswith("tree-")  # the daemon runs from the copy
     # the upgrade: the next version's service/rollout.py gains a name its rollout_apply.py uses
     rollout = pkg / "service" / "rollout.py"
     rollout.write_text(rollout.read_text() + "\nAPPLY_GRACE_S = 5.0  # new in the next version\n")
@@ -85,8 +87,6 @@ def test_a_command_after_an_in_place_upgrade_still_gets_its_answer(
         tree_gateway: tuple[Fleet, Path]) -> None:
     f, pkg = tree_gateway
     gw = f.gateways["gw-a"]
-    assert wait(lambda: settled(gw), 30), gw.log_text()[-3000:]
-    assert gw.call("status")["version"].startswith("tree-")
     # the upgrade: the next version's commands/model.py (loaded at start: the result store
     # needs it) gains a name its commands/verify.py (loaded at the first command) uses
     model = pkg / "commands" / "model.py"
