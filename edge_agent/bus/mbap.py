@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from edge_agent.bus.rtu import Pdu, decode_bits_or_regs, read_pdu
+from edge_agent.bus.pdu import Pdu, decode_bits_or_regs, read_pdu
 from edge_agent.errors import CodecError, FrameError, ModbusException
 from edge_agent.profiles.model import Table
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge_agent.bus.base import ModbusBus
-from edge_agent.bus.rtu import MAX_READ_BITS, MAX_READ_REGS, MAX_WRITE_BITS, MAX_WRITE_REGS
+from edge_agent.bus.pdu import MAX_READ_BITS, MAX_READ_REGS, MAX_WRITE_BITS, MAX_WRITE_REGS
 from edge_agent.errors import CommandRefused, ModbusException
 from edge_agent.profiles.model import Table
 

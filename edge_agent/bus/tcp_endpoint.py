@@ -42,7 +42,7 @@ from edge_agent.bus.mbap import (
     read_request,
     read_values,
 )
-from edge_agent.bus.rtu import Pdu, write_pdu
+from edge_agent.bus.pdu import Pdu, write_pdu
 from edge_agent.bus.tcp_socket import open_connection, read_buffer
 from edge_agent.config.model import TcpBus
 from edge_agent.errors import (

@@ -129,9 +129,11 @@ Poller(cfg, owners, lambda r: None)
 print(json.dumps(sorted(sys.modules)))
 print(json.dumps(sorted(type(o).__name__ for o in owners.values())))
 """
-# a gateway of Modbus TCP endpoints only: no serial owners, no pyserial (~0.4 MiB)
+# a gateway of Modbus TCP endpoints only: no serial owners, no pyserial (~0.4 MiB), no RTU
+# framing or CRC (the PDUs Modbus TCP shares with RTU are bus/pdu.py)
 SERIAL_ONLY = ("serial", "edge_agent.bus.serial_line", "edge_agent.bus.serial_port",
-               "edge_agent.bus.at", "edge_agent.bus.late")
+               "edge_agent.bus.at", "edge_agent.bus.late", "edge_agent.bus.rtu",
+               "edge_agent.bus.crc")
 
 
 def _daemon_modules(tmp_path: Path, buses: str, devices: str) -> tuple[set[str], list[str]]:

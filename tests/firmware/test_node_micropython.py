@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from edge_agent.bus.crc import crc_ok
-from edge_agent.bus.rtu import decode_bits_or_regs
+from edge_agent.bus.pdu import decode_bits_or_regs
 from edge_agent.profiles import codec
 from edge_agent.profiles.load import load_profile
 from simulators.clock import SimClock
