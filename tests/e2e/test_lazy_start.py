@@ -1,9 +1,10 @@
 """What the daemon holds once started (issue #15's memory): the code of its rare paths -- applying
 a configuration bundle, verifying and executing a remote command, the technician's catalog, raw
-Modbus, export -- is imported when first used, not at start. The real `edge-agent run` (cli/main
-entry, the mini district on Modbus TCP, a real mosquitto) is asked for its ``sys.modules`` once it
-told systemd READY=1 and polled for a second. That the rare paths still work once loaded is what
-tests/e2e/test_command_results.py, test_commissioning.py, test_export.py and tests/rollout/ show."""
+Modbus, export, answering the control socket -- is imported when first used, not at start. The
+real `edge-agent run` (cli/main entry, the mini district on Modbus TCP, a real mosquitto) is
+asked for its ``sys.modules`` once it told systemd READY=1 and polled for a second. That the rare
+paths still work once loaded is what tests/e2e/test_command_results.py, test_commissioning.py,
+test_export.py, tests/control/ and tests/rollout/ show."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ ROLLOUT_RESULTS = ("edge_agent.rollout.bundle", "edge_agent.rollout.results")
 COMMAND_HANDLING = ("edge_agent.commands.audit", "edge_agent.commands.execute",
                     "edge_agent.commands.verify")
 COMMAND_STORES = ("edge_agent.commands.results", "edge_agent.commands.model")
+# the control socket listens; what answers a connection loads at the first one
+CONTROL = ("edge_agent.control.session", "edge_agent.control.protocol")
 TECHNICIAN = ("edge_agent.service.commissioning", "edge_agent.bus.raw",
               "edge_agent.service.export", "edge_agent.config.catalog",
               "edge_agent.profiles.display", "edge_agent.service.metrics")
@@ -93,7 +96,8 @@ def test_started_daemon_holds_no_rare_path_code(district: tuple[Path, Mosquitto]
     ever arrived: no rollout result store (module or file)."""
     config, _ = district
     mods = started_modules(config, tmp_path)
-    rare = (*ROLLOUT_APPLY, *ROLLOUT_RESULTS, *COMMAND_HANDLING, *COMMAND_STORES, *TECHNICIAN)
+    rare = (*ROLLOUT_APPLY, *ROLLOUT_RESULTS, *COMMAND_HANDLING, *COMMAND_STORES, *TECHNICIAN,
+            *CONTROL)
     assert [m for m in rare if m in mods] == []
     state = config.parent / "state"
     assert state.is_dir() and not (state / "rollout_results.db").exists()
