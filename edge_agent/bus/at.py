@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from edge_agent.bus.serial_port import SerialPort
 from edge_agent.config.model import BusKind, SerialBus
 from edge_agent.errors import AtError, BusClosed, BusTimeout, CodecError
+from edge_agent.platform.timers import timers_for
 from edge_agent.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -221,22 +222,27 @@ class AtClient:
             self._ensure_open()
             if self._dirty:
                 await self._wait_quiet(give_up=time.monotonic() + self._guard_s + timeout_s)
-            loop = asyncio.get_running_loop()
             ex = AtExchange(cmd, urc_prefixes=self._prefixes, expect_echo=self._echo)
-            self._done = loop.create_future()
+            done = self._done = asyncio.get_running_loop().create_future()
             self._exchange = ex
             try:
                 await self._port.write(cmd.encode("ascii") + b"\r")
+                # the final result, a lost port or the timer resolve ``done``. Not wait_for: on
+                # Python 3.11 it returns the result, dropping a cancellation (a reload stopping
+                # the poller) that comes while the answer has just arrived, and the poll job
+                # runs on for ever (docs/operations.md, poller_stop_stuck)
+                timer = timers_for().call_later(timeout_s, _resolve, done)
                 try:
-                    await asyncio.wait_for(self._done, timeout_s)
-                except TimeoutError as exc:
+                    await done
+                finally:
+                    timer.cancel()
+                if not ex.done and self._port.is_open:
                     self._dirty = True
                     self._fail_at = time.monotonic()
                     self._guard_s = max(timeout_s, RESYNC_QUIET_S)
                     self._echo = False  # unknown now; don't drop a real answer next time
                     log.warning("at_timeout at=%s cmd=%s lines=%d", self.name, cmd, len(ex.lines))
-                    msg = f"at={self.name} {cmd}: no final result in {timeout_s}s"
-                    raise BusTimeout(msg) from exc
+                    raise BusTimeout(f"at={self.name} {cmd}: no final result in {timeout_s}s")
             finally:
                 self._exchange = None
                 self._done = None
@@ -307,3 +313,8 @@ class AtClient:
                 log.exception("urc_callback_failed at=%s urc=%r", self.name, urc)
         else:
             self.urcs.append(urc)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -238,10 +238,11 @@ class TcpEndpoint:
         loop = asyncio.get_running_loop()
         done = self._connecting = loop.create_future()
         try:
-            sock = await asyncio.wait_for(
-                open_connection(loop, self.cfg.host, self.cfg.port),
-                timeout=max(timeout_s, self.cfg.timeout_max_s),
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the socket and
+            # drops a cancellation (a reload stopping the poller) that comes as the connect
+            # completes, and the poll job runs on for ever (docs/operations.md, poller_stop_stuck)
+            async with asyncio.timeout(max(timeout_s, self.cfg.timeout_max_s)):
+                sock = await open_connection(loop, self.cfg.host, self.cfg.port)
         except (OSError, TimeoutError) as exc:
             delay = self._failed().next_delay()
             self._next_try = time.monotonic() + delay

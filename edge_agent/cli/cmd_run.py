@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import argparse
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LEFTOVER_S = 2.0  # at exit: how long the tasks still running get to end once cancelled
 
 
 def setup_logging(level: str) -> None:
@@ -54,7 +55,35 @@ def _run(args: argparse.Namespace) -> int:
     except EdgeAgentError as exc:
         log.error("start_refused err=%s", exc)
         return EXIT_USAGE
-    return asyncio.run(agent.run())
+    return run_loop(agent.run())
+
+
+def run_loop(main: Coroutine[Any, Any, int], leftover_s: float = LEFTOVER_S) -> int:
+    """``asyncio.run(main)``, except that the tasks left when ``main`` returned get
+    ``leftover_s`` to end once cancelled, not for ever: one that does not (a poller left behind,
+    ``poller_stop_stuck``) must not keep the daemon from exiting -- its exit 75 is the unit's cue
+    to start it again."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=leftover_s))
+                stuck = [t for t in left if not t.done()]
+                if stuck:
+                    logging.getLogger("edge_agent").warning(
+                        "exit_tasks_stuck n=%d waited_s=%.1f (left pending: the process exits)",
+                        len(stuck), leftover_s)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 def _defaults() -> dict[str, Any]:

@@ -259,6 +259,8 @@ class BusScheduler:
             if job is None:  # parked
                 return
             await self._execute(job)
+            if not self._running:  # closed while its job ran, and the job dropped close()'s
+                return  # cancellation: no further job, or close() would wait for ever
             if job.interval_s <= 0:  # always released: let the loop breathe between runs
                 await asyncio.sleep(0)
 

@@ -1,11 +1,10 @@
-"""Bus owners for a config: one per [[buses]] entry.
+"""Bus owners for a config: one per [[buses]] entry (closed by ``poller_stop.close_buses``).
 
 The serial owners (RTU line, AT module) and pyserial are imported only for a config that has
 such a bus: a gateway of Modbus TCP endpoints never loads them (issue #15's memory)."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.bus.tcp_endpoint import TcpEndpoint
@@ -34,8 +33,3 @@ def make_buses(cfg: AgentConfig, retry: RetryPolicy | None = None) -> dict[str, 
             owners[name] = SerialRtuBus(b, retry=retry)
     return owners
 
-
-async def close_buses(owners: dict[str, Any]) -> None:
-    for owner in owners.values():
-        with contextlib.suppress(Exception):
-            await owner.close()

@@ -36,9 +36,10 @@ from edge_agent.platform.runtime import log_settled, settle
 from edge_agent.poll.engine import Poller
 from edge_agent.readings import Reading, Value
 from edge_agent.rollout.source import ConfigSource
-from edge_agent.service.buses import close_buses, make_buses
+from edge_agent.service.buses import make_buses
 from edge_agent.service.commands import build_command_service, stored_results
 from edge_agent.service.health import watchdog_loop
+from edge_agent.service.poller_stop import stop_poller
 from edge_agent.service.rollout import RolloutManager
 from edge_agent.service.status import agent_status, device_rows
 from edge_agent.trust.batch import BatchSigner
@@ -230,15 +231,11 @@ class Agent:
             self._poll_crash = task.exception()
             self._stop.set()
 
-    async def _stop_poller(self) -> None:
+    async def _stop_poller(self, during: str = "reload", **bounds: float) -> bool:
+        """False: its task did not end, even cancelled (service/poller_stop.py)."""
         task, self._poll_task = self._poll_task, None  # ending now is no crash
-        if self.poller is not None:
-            self.poller.stop()
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await task
-        await close_buses(self.buses)
-        self.poller, self.buses = None, {}
+        poller, buses, self.poller, self.buses = self.poller, self.buses, None, {}
+        return await stop_poller(task, poller, buses, during=during, **bounds)
 
     async def reload(self) -> str:
         """Apply a changed config (buses, devices, profiles, commands, health) or refuse it whole.
@@ -262,8 +259,7 @@ class Agent:
                             ",".join(fixed))
                 raise CommandRefused("reload_failed",
                                      f"restart needed to change {', '.join(fixed)}")
-            await self.swap_config(new)
-            return "reloaded"
+            return "reloaded" if await self.swap_config(new) else "restarting"
         finally:
             self.notifier.ready("running")
 
@@ -271,13 +267,18 @@ class Agent:
         """The sections of ``new`` that differ from the running config and need a restart."""
         return [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.cfg, k)]
 
-    async def swap_config(self, new: AgentConfig) -> None:
-        """Run ``new`` in place (the reload path: buses, devices, profiles)."""
-        await self._stop_poller()
+    async def swap_config(self, new: AgentConfig) -> bool:
+        """Run ``new`` in place (the reload path: buses, devices, profiles). False: the old
+        poller did not stop, and a restart (on what the caller made the running config) is
+        requested instead."""
+        if not await self._stop_poller():
+            self.request_restart("poller_stop_stuck")
+            return False
         self.cfg = new
         self._start_poller()
         log.info("config_reloaded devices=%d buses=%d", len(new.devices), len(new.buses))
         log_settled(settle(), "reloaded")
+        return True
 
     def request_restart(self, why: str) -> None:
         """Stop cleanly and exit ``EXIT_RESTART``: the unit starts the daemon again."""
@@ -365,7 +366,8 @@ class Agent:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         steps: list[tuple[str, Any]] = [
-            ("poller", lambda: asyncio.wait_for(self._stop_poller(), left(3.0))),
+            ("poller", lambda: self._stop_poller("shutdown", grace_s=left(1.5), cancel_s=0.5,
+                                                 close_s=1.0)),
             # flush the batch being formed into the outbox: accepted = committed
             ("batcher", lambda: asyncio.to_thread(self.batcher.close, left(8.0))),
             # publishes the retained "offline" status

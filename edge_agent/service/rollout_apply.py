@@ -114,7 +114,8 @@ async def _apply(m: RolloutManager, b: Bundle, kid: bytes, message: bytes) -> Ro
     if restart:
         m.agent.request_restart(f"config version {b.version}")
         return m._result(b, kid, "applying", "", "restart: " + ", ".join(restart))
-    await m.agent.swap_config(new)
+    if not await m.agent.swap_config(new):  # the old poller did not stop: the daemon restarts
+        return m._result(b, kid, "applying", "", "restart: the running poller did not stop")
     src.running = slot
     m._probation_task = m._loop.create_task(m._probation(st.probation))
     return m._result(b, kid, "applying", "", "applied in place")

@@ -194,3 +194,33 @@ def test_client_from_agent_config(modem: AtModem) -> None:
             await client.close()
 
     assert asyncio.run(main()) == [modem.state.imsi]
+
+
+@pytest.mark.timeout(20)
+def test_a_cancel_as_the_answer_arrives_is_not_lost(modem: AtModem) -> None:
+    """The poller stopping (a reload) cancels a poll job in the very loop callback that brought
+    its command's final result: the command ends cancelled. With asyncio.wait_for, Python 3.11
+    returned the answer instead and the job went on polling after the poller's stop, which never
+    ended (the reload hung: poller_stop_stuck)."""
+
+    async def body(c: AtClient) -> None:
+        await c.command("ATE0", 1.0)  # the port is open, echo off
+        port = c._port
+        hear = port.listener
+        assert hear is not None
+        job: list[asyncio.Task[list[str]]] = []
+
+        def answer_then_cancel(data: bytes) -> None:
+            hear(data)
+            if c._done is not None and c._done.done():  # the final result came: cancel now
+                job[0].cancel()
+
+        port.listener = answer_then_cancel
+        job.append(asyncio.create_task(c.command("AT+CSQ", 1.0)))
+        await asyncio.wait(job, timeout=5)
+        assert job[0].done(), "the command neither ended nor was cancelled"
+        assert job[0].cancelled(), f"the cancel was lost: the command gave {job[0].result()}"
+        port.listener = hear
+        assert await c.command("AT+CSQ", 1.0) == [f"+CSQ:{modem.state.csq},99"]  # still usable
+
+    with_client(modem.path, body)

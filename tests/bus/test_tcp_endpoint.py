@@ -336,3 +336,33 @@ def test_an_idle_endpoint_keeps_no_per_request_state() -> None:
                 None, None, None, None, None)
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(20)
+def test_a_cancel_as_the_connection_completes_is_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poller stopping (a reload) cancels a poll job just as its endpoint's connection is
+    made: the request ends cancelled. With asyncio.wait_for around the connect, Python 3.11
+    handed the socket back instead and the job went on polling after the poller's stop, which
+    never ended (the reload hung: poller_stop_stuck)."""
+    from edge_agent.bus import tcp_endpoint, tcp_socket
+
+    real = tcp_socket.open_connection
+    job: list[asyncio.Task[list[int]]] = []
+
+    async def connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+        sock = await real(loop, host, port)
+        job[0].cancel()  # the cancel comes as the connect completes
+        return sock
+
+    monkeypatch.setattr(tcp_endpoint, "open_connection", connect)
+
+    async def main() -> None:
+        async with served(RawServer()) as ep:
+            job.append(asyncio.create_task(ep.read(1, Table.HOLDING, 0, 2, timeout_s=1)))
+            await asyncio.wait(job, timeout=5)
+            assert job[0].done(), "the request neither ended nor was cancelled"
+            assert job[0].cancelled(), f"the cancel was lost: the read gave {job[0].result()}"
+            monkeypatch.setattr(tcp_endpoint, "open_connection", real)
+            assert await ep.read(1, Table.HOLDING, 0, 2, timeout_s=1) == [0, 1]  # still usable
+
+    asyncio.run(main())

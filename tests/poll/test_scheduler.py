@@ -341,3 +341,39 @@ def test_a_scheduler_holds_no_instance_dict_and_no_waiters_at_rest() -> None:
 
     s = BusScheduler("tcp", 2, run_job)
     assert not hasattr(s, "__dict__") and s.queue.waiters == ()
+
+
+@pytest.mark.timeout(20)
+def test_close_ends_a_worker_whose_job_dropped_the_cancellation() -> None:
+    """A job that drops close()'s cancellation (asyncio.wait_for on Python 3.11 did, when the
+    answer came with the cancel) runs to its end, and its worker takes no further job: close()
+    returns instead of waiting for a worker that polls on for ever (a reload that never ends)."""
+    import time
+
+    runs: list[int] = []
+    dropped: list[int] = []
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def run_job(job: Job) -> None:
+            runs.append(job.runs)
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if dropped:  # only once: a second cancel ends it (the test's own teardown)
+                    raise
+                dropped.append(job.runs)
+
+        sched = BusScheduler("line", 1, run_job)
+        sched.queue.add(Job("meter", 0.01, time.monotonic()))
+        sched.start()
+        await asyncio.wait_for(started.wait(), 5)
+        try:
+            await asyncio.wait_for(sched.close(), 2)
+        except TimeoutError:
+            pytest.fail(f"close() did not return: the worker ran on (jobs run: {len(runs)})")
+        assert dropped == [0] and runs == [0]
+
+    asyncio.run(main())
