@@ -17,7 +17,7 @@ of main for a before/after pair) and kept in ``CACHE/<key>`` for the next run: t
 every file ``scripts/install`` copies from that checkout into the venv and the interpreter, so
 any change to the installed source lays down a new tree (~15 s). ``EDGE_AGENT_BENCH_CACHE``
 moves the cache. The installed agent's environment is the benchmark's without the variables that
-change what it imports (DROP_ENV).
+change what it imports (DROP_ENV), plus what the installed unit's Environment= sets, as on the box.
 
 ``Agent.verify(pid)`` checks a running agent from the kernel's side: /proc/PID/exe is the
 expected interpreter and every extension module mapped from a site-packages comes from the
@@ -47,6 +47,7 @@ CACHE = Path(os.environ.get("EDGE_AGENT_BENCH_CACHE", "/var/tmp/edge-agent-bench
 KEEP = 4  # newest trees kept in the cache (older ones only once unused for STALE_S)
 STALE_S = 3 * 3600.0
 VENV = "opt/edge-agent/venv"
+UNIT = "etc/systemd/system/edge-agent.service"
 # what scripts/install leaves out of the copy it builds from (its tar --exclude list)
 SKIP_DIRS = {".venv", "build", "dist", "__pycache__", ".mypy_cache", ".ruff_cache",
              ".pytest_cache", ".hypothesis", ".micropython-wasm"}
@@ -193,12 +194,22 @@ def installed(source: Path | None = None, python: str = PYTHON,
             _lay_down(src, python, root)
         (root / ".complete").touch()  # last used
         _prune(cache, keep=root)
-    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    # the benchmark's environment without what changes the imports, and the unit's Environment=
+    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV} | unit_environment(root)
     venv = root / VENV
     # as the unit's ExecStart runs it: the console script under the venv's interpreter (its
     # shebang names /opt/edge-agent/venv/bin/python, the tree's place on the gateway)
     return Agent("installed", str(venv / "bin" / "python"),
                  (str(venv / "bin" / "python"), str(venv / "bin" / "edge-agent")), env, src, root)
+
+
+def unit_environment(root: Path) -> dict[str, str]:
+    """What the installed unit's Environment= sets (the daemon runs with it on the box)."""
+    from edge_agent.platform import unit_file
+
+    path = root / UNIT
+    return unit_file.environment(unit_file.parse_unit(path.read_text(), str(path)).get(
+        "Service", []), str(path))
 
 
 def tree_key(src: Path, python: str) -> str:

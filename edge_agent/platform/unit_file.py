@@ -15,8 +15,9 @@ drop-ins, in the order systemd applies them, with the answers built on it:
 
 ``installed_unit()`` finds the unit the way `edge-agent doctor` needs it: a file named on the
 command line, else edge-agent.service in systemd's unit directories with its drop-ins; None when
-edge-agent is not installed as a service. The tests' sandbox harness (tests/sandbox/unit.py)
-builds on the same parser.
+edge-agent is not installed as a service. ``environment(pairs)``: what its Environment= lines
+set (the tests' sandbox harness and the benchmarks run the agent with it). The tests' sandbox
+harness (tests/sandbox/unit.py) builds on the same parser.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import errno as errno_mod
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -70,6 +72,25 @@ def parse_unit(text: str, source: str = "unit") -> dict[str, list[tuple[str, str
         key, _, value = line.partition("=")
         current.append((key.strip(), value.strip()))
     return sections
+
+
+def environment(service: list[tuple[str, str]], source: str = "unit") -> dict[str, str]:
+    """What Environment= lines of a [Service] section (``parse_unit``'s pairs) set, as systemd
+    reads them: whitespace-separated VAR=VALUE assignments, quotes grouping, the later
+    assignment winning, an empty Environment= resetting the list."""
+    env: dict[str, str] = {}
+    for key, value in service:
+        if key != "Environment":
+            continue
+        if not value:
+            env.clear()
+        for word in shlex.split(value):
+            name, eq, val = word.partition("=")
+            if not eq or not name:
+                raise ConfigError([Problem(source, "Service.Environment",
+                                           f"not an assignment: {word!r}", "VAR=VALUE")])
+            env[name] = val
+    return env
 
 
 @functools.cache

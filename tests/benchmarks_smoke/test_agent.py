@@ -50,6 +50,8 @@ def test_the_installed_agent_is_the_laid_down_tree(installed: Agent) -> None:
     assert info["edge_agent"] == f"{site}/edge_agent/__init__.py"
     assert not str(info["edge_agent"]).startswith(str(ROOT))
     assert "PYTHONPATH" not in (installed.env or {})
+    # run as the unit runs it: with the installed unit's Environment=
+    assert (installed.env or {}).get("PYTHONNODEBUGRANGES") == "1"
     # the memory tables run under it: its interpreter, the daemon's modules from the tree
     version = subprocess.run([_agent.PYTHON, "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True, check=True).stdout.strip()

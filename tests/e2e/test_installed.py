@@ -4,9 +4,10 @@ has), then the INSTALLED commands at the place a box imaged from that root has t
 (/usr/local/bin/edge-agent -> /opt/edge-agent, in a mount namespace: the tree is made for that
 place and names the scratch root nowhere; no PYTHONPATH, run from outside the checkout) against
 the simulators of this dev venv: check-config, run, status, doctor, scan. The venv holds the
-production set and nothing else (no stale file, no lab module importable), and its `edge-agent
-demo` says in one line how to get the demo. Then `scripts/install --lab` adds the lab, the
-installed demo verifies everything, and a plain install takes the lab away again."""
+production set and nothing else (no stale file, no lab module importable), compiled lean
+(tests/e2e/lean_bytecode.py), and its `edge-agent demo` says in one line how to get the demo.
+Then `scripts/install --lab` adds the lab, the installed demo verifies everything, and a plain
+install takes the lab away again."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import pytest
 
 from firmware_bridge.sources import NODE_FILES
 from simulators.scenario import BackgroundScenario, Scenario
+from tests.e2e.lean_bytecode import assert_lean_bytecode
 from tests.support_broker import Mosquitto
 from tests.support_installed import at_final_place, installed_unavailable, names_scratch_root
 
@@ -184,6 +186,7 @@ def test_the_installed_tree_runs_on_its_own(tmp_path: Path,
     # the production set only: nothing stale from src/build, no lab
     assert_production_set(root, src)
     assert lab_modules(root) == []
+    assert_lean_bytecode(root, work, ROOT)  # no docstrings, no column tables, asserts kept
     assert not (root / "opt/edge-agent/venv/bin/edge-sim").exists()
     assert not (root / "usr/local/bin/edge-sim").exists()
     assert (root / "opt/edge-agent/device_profiles/water_meter.toml").is_file()

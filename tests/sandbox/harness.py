@@ -211,6 +211,7 @@ class UnitHarness:
         env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "USER": u.user, "LOGNAME": u.user,
                "HOME": u.state_dirs[0][0] if u.state_dirs else "/",
                "SHELL": "/usr/sbin/nologin", "INVOCATION_ID": os.urandom(16).hex()}
+        env.update(u.environment)  # Environment=
         for key, dirs in (("STATE_DIRECTORY", u.state_dirs), ("RUNTIME_DIRECTORY", u.runtime_dirs),
                           ("CONFIGURATION_DIRECTORY", u.config_dirs)):
             if dirs:

@@ -53,6 +53,21 @@ def test_the_shipped_unit_as_systemd_reads_it() -> None:
     assert u.user == "edge-agent" and u.group == "edge-agent"
     assert ("/var/lib/edge-agent", 0o700) in u.state_dirs
     assert u.protect_system == "strict" and u.proc_subset_pid and u.no_new_privileges
+    assert u.environment == {"PYTHONNODEBUGRANGES": "1"}
+
+
+def test_environment_as_systemd_reads_it(tmp_path: Path) -> None:
+    unit = tmp_path / "x.service"
+    unit.write_text(UNIT_FILE.read_text().replace(
+        "[Service]\n", "[Service]\nEnvironment=A=1 \"B=two words\" C=\nEnvironment=A=3\n"))
+    assert UnitSandbox.load(unit).environment == {
+        "A": "3", "B": "two words", "C": "", "PYTHONNODEBUGRANGES": "1"}
+    text = unit.read_text()
+    unit.write_text(text.replace("[Install]", "Environment=\nEnvironment=D=4\n[Install]"))
+    assert UnitSandbox.load(unit).environment == {"D": "4"}
+    unit.write_text(text.replace("[Install]", "Environment=novalue\n[Install]"))
+    with pytest.raises(UnitError, match="novalue"):
+        UnitSandbox.load(unit)
 
 
 def test_a_directive_the_harness_does_not_know_fails(tmp_path: Path) -> None:
@@ -94,7 +109,7 @@ def test_a_process_in_the_harness_meets_the_units_restrictions(unit: UnitSandbox
         "netlink": "Address family not supported by protocol", "inet": "ok",
         "mmap_wx": eperm, "unshare": eperm,
         "proc_sys": False, "boot_id_credential": boot_id,
-        "root_listing": got["root_listing"],
+        "root_listing": got["root_listing"], "columns": False,
     }
     # ProtectHome: nothing of /root but the test host's interpreter, grafted back
     assert all(str(ROOT).startswith("/root/" + x) or sys.base_prefix.startswith("/root/" + x)

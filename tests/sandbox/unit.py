@@ -35,7 +35,7 @@ EMULATED = frozenset({
     "RestrictAddressFamilies", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID",
     "LockPersonality", "MemoryDenyWriteExecute", "SystemCallArchitectures", "SystemCallFilter",
     "SystemCallErrorNumber",
-    "Type", "NotifyAccess", "WatchdogSec", "ExecStart",
+    "Type", "NotifyAccess", "WatchdogSec", "ExecStart", "Environment",
 })
 NOT_EMULATED = {
     "DevicePolicy": "the cgroup device controller needs systemd as PID 1 (systemd-run variant)",
@@ -68,6 +68,14 @@ def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
     """The production parser (edge_agent.platform.unit_file), its problems as UnitError."""
     try:
         return unit_file.parse_unit(text)
+    except ConfigError as exc:
+        raise UnitError(str(exc)) from None
+
+
+def environment(service: list[tuple[str, str]], path: Path) -> dict[str, str]:
+    """Environment= by the production reader, its problems as UnitError."""
+    try:
+        return unit_file.environment(service, str(path))
     except ConfigError as exc:
         raise UnitError(str(exc)) from None
 
@@ -120,6 +128,7 @@ class UnitSandbox:
 
     path: Path
     exec_start: list[str]
+    environment: dict[str, str]  # Environment=
     watchdog_usec: int | None
     notify: bool
     user: str
@@ -210,6 +219,7 @@ class UnitSandbox:
         return cls(
             path=path,
             exec_start=last["ExecStart"].lstrip("-@:+!").split(),
+            environment=environment(svc, path),
             watchdog_usec=_seconds(wd) * 1_000_000 if wd else None,
             notify=last.get("Type") == "notify",
             user=last["User"],

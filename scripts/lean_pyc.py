@@ -1,0 +1,202 @@
+"""Compile the installed venv's production set into lean bytecode (scripts/install runs this).
+
+``VPY -I -X no_debug_ranges scripts/lean_pyc.py SITE [--final DIR] DIST...`` compiles every module
+of the distributions DIST and their requirements (the production set: edge-agent and what it
+needs, never pip/setuptools) into the STANDARD ``__pycache__/NAME.cpython-3XX.pyc`` that Python's
+import loads anyway, from code without docstrings and without column tables:
+
+* docstrings: an AST pass drops the docstring statement of every module, class and function
+  (a body left empty gets ``pass``; line numbers stay those of the source). A module whose source
+  names ``__doc__`` keeps its own docstring when it only reads its module ``__doc__`` (the CLI's
+  argparse descriptions), all of them when it reads an attribute ``X.__doc__`` or mentions it in
+  text; a module ``X.__doc__`` names through an import keeps its module docstring
+  (``common.__doc__``: the man page's EXIT STATUS).
+* column tables: code compiled in a process run with ``-X no_debug_ranges`` carries line numbers
+  only (tracebacks lose the ``^^^`` carets, nothing else); marshal keeps that.
+* asserts stay: optimization level 0, the plain ``.pyc`` name.
+
+The pycs are timestamp-validated against the source (its mtime and size, as py_compile writes
+them): a source edited or upgraded later no longer matches, and Python recompiles it from the
+source as usual. ``--final DIR``: the file names the code objects carry (``co_filename``,
+tracebacks) are under DIR instead of SITE (a tree built under ``scripts/install --root``).
+Prints one line: modules compiled, docstrings dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.metadata as md
+import importlib.util
+import marshal
+import os
+import re
+import sys
+import types
+from pathlib import Path
+
+SEEDS = frozenset({"pip", "setuptools", "wheel"})  # the venv's own, never the production set
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def closure(names: list[str], path: list[str]) -> list[md.Distribution]:
+    """The distributions ``names`` (requirement strings: extras as given) and their requirements,
+    found on ``path``."""
+    from pip._vendor.packaging.requirements import Requirement
+
+    dists = {norm(d.metadata["Name"]): d for d in md.distributions(path=path)}
+    seen: dict[str, md.Distribution] = {}
+    todo = [(norm(r.name), set(r.extras)) for r in map(Requirement, names)]
+    while todo:
+        name, extras = todo.pop()
+        if name in SEEDS or name in seen or name not in dists:
+            continue
+        seen[name] = dists[name]
+        for text in dists[name].requires or []:
+            req = Requirement(text)
+            if req.marker is None or any(req.marker.evaluate({"extra": e})
+                                         for e in (extras or {""})):
+                todo.append((norm(req.name), set(req.extras)))
+    return list(seen.values())
+
+
+def _is_doc(stmt: ast.stmt) -> bool:
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str))
+
+
+def _drop_doc(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    if not node.body or not _is_doc(node.body[0]):
+        return 0
+    doc = node.body.pop(0)
+    if not node.body and not isinstance(node, ast.Module):
+        node.body.append(ast.copy_location(ast.Pass(), doc))
+    return 1
+
+
+def doc_readers(tree: ast.Module, source: str) -> tuple[str, list[str]]:
+    """How the module reads docstrings: ``"none"``, ``"module"`` (its own ``__doc__`` only) or
+    ``"all"``; and the names ``X`` it reads ``X.__doc__`` of."""
+    mentions = source.count("__doc__")
+    if not mentions:
+        return "none", []
+    names = sum(1 for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "__doc__")
+    attrs = [n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+             and n.attr == "__doc__" and isinstance(n.value, ast.Name)]
+    return ("module" if names == mentions else "all"), attrs
+
+
+def imported_modules(tree: ast.Module, module: str, is_pkg: bool) -> dict[str, str]:
+    """Name bound by an import in ``module`` -> the module it may name (``from P import X``:
+    ``P.X``)."""
+    package = module if is_pkg else module.rpartition(".")[0]
+    bound: dict[str, str] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            for a in n.names:
+                if a.asname:
+                    bound[a.asname] = a.name
+        elif isinstance(n, ast.ImportFrom):
+            base = n.module or ""
+            if n.level:
+                parts = package.split(".")
+                up = ".".join(parts[:len(parts) - n.level + 1])
+                base = f"{up}.{base}" if base else up
+            for a in n.names:
+                bound[a.asname or a.name] = f"{base}.{a.name}"
+    return bound
+
+
+def strip(tree: ast.Module, keep: str) -> int:
+    """Drop the docstrings of ``tree`` (``keep``: "none", "module" or "all"); how many."""
+    if keep == "all":
+        return 0
+    dropped = 0 if keep == "module" else _drop_doc(tree)
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            dropped += _drop_doc(n)
+    return dropped
+
+
+def pyc(code: types.CodeType, source: Path) -> bytes:
+    """A timestamp-validated pyc of ``code`` for ``source`` (py_compile's header)."""
+    st = source.stat()
+    return b"".join((importlib.util.MAGIC_NUMBER, (0).to_bytes(4, "little"),
+                     (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little"),
+                     (st.st_size & 0xFFFFFFFF).to_bytes(4, "little"), marshal.dumps(code)))
+
+
+def modules(dists: list[md.Distribution], site: Path) -> dict[str, Path]:
+    """Module name -> source file of every module the distributions install under ``site``."""
+    found: dict[str, Path] = {}
+    for d in dists:
+        for f in d.files or []:
+            p = Path(str(d.locate_file(f)))
+            if f.suffix != ".py" or "__pycache__" in f.parts or not p.is_file():
+                continue
+            try:
+                rel = p.relative_to(site)
+            except ValueError:  # a script installed into bin/
+                continue
+            parts = list(rel.with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            if parts and all(x.isidentifier() for x in parts):
+                found[".".join(parts)] = p
+    return found
+
+
+def compile_lean(site: Path, final: Path, mods: dict[str, Path]) -> tuple[int, int]:
+    """Compile ``mods`` as the module doc says; (modules, docstrings dropped)."""
+    trees: dict[str, tuple[ast.Module, str]] = {}
+    keep: dict[str, str] = {}
+    for name, path in mods.items():
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source, str(path))
+        how, attrs = doc_readers(tree, source)
+        keep[name] = max(keep.get(name, "none"), how, key=("none", "module", "all").index)
+        bound = imported_modules(tree, name, path.name == "__init__.py")
+        for x in attrs:
+            target = bound.get(x)
+            if target in mods and keep.get(target) != "all":
+                keep[target] = "module"
+        trees[name] = (tree, source)
+    dropped = 0
+    for name, (tree, _) in trees.items():
+        path = mods[name]
+        dropped += strip(tree, keep[name])
+        code = compile(tree, str(final / path.relative_to(site)), "exec", dont_inherit=True,
+                       optimize=0)
+        out = Path(importlib.util.cache_from_source(str(path)))
+        out.parent.mkdir(exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}")
+        tmp.write_bytes(pyc(code, path))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    return len(trees), dropped
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="lean_pyc.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("site", type=Path, help="the venv's site-packages")
+    ap.add_argument("dists", nargs="+", help="distributions (requirement strings)")
+    ap.add_argument("--final", type=Path, help="the site-packages' path on the box")
+    args = ap.parse_args(argv)
+    if sys.flags.optimize:
+        ap.error("run without -O: asserts stay")
+    if sys._xoptions.get("no_debug_ranges") is None and not os.environ.get("PYTHONNODEBUGRANGES"):
+        ap.error("run with -X no_debug_ranges: the code objects must carry no column table")
+    site = args.site.resolve()
+    mods = modules(closure(args.dists, [str(site)]), site)
+    n, dropped = compile_lean(site, args.final or site, mods)
+    print(f"lean_pyc: {n} modules compiled without docstrings ({dropped} dropped) or column "
+          f"tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
