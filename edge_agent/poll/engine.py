@@ -24,7 +24,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from itertools import chain
 from typing import Any, cast
 
 from edge_agent.bus.at_points import AtCommander
@@ -96,12 +95,14 @@ class Poller:
         self.readings_emitted = 0  # after it
         self.planned_at: float | None = None  # monotonic time the first releases count from
         self.devices: dict[str, DeviceBase] = {}
-        self._slots: dict[str, tuple[_PollJob, ...]] = {}  # device -> its jobs
+        # every device's jobs, in the devices' order (one list, not a tuple a device)
+        self._jobs: list[_PollJob] = []
         self.schedulers: dict[str, BusScheduler] = {}
         problems: list[Problem] = []
         plans = SharedPlans()  # the devices of one profile share its plans
         # one bound method each for every device (not three new ones a device: 192 bytes)
         emit, offer, offer_good = self._emit, self._offer, self._offer_good
+        run_job = self._run_job  # (and one for every bus's scheduler)
         src = str(config.source)
         for i, dev in enumerate(config.devices):
             where = f"devices[{i}]"
@@ -141,9 +142,9 @@ class Poller:
                     continue
             if dev.bus not in self.schedulers:
                 if isinstance(bus_cfg, SerialBus):
-                    sched = BusScheduler(dev.bus, 1, self._run_job)
+                    sched = BusScheduler(dev.bus, 1, run_job)
                 else:  # the grid is set from every job's interval in _make_jobs
-                    sched = BusScheduler(dev.bus, bus_cfg.concurrency, self._run_job,
+                    sched = BusScheduler(dev.bus, bus_cfg.concurrency, run_job,
                                          tick_s=NETWORK_TICK_S)
                 self.schedulers[dev.bus] = sched
         if problems:
@@ -218,11 +219,10 @@ class Poller:
     # -- scheduling ---------------------------------------------------------------------------
 
     def _make_jobs(self, now: float) -> None:
-        self._slots = {}
+        jobs: list[_PollJob] = []
         for name, dp in self.devices.items():
             phase = self._rng.random()  # same phase for all groups: a device's reads stay close
             sched = self.schedulers[dp.device.bus]
-            jobs: list[_PollJob] = []
             for g in dp.plan.groups:
                 if not g.requests and not g.at_points:
                     continue
@@ -231,13 +231,13 @@ class Poller:
                 job = _PollJob(name, g.interval_s, now + phase * g.interval_s, dp, g)
                 jobs.append(job)
                 sched.queue.add(job)
-            self._slots[name] = tuple(jobs)  # 40 bytes less a device than a list
+        self._jobs = jobs
         self._set_network_grid()
 
     def _set_network_grid(self) -> None:
         shortest: dict[str, float] = {}
         rate = 0.0
-        for job in chain.from_iterable(self._slots.values()):
+        for job in self._jobs:
             bus, iv = job.poller.device.bus, job.interval_s
             if self.schedulers[bus].tick_s > 0 and iv > 0:
                 rate += 1.0 / iv
@@ -258,7 +258,7 @@ class Poller:
 
     async def run(self) -> None:
         """Poll until ``stop()``. A second concurrent ``run()`` is an error."""
-        if self._slots:
+        if self._jobs:
             raise ContractError("Poller.run() is already running (or ran): make a new Poller")
         self.planned_at = time.monotonic()
         self._make_jobs(self.planned_at)
@@ -286,7 +286,7 @@ class Poller:
     @property
     def jobs(self) -> list[Job]:
         """Every scheduled job (one per device and interval group), once ``run()`` started."""
-        return list(chain.from_iterable(self._slots.values()))
+        return list(self._jobs)
 
     # -- status -------------------------------------------------------------------------------
 
@@ -303,13 +303,16 @@ class Poller:
 
     def status(self) -> dict[str, DeviceStatus]:
         out: dict[str, DeviceStatus] = {}
+        jobs: dict[str, list[Job]] = {}
+        for job in self._jobs:
+            jobs.setdefault(job.device, []).append(job)
         for name, dp in self.devices.items():
             out[name] = device_status(
                 device=name,
                 bus=dp.bus_name,
                 unit=dp.device.unit_id,
                 health=dp.health,
-                jobs=list(self._slots.get(name, ())),
+                jobs=jobs.get(name, []),
                 timeout_s=dp.last_timeout_s,
                 requests=dp.requests_done,
                 breaks=len(dp.plan.breaks),

@@ -15,7 +15,7 @@ A worker whose next job is at least ``PARK_S`` away *parks*: its task ends. The 
 a bus share one timer, armed for the queue's next release: when it fires it starts one of them (a
 new task), which takes the due job; a worker that takes a job while others are parked re-arms the
 timer for the next one, so jobs released together still run ``concurrency`` at a time, and a job
-queued earlier than the timer (``EdfQueue.on_wake``) re-arms it (at once if released). Workers
+queued earlier than the timer (``EdfQueue.add``) re-arms it (at once if released). Workers
 start parked. A district of a thousand devices at 60 s then holds no task, coroutine frame or
 future per bus while it waits (1.2-1.4 MiB on that district) and pays one task start per job run;
 workers of fast buses never park.
@@ -106,19 +106,23 @@ _SEQ = itertools.count()
 class EdfQueue:
     """Jobs waiting for their release (by release time) and released ones (by deadline)."""
 
+    # (a BusScheduler is its own queue: five hundred buses hold no queue object, instance dict
+    # nor bound method each)
+    __slots__ = ("_pending", "_ready", "changed", "waiters", "wake_at")
+
     def __init__(self) -> None:
         self._pending: list[tuple[float, int, Job]] = []
-        self._ready: list[tuple[float, int, Job]] = []
+        # the released jobs' heap: a list only while some are released (a parked bus has none)
+        self._ready: list[tuple[float, int, Job]] | None = None
         # set by add() when the workers must look again; waiting workers' futures are woken
         # (plain futures and one timer, no asyncio.timeout: it costs a cancellation per wake-up)
         self.changed = False
         # (a tuple, replaced: at most one future per worker, and the empty tuple is shared)
         self.waiters: tuple[asyncio.Future[None], ...] = ()
         self.wake_at = math.inf  # the release a waiting worker sleeps until
-        self.on_wake: Callable[[], None] | None = None  # the scheduler's: re-arm its parked timer
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._ready)
+        return len(self._pending) + len(self._ready or ())
 
     def add(self, job: Job, *, wake: bool = True) -> None:
         """Queue ``job`` for its release. ``wake=False``: the caller is a worker about to look
@@ -128,17 +132,26 @@ class EdfQueue:
             self.changed = True
             for fut in self.waiters:
                 _wake(fut)
-            if self.on_wake is not None:
-                self.on_wake()
+            self._woken()
+
+    def _woken(self) -> None:
+        """A job was queued earlier than the workers sleep until (the scheduler re-arms its
+        parked timer)."""
 
     def pop(self, now: float) -> Job | None:
         """The released job with the earliest deadline, or None if none is released yet."""
-        while self._pending and self._pending[0][0] <= now:
-            _, seq, job = heapq.heappop(self._pending)
-            heapq.heappush(self._ready, (job.deadline, seq, job))
-        if not self._ready:
+        pending = self._pending
+        if pending and pending[0][0] <= now:
+            ready = self._ready
+            if ready is None:
+                ready = self._ready = []
+            while pending and pending[0][0] <= now:
+                _, seq, job = heapq.heappop(pending)
+                heapq.heappush(ready, (job.deadline, seq, job))
+        ready = self._ready
+        if not ready:
             return None
-        return heapq.heappop(self._ready)[2]
+        return heapq.heappop(ready)[2]
 
     def next_release(self) -> float | None:
         if self._ready:
@@ -154,13 +167,14 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class BusScheduler:
-    """Dispatches one bus's jobs EDF, at most ``concurrency`` at a time."""
+class BusScheduler(EdfQueue):
+    """Dispatches one bus's jobs EDF, at most ``concurrency`` at a time. It is its own queue
+    of jobs (``queue``: itself)."""
 
     # five hundred buses of the district: no instance dict
     __slots__ = ("_clock", "_concurrency", "_crash", "_live", "_parked", "_run_job", "_running",
-                 "_timer", "_timer_for", "_workers", "bus", "busy_s", "park_s", "queue",
-                 "restarts", "slots", "tick_s")
+                 "_timer", "_timer_for", "_workers", "bus", "busy_s", "park_s", "restarts",
+                 "slots", "tick_s")
 
     def __init__(
         self,
@@ -178,22 +192,36 @@ class BusScheduler:
         # iteration (their requests would leave in one segment: some servers read only the first)
         self.tick_s = tick_s
         self.park_s = park_s
-        self.queue = EdfQueue()
+        EdfQueue.__init__(self)
         self._concurrency = max(1, concurrency)
         self._workers = self._concurrency  # set by start(): at most one per job
         self.slots = Gate(self._concurrency)  # FIFO, as asyncio.Semaphore (poll.gate)
         self._run_job = run_job
         self._clock = clock
         self.busy_s = 0.0  # time spent inside jobs (summed over concurrent slots)
-        self._live: dict[int, asyncio.Task[None]] = {}  # worker index -> its running task
-        # parked workers (no task); the last one is the next to start. One timer per scheduler
-        # (not per parked worker) starts one of them at the queue's next release
-        self._parked: list[int] = []
+        # worker index -> its running task (None: no worker is a task)
+        self._live: dict[int, asyncio.Task[None]] | None = None
+        # parked workers (no task), a bit each (1 << index); the lowest is the next to start.
+        # One timer per scheduler (not per parked worker) starts one of them at the queue's
+        # next release
+        self._parked = 0
         self._timer: Timer | None = None
         self._timer_for = math.nan  # the release that timer starts a worker for
         self.restarts = 0  # parked workers started (a task each)
         self._crash: asyncio.Future[None] | None = None
         self._running = False
+
+    def __bool__(self) -> bool:  # a scheduler, not the queue's length
+        return True
+
+    @property
+    def queue(self) -> EdfQueue:
+        """The bus's jobs (this scheduler)."""
+        return self
+
+    def _woken(self) -> None:
+        if self._running:
+            self._arm()
 
     def _wake_time(self, nxt: float, worker: int) -> float:
         """When ``worker`` wakes for a job released at ``nxt``: on its grid (see tick_s)."""
@@ -205,7 +233,7 @@ class BusScheduler:
     async def _next_job(self, worker: int = 0) -> Job | None:
         """The next released job, waiting for it; None when this worker parked instead (its
         task ends; the scheduler's timer starts a parked worker when a job is due)."""
-        queue = self.queue
+        queue = self
         while True:
             now = self._clock()
             job = queue.pop(now)
@@ -218,8 +246,13 @@ class BusScheduler:
             if not queue.changed:
                 wake = math.inf if nxt is None else self._wake_time(nxt, worker)
                 if wake - now >= self.park_s and self._running:
-                    del self._live[worker]
-                    self._parked.append(worker)
+                    live = self._live
+                    if live is not None:
+                        del live[worker]
+                        if not live:
+                            self._live = None
+                    self._ready = None  # empty (pop found nothing released)
+                    self._parked |= 1 << worker
                     self._arm(nxt)
                     return None
                 loop = asyncio.get_running_loop()
@@ -251,7 +284,7 @@ class BusScheduler:
                 self.busy_s += finished - started
                 job.complete(finished)
                 # this worker looks at the queue next: no need to wake the others for it
-                self.queue.add(job, wake=False)
+                self.add(job, wake=False)
 
     async def _worker(self, i: int) -> None:
         while True:
@@ -268,7 +301,10 @@ class BusScheduler:
 
     def _spawn(self, i: int) -> None:
         task = asyncio.get_running_loop().create_task(self._worker(i))
-        self._live[i] = task
+        live = self._live
+        if live is None:
+            live = self._live = {}
+        live[i] = task
         task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
@@ -285,16 +321,16 @@ class BusScheduler:
     @property
     def workers_running(self) -> int:
         """Workers that are tasks now (the others are parked)."""
-        return len(self._live)
+        return len(self._live or ())
 
     def _arm(self, nxt: float | None = math.nan, *, spread: bool = False) -> None:
-        """Set the scheduler's one timer to start the last parked worker at the queue's next
+        """Set the scheduler's one timer to start the lowest parked worker at the queue's next
         release (``nxt``: that release, when the caller has it), on that worker's grid; a
         released job: at once, or with ``spread`` (a worker just took a job and left this one)
         at that worker's next grid point. No release (an empty queue): no timer, ``queue.add``
-        calls this again (``on_wake``)."""
+        calls this again (``_woken``)."""
         if nxt is not None and math.isnan(nxt):
-            nxt = self.queue.next_release()
+            nxt = self.next_release()
         if nxt is not None and nxt == self._timer_for:
             return  # armed for that release already (for another parked worker: as good)
         if self._timer is not None:
@@ -304,8 +340,9 @@ class BusScheduler:
         if nxt is None or not self._parked or not self._running:
             return
         # add() wakes the scheduler for a job queued before the next release
-        self.queue.wake_at = nxt
-        worker = self._parked[-1]
+        self.wake_at = nxt
+        parked = self._parked
+        worker = (parked & -parked).bit_length() - 1  # the lowest parked
         now = self._clock()
         if nxt > now:
             delay = self._wake_time(nxt, worker) - now
@@ -324,8 +361,8 @@ class BusScheduler:
         """The timer's callback: start parked worker ``i`` (a task; it takes the due job)."""
         self._timer = None
         self._timer_for = math.nan
-        if self._running and i in self._parked:
-            self._parked.remove(i)
+        if self._running and self._parked >> i & 1:
+            self._parked &= ~(1 << i)
             self.restarts += 1
             self._spawn(i)
 
@@ -337,21 +374,19 @@ class BusScheduler:
             raise ContractError(f"scheduler of {self.bus!r} already started")
         # no more workers than jobs: a job never runs twice at once, so an endpoint polling one
         # device needs one worker (a task and its frames) however many requests it allows
-        self._workers = max(1, min(self._concurrency, len(self.queue)))
+        self._workers = max(1, min(self._concurrency, len(self)))
         self._crash = crash
         self._running = True
-        self.queue.on_wake = self._arm
-        self._parked = list(range(self._workers - 1, -1, -1))  # worker 0 starts first
+        self._parked = (1 << self._workers) - 1  # all of them; worker 0 starts first
         self._arm()
 
     async def close(self) -> None:
         """Stop every worker (a running job is cancelled) and wait for them."""
         self._running = False
-        self.queue.on_wake = None
         self._arm(None)  # cancels the timer
-        self._parked = []
-        tasks = list(self._live.values())
-        self._live = {}
+        self._parked = 0
+        tasks = list((self._live or {}).values())
+        self._live = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

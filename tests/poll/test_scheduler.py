@@ -281,7 +281,7 @@ def test_fast_workers_never_park() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_a_crashing_worker_ends_run_with_its_exception() -> None:
+def test_a_crashing_worker_ends_run_with_its_exception(monkeypatch: pytest.MonkeyPatch) -> None:
     async def run_job(job: Job) -> None:
         pass
 
@@ -289,10 +289,10 @@ def test_a_crashing_worker_ends_run_with_its_exception() -> None:
         s = BusScheduler("tcp", 1, run_job, park_s=0.05)
         s.queue.add(Job("a", 0.01, 0.0, key="a"))
 
-        def broken(now: float) -> Job | None:
+        def broken(self: BusScheduler, now: float) -> Job | None:
             raise RuntimeError("scheduler bug")
 
-        s.queue.pop = broken  # type: ignore[method-assign]
+        monkeypatch.setattr(BusScheduler, "pop", broken)  # (slots: not on the instance)
         await s.run()
 
     with pytest.raises(RuntimeError, match="scheduler bug"):
@@ -377,3 +377,32 @@ def test_close_ends_a_worker_whose_job_dropped_the_cancellation() -> None:
         assert dropped == [0] and runs == [0]
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(10)
+def test_a_parked_bus_holds_no_queue_object_task_table_nor_ready_heap() -> None:
+    """Memory of the district's five hundred parked buses (issue #15): the scheduler is its own
+    queue (no queue object, instance dict nor bound method for its wake-ups), and while every
+    worker is parked it holds no task table and no list of released jobs."""
+
+    async def run_job(job: Job) -> None:
+        pass
+
+    async def main() -> BusScheduler:
+        s = BusScheduler("tcp", 2, run_job, park_s=0.05)
+        now = asyncio.get_running_loop().time()
+        for k in "ab":
+            s.queue.add(Job(k, 60.0, now + 0.02, key=k))
+        s.start()
+        try:
+            await asyncio.sleep(0.2)  # both ran once, both parked until their next release
+            assert s.workers_running == 0 and len(s.queue) == 2
+            assert (s._live, s._ready) == (None, None)
+            assert bool(s)  # a scheduler, whatever its queue holds
+        finally:
+            await s.close()
+        return s
+
+    s = asyncio.run(main())
+    assert s.queue is s and not hasattr(s, "__dict__")
+    assert sum(j.runs for j in (e[2] for e in s._pending)) == 2
