@@ -9,6 +9,11 @@ then the unique ``seq``) and arms a single loop timer at the earliest one. Cance
 are the majority. Cancelling the earliest deadline moves the loop timer later only when the
 next deadline is more than ``REARM_SLACK_S`` later (the loop wakes at most that much early).
 
+Many objects woken at one instant (the parked schedulers of a district's buses, whose wake-ups
+fall on a shared start grid) can ``join`` that instant under a key: one deadline per key calls
+``fn(obj)`` for each of them, instead of a deadline, a handle and an argument tuple per object
+(~260 bytes each).
+
 ``timers_for(loop)`` is the one instance of a loop, shared by every bus owner and scheduler of
 that loop. Callbacks run inside the loop's timer callback, due ones in deadline order, and must
 be quick and not raise (an exception is handed to the loop's exception handler).
@@ -21,7 +26,7 @@ import heapq
 import itertools
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 _COMPACT_MIN = 256  # blanks tolerated before compacting is considered
@@ -60,6 +65,8 @@ class Timers:
         self._handle: asyncio.TimerHandle | None = None
         self._armed = math.inf  # when the loop timer fires
         self._blanks = 0  # cancelled entries still in the heap
+        # joined instants: key -> [its Timer, fn, the key, obj, obj...] (see ``join``)
+        self._groups: dict[Hashable, list[Any]] = {}
 
     def __len__(self) -> int:
         """Live (not cancelled, not yet run) deadlines."""
@@ -75,6 +82,45 @@ class Timers:
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         return self.call_at(self._loop.time() + delay, callback, *args)
+
+    def join(self, key: Hashable, delay: float, fn: Callable[[Any], object],
+             obj: object) -> Hashable:
+        """Call ``fn(obj)`` with every object joined under a key equal to ``key``, at one
+        deadline: ``delay`` from now as the first of them joined it (one ``Timer`` a key, not
+        one an object). Returns the key as kept (equal to ``key``: hold that one, not a copy
+        each, and give it to ``leave``). ``obj`` joins a key once; ``fn`` is the first joiner's."""
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = [None, fn, key, obj]
+            group[0] = self.call_later(delay, self._fire_group, key)
+            return key
+        group.append(obj)
+        return group[2]  # type: ignore[no-any-return]
+
+    def leave(self, key: Hashable, obj: object) -> None:
+        """``obj`` is no longer woken at ``key`` (the key's deadline goes with its last one)."""
+        group = self._groups.get(key)
+        if group is None:
+            return
+        try:
+            del group[group.index(obj, 3)]
+        except ValueError:
+            return
+        if len(group) == 3:
+            del self._groups[key]
+            group[0].cancel()
+
+    def _fire_group(self, key: Hashable) -> None:
+        group = self._groups.pop(key, None)
+        if group is None:
+            return
+        fn = group[1]
+        for obj in group[3:]:
+            try:
+                fn(obj)
+            except Exception as exc:  # one object's bug must not keep the others asleep
+                self._loop.call_exception_handler({
+                    "message": f"exception in timer callback {fn!r}", "exception": exc})
 
     def _cancelled(self, entry: list[Any]) -> None:
         self._blanks += 1
@@ -141,6 +187,7 @@ class Timers:
         self._armed = math.inf
         self._heap.clear()
         self._blanks = 0
+        self._groups.clear()
 
 
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers] = (

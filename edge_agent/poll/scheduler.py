@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from edge_agent.errors import ContractError
-from edge_agent.platform.timers import Timer, timers_for
+from edge_agent.platform.timers import timers_for
 from edge_agent.poll.gate import Gate
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class BusScheduler(EdfQueue):
 
     # five hundred buses of the district: no instance dict
     __slots__ = ("_clock", "_concurrency", "_crash", "_live", "_parked", "_run_job", "_running",
-                 "_timer", "_timer_for", "_workers", "bus", "busy_s", "park_s", "restarts",
+                 "_timer_at", "_timer_for", "_workers", "bus", "busy_s", "park_s", "restarts",
                  "slots", "tick_s")
 
     def __init__(
@@ -202,11 +202,12 @@ class BusScheduler(EdfQueue):
         # worker index -> its running task (None: no worker is a task)
         self._live: dict[int, asyncio.Task[None]] | None = None
         # parked workers (no task), a bit each (1 << index); the lowest is the next to start.
-        # One timer per scheduler (not per parked worker) starts one of them at the queue's
-        # next release
+        # One wake-up per scheduler (not per parked worker) starts one of them at the queue's
+        # next release: joined with the other buses' waking at the same instant (their start
+        # grids coincide), one loop timer for them all (``Timers.join``)
         self._parked = 0
-        self._timer: Timer | None = None
-        self._timer_for = math.nan  # the release that timer starts a worker for
+        self._timer_at: tuple[Callable[[], float], float] | None = None  # the joined instant
+        self._timer_for = math.nan  # the release that wake-up starts a worker for
         self.restarts = 0  # parked workers started (a task each)
         self._crash: asyncio.Future[None] | None = None
         self._running = False
@@ -333,36 +334,42 @@ class BusScheduler(EdfQueue):
             nxt = self.next_release()
         if nxt is not None and nxt == self._timer_for:
             return  # armed for that release already (for another parked worker: as good)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        at = self._timer_at
+        if at is not None:
+            self._timer_at = None
+            timers_for().leave(at, self)
         self._timer_for = math.nan
         if nxt is None or not self._parked or not self._running:
             return
         # add() wakes the scheduler for a job queued before the next release
         self.wake_at = nxt
         parked = self._parked
-        worker = (parked & -parked).bit_length() - 1  # the lowest parked
+        worker = (parked & -parked).bit_length() - 1  # the lowest parked: _unpark's
         now = self._clock()
         if nxt > now:
-            delay = self._wake_time(nxt, worker) - now
+            wake = self._wake_time(nxt, worker)
         elif spread:  # a released job a worker that just started left: on the next worker's
             # grid, as a waiting worker would take it, so two workers of a bus never send in
             # one iteration: a server that parses one frame a read (pymodbus', many field
             # gateways) drops the second when both arrive before it reads
-            delay = self._wake_time(now, worker) - now
+            wake = self._wake_time(now, worker)
         else:  # a job queued now (add): at once, as a waiting worker woken by add() takes it
-            delay = 0.0
+            wake = now
         self._timer_for = nxt
-        # a plain function and this scheduler as its argument: no bound method held a bus
-        self._timer = timers_for().call_later(max(0.0, delay), _unpark, self, worker)
+        # a plain function and this scheduler as its argument (no bound method held a bus),
+        # with every bus waking at that instant of this clock
+        self._timer_at = timers_for().join((self._clock, wake), max(0.0, wake - now), _unpark,
+                                           self)
 
-    def _unpark(self, i: int) -> None:
-        """The timer's callback: start parked worker ``i`` (a task; it takes the due job)."""
-        self._timer = None
+    def _unpark(self) -> None:
+        """The wake-up: start the lowest parked worker (a task; it takes the due job). It is
+        the one ``_arm`` woke for: the parked set changes only with a new ``_arm``."""
+        self._timer_at = None
         self._timer_for = math.nan
-        if self._running and self._parked >> i & 1:
-            self._parked &= ~(1 << i)
+        parked = self._parked
+        if self._running and parked:
+            i = (parked & -parked).bit_length() - 1
+            self._parked = parked & ~(1 << i)
             self.restarts += 1
             self._spawn(i)
 
@@ -406,6 +413,6 @@ class BusScheduler(EdfQueue):
             await self.close()
 
 
-def _unpark(sched: BusScheduler, i: int) -> None:
-    """The parked timer's callback (see ``BusScheduler._arm``)."""
-    sched._unpark(i)
+def _unpark(sched: BusScheduler) -> None:
+    """The parked wake-up's callback (see ``BusScheduler._arm``)."""
+    sched._unpark()

@@ -147,3 +147,40 @@ def test_cancelling_the_earliest_keeps_the_loop_timer_for_a_deadline_right_after
 
     ran = asyncio.run(main())
     assert [n for n, _ in ran] == ["b", "c"]
+
+
+@pytest.mark.timeout(10)
+def test_objects_joined_under_one_key_share_one_deadline_and_leave_it() -> None:
+    """The parked schedulers of many buses waking at one instant of their start grid: one
+    deadline for them all; the last one leaving cancels it; a failing callback does not keep
+    the others asleep."""
+    woken: list[str] = []
+    errors: list[dict[str, Any]] = []
+
+    def wake(obj: str) -> None:
+        if obj == "bad":
+            raise RuntimeError("bug")
+        woken.append(obj)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        t = Timers(loop)
+        key = ("grid", 12.5)
+        kept = t.join(key, 0.02, wake, "a")
+        assert kept is key
+        for obj in ("bad", "b", "c"):
+            assert t.join(("grid", 12.5), 0.5, wake, obj) is key  # the kept key, not a copy
+        t.leave(key, "c")
+        t.leave(key, "nobody")  # not joined: nothing
+        assert len(t) == 1  # one deadline for the instant
+        other = t.join(("grid", 99.0), 0.03, wake, "x")
+        t.leave(other, "x")  # the last one left: its deadline goes
+        assert len(t) == 1
+        await asyncio.sleep(0.1)
+        assert len(t) == 0 and _loop_timers(loop) == 0
+        t.leave(key, "a")  # after it fired: nothing
+
+    asyncio.run(main())
+    assert woken == ["a", "b"]
+    assert [str(c["exception"]) for c in errors] == ["bug"]
