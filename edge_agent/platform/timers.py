@@ -27,8 +27,9 @@ import itertools
 import math
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
+K = TypeVar("K", bound=Hashable)
 _COMPACT_MIN = 256  # blanks tolerated before compacting is considered
 # cancelling the earliest deadline re-arms the loop timer only when the next one is more than
 # this later (see _cancelled): a loop timer ~µs early costs one early wake-up, a re-arm costs an
@@ -83,8 +84,7 @@ class Timers:
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         return self.call_at(self._loop.time() + delay, callback, *args)
 
-    def join(self, key: Hashable, delay: float, fn: Callable[[Any], object],
-             obj: object) -> Hashable:
+    def join(self, key: K, delay: float, fn: Callable[[Any], object], obj: object) -> K:
         """Call ``fn(obj)`` with every object joined under a key equal to ``key``, at one
         deadline: ``delay`` from now as the first of them joined it (one ``Timer`` a key, not
         one an object). Returns the key as kept (equal to ``key``: hold that one, not a copy

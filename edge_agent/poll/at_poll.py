@@ -109,7 +109,7 @@ class AtDevicePoller(DeviceBase):
 
     def _point(self, p: AtPoint, answer: list[str] | AtError) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
-        synced = self._clock.state().synced
+        synced = self._out.clock.state().synced
         if isinstance(answer, AtError):
             self._reading(p, None, Quality.BAD, at_reason(answer), mono, wall, synced)
             return

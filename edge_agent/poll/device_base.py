@@ -58,24 +58,37 @@ def failure_reason(exc: BusError) -> str:
     return "bus"
 
 
-class DeviceBase(abc.ABC):
-    """What every polled device has: a plan, a health record, a lock and the reading helpers."""
+class Outlets:
+    """Where a device's readings go and the clock state they carry: the same for every device
+    of a poller (one object for them all, not four slots a device)."""
+
+    __slots__ = ("clock", "emit", "offer", "offer_good")
+
+    def __init__(self, emit: Emit, offer: Offer | None, offer_good: OfferGood | None,
+                 clock: ClockProbe) -> None:
+        self.emit = emit
+        self.offer = offer
+        self.offer_good = offer_good
+        self.clock = clock
+
+
+class DeviceBase(Gate, abc.ABC):
+    """What every polled device has: a plan, a health record, a lock and the reading helpers.
+
+    A device is its own lock (``lock``: itself, a one-slot ``Gate``): polls and writes of the
+    device, one at a time, without a lock object a device."""
 
     # a thousand devices: no per-instance dict (its values array and header, ~60 bytes each)
     __slots__ = (
-        "_clock",
         "_collect",
-        "_emit",
-        "_offer",
+        "_out",
         "_places",
         "bus_name",
         "device",
         "health",
         "last_timeout_s",
         "last_values",
-        "lock",
         "plan",
-        "registers_read",
         "requests_done",
     )
 
@@ -91,26 +104,35 @@ class DeviceBase(abc.ABC):
         granularity_s: float = GRANULARITY_S,
         offer: Offer | None = None,
         plans: SharedPlans | None = None,
+        offer_good: OfferGood | None = None,
     ) -> None:
-        """``plans``: shared with the other devices of the poller (the same profile's plans)."""
+        """``plans``: shared with the other devices of the poller (the same profile's plans,
+        where the readings go)."""
+        Gate.__init__(self)
         self.device = device
         self.bus_name = bus_name
         rng = rng or random.Random()
         plans = plans or SharedPlans()
         self.plan = DevicePlan(device, profile, rng, plans)
         self.health = DeviceHealth.create(device.name, timeout_max_s, rng, granularity_s)
-        self.lock = Gate()  # polls and writes of this device, one at a time
-        self._emit = emit
-        self._offer = offer
-        self._clock = clock
+        self._out: Outlets = plans.shared(
+            ("outlets", emit, offer, offer_good, clock),
+            lambda: Outlets(emit, offer, offer_good, clock))
         # the last GOOD value of each point, at its place in the profile (``_places``, shared
         # by the devices of the profile): a list of pointers, not a dict of its own
         self._places = plans.places(profile)
         self.last_values: list[Value | _Unset] = [UNSET] * len(profile.points)
         self.requests_done = 0
-        self.registers_read = 0
         self.last_timeout_s = timeout_max_s
         self._collect: dict[str, Judged] | None = None  # set by read_now
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.device.name} bus={self.bus_name}>"
+
+    @property
+    def lock(self) -> Gate:
+        """Polls, reads and writes of this device, one at a time (the device itself)."""
+        return self
 
     def last_value(self, point: str) -> Value | _Unset:
         """``point``'s last GOOD value (``UNSET``: none yet)."""
@@ -124,12 +146,13 @@ class DeviceBase(abc.ABC):
                  wall: int, synced: bool) -> None:
         if self._collect is not None:
             self._collect[p.name] = (value, q, reason)
-        if self._offer is not None:
-            self._offer(self.device.name, p, value, q, reason, mono, wall, synced)
+        out = self._out
+        if out.offer is not None:
+            out.offer(self.device.name, p, value, q, reason, mono, wall, synced)
             return
         r = Reading(self.device.name, p.name, value, p.unit, wall, mono, q, reason,
                     p.reporting.alarm, synced)
-        self._emit(r, p.reporting)
+        out.emit(r, p.reporting)
 
     async def read_now(self, point: str | None = None) -> dict[str, Judged]:
         """Read every point (or one) at once, quarantine or not; {point: (value, quality,
@@ -163,19 +186,19 @@ class DeviceBase(abc.ABC):
 
     def _bad(self, points: Sequence[Point], reason: str) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
-        synced = self._clock.state().synced
+        synced = self._out.clock.state().synced
         for p in points:
             self._reading(p, None, Quality.BAD, reason, mono, wall, synced)
 
     def _unreadable(self, points: Sequence[Point]) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
-        synced = self._clock.state().synced
+        synced = self._out.clock.state().synced
         for p in points:
             self._reading(p, None, Quality.UNREADABLE, UNREADABLE_REASON, mono, wall, synced)
 
     def _stale(self, points: Sequence[Point]) -> None:
         mono, wall = time.monotonic_ns(), time.time_ns()
-        synced = self._clock.state().synced
+        synced = self._out.clock.state().synced
         last, places = self.last_values, self._places
         for p in points:
             value = last[places[p.name]]

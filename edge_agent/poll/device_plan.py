@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from edge_agent.config.model import DeviceConfig
 from edge_agent.poll.address_map import NO_BREAKS, AddressMap, Break, Lesson
@@ -18,6 +20,7 @@ from edge_agent.profiles.model import AtPoint, ModbusPoint, Profile
 from edge_agent.profiles.planner import ReadRequest, plan, rtu_frame_bytes
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,7 @@ class SharedPlans:
     holding their own; a device whose learnt address map changes its plan gets its own
     (``DevicePlan.replan``)."""
 
-    __slots__ = ("_groups", "_places", "_plans", "_pristine")
+    __slots__ = ("_groups", "_places", "_plans", "_pristine", "_shared")
 
     def __init__(self) -> None:
         # keyed by identity; each entry holds its key object, so the id stays that object's
@@ -62,6 +65,15 @@ class SharedPlans:
         self._pristine: dict[tuple[int, float | None, int],
                              tuple[Profile, tuple[Group, ...]]] = {}
         self._places: dict[int, tuple[Profile, dict[str, int]]] = {}
+        self._shared: dict[Hashable, object] = {}
+
+    def shared(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The one object of ``key`` (``make()`` the first time): what every device of the
+        poller holds alike (e.g. where its readings go)."""
+        hit = self._shared.get(key)
+        if hit is None:
+            hit = self._shared[key] = make()
+        return cast(T, hit)
 
     def places(self, profile: Profile) -> dict[str, int]:
         """Each point's place in ``profile.points`` by name (shared: never to be changed)."""
@@ -113,17 +125,23 @@ class DevicePlan:
     address map changes the plan, then its own. The map itself is made when the device first
     has something to learn (a thousand devices that never do hold none)."""
 
-    __slots__ = ("_learnt", "_rng", "_shared", "device", "groups", "max_gap", "profile")
+    # six slots: 80 bytes a device (``max_gap`` is read only when planning)
+    __slots__ = ("_learnt", "_rng", "_shared", "device", "groups", "profile")
 
     def __init__(self, device: DeviceConfig, profile: Profile,
                  rng: random.Random | None = None, shared: SharedPlans | None = None) -> None:
         self.device = device
         self.profile = profile
-        self.max_gap = device.max_gap if device.max_gap is not None else profile.max_gap
         self._rng = rng
         self._learnt: AddressMap | None = None
         self._shared = shared or SharedPlans()
         self.groups = self._shared.pristine(device, profile, self.max_gap)
+
+    @property
+    def max_gap(self) -> int:
+        """The device's ``max_gap``, else its profile's."""
+        gap = self.device.max_gap
+        return gap if gap is not None else self.profile.max_gap
 
     @property
     def learnt(self) -> AddressMap:
@@ -140,7 +158,8 @@ class DevicePlan:
 
     def replan(self) -> None:
         m = self._learnt
-        pristine = self._shared.pristine(self.device, self.profile, self.max_gap)
+        max_gap = self.max_gap
+        pristine = self._shared.pristine(self.device, self.profile, max_gap)
         if m is None or (not m.unreadable and not m.plan_breaks):
             self.groups = pristine  # the profile's own plan, as every such device has it
             return
@@ -150,7 +169,7 @@ class DevicePlan:
             readable = [p for p in g.points if p.name not in bad] if bad else g.points
             unreadable = tuple(p for p in g.points if p.name in bad) if bad else ()
             groups.append(Group(g.interval_s, g.points, g.at_points,
-                                plan(readable, max_gap=self.max_gap, breaks=breaks), unreadable,
+                                plan(readable, max_gap=max_gap, breaks=breaks), unreadable,
                                 g.index))
         self.groups = tuple(groups)
 

@@ -100,7 +100,7 @@ def decoding(req: ReadRequest) -> _Decoding:
 class DevicePoller(DeviceBase):
     """A Modbus device (RTU or TCP) behind a ``ModbusBus`` owner."""
 
-    __slots__ = ("_offer_good", "bus")
+    __slots__ = ("bus",)
 
     def __init__(
         self,
@@ -119,8 +119,7 @@ class DevicePoller(DeviceBase):
         """``offer_good``: where a request's GOOD values go, all at once (else ``offer``, one
         call a value, else ``emit``)."""
         super().__init__(device, profile, bus.name, timeout_max_s, emit, clock, rng,
-                         granularity_s, offer, plans)
-        self._offer_good = offer_good
+                         granularity_s, offer, plans, offer_good)
         self.bus = bus
 
     def _good(self, req: ReadRequest, regs: Sequence[int]) -> None:
@@ -130,7 +129,8 @@ class DevicePoller(DeviceBase):
             raise FrameError(f"response has {len(regs)} values, request read {req.count}")
         health = self.health
         mono, wall = health.last_good_mono_ns or 0, health.last_good_ns or 0
-        synced = self._clock.state().synced
+        out = self._out
+        synced = out.clock.state().synced
         last_values, places = self.last_values, self._places
         reading = self._reading
         good = Quality.GOOD
@@ -138,8 +138,8 @@ class DevicePoller(DeviceBase):
         # straight to the poller's filter, unless read_now collects the values: the GOOD
         # values of the request in one call (``goods``: those not handed over yet, so every
         # reading still leaves in the points' order), else one call each
-        offer = self._offer if self._collect is None else None
-        offer_good = self._offer_good if offer is not None else None
+        offer = out.offer if self._collect is None else None
+        offer_good = out.offer_good if offer is not None else None
         goods: list[tuple[Point, Value]] = []
         for p, lo, hi, dec, valid, direct in decoding(req):
             raw = regs[lo]
@@ -220,7 +220,6 @@ class DevicePoller(DeviceBase):
         if isinstance(result, list):
             self._answered(t0, floor)
             self.requests_done += 1
-            self.registers_read += req.count
         elif isinstance(result, ModbusExc):  # an answer: the device is alive
             self._answered(t0, floor)
         else:

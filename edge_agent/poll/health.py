@@ -140,7 +140,7 @@ class DeviceHealth(RttEstimator):
     """
 
     __slots__ = ("_failures", "consecutive", "device", "last_good_mono_ns", "last_good_ns",
-                 "quarantined", "rng", "successes")
+                 "quarantined", "rng")
 
     def __init__(self, device: str, max_s: float, rng: random.Random | None = None,
                  granularity_s: float = GRANULARITY_S) -> None:
@@ -148,7 +148,6 @@ class DeviceHealth(RttEstimator):
         self.device = device
         self.rng = rng  # the probes' jitter (None: the shared generator's)
         self.consecutive = 0
-        self.successes = 0
         self.quarantined = False
         self.last_good_mono_ns: int | None = None
         self.last_good_ns: int | None = None
@@ -220,7 +219,6 @@ class DeviceHealth(RttEstimator):
             )
         was_quarantined = self.quarantined
         self.consecutive = 0
-        self.successes += 1
         self.quarantined = False
         f = self._failures
         if f is not None:

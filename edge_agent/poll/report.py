@@ -43,17 +43,24 @@ def moved(last: Value, new: Value, rep: Reporting) -> bool:
     return abs(b - a) > limit
 
 
+class _Noted(tuple):  # type: ignore[type-arg]
+    """A point's last reported reading that was not GOOD without a reason: (value, quality,
+    reason) in its value's place (a GOOD one is the value alone)."""
+
+    __slots__ = ()
+
+
 class ReportFilter:
     """Remembers the last reported reading per (device, point).
 
     Compactly, as a thousand devices' eight thousand points are held for ever: per device one
-    flat list ``[index, value, state, mono_ns, value, state, ...]`` (three slots a point, 24
-    bytes), where ``index`` maps a point name to its first slot and ``state`` is the quality
-    alone when the reason is empty (every GOOD reading) or else the pair (quality, reason). The
-    list is exactly as long as its points need (no room to grow: a device's points are all
-    seen in its first polls). Index maps are shared by every device whose points were first
-    seen in the same order (the devices of one profile), so a device costs its list and nothing
-    else.
+    flat list ``[index, value, mono_ns, value, mono_ns, ...]`` (two slots a point, 16 bytes),
+    where ``index`` maps a point name to its first slot. A reading GOOD without a reason (nearly
+    all of them) is its value alone; any other is a ``_Noted`` (value, quality, reason) in the
+    value's place. The list is exactly as long as its points need (no room to grow: a device's
+    points are all seen in its first polls). Index maps are shared by every device whose points
+    were first seen in the same order (the devices of one profile), so a device costs its list
+    and nothing else.
     """
 
     def __init__(self) -> None:
@@ -72,16 +79,22 @@ class ReportFilter:
             self._first(device, last, point, value, quality, reason, mono_ns)
             return True
         hb = rep.heartbeat_s
-        state = last[i + 1]
+        plain = quality == _GOOD and not reason
+        old = last[i]
+        if old.__class__ is _Noted:
+            same = not plain and old[1] == quality and old[2] == reason
+            old = old[0]
+        else:
+            same = plain
         if (
-            (state == quality if not reason else
-             (state.__class__ is tuple and state[0] == quality and state[1] == reason))
-            and (hb is None or mono_ns - last[i + 2] < int(hb * 1e9))
+            same
+            and (hb is None or mono_ns - last[i + 1] < int(hb * 1e9))
             # equal values never moved (NaN != NaN falls through to ``moved``)
-            and (last[i] == value or not moved(last[i], value, rep))
+            and (old == value or not moved(old, value, rep))
         ):
             return False
-        last[i : i + 3] = value, (quality, reason) if reason else quality, mono_ns
+        last[i] = value if plain else _Noted((value, quality, reason))
+        last[i + 1] = mono_ns
         return True
 
     def offer_good(self, device: str, items: list[tuple[Point, Value]],
@@ -90,20 +103,19 @@ class ReportFilter:
         the items that pass, in order. One call a request instead of one a reading (the poll
         loop's hottest path, issue #15); decides exactly as ``offer`` item by item."""
         out: list[tuple[Point, Value]] = []
-        good = _GOOD
         last = self._last.get(device)
         for item in items:
             p, value = item
             if last is None or (i := last[0].get(p.name)) is None:
-                self._first(device, last, p.name, value, good, "", mono_ns)
+                self._first(device, last, p.name, value, _GOOD, "", mono_ns)
                 last = self._last[device]
                 out.append(item)
                 continue
-            if last[i + 1] == good:  # GOOD without a reason (a pair never equals it)
+            lv = last[i]
+            if lv.__class__ is not _Noted:  # the last one was GOOD without a reason too
                 rep = p.reporting
                 hb = rep.heartbeat_s
-                if hb is None or mono_ns - last[i + 2] < int(hb * 1e9):
-                    lv = last[i]
+                if hb is None or mono_ns - last[i + 1] < int(hb * 1e9):
                     if lv == value:
                         continue
                     if rep.deadband is None or rep.alarm:  # ``moved``'s any-change rule
@@ -111,13 +123,14 @@ class ReportFilter:
                             continue
                     elif not moved(lv, value, rep):
                         continue
-            last[i : i + 3] = value, good, mono_ns
+            last[i] = value
+            last[i + 1] = mono_ns
             out.append(item)
         return out
 
     def _first(self, device: str, last: list[Any] | None, point: str, value: Value,
                quality: str, reason: str, mono_ns: int) -> None:
-        """A point's first reading: its three slots (in a new list of exactly the length
+        """A point's first reading: its two slots (in a new list of exactly the length
         needed), and the device's index map with it."""
         if last is None:
             names: tuple[str, ...] = (point,)
@@ -127,9 +140,9 @@ class ReportFilter:
             old = tuple(last[1:])
         index = self._maps.get(names)
         if index is None:
-            index = self._maps[names] = {n: 1 + 3 * k for k, n in enumerate(names)}
-        self._last[device] = list((index, *old, value, (quality, reason) if reason else quality,
-                                   mono_ns))
+            index = self._maps[names] = {n: 1 + 2 * k for k, n in enumerate(names)}
+        noted = value if quality == _GOOD and not reason else _Noted((value, quality, reason))
+        self._last[device] = list((index, *old, noted, mono_ns))
 
     def forget(self, device: str) -> None:
         self._last.pop(device, None)

@@ -202,10 +202,11 @@ def test_offer_good_decides_as_offer_item_by_item(
     assert repr(one._last) == repr(many._last)
 
 
-def test_a_device_costs_one_list_of_three_slots_a_point() -> None:
+def test_a_device_costs_one_list_of_two_slots_a_point() -> None:
     """Memory of a thousand devices: the filter keeps a device's points in one list exactly as
-    long as they need (no room to grow), a GOOD reading's state as its quality alone, and one
-    index map for every device whose points came in the same order."""
+    long as they need (no room to grow), two slots a point: a GOOD reading's value alone (any
+    other reading's value, quality and reason together), its time; and one index map for every
+    device whose points came in the same order."""
     f = ReportFilter()
     rep = Reporting()
     for dev in ("a", "b"):
@@ -213,8 +214,14 @@ def test_a_device_costs_one_list_of_three_slots_a_point() -> None:
             assert f.offer(dev, name, k, Quality.GOOD, "", S, rep)
     f.offer("a", "p1", None, Quality.BAD, "timeout", 2 * S, rep)
     a, b = f._last["a"], f._last["b"]
-    assert len(a) == len(b) == 1 + 3 * 3 and a[0] is b[0]
-    assert a[1:4] == [0, Quality.GOOD, S] and a[4:7] == [None, (Quality.BAD, "timeout"), 2 * S]
+    assert len(a) == len(b) == 1 + 2 * 3 and a[0] is b[0]
+    assert a[1:3] == [0, S] and a[3:5] == [(None, Quality.BAD, "timeout"), 2 * S]
+    assert f.offer("a", "p2", 2, Quality.OUT_OF_RANGE, "above", 2 * S, rep)  # a reason: noted
+    assert a[5] == (2, Quality.OUT_OF_RANGE, "above")
+    assert not f.offer("a", "p2", 2, Quality.OUT_OF_RANGE, "above", 3 * S, rep)
+    assert f.offer("a", "p2", 2, Quality.GOOD, "", 3 * S, rep)  # back to GOOD: a change
+    assert f._last["a"][5] == 2
+    assert not f.offer_good("a", [], 3 * S)
     assert not f.offer("a", "p1", None, Quality.BAD, "timeout", 3 * S, rep)
     assert f.offer("a", "p1", None, Quality.BAD, "crc", 3 * S, rep)  # another reason
     assert f.offer("a", "p1", 1, Quality.GOOD, "", 3 * S, rep)
