@@ -89,7 +89,7 @@ class AtDevicePoller(DeviceBase):
             await self._read_points(points)
 
     async def _read_now(self, point: str | None) -> bool:
-        points = self.plan.profile.at_points
+        points = self._plan.profile.at_points
         return await self._read_points([p for p in points if point in (None, p.name)])
 
     async def _read_points(self, points: Sequence[AtPoint]) -> bool:

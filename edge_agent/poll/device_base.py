@@ -83,12 +83,12 @@ class DeviceBase(Gate, abc.ABC):
         "_collect",
         "_out",
         "_places",
+        "_plan",
         "bus_name",
         "device",
         "health",
         "last_timeout_s",
         "last_values",
-        "plan",
         "requests_done",
     )
 
@@ -113,7 +113,8 @@ class DeviceBase(Gate, abc.ABC):
         self.bus_name = bus_name
         rng = rng or random.Random()
         plans = plans or SharedPlans()
-        self.plan = DevicePlan(device, profile, rng, plans)
+        # the profile's plan, shared with its other devices until this one learns (``plan``)
+        self._plan: DevicePlan = plans.device_plan(device, profile, rng)
         self.health = DeviceHealth.create(device.name, timeout_max_s, rng, granularity_s)
         self._out: Outlets = plans.shared(
             ("outlets", emit, offer, offer_good, clock),
@@ -128,6 +129,21 @@ class DeviceBase(Gate, abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.device.name} bus={self.bus_name}>"
+
+    @property
+    def plan(self) -> DevicePlan:
+        """The device's own plan (made from the profile's shared one on first use: what a
+        caller changes, e.g. what it learns, is this device's alone)."""
+        plan = self._plan
+        if plan.__class__ is not DevicePlan:
+            plan = self._plan = plan.own(self.device)
+        return plan
+
+    @property
+    def current_plan(self) -> DevicePlan:
+        """The plan as it is, to read (shared by the devices of its profile until this one
+        learns something)."""
+        return self._plan
 
     @property
     def lock(self) -> Gate:

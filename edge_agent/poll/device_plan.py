@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from edge_agent.config.model import DeviceConfig
+from edge_agent.errors import ContractError
 from edge_agent.poll.address_map import NO_BREAKS, AddressMap, Break, Lesson
 from edge_agent.profiles.model import AtPoint, ModbusPoint, Profile
 from edge_agent.profiles.planner import ReadRequest, plan, rtu_frame_bytes
@@ -55,7 +56,7 @@ class SharedPlans:
     holding their own; a device whose learnt address map changes its plan gets its own
     (``DevicePlan.replan``)."""
 
-    __slots__ = ("_groups", "_places", "_plans", "_pristine", "_shared")
+    __slots__ = ("_devices", "_groups", "_places", "_plans", "_pristine", "_shared")
 
     def __init__(self) -> None:
         # keyed by identity; each entry holds its key object, so the id stays that object's
@@ -66,6 +67,8 @@ class SharedPlans:
                              tuple[Profile, tuple[Group, ...]]] = {}
         self._places: dict[int, tuple[Profile, dict[str, int]]] = {}
         self._shared: dict[Hashable, object] = {}
+        self._devices: dict[tuple[int, float | None, int, int],
+                            tuple[Profile, random.Random | None, SharedPlan]] = {}
 
     def shared(self, key: Hashable, make: Callable[[], T]) -> T:
         """The one object of ``key`` (``make()`` the first time): what every device of the
@@ -118,6 +121,18 @@ class SharedPlans:
                            for k, (iv, mb, at) in enumerate(self.groups(device, profile)))
             hit = self._pristine[key] = (profile, groups)
         return hit[1]
+
+
+    def device_plan(self, device: DeviceConfig, profile: Profile,
+                    rng: random.Random | None) -> SharedPlan:
+        """The plan of every device of ``profile`` (and interval, max_gap) that learnt
+        nothing, one object for them all: a device that learns gets its own (``own``)."""
+        max_gap = device.max_gap if device.max_gap is not None else profile.max_gap
+        key = (id(profile), device.interval_s, max_gap, id(rng))
+        hit = self._devices.get(key)
+        if hit is None or hit[0] is not profile or hit[1] is not rng:
+            hit = self._devices[key] = (profile, rng, SharedPlan(device, profile, rng, self))
+        return hit[2]
 
 
 class DevicePlan:
@@ -183,6 +198,10 @@ class DevicePlan:
         if self._learnt is not None and self._learnt.forget(why):
             self.replan()
 
+    def own(self, device: DeviceConfig) -> DevicePlan:
+        """A plan of ``device``'s own, as this one is now (itself if it is one already)."""
+        return self
+
     @property
     def breaks(self) -> frozenset[Break]:
         return NO_BREAKS if self._learnt is None else self._learnt.breaks
@@ -202,3 +221,23 @@ class DevicePlan:
         if not reqs:
             return None
         return min(reqs, key=lambda r: (sum(rtu_frame_bytes(r.table, r.count)), r.address))
+
+
+class SharedPlan(DevicePlan):
+    """The plan every device of a profile (and interval, max_gap) holds until it learns
+    something (``SharedPlans.device_plan``: a thousand devices of two profiles hold two plans,
+    not a thousand): it never learns; ``own`` gives a device its own plan to learn in."""
+
+    __slots__ = ()
+
+    @property
+    def learnt(self) -> AddressMap:
+        raise ContractError("a plan shared by the devices of a profile learns nothing: "
+                            "use the device's own (DeviceBase.plan)")
+
+    def learn(self, lesson: Lesson, now: float) -> None:
+        raise ContractError("a plan shared by the devices of a profile learns nothing: "
+                            "use the device's own (DeviceBase.plan)")
+
+    def own(self, device: DeviceConfig) -> DevicePlan:
+        return DevicePlan(device, self.profile, self._rng, self._shared)

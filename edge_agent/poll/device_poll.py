@@ -238,7 +238,7 @@ class DevicePoller(DeviceBase):
         now = mono_ns / 1e9
         self.health.sample(now - t0 - floor)
         if self.health.on_success(now, wall_ns, mono_ns):  # back from quarantine: rebooted?
-            self.plan.forget("revived")
+            self._plan.forget("revived")  # (nothing to forget on a shared plan)
 
     async def read_request(self, req: ReadRequest) -> bool:
         """Read ``req`` and emit its readings. False when the device failed (not answered)."""
@@ -313,16 +313,16 @@ class DevicePoller(DeviceBase):
             self._bad(req.points, failure_reason(e))
             return False
         names = ",".join(p.name for p in req.points)
-        self.plan.forget(f"reads_again:{names}")
+        self._plan.forget(f"reads_again:{names}")
         self._good(req, regs)
         return True
 
     async def _read_now(self, point: str | None) -> bool:
         """The plan's requests, then every unreadable cluster tried again (a technician asking
         is a good moment to find out whether the device changed)."""
-        learnt = self.plan.known
+        learnt = self._plan.known
         unreadable = learnt.requests(point) if learnt is not None else []
-        for req in self.plan.requests:
+        for req in self._plan.requests:
             wanted = point is None or any(p.name == point for p in req.points)
             if wanted and not await self.read_request(req):
                 return False
@@ -334,7 +334,7 @@ class DevicePoller(DeviceBase):
     def _probe_cost(self) -> float:
         """What a probe costs when the device answers as it used to: the learnt timeout of its
         smallest request, without the doubling after timeouts."""
-        req = self.plan.smallest_request()
+        req = self._plan.smallest_request()
         if req is None:
             return 0.0
         return self.health.timeout(self.bus.min_timeout_s(req.table, req.count),
@@ -343,7 +343,7 @@ class DevicePoller(DeviceBase):
     async def probe(self) -> bool:
         """One cheap read of a quarantined device, with the timeout its schedule affords (see
         ``health``). True when it answered (even an exception)."""
-        req = self.plan.smallest_request()
+        req = self._plan.smallest_request()
         if req is None:
             return True
         return await self._timed_probe(self._transact(req, self.health.probe_timeout_s),
@@ -359,7 +359,7 @@ class DevicePoller(DeviceBase):
                 return
             # re-planned since the job got it (a probe that revived the device, too): the group
             # at its place now
-            group = self.plan.groups[group.index]
+            group = self._plan.groups[group.index]
             if group.unreadable:
                 self._unreadable(group.unreadable)
             requests = list(group.requests)
@@ -368,6 +368,6 @@ class DevicePoller(DeviceBase):
                     rest = [p for r in requests[i + 1 :] for p in r.points]
                     self._bad(rest, self.health.last_error or "timeout")
                     return
-            learnt = self.plan.known
+            learnt = self._plan.known
             if learnt is not None and learnt.probe_due(time.monotonic()):
                 await self._try_unreadable(learnt.probe_request())

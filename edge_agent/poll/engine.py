@@ -223,7 +223,7 @@ class Poller:
         for name, dp in self.devices.items():
             phase = self._rng.random()  # same phase for all groups: a device's reads stay close
             sched = self.schedulers[dp.device.bus]
-            for g in dp.plan.groups:
+            for g in dp.current_plan.groups:
                 if not g.requests and not g.at_points:
                     continue
                 # no key: the scheduler names an unkeyed job by device and interval when it
@@ -315,8 +315,8 @@ class Poller:
                 jobs=jobs.get(name, []),
                 timeout_s=dp.last_timeout_s,
                 requests=dp.requests_done,
-                breaks=len(dp.plan.breaks),
-                unreadable=len(dp.plan.unreadable),
+                breaks=len(dp.current_plan.breaks),
+                unreadable=len(dp.current_plan.unreadable),
             )
         return out
 
@@ -337,7 +337,7 @@ class Poller:
             raise CommandRefused("unknown_device", device)
         if point is not None:
             try:
-                dp.plan.profile.point(point)
+                dp.current_plan.profile.point(point)
             except KeyError:
                 raise CommandRefused("unknown_point", f"{device}.{point}") from None
         sched = self.schedulers[dp.device.bus]
@@ -362,7 +362,7 @@ class Poller:
         if not isinstance(dp, DevicePoller):
             raise CommandRefused("not_writable", f"{device} is not a Modbus device")
         try:
-            p = dp.plan.profile.point(point)
+            p = dp.current_plan.profile.point(point)
         except KeyError:
             raise CommandRefused("unknown_point", f"{device}.{point}") from None
         if not isinstance(p, ModbusPoint):

@@ -24,17 +24,17 @@ workers of fast buses never park.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from edge_agent.errors import ContractError
 from edge_agent.platform.timers import timers_for
+from edge_agent.poll.edf import EdfQueue, Job, _wake
 from edge_agent.poll.gate import Gate
+
+__all__ = ["NETWORK_TICK_S", "PARK_S", "BusScheduler", "EdfQueue", "Job", "network_tick"]
 
 log = logging.getLogger(__name__)
 
@@ -65,106 +65,7 @@ def network_tick(jobs_per_s: float, shortest_interval_s: float) -> float:
     return tick
 
 
-@dataclass(eq=False, slots=True)
-class Job:
-    device: str
-    interval_s: float
-    release: float  # monotonic seconds
-    key: str = ""  # a name for logs; "" (the poller's jobs): see ``name``
-    missed: int = 0
-    runs: int = 0
-
-    @property
-    def name(self) -> str:
-        """``key``, else device@interval (e.g. "meter-3@10s")."""
-        return self.key or f"{self.device}@{self.interval_s:g}s"
-
-    @property
-    def deadline(self) -> float:
-        return self.release + self.interval_s
-
-    def complete(self, finished_at: float) -> None:
-        """Count missed deadlines and set the next release."""
-        self.runs += 1
-        t = self.interval_s
-        if t <= 0:  # as fast as possible: no deadlines to miss
-            self.release = finished_at
-            return
-        if finished_at <= self.deadline:
-            self.release += t
-            return
-        periods = math.floor((finished_at - self.release) / t)
-        self.missed += periods
-        self.release += periods * t
-
-
-# the heaps' tie-breaker, shared by every queue (only its order matters: one counter, not one
-# per bus)
-_SEQ = itertools.count()
-
-
-class EdfQueue:
-    """Jobs waiting for their release (by release time) and released ones (by deadline)."""
-
-    # (a BusScheduler is its own queue: five hundred buses hold no queue object, instance dict
-    # nor bound method each)
-    __slots__ = ("_pending", "_ready", "changed", "waiters", "wake_at")
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[float, int, Job]] = []
-        # the released jobs' heap: a list only while some are released (a parked bus has none)
-        self._ready: list[tuple[float, int, Job]] | None = None
-        # set by add() when the workers must look again; waiting workers' futures are woken
-        # (plain futures and one timer, no asyncio.timeout: it costs a cancellation per wake-up)
-        self.changed = False
-        # (a tuple, replaced: at most one future per worker, and the empty tuple is shared)
-        self.waiters: tuple[asyncio.Future[None], ...] = ()
-        self.wake_at = math.inf  # the release a waiting worker sleeps until
-
-    def __len__(self) -> int:
-        return len(self._pending) + len(self._ready or ())
-
-    def add(self, job: Job, *, wake: bool = True) -> None:
-        """Queue ``job`` for its release. ``wake=False``: the caller is a worker about to look
-        at the queue itself (a job it just completed), so sleeping workers stay asleep."""
-        heapq.heappush(self._pending, (job.release, next(_SEQ), job))
-        if wake and job.release < self.wake_at:  # earlier than the workers sleep until: wake
-            self.changed = True
-            for fut in self.waiters:
-                _wake(fut)
-            self._woken()
-
-    def _woken(self) -> None:
-        """A job was queued earlier than the workers sleep until (the scheduler re-arms its
-        parked timer)."""
-
-    def pop(self, now: float) -> Job | None:
-        """The released job with the earliest deadline, or None if none is released yet."""
-        pending = self._pending
-        if pending and pending[0][0] <= now:
-            ready = self._ready
-            if ready is None:
-                ready = self._ready = []
-            while pending and pending[0][0] <= now:
-                _, seq, job = heapq.heappop(pending)
-                heapq.heappush(ready, (job.deadline, seq, job))
-        ready = self._ready
-        if not ready:
-            return None
-        return heapq.heappop(ready)[2]
-
-    def next_release(self) -> float | None:
-        if self._ready:
-            return -math.inf
-        return self._pending[0][0] if self._pending else None
-
-
 RunJob = Callable[[Job], Awaitable[None]]
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class BusScheduler(EdfQueue):
