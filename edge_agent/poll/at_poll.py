@@ -80,7 +80,7 @@ class AtDevicePoller(DeviceBase):
 
     async def run_group(self, group: Group) -> None:
         points = group.at_points
-        async with self.lock:
+        async with self:  # the device is its own lock (``lock``)
             if self.health.quarantined and (
                 not self.health.probe_due(time.monotonic()) or not await self.probe(points)
             ):

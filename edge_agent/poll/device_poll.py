@@ -351,7 +351,7 @@ class DevicePoller(DeviceBase):
 
     async def run_group(self, group: Group) -> None:
         """The scheduled job: poll one interval group (or probe / go stale when quarantined)."""
-        async with self.lock:
+        async with self:  # the device is its own lock (``lock``)
             if self.health.quarantined and (
                 not self.health.probe_due(time.monotonic()) or not await self.probe()
             ):
