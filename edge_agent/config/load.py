@@ -159,6 +159,7 @@ class _Loader:
     problems: Problems
     check_files: bool = True
     warnings: list[Problem] = field(default_factory=list)
+    intervals: dict[float, float] = field(default_factory=dict)  # the devices' intervals, shared
 
     def ident(self, t: Table, key: str) -> str | None:
         value = t.string(key, required=True)
@@ -230,6 +231,8 @@ class _Loader:
         interval = t.number("interval")
         if interval is not None and interval < MIN_INTERVAL_S:
             t.error("interval", f"interval {interval} s is too short (minimum {MIN_INTERVAL_S} s)")
+        elif interval is not None:  # a thousand devices at 60 s: one float, not one each
+            interval = self.intervals.setdefault(interval, interval)
         t.finish(DEVICE_KEYS)
         if len(self.problems.items) > before or name is None or profile is None or bus is None:
             return None

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edge_agent.errors import Problem
-from edge_agent.profiles.names import closest
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -25,7 +24,10 @@ MISSING = object()  # what Table.raw returns for an absent key
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """``"did you mean 'x'?"`` for the closest choice, or ``""``."""
+    """``"did you mean 'x'?"`` for the closest choice, or ``""``. The matcher is imported for the
+    first mistake: a config that loads clean never needs it (the daemon does not hold it)."""
+    from edge_agent.profiles.names import closest
+
     close = closest(word, choices, n=1)
     return f"did you mean {close[0]!r}?" if close else ""
 

@@ -158,6 +158,7 @@ def test_the_daemon_loads_no_stdlib_it_does_not_use(tmp_path: Path) -> None:
         '[[devices]]\nname = "lamp-1"\nprofile = "street_lamp"\nbus = "ep"\nunit_id = 1\n')
     assert "edge_agent.service.daemon" in mods and "edge_agent.profiles.shipped" in mods
     assert [m for m in STDLIB_NOT_IN_DAEMON if m in mods] == []
+    assert "edge_agent.profiles.names" not in mods  # "did you mean": only for a mistake
     assert owners == ["TcpEndpoint"]
     assert [m for m in SERIAL_ONLY if m in mods] == []
 

@@ -69,6 +69,20 @@ def test_devices_without_tags_share_one_read_only_mapping(write: Writer, config:
     assert NO_TAGS == {} and len(NO_TAGS) == 0
 
 
+def test_devices_of_one_interval_share_its_float(write: Writer, config: Doc) -> None:
+    """Memory (issue #15): a thousand devices at ``interval = 60`` hold one float, not one
+    each; every device keeps its own value, a float as given."""
+    devs = config["devices"]
+    for d, v in zip(devs, (60, 60.0, 2.5, None), strict=True):
+        if v is not None:
+            d["interval"] = v
+    cfg = load_config(write("agent.toml", config))
+    got = {d.name: d.interval_s for d in cfg.devices}
+    assert got == {"lamp1": 60.0, "lamp2": 60.0, "press": 2.5, "nb": None}
+    assert all(type(v) is float for v in got.values() if v is not None)
+    assert cfg.devices[0].interval_s is cfg.devices[1].interval_s
+
+
 def test_minimal_config_defaults_and_relative_paths(write: Writer, config: Doc,
                                                     tmp_path: Path) -> None:
     del config["state_dir"], config["runtime_dir"]
