@@ -12,7 +12,8 @@ Pure parts, fed with bytes / lines so they can be tested with arbitrary streams:
 A line is a URC when it starts with a known unsolicited prefix (``+CEREG:``, ``RING`` ...) unless
 the running command asked for exactly that prefix (``AT+CEREG?`` answers ``+CEREG: 0,1``).
 When the module echoes commands, lines that arrive before the echo are stale (a late answer to a
-timed-out command) and are dropped. After a timeout the client waits, before the next command,
+timed-out command) and are dropped. After a timeout (or a command cancelled before its final
+result: its answer may still come) the client waits, before the next command,
 until the line was quiet for max(that timeout, ``RESYNC_QUIET_S``) counted from the failure, so a
 late answer arrives while no command runs and is dropped (only URCs pass). An answer later than
 that cannot be told from the next one when echo is off.
@@ -237,12 +238,13 @@ class AtClient:
                 finally:
                     timer.cancel()
                 if not ex.done and self._port.is_open:
-                    self._dirty = True
-                    self._fail_at = time.monotonic()
-                    self._guard_s = max(timeout_s, RESYNC_QUIET_S)
-                    self._echo = False  # unknown now; don't drop a real answer next time
+                    self._unsettled(timeout_s)
                     log.warning("at_timeout at=%s cmd=%s lines=%d", self.name, cmd, len(ex.lines))
                     raise BusTimeout(f"at={self.name} {cmd}: no final result in {timeout_s}s")
+            except asyncio.CancelledError:
+                if not ex.done:  # cancelled before its final result: that may still come
+                    self._unsettled(timeout_s)
+                raise
             finally:
                 self._exchange = None
                 self._done = None
@@ -267,6 +269,14 @@ class AtClient:
         self._closed = True
         async with self._lock:
             self._port.close()
+
+    def _unsettled(self, timeout_s: float) -> None:
+        """A command ended without its final result (timed out, or cancelled): its answer may
+        still come, so the next command first waits for a quiet line (``_wait_quiet``)."""
+        self._dirty = True
+        self._fail_at = time.monotonic()
+        self._guard_s = max(timeout_s, RESYNC_QUIET_S)
+        self._echo = False  # unknown now; don't drop a real answer next time
 
     def _ensure_open(self) -> None:
         self._port.ensure_open(self._backoff)

@@ -224,3 +224,32 @@ def test_a_cancel_as_the_answer_arrives_is_not_lost(modem: AtModem) -> None:
         assert await c.command("AT+CSQ", 1.0) == [f"+CSQ:{modem.state.csq},99"]  # still usable
 
     with_client(modem.path, body)
+
+
+@pytest.mark.timeout(20)
+def test_a_cancelled_commands_late_answer_is_not_taken_for_the_next(
+    scripted: Callable[[Script], ScriptedPty],
+) -> None:
+    """A command cancelled before its answer came (a job cancelled, a caller's own deadline)
+    leaves the line as a timeout does: the next command waits until the line is quiet, so the
+    cancelled one's late answer is dropped, never taken for the next command's."""
+    calls = {"n": 0}
+
+    def script(cmd: str) -> tuple[float, bytes]:
+        calls["n"] += 1
+        value = 5 if calls["n"] == 1 else 20
+        return (0.3 if calls["n"] == 1 else 0.0), f"\r\n+CSQ: {value},99\r\n\r\nOK\r\n".encode()
+
+    peer = scripted(script)
+
+    async def body(c: AtClient) -> list[str]:
+        first = asyncio.create_task(c.command("AT+CSQ", 1.0))
+        await asyncio.sleep(0.1)  # sent; its answer comes 0.2 s later
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        lines = await c.command("AT+CSQ", 1.0)
+        assert c.stale_lines >= 2
+        return lines
+
+    assert with_client(peer.path, body) == ["+CSQ: 20,99"]
