@@ -36,7 +36,7 @@ def at_reason(e: AtError) -> str:
 
 
 class AtDevicePoller(DeviceBase):
-    __slots__ = ("client", "timeout_s")
+    __slots__ = ("_bus_name", "client", "timeout_s")
 
     def __init__(
         self,
@@ -52,8 +52,13 @@ class AtDevicePoller(DeviceBase):
     ) -> None:
         super().__init__(device, profile, bus_name, timeout_max_s, emit, clock, rng,
                          plans=plans)
+        self._bus_name = bus_name
         self.client = client
         self.timeout_s = timeout_max_s
+
+    @property
+    def bus_name(self) -> str:
+        return self._bus_name
 
     async def _command(self, cmd: str) -> list[str]:
         """Run one command; AtError (module alive) passes through, other bus errors count."""

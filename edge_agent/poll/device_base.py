@@ -84,7 +84,6 @@ class DeviceBase(Gate, abc.ABC):
         "_out",
         "_places",
         "_plan",
-        "bus_name",
         "device",
         "health",
         "last_timeout_s",
@@ -110,7 +109,6 @@ class DeviceBase(Gate, abc.ABC):
         where the readings go)."""
         Gate.__init__(self)
         self.device = device
-        self.bus_name = bus_name
         rng = rng or random.Random()
         plans = plans or SharedPlans()
         # the profile's plan, shared with its other devices until this one learns (``plan``)
@@ -129,6 +127,11 @@ class DeviceBase(Gate, abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.device.name} bus={self.bus_name}>"
+
+    @property
+    @abc.abstractmethod
+    def bus_name(self) -> str:
+        """The bus the device is on (a Modbus device: its owner's name)."""
 
     @property
     def plan(self) -> DevicePlan:

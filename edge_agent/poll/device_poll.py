@@ -122,6 +122,10 @@ class DevicePoller(DeviceBase):
                          granularity_s, offer, plans, offer_good)
         self.bus = bus
 
+    @property
+    def bus_name(self) -> str:
+        return self.bus.name
+
     def _good(self, req: ReadRequest, regs: Sequence[int]) -> None:
         """Decode an answer (one clock read per request, taken when it arrived: the health's
         last good answer)."""

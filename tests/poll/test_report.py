@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+import tracemalloc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -225,3 +229,30 @@ def test_a_device_costs_one_list_of_two_slots_a_point() -> None:
     assert not f.offer("a", "p1", None, Quality.BAD, "timeout", 3 * S, rep)
     assert f.offer("a", "p1", None, Quality.BAD, "crc", 3 * S, rep)  # another reason
     assert f.offer("a", "p1", 1, Quality.GOOD, "", 3 * S, rep)
+
+
+def test_a_device_s_first_readings_leave_its_list_and_nothing_else() -> None:
+    """Growing a device's list point by point leaves no tuple behind (CPython keeps tuples of
+    up to 20 items in free lists: a lamp's 20 slots, 100 KiB for the district's lamps), and
+    the list is exactly as long as its points need."""
+    f = ReportFilter()
+    rep = Reporting()
+    values = [1000 + k for k in range(11)]
+    for k, v in enumerate(values):  # the shared index maps, made by a first device
+        f.offer("first", f"p{k}", v, Quality.GOOD, "", S, rep)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for k, v in enumerate(values):
+            f.offer("lamp", f"p{k}", v, Quality.GOOD, "", S, rep)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = [s for s in after.compare_to(before, "lineno")
+            if s.traceback[0].filename.endswith("edge_agent/poll/report.py") and s.size_diff]
+    lst = f._last["lamp"]
+    assert len(lst) == 1 + 2 * 11 and sys.getsizeof(lst) == sys.getsizeof([None] * len(lst))
+    # the list (its object and items) alone
+    assert sum(s.size_diff for s in held) <= sys.getsizeof(lst) + 16, held
