@@ -160,6 +160,9 @@ class _Loader:
     check_files: bool = True
     warnings: list[Problem] = field(default_factory=list)
     intervals: dict[float, float] = field(default_factory=dict)  # the devices' intervals, shared
+    # the keys written in a device's table, one frozenset for the devices that wrote the same
+    # (a thousand devices alive at once during the load: ~470 bytes each, issue #15)
+    keysets: dict[frozenset[str], frozenset[str]] = field(default_factory=dict)
 
     def ident(self, t: Table, key: str) -> str | None:
         value = t.string(key, required=True)
@@ -240,7 +243,8 @@ class _Loader:
         cfg = DeviceConfig(name=name, profile=sys.intern(profile), bus=sys.intern(bus),
                            unit_id=unit_id or 0, tags=tags,
                            max_gap=max_gap, interval_s=interval)
-        return DeviceEntry(t.path, cfg, frozenset(t.data))
+        keys = frozenset(t.data)
+        return DeviceEntry(t.path, cfg, self.keysets.setdefault(keys, keys))
 
     @staticmethod
     def tags(t: Table) -> dict[str, str]:

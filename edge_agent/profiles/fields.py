@@ -93,6 +93,9 @@ _LINE_COL = re.compile(r"at line (\d+), column (\d+)")
 class Table:
     """One TOML table at key path ``path``."""
 
+    # a thousand device tables are alive at once while agent.toml loads: no instance dict
+    __slots__ = ("data", "path", "problems", "used")
+
     def __init__(self, data: dict[str, Any], path: str, problems: Problems) -> None:
         self.data = data
         self.path = path

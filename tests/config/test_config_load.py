@@ -239,3 +239,26 @@ def test_docs_reference_config_is_accepted_but_for_missing_files(tmp_path: Path)
     assert {p.path for p in found} <= {"uplink.password_file", "uplink.tls.ca_file",
                                        "uplink.tls.cert_file", "uplink.tls.key_file"}
     assert all("file does not exist" in p.message for p in found)
+
+
+def test_devices_writing_the_same_keys_share_one_key_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory (issue #15): while agent.toml loads, a thousand devices are alive at once with the
+    keys each wrote (~470 bytes a frozenset): the devices that wrote the same keys share one;
+    the tables read hold no instance dict."""
+    import edge_agent.config.load as load
+    from edge_agent.profiles.fields import Problems, Table
+
+    seen: list[Any] = []
+    real = getattr(load, "cross_check")  # noqa: B009  # (not exported: patched where it is used)
+
+    def spy(buses: Any, devices: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.extend(devices)
+        return real(buses, devices, *args, **kwargs)
+
+    monkeypatch.setattr(load, "cross_check", spy)
+    load_config(EXAMPLE)
+    ids: dict[frozenset[str], set[int]] = {}
+    for entry in seen:
+        ids.setdefault(entry.keys, set()).add(id(entry.keys))
+    assert len(seen) > len(ids) and all(len(v) == 1 for v in ids.values()), ids
+    assert not hasattr(Table({}, "", Problems("x", [])), "__dict__")
