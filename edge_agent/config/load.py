@@ -79,13 +79,13 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None,
     runtime_dir = loader.path(top, "runtime_dir", "/run/edge-agent")
     buses: list[BusEntry] = []
     broken_buses: set[str] = set()  # named but invalid: devices on them are not "unknown bus"
-    for t in top.tables("buses"):
+    for t in top.each_table("buses"):
         entry = loader.bus(t)
         if entry is not None:
             buses.append(entry)
         elif isinstance(t.data.get("name"), str):
             broken_buses.add(t.data["name"])
-    devices = [d for d in (loader.device(t) for t in top.tables("devices")) if d is not None]
+    devices = [d for d in map(loader.device, top.each_table("devices")) if d is not None]
     if not top.data.get("buses"):
         top.error("buses", "at least one [[buses]] entry is needed",
                   "add the line the devices hang on: name, kind (rtu, tcp or at), port or host; "

@@ -12,7 +12,7 @@ import enum
 import math
 import re
 import tomllib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -223,19 +223,23 @@ class Table:
 
     def tables(self, key: str) -> list[Table]:
         """An array of tables (``[[key]]``)."""
+        return list(self.each_table(key))
+
+    def each_table(self, key: str) -> Iterator[Table]:
+        """``tables(key)`` one at a time: a table the caller is done with is freed before the
+        next is made (agent.toml's thousand device tables, their ``used`` sets, are never all
+        alive at once: the load's transient peak is what the poller's objects fill later)."""
         v = self.raw(key)
         if v is MISSING:
-            return []
+            return
         if not isinstance(v, list):
             self._wrong(key, "an array of tables", v)
-            return []
-        out: list[Table] = []
+            return
         for i, item in enumerate(v):
             if isinstance(item, dict):
-                out.append(Table(item, join(self.at(key), i), self.problems))
+                yield Table(item, join(self.at(key), i), self.problems)
             else:
                 self.problems.add(join(self.at(key), i), f"expected a table, got {type_name(item)}")
-        return out
 
     def finish(self, known: Collection[str], why: dict[str, str] | None = None, *,
                unknown_only: bool = False) -> None:

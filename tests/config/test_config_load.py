@@ -262,3 +262,39 @@ def test_devices_writing_the_same_keys_share_one_key_set(monkeypatch: pytest.Mon
         ids.setdefault(entry.keys, set()).add(id(entry.keys))
     assert len(seen) > len(ids) and all(len(v) == 1 for v in ids.values()), ids
     assert not hasattr(Table({}, "", Problems("x", [])), "__dict__")
+
+
+def test_device_tables_are_made_one_at_a_time(write: Writer, config: Doc,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory (issue #15): agent.toml's device and bus tables are read one at a time, so a table
+    (with its set of used keys) is freed before the next one is made — the load's transient peak
+    is memory the process keeps, and the poller's objects only fill it. Problems of the items
+    that are not tables still name each one, in document order."""
+    import gc
+
+    from edge_agent.profiles.fields import Problems, Table
+
+    def tables_alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, Table) for o in gc.get_objects()) - 1  # not ``top``
+
+    sink: list[Problem] = []
+    top = Table({"devices": [{"name": "a"}, 7, {"name": "b"}, {"name": "c"}]}, "",
+                Problems("agent.toml", sink))
+    names = []
+    for t in top.each_table("devices"):
+        assert tables_alive() == 1, "an earlier table is still alive"
+        names.append(t.data["name"])
+    assert names == ["a", "b", "c"]
+    assert [p.path for p in sink] == ["devices[1]"]
+    assert [t.data["name"] for t in top.tables("devices")] == ["a", "b", "c"]
+    # and the loader reads devices and buses that way (never the whole list of tables)
+    real = Table.tables
+
+    def whole_list(self: Table, key: str) -> list[Table]:
+        assert key not in ("devices", "buses"), f"{key}: every table made at once"
+        return real(self, key)
+
+    monkeypatch.setattr(Table, "tables", whole_list)
+    cfg = load_config(write("agent.toml", config))
+    assert [d.name for d in cfg.devices] == [d["name"] for d in config["devices"]]
