@@ -67,6 +67,7 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None,
     names are neither required to exist nor checked for their permissions."""
     sink: list[Problem] = []
     problems = Problems(str(path), sink)
+    owned = data is None  # parsed here: its arrays of tables may be consumed as they are read
     if data is None:
         data = read_toml(path, problems)
     if data is None:
@@ -79,13 +80,14 @@ def load_config(path: Path, *, profiles: dict[str, Profile] | None = None,
     runtime_dir = loader.path(top, "runtime_dir", "/run/edge-agent")
     buses: list[BusEntry] = []
     broken_buses: set[str] = set()  # named but invalid: devices on them are not "unknown bus"
-    for t in top.each_table("buses"):
+    for t in top.each_table("buses", consume=owned):
         entry = loader.bus(t)
         if entry is not None:
             buses.append(entry)
         elif isinstance(t.data.get("name"), str):
             broken_buses.add(t.data["name"])
-    devices = [d for d in map(loader.device, top.each_table("devices")) if d is not None]
+    devices = [d for d in map(loader.device, top.each_table("devices", consume=owned))
+               if d is not None]
     if not top.data.get("buses"):
         top.error("buses", "at least one [[buses]] entry is needed",
                   "add the line the devices hang on: name, kind (rtu, tcp or at), port or host; "

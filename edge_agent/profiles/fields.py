@@ -225,10 +225,13 @@ class Table:
         """An array of tables (``[[key]]``)."""
         return list(self.each_table(key))
 
-    def each_table(self, key: str) -> Iterator[Table]:
+    def each_table(self, key: str, *, consume: bool = False) -> Iterator[Table]:
         """``tables(key)`` one at a time: a table the caller is done with is freed before the
         next is made (agent.toml's thousand device tables, their ``used`` sets, are never all
-        alive at once: the load's transient peak is what the poller's objects fill later)."""
+        alive at once: the load's transient peak is what the poller's objects fill later).
+        ``consume`` (a document the caller parsed itself and drops after): each item's place in
+        the array is emptied (None) as its table is made, so the parsed TOML shrinks as it is
+        read instead of staying whole until the end."""
         v = self.raw(key)
         if v is MISSING:
             return
@@ -237,7 +240,10 @@ class Table:
             return
         for i, item in enumerate(v):
             if isinstance(item, dict):
+                if consume:
+                    v[i] = None
                 yield Table(item, join(self.at(key), i), self.problems)
+                del item
             else:
                 self.problems.add(join(self.at(key), i), f"expected a table, got {type_name(item)}")
 

@@ -298,3 +298,24 @@ def test_device_tables_are_made_one_at_a_time(write: Writer, config: Doc,
     monkeypatch.setattr(Table, "tables", whole_list)
     cfg = load_config(write("agent.toml", config))
     assert [d.name for d in cfg.devices] == [d["name"] for d in config["devices"]]
+
+
+def test_a_parsed_document_is_consumed_only_when_the_loader_parsed_it(write: Writer,
+                                                                       config: Doc) -> None:
+    """Memory (issue #15): the arrays of tables of a document load_config parsed itself are
+    emptied as they are read (the parsed TOML shrinks instead of staying whole to the end); a
+    document the caller passes (a rollout bundle merged with local settings) is left as given."""
+    import copy
+
+    from edge_agent.profiles.fields import Problems, Table
+
+    items: list[Any] = [{"name": "a"}, 7, {"name": "b"}]
+    top = Table({"devices": items}, "", Problems("agent.toml", []))
+    assert [t.data["name"] for t in top.each_table("devices", consume=True)] == ["a", "b"]
+    assert items == [None, 7, None]
+
+    path = write("agent.toml", config)
+    given = copy.deepcopy(config)
+    cfg = load_config(path, data=given)
+    assert given == config
+    assert load_config(path) == cfg
