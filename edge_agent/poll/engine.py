@@ -24,9 +24,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from edge_agent.bus.at_points import AtCommander
 from edge_agent.bus.base import ModbusBus
 from edge_agent.config.model import AgentConfig, BusKind, SerialBus
 from edge_agent.errors import (
@@ -37,7 +36,6 @@ from edge_agent.errors import (
     Problem,
 )
 from edge_agent.platform.clock import ClockProbe
-from edge_agent.poll.at_poll import AtDevicePoller
 from edge_agent.poll.device_base import DeviceBase, Judged
 from edge_agent.poll.device_plan import Group, SharedPlans
 from edge_agent.poll.device_poll import DevicePoller
@@ -49,6 +47,9 @@ from edge_agent.poll.write import write_point
 from edge_agent.profiles import codec
 from edge_agent.profiles.model import ModbusPoint, Point, Protocol, Reporting
 from edge_agent.readings import Quality, Reading, Value
+
+if TYPE_CHECKING:  # the AT poller is imported with the first AT device (a TCP district has none)
+    from edge_agent.bus.at_points import AtCommander
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,10 @@ class Poller:
                     problems.append(Problem(src, f"{where}.bus",
                                             f"AT device on {dev.bus!r}, which is not an AT line"))
                     continue
+                from edge_agent.poll.at_poll import AtDevicePoller
+
                 self.devices[dev.name] = AtDevicePoller(
-                    dev, profile, cast(AtCommander, bus), dev.bus, tmax, emit, self._clock,
+                    dev, profile, cast("AtCommander", bus), dev.bus, tmax, emit, self._clock,
                     rng, plans)
             else:
                 if isinstance(bus_cfg, SerialBus) and bus_cfg.kind is BusKind.AT:

@@ -133,7 +133,7 @@ print(json.dumps(sorted(type(o).__name__ for o in owners.values())))
 # framing or CRC (the PDUs Modbus TCP shares with RTU are bus/pdu.py)
 SERIAL_ONLY = ("serial", "edge_agent.bus.serial_line", "edge_agent.bus.serial_port",
                "edge_agent.bus.at", "edge_agent.bus.late", "edge_agent.bus.rtu",
-               "edge_agent.bus.crc")
+               "edge_agent.bus.crc", "edge_agent.poll.at_poll", "edge_agent.bus.at_points")
 
 
 def _daemon_modules(tmp_path: Path, buses: str, devices: str) -> tuple[set[str], list[str]]:
