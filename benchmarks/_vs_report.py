@@ -42,7 +42,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
      "{:.2f} / {cpu_threads_pct:.2f}"),
     ("DELIVERED SIGNED READINGS PER AGENT CPU-S", "per_cpu_s", "{:,.0f}"),
     ("wake-ups /s: event loop / other threads", "wake_main", "{:,.0f} / {wake_threads:,.0f}"),
-    ("RSS MiB (median VmRSS) / peak", "rss_mib", "{:.1f} / {hwm_mib:.1f}"),
+    ("RSS MiB (median VmRSS) / peak", "rss_mib", "{:.2f} / {hwm_mib:.2f}"),
+    ("  the same in MB (10^6 bytes; issue #15: <= 33)", "rss_mib",
+     "{rss_mb:.2f} / {hwm_mb:.2f}"),
     ("first publish after start s", "first_publish_s", "{:.2f}"),
     ("  (idle: first start on an empty broker) s", "first_start_s", "{:.2f}"),
     ("device simulator CPU %", "sim_cpu_pct", "{:.0f}"),
@@ -60,7 +62,8 @@ def table(results: list[dict[str, Any]]) -> str:
         cells = []
         for r in results:
             v = r[key]
-            cells.append("n/a" if v is None else fmt.format(v, **r))
+            mb = {"rss_mb": r["rss_mib"] * 2**20 / 1e6, "hwm_mb": r["hwm_mib"] * 2**20 / 1e6}
+            cells.append("n/a" if v is None else fmt.format(v, **r, **mb))
         lines.append(f"{label:<{width}}" + "".join(f"  {c:>{col}}" for c in cells))
     lines += [f"verify[{r['load']}]: {r['verify_detail']}" for r in results]
     lines += [f"agent[{r['load']}]: {r['checked']}" for r in results if "checked" in r]
