@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from edge_agent.bus.serial_port import SerialPort
 from edge_agent.config.model import BusKind, SerialBus
 from edge_agent.errors import AtError, BusClosed, BusTimeout, CodecError
-from edge_agent.platform.timers import timers_for
+from edge_agent.platform.timers import resolve, timers_for
 from edge_agent.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class AtClient:
                 # Python 3.11 it returns the result, dropping a cancellation (a reload stopping
                 # the poller) that comes while the answer has just arrived, and the poll job
                 # runs on for ever (docs/operations.md, poller_stop_stuck)
-                timer = timers_for().call_later(timeout_s, _resolve, done)
+                timer = timers_for().call_later(timeout_s, resolve, done)
                 try:
                     await done
                 finally:
@@ -323,8 +323,3 @@ class AtClient:
                 log.exception("urc_callback_failed at=%s urc=%r", self.name, urc)
         else:
             self.urcs.append(urc)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

@@ -22,6 +22,7 @@ import serial
 
 from edge_agent.config.model import SerialBus
 from edge_agent.errors import BusClosed, PortBusy, PortDenied
+from edge_agent.platform.timers import resolve
 from edge_agent.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class SerialPort:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._waiter = fut
-        handle = loop.call_later(timeout_s, _resolve, fut)
+        handle = loop.call_later(timeout_s, resolve, fut)
         try:
             await fut
         finally:
@@ -201,13 +202,9 @@ class SerialPort:
             if view:  # kernel buffer full: wait until writable
                 loop = asyncio.get_running_loop()
                 fut: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(self._fd, _resolve, fut)
+                loop.add_writer(self._fd, resolve, fut)
                 try:
                     await fut
                 finally:
                     loop.remove_writer(self._fd)
 
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

@@ -209,3 +209,10 @@ def timers_for(loop: asyncio.AbstractEventLoop | None = None) -> Timers:
         t = _BY_LOOP[loop] = Timers(loop)
     _last = (weakref.ref(loop), t)
     return t
+
+
+def resolve(fut: asyncio.Future[None]) -> None:
+    """Set ``fut`` done unless it is: the one callback a timer, a reader/writer or a waker arms
+    to end an ``await fut`` (the bus owners, the scheduler's parked workers)."""
+    if not fut.done():
+        fut.set_result(None)

@@ -13,6 +13,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from edge_agent.platform.timers import resolve
+
 
 @dataclass(eq=False, slots=True)
 class Job:
@@ -80,7 +82,7 @@ class EdfQueue:
         if wake and job.release < self.wake_at:  # earlier than the workers sleep until: wake
             self.changed = True
             for fut in self.waiters:
-                _wake(fut)
+                resolve(fut)
             self._woken()
 
     def _woken(self) -> None:
@@ -107,7 +109,3 @@ class EdfQueue:
             return -math.inf
         return self._pending[0][0] if self._pending else None
 
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

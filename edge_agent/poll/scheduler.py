@@ -30,8 +30,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from edge_agent.errors import ContractError
-from edge_agent.platform.timers import timers_for
-from edge_agent.poll.edf import EdfQueue, Job, _wake
+from edge_agent.platform.timers import resolve, timers_for
+from edge_agent.poll.edf import EdfQueue, Job
 from edge_agent.poll.gate import Gate
 
 __all__ = ["NETWORK_TICK_S", "PARK_S", "BusScheduler", "EdfQueue", "Job", "network_tick"]
@@ -162,7 +162,7 @@ class BusScheduler(EdfQueue):
                 timer = None
                 if nxt is not None:
                     # one loop timer for every scheduler's sleeps (and the requests' timeouts)
-                    timer = timers_for(loop).call_later(max(0.0, wake - now), _wake, fut)
+                    timer = timers_for(loop).call_later(max(0.0, wake - now), resolve, fut)
                 queue.waiters = (*queue.waiters, fut)
                 try:
                     await fut
