@@ -28,11 +28,15 @@ import argparse
 import ast
 import importlib.metadata as md
 import importlib.util
+import json
 import marshal
 import os
 import re
+import shutil
+import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 SEEDS = frozenset({"pip", "setuptools", "wheel"})  # the venv's own, never the production set
@@ -149,12 +153,14 @@ def modules(dists: list[md.Distribution], site: Path) -> dict[str, Path]:
     return found
 
 
-def compile_lean(site: Path, final: Path, mods: dict[str, Path]) -> tuple[int, int]:
-    """Compile ``mods`` as the module doc says; (modules, docstrings dropped)."""
+def compile_lean(site: Path, final: Path, mods: dict[str, Path],
+                 out_of: Callable[[Path], Path] | None = None) -> tuple[int, int]:
+    """Compile ``mods`` as the module doc says into ``out_of(source)`` (default: the standard
+    ``__pycache__`` pyc); (modules, docstrings dropped)."""
     trees: dict[str, tuple[ast.Module, str]] = {}
     keep: dict[str, str] = {}
     for name, path in mods.items():
-        source = path.read_text(encoding="utf-8")
+        source = importlib.util.decode_source(path.read_bytes())
         tree = ast.parse(source, str(path))
         how, attrs = doc_readers(tree, source)
         keep[name] = max(keep.get(name, "none"), how, key=("none", "module", "all").index)
@@ -170,13 +176,87 @@ def compile_lean(site: Path, final: Path, mods: dict[str, Path]) -> tuple[int, i
         dropped += strip(tree, keep[name])
         code = compile(tree, str(final / path.relative_to(site)), "exec", dont_inherit=True,
                        optimize=0)
-        out = Path(importlib.util.cache_from_source(str(path)))
-        out.parent.mkdir(exist_ok=True)
+        out = (out_of(path) if out_of is not None
+               else Path(importlib.util.cache_from_source(str(path))))
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}")
         tmp.write_bytes(pyc(code, path))
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     return len(trees), dropped
+
+
+# run by the venv's interpreter (-I): import ``argv[1:]`` (each may fail: another platform's, an
+# optional dependency's), then name the stdlib sources now in sys.modules (frozen ones aside)
+STDLIB_PROBE = r"""
+import importlib, json, os, sys
+stdlib = os.path.dirname(os.__file__)
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        pass
+found = {}
+for name, m in list(sys.modules.items()):
+    f, spec = getattr(m, "__file__", None), getattr(m, "__spec__", None)
+    if (isinstance(f, str) and f.startswith(stdlib + os.sep) and f.endswith(".py")
+            and getattr(spec, "origin", None) == f):
+        found[name] = f
+print("\nSTDLIB " + json.dumps(found))
+"""
+# stdlib modules never imported to find the closure: they act when imported
+NEVER = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"})
+
+
+def stdlib_names(sources: list[Path]) -> set[str]:
+    """The stdlib modules ``sources`` name in an import statement (also inside a function: the
+    daemon's lazy paths), ``from P import X`` as ``P`` and ``P.X``."""
+    names: set[str] = set()
+    for path in sources:
+        tree = ast.parse(importlib.util.decode_source(path.read_bytes()), str(path))
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Import):
+                names |= {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                names |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
+    return {x for x in names if x.split(".")[0] in sys.stdlib_module_names
+            and x.split(".")[0] not in NEVER and not x.endswith("__main__")}
+
+
+def stdlib_closure(own: list[str], sources: list[Path]) -> dict[str, Path]:
+    """Module name -> source of the stdlib modules a fresh interpreter holds after importing every
+    module ``own`` and every stdlib module ``sources`` name (one name per file)."""
+    res = subprocess.run([sys.executable, "-I", "-c", STDLIB_PROBE, *own,
+                          *sorted(stdlib_names(sources))],
+                         capture_output=True, text=True, timeout=600, check=True)
+    found: dict[str, str] = json.loads(res.stdout.rpartition("\nSTDLIB ")[2])
+    by_file: dict[str, str] = {}
+    for name, f in sorted(found.items()):  # os.path is posixpath: its own name wins
+        stem = Path(f).parent.name if f.endswith("__init__.py") else Path(f).stem
+        if f not in by_file or name.rpartition(".")[2] == stem:
+            by_file[f] = name
+    return {name: Path(f) for f, name in by_file.items()}
+
+
+def compile_stdlib(tree: Path, site: Path, dists: list[str]) -> tuple[int, int]:
+    """The stdlib closure of the production set (``dists`` on ``site``) as lean pycs in ``tree``
+    (``REL.pyc`` for ``STDLIB/REL.py``; the tree replaced whole); (modules, docstrings dropped)."""
+    every = closure(dists, [str(site)])
+    tops = {norm(re.split(r"[\[<>=!~;\s]", d, maxsplit=1)[0]) for d in dists}
+    own = [m for m in modules([d for d in every if norm(d.metadata["Name"]) in tops], site)
+           if not m.endswith("__main__")]
+    mods = stdlib_closure(sorted(own), list(modules(every, site).values()))
+    stdlib = Path(os.__file__).parent
+    new, old = tree.with_name(tree.name + ".new"), tree.with_name(tree.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    n, dropped = compile_lean(stdlib, stdlib, mods,
+                              lambda p: new / p.relative_to(stdlib).with_suffix(".pyc"))
+    shutil.rmtree(old, ignore_errors=True)
+    if tree.exists():
+        tree.rename(old)
+    new.rename(tree)
+    shutil.rmtree(old, ignore_errors=True)
+    return n, dropped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,12 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("site", type=Path, help="the venv's site-packages")
     ap.add_argument("dists", nargs="+", help="distributions (requirement strings)")
     ap.add_argument("--final", type=Path, help="the site-packages' path on the box")
+    ap.add_argument("--stdlib", type=Path, metavar="TREE",
+                    help="compile the stdlib modules the production set imports into TREE "
+                    "instead (edge_agent/platform/lean_stdlib.py loads them)")
     args = ap.parse_args(argv)
     if sys.flags.optimize:
         ap.error("run without -O: asserts stay")
     if sys._xoptions.get("no_debug_ranges") is None and not os.environ.get("PYTHONNODEBUGRANGES"):
         ap.error("run with -X no_debug_ranges: the code objects must carry no column table")
     site = args.site.resolve()
+    if args.stdlib is not None:
+        n, dropped = compile_stdlib(args.stdlib.absolute(), site, args.dists)
+        print(f"lean_pyc: {n} stdlib modules compiled into {args.stdlib} without docstrings "
+              f"({dropped} dropped) or column tables")
+        return 0
     mods = modules(closure(args.dists, [str(site)]), site)
     n, dropped = compile_lean(site, args.final or site, mods)
     print(f"lean_pyc: {n} modules compiled without docstrings ({dropped} dropped) or column "

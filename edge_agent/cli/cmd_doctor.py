@@ -48,7 +48,7 @@ from edge_agent.cli.doctor_identity import (
     run_as,
     unit_identity,
 )
-from edge_agent.cli.doctor_unit import check_clock, check_unit_paths
+from edge_agent.cli.doctor_unit import check_clock, check_lean_stdlib, check_unit_paths
 from edge_agent.config.model import AgentConfig
 from edge_agent.errors import ConfigError
 from edge_agent.platform.unit_file import ServiceUnit, installed_unit
@@ -149,6 +149,9 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
                 checks += check_broker(cfg)
     checks += view
     checks.append(check_clock(cfg.commands_allow_unsynced_clock if cfg else None, unit, status))
+    lean = check_lean_stdlib()
+    if lean is not None:
+        checks.append(lean)
     return checks
 
 

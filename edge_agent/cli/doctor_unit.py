@@ -140,3 +140,24 @@ def check_unit_paths(cfg: AgentConfig, unit: ServiceUnit | None) -> list[Check]:
     keys = ", ".join(k for k, _, _ in _written(cfg))
     return [Check("unit paths", PASS, f"{keys} writable inside the unit ({unit.source}); what it "
                   "reads is visible to it")]
+
+
+LEAN_HINT = ("python3 was upgraded after the install: run scripts/install again from the release "
+             "you installed (it recompiles the tree); meanwhile those modules load Debian's own "
+             "pycs (correct, with their docstrings: more memory)")
+
+
+def check_lean_stdlib(prefix: str | None = None, stdlib: str | None = None) -> Check | None:
+    """The stdlib's lean bytecode beside the venv (platform/lean_stdlib.py) still matches the
+    stdlib's sources; None where there is no such tree (a development venv)."""
+    from edge_agent.platform.lean_stdlib import stale, tree_dir
+
+    tree = tree_dir(prefix)
+    total, bad = stale(prefix, stdlib)
+    if not total:
+        return None
+    if not bad:
+        return Check("lean bytecode", PASS, f"{total} stdlib modules as lean bytecode in {tree}")
+    shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+    return Check("lean bytecode", WARN, f"{len(bad)} of {total} stdlib modules in {tree} no "
+                 f"longer match their source: {shown}", LEAN_HINT)

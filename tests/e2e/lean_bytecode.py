@@ -107,3 +107,84 @@ def assert_lean_bytecode(root: Path, work: Path, dev_root: Path) -> None:
         edited.write_bytes(text)
         os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert _probe(root, work)["imported"]["engine_doc"] is None
+
+
+# run by the installed interpreter (-I, the unit's Environment=) at the final place: import every
+# edge_agent module (the daemon's set and more), then where each stdlib module came from
+STDLIB_PROBE = r"""
+import ast, importlib, json, os, sys, types
+from edge_agent.platform.lean_stdlib import LeanLoader, lean_code, stdlib_dir, tree_dir
+from edge_agent.cli.doctor_unit import check_lean_stdlib
+import edge_agent
+top = os.path.dirname(edge_agent.__file__)
+for dirpath, dirs, files in os.walk(top):
+    for name in files:
+        if name.endswith(".py") and name != "__main__.py":
+            rel = os.path.relpath(os.path.join(dirpath, name), os.path.dirname(top))[:-3]
+            importlib.import_module(rel.replace(os.sep, ".").removesuffix(".__init__"))
+std, tree = stdlib_dir(), tree_dir()
+out = {"tree": tree, "stdlib": std, "lean": [], "standard": [], "docstrings": [],
+       "doctor": check_lean_stdlib().as_dict()}
+for name, m in sorted(sys.modules.items()):
+    f, spec = getattr(m, "__file__", None), getattr(m, "__spec__", None)
+    if not (isinstance(f, str) and f.startswith(std + os.sep) and f.endswith(".py")
+            and getattr(spec, "origin", None) == f):
+        continue
+    ours = isinstance(spec.loader, LeanLoader) and lean_code(f, std, tree) is not None
+    out["lean" if ours else "standard"].append(name)
+    source = open(f, "rb").read()
+    if ours and b"__doc__" not in source:  # lean_pyc drops every docstring of such a module
+        if m.__doc__:
+            out["docstrings"].append(name)
+        out["docstrings"] += [f"{name}.{k}" for k, v in vars(m).items()
+                              if isinstance(v, types.FunctionType) and v.__module__ == name
+                              and v.__doc__]
+print(json.dumps(out))
+"""
+# a stdlib module the production set imports, "upgraded" under the tree: same text, new mtime
+UPGRADED = "base64.py"
+# the interpreter reads these before site.py runs the .pth: Debian's pycs, always
+BEFORE_SITE = {"encodings", "encodings.aliases", "encodings.utf_8"}
+
+
+def _stdlib_probe(root: Path, cwd: Path, *,
+                  over: tuple[Path, str] | None = None) -> dict[str, Any]:
+    """STDLIB_PROBE's answer; ``over``: (a file, the stdlib file it is mounted on first, in this
+    namespace only)."""
+    mount = ["sh", "-c", 'set -e; mount --bind "$1" "$2"; shift 2; exec "$@"', "sh",
+             str(over[0]), over[1]] if over is not None else []
+    res = subprocess.run([*at_final_place(root), *mount, f"{FINAL_VENV}/bin/python", "-I", "-B",
+                          "-c", STDLIB_PROBE], capture_output=True, text=True, timeout=120,
+                         check=False, cwd=cwd, env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+                                                    **unit_environment()})
+    assert res.returncode == 0, res.stderr[-3000:]
+    got: dict[str, Any] = json.loads(res.stdout)
+    return got
+
+
+def unit_environment() -> dict[str, str]:
+    from tests.sandbox.unit import UnitSandbox
+
+    unit = Path(__file__).resolve().parents[2] / "systemd" / "edge-agent.service"
+    return dict(UnitSandbox.load(unit).environment)
+
+
+def assert_lean_stdlib(root: Path, work: Path) -> None:
+    """Debian's stdlib as the daemon loads it: every module from the install's lean tree (but the
+    three site.py itself needs), without the docstrings lean_pyc drops; a stdlib source newer than
+    its lean pyc (python3 upgraded) loads the standard way, and doctor says so."""
+    got = _stdlib_probe(root, work)
+    assert got["tree"] == f"{FINAL_VENV}/lean-stdlib"
+    assert set(got["standard"]) <= BEFORE_SITE, got["standard"]
+    assert len(got["lean"]) > 50 and "base64" in got["lean"], got["lean"]
+    assert got["docstrings"] == [], got["docstrings"]
+    assert got["doctor"]["status"] == "PASS", got["doctor"]
+    debian = Path(got["stdlib"]) / UPGRADED  # the interpreter's: /usr/lib/python3.11 on a box
+    upgraded = work / UPGRADED
+    upgraded.write_bytes(debian.read_bytes())
+    os.utime(upgraded, (debian.stat().st_mtime + 3600,) * 2)
+    again = _stdlib_probe(root, work, over=(upgraded, str(debian)))
+    assert "base64" in again["standard"] and "base64" not in again["lean"], again["standard"]
+    assert set(again["standard"]) - {"base64"} <= BEFORE_SITE
+    assert again["doctor"]["status"] == "WARN" and str(debian) in again["doctor"]["detail"]
+    assert "scripts/install again" in again["doctor"]["hint"]

@@ -26,7 +26,7 @@ import pytest
 
 from firmware_bridge.sources import NODE_FILES
 from simulators.scenario import BackgroundScenario, Scenario
-from tests.e2e.lean_bytecode import assert_lean_bytecode
+from tests.e2e.lean_bytecode import assert_lean_bytecode, assert_lean_stdlib
 from tests.support_broker import Mosquitto
 from tests.support_installed import at_final_place, installed_unavailable, names_scratch_root
 
@@ -187,6 +187,7 @@ def test_the_installed_tree_runs_on_its_own(tmp_path: Path,
     assert_production_set(root, src)
     assert lab_modules(root) == []
     assert_lean_bytecode(root, work, ROOT)  # no docstrings, no column tables, asserts kept
+    assert_lean_stdlib(root, work)  # Debian's stdlib from the lean tree; an upgraded module not
     assert not (root / "opt/edge-agent/venv/bin/edge-sim").exists()
     assert not (root / "usr/local/bin/edge-sim").exists()
     assert (root / "opt/edge-agent/device_profiles/water_meter.toml").is_file()
