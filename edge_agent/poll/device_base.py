@@ -117,10 +117,11 @@ class DeviceBase(Gate, abc.ABC):
         self._out: Outlets = plans.shared(
             ("outlets", emit, offer, offer_good, clock),
             lambda: Outlets(emit, offer, offer_good, clock))
-        # the last GOOD value of each point, at its place in the profile (``_places``, shared
-        # by the devices of the profile): a list of pointers, not a dict of its own
-        self._places = plans.places(profile)
-        self.last_values: list[Value | _Unset] = [UNSET] * len(profile.points)
+        # the last GOOD value of each point, at its place (``_places``, shared by the devices of
+        # the profile) in the device's record: a list of pointers, not a dict of its own, which
+        # the poller's report filter adopts (its slots of each point next to the GOOD value:
+        # ``poll.report.record``), so a device has one list for both
+        self._places, self.last_values = plans.record(profile, UNSET)
         self.requests_done = 0
         self.last_timeout_s = timeout_max_s
         self._collect: dict[str, Judged] | None = None  # set by read_now
@@ -155,7 +156,8 @@ class DeviceBase(Gate, abc.ABC):
 
     def last_value(self, point: str) -> Value | _Unset:
         """``point``'s last GOOD value (``UNSET``: none yet)."""
-        return self.last_values[self._places[point]]
+        value: Value | _Unset = self.last_values[self._places[point]]
+        return value
 
     def remember(self, point: str, value: Value) -> None:
         """``value`` is ``point``'s last GOOD value now (a confirmed write)."""

@@ -12,11 +12,12 @@ import logging
 import random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from edge_agent.config.model import DeviceConfig
 from edge_agent.errors import ContractError
 from edge_agent.poll.address_map import NO_BREAKS, AddressMap, Break, Lesson
+from edge_agent.poll.report import record
 from edge_agent.profiles.model import AtPoint, ModbusPoint, Profile
 from edge_agent.profiles.planner import ReadRequest, plan, rtu_frame_bytes
 
@@ -65,7 +66,7 @@ class SharedPlans:
                           tuple[tuple[ModbusPoint, ...], list[ReadRequest]]] = {}
         self._pristine: dict[tuple[int, float | None, int],
                              tuple[Profile, tuple[Group, ...]]] = {}
-        self._places: dict[int, tuple[Profile, dict[str, int]]] = {}
+        self._places: dict[int, tuple[Profile, dict[str, int], list[Any]]] = {}
         self._shared: dict[Hashable, object] = {}
         self._devices: dict[tuple[int, float | None, int, int],
                             tuple[Profile, random.Random | None, SharedPlan]] = {}
@@ -78,13 +79,15 @@ class SharedPlans:
             hit = self._shared[key] = make()
         return cast(T, hit)
 
-    def places(self, profile: Profile) -> dict[str, int]:
-        """Each point's place in ``profile.points`` by name (shared: never to be changed)."""
+    def record(self, profile: Profile, unset: object) -> tuple[dict[str, int], list[Any]]:
+        """A new record of a device of ``profile`` (``poll.report.record``: its last GOOD
+        values, ``unset`` at first, and the report filter's slots) and the places of its GOOD
+        values by point name (shared: never to be changed)."""
         hit = self._places.get(id(profile))
         if hit is None or hit[0] is not profile:
             hit = self._places[id(profile)] = (
-                profile, {p.name: k for k, p in enumerate(profile.points)})
-        return hit[1]
+                profile, *record([p.name for p in profile.points], unset))
+        return hit[1], hit[2].copy()
 
     def groups(self, device: DeviceConfig, profile: Profile) -> list[_GroupShape]:
         key = (id(profile), device.interval_s)

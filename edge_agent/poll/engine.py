@@ -143,6 +143,8 @@ class Poller:
                 except PlanError as e:  # the planner cannot read a point in one request
                     problems.append(Problem(profile.source or src, f"{where}: {dev.name}", str(e)))
                     continue
+            # the filter keeps its slots of the device's points in the device's record
+            self._filter.adopt(dev.name, self.devices[dev.name].last_values)
             if dev.bus not in self.schedulers:
                 if isinstance(bus_cfg, SerialBus):
                     sched = BusScheduler(dev.bus, 1, run_job)

@@ -10,6 +10,7 @@ deadband report every change. Non-numeric values (bool, str, enum labels) compar
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from edge_agent.profiles.model import Point, Reporting
@@ -50,6 +51,38 @@ class _Noted(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+# a point of an adopted record (``ReportFilter.adopt``) not reported yet: noted, with a quality
+# nothing equals, so its first reading passes whatever it is (and the hot path tests nothing more)
+NEVER = _Noted((None, object(), ""))
+
+
+class _Unreported:
+    """The first slot of an adopted record nothing was reported from yet: it knows no point
+    (``get``, as an index map) and holds the index map the record gets at its first report."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: dict[str, int]) -> None:
+        self.index = index
+
+    def get(self, point: str) -> None:
+        return None
+
+
+def record(names: Sequence[str], unset: object) -> tuple[dict[str, int], list[Any]]:
+    """A device's record of its points ``names``, to share with the poller's filter (``adopt``):
+    one list ``[index, good, good, ..., value, mono_ns, value, mono_ns, ...]``: the device's last
+    GOOD values (``unset`` until there is one), then, from its first report, what the filter
+    remembers of each point (its last report and that report's time), so a device of a poller
+    has one list for both. Returns the GOOD values' places by point name (shared) and the
+    record (the filter's slots follow at the first report: before, the list is the GOOD values
+    alone and its index slot an ``_Unreported``)."""
+    n = len(names)
+    places = {name: 1 + k for k, name in enumerate(names)}
+    index = {name: 1 + n + 2 * k for k, name in enumerate(names)}
+    return places, [_Unreported(index), *[unset] * n]
+
+
 class ReportFilter:
     """Remembers the last reported reading per (device, point).
 
@@ -60,7 +93,8 @@ class ReportFilter:
     value's place. The list is exactly as long as its points need (no room to grow: a device's
     points are all seen in its first polls). Index maps are shared by every device whose points
     were first seen in the same order (the devices of one profile), so a device costs its list
-    and nothing else.
+    and nothing else. A poller's device brings its own list instead (``adopt``, ``record``):
+    the filter's slots of each point sit next to the device's last GOOD value, in one list.
     """
 
     def __init__(self) -> None:
@@ -68,6 +102,16 @@ class ReportFilter:
         # the shared index maps: of a first point; of a map grown by one point
         self._roots: dict[str, dict[str, int]] = {}
         self._grown: dict[tuple[int, str], dict[str, int]] = {}
+        # the index maps of adopted records (and of maps grown from them), by id (kept): such a
+        # record is its device's too, so it grows in place
+        self._adopted: dict[int, dict[str, int]] = {}
+
+    def adopt(self, device: str, rec: list[Any]) -> None:
+        """Keep ``device``'s last reports in ``rec`` (from ``record``: the device's own list,
+        with its last GOOD values) instead of a list of the filter's own: nothing reported yet."""
+        first: _Unreported = rec[0]
+        self._adopted[id(first.index)] = first.index
+        self._last[device] = rec
 
     def should_emit(self, reading: Reading, rep: Reporting) -> bool:
         return self.offer(reading.device, reading.point, reading.value, reading.quality,
@@ -143,14 +187,46 @@ class ReportFilter:
                 index = self._roots[point] = {point: 1}
             self._last[device] = [index, noted, mono_ns]
             return
-        prev: dict[str, int] = last[0]
+        prev: dict[str, int]
+        first = last[0]
+        if first.__class__ is _Unreported:  # an adopted record's first report: its slots (after
+            # the GOOD values, added at once: CPython then allocates what they need, near exact)
+            prev = first.index
+            last += [NEVER, 0] * len(prev)
+            last[0] = prev
+            i = prev.get(point)
+            if i is not None:
+                last[i] = noted
+                last[i + 1] = mono_ns
+                return
+        else:
+            prev = first
         key = (id(prev), point)  # (every index map is kept: its id stays its own)
+        adopted = id(prev) in self._adopted
         index = self._grown.get(key)
         if index is None:
-            index = self._grown[key] = {**prev, point: 1 + 2 * len(prev)}
+            index = self._grown[key] = {**prev, point: len(last)}
+            if adopted:
+                self._adopted[id(index)] = index
+        if adopted:  # the device's list too (a point not in its profile: never, in a poller)
+            last += (noted, mono_ns)
+            last[0] = index
+            return
         grown = last + [noted, mono_ns]  # noqa: RUF005  # exactly as long (``[*a, b]`` is not)
         grown[0] = index
         self._last[device] = grown
 
     def forget(self, device: str) -> None:
-        self._last.pop(device, None)
+        """Forget what ``device`` reported (its next readings all report). An adopted record
+        stays the device's: its reports are forgotten in place."""
+        last = self._last.pop(device, None)
+        if last is None:
+            return
+        first = last[0]
+        if first.__class__ is _Unreported:
+            self._last[device] = last
+        elif id(first) in self._adopted:
+            for i in first.values():
+                last[i] = NEVER
+                last[i + 1] = 0
+            self._last[device] = last
