@@ -143,8 +143,9 @@ class Poller:
                 except PlanError as e:  # the planner cannot read a point in one request
                     problems.append(Problem(profile.source or src, f"{where}: {dev.name}", str(e)))
                     continue
-            # the filter keeps its slots of the device's points in the device's record
-            self._filter.adopt(dev.name, self.devices[dev.name].last_values)
+            # the filter keeps its slots of the device's points in the device's record (passed
+            # with each of its readings: ``_record``)
+            self._filter.adopt(self.devices[dev.name].last_values)
             if dev.bus not in self.schedulers:
                 if isinstance(bus_cfg, SerialBus):
                     sched = BusScheduler(dev.bus, 1, run_job)
@@ -159,10 +160,16 @@ class Poller:
 
     def _emit(self, reading: Reading, rep: Reporting) -> None:
         self.readings_made += 1
-        if not self._filter.should_emit(reading, rep):
+        if not self._filter.should_emit(reading, rep, self._record(reading.device)):
             return
         self.readings_emitted += 1
         self._deliver(reading)
+
+    def _record(self, device: str) -> list[Any] | None:
+        """``device``'s record, which the report filter adopted (None: not a device of this
+        poller)."""
+        dp = self.devices.get(device)
+        return None if dp is None else dp.last_values
 
     def _deliver(self, reading: Reading) -> None:
         if self._sink_many is not None:
@@ -188,7 +195,8 @@ class Poller:
         """``_emit`` for a reading not built yet: most never pass the filter, so build it after."""
         self.readings_made += 1
         rep = p.reporting
-        if not self._filter.offer(device, p.name, value, q, reason, mono, rep):
+        if not self._filter.offer(device, p.name, value, q, reason, mono, rep,
+                                  self.devices[device].last_values):
             return
         self.readings_emitted += 1
         reading = Reading(device, p.name, value, p.unit, wall, mono, q, reason, rep.alarm, synced)
@@ -205,7 +213,7 @@ class Poller:
         """``_offer`` for one request's GOOD values at once (one call a request, not two a
         reading): the report filter's pass, then the readings that passed, in order."""
         self.readings_made += len(items)
-        passed = self._filter.offer_good(device, items, mono)
+        passed = self._filter.offer_good(device, items, mono, self.devices[device].last_values)
         if not passed:
             return
         self.readings_emitted += len(passed)

@@ -93,8 +93,9 @@ class ReportFilter:
     value's place. The list is exactly as long as its points need (no room to grow: a device's
     points are all seen in its first polls). Index maps are shared by every device whose points
     were first seen in the same order (the devices of one profile), so a device costs its list
-    and nothing else. A poller's device brings its own list instead (``adopt``, ``record``):
-    the filter's slots of each point sit next to the device's last GOOD value, in one list.
+    and nothing else. A poller's device brings its own list instead (``record``, ``adopt``):
+    the filter's slots of each point sit next to the device's last GOOD values, in one list
+    the poller passes with each of the device's readings (``rec=``).
     """
 
     def __init__(self) -> None:
@@ -106,21 +107,23 @@ class ReportFilter:
         # record is its device's too, so it grows in place
         self._adopted: dict[int, dict[str, int]] = {}
 
-    def adopt(self, device: str, rec: list[Any]) -> None:
-        """Keep ``device``'s last reports in ``rec`` (from ``record``: the device's own list,
-        with its last GOOD values) instead of a list of the filter's own: nothing reported yet."""
+    def adopt(self, rec: list[Any]) -> None:
+        """Take ``rec`` (from ``record``: a device's own list, with its last GOOD values, nothing
+        reported yet) as where a device's reports are kept: its callers pass it (``rec=``) with
+        each of the device's readings instead of the device's name being looked up, and the
+        filter holds nothing of the device (no list, no entry in its table of devices)."""
         first: _Unreported = rec[0]
         self._adopted[id(first.index)] = first.index
-        self._last[device] = rec
 
-    def should_emit(self, reading: Reading, rep: Reporting) -> bool:
+    def should_emit(self, reading: Reading, rep: Reporting, rec: list[Any] | None = None) -> bool:
+        """Does ``reading`` report? (``rec``: its device's adopted record, see ``adopt``.)"""
         return self.offer(reading.device, reading.point, reading.value, reading.quality,
-                          reading.reason, reading.mono_ns, rep)
+                          reading.reason, reading.mono_ns, rep, rec)
 
     def offer(self, device: str, point: str, value: Value, quality: str, reason: str,
-              mono_ns: int, rep: Reporting) -> bool:
+              mono_ns: int, rep: Reporting, rec: list[Any] | None = None) -> bool:
         """``should_emit`` for a reading not built yet (the poll loop's hot path)."""
-        last = self._last.get(device)
+        last = self._last.get(device) if rec is None else rec
         if last is None or (i := last[0].get(point)) is None:
             self._first(device, last, point, value, quality, reason, mono_ns)
             return True
@@ -144,17 +147,16 @@ class ReportFilter:
         return True
 
     def offer_good(self, device: str, items: list[tuple[Point, Value]],
-                   mono_ns: int) -> list[tuple[Point, Value]]:
+                   mono_ns: int, rec: list[Any] | None = None) -> list[tuple[Point, Value]]:
         """``offer`` for a request's GOOD values at once (quality GOOD, no reason, one time):
         the items that pass, in order. One call a request instead of one a reading (the poll
         loop's hottest path, issue #15); decides exactly as ``offer`` item by item."""
         out: list[tuple[Point, Value]] = []
-        last = self._last.get(device)
+        last = self._last.get(device) if rec is None else rec
         for item in items:
             p, value = item
             if last is None or (i := last[0].get(p.name)) is None:
-                self._first(device, last, p.name, value, _GOOD, "", mono_ns)
-                last = self._last[device]
+                last = self._first(device, last, p.name, value, _GOOD, "", mono_ns)
                 out.append(item)
                 continue
             lv = last[i]
@@ -175,9 +177,10 @@ class ReportFilter:
         return out
 
     def _first(self, device: str, last: list[Any] | None, point: str, value: Value,
-               quality: str, reason: str, mono_ns: int) -> None:
+               quality: str, reason: str, mono_ns: int) -> list[Any]:
         """A point's first reading: its two slots (in a new list of exactly the length
-        needed), and the device's index map with it. No tuple of the slots or the names on the
+        needed, or in place in an adopted record), and the device's index map with it; the
+        device's list. No tuple of the slots or the names on the
         way: tuples of up to 20 items outlive their use in CPython's free lists (a lamp's
         twentieth slot, 100 KiB for the district's 500 lamps)."""
         noted = value if quality == _GOOD and not reason else _Noted((value, quality, reason))
@@ -185,8 +188,8 @@ class ReportFilter:
             index = self._roots.get(point)
             if index is None:
                 index = self._roots[point] = {point: 1}
-            self._last[device] = [index, noted, mono_ns]
-            return
+            last = self._last[device] = [index, noted, mono_ns]
+            return last
         prev: dict[str, int]
         first = last[0]
         if first.__class__ is _Unreported:  # an adopted record's first report: its slots (after
@@ -198,7 +201,7 @@ class ReportFilter:
             if i is not None:
                 last[i] = noted
                 last[i + 1] = mono_ns
-                return
+                return last
         else:
             prev = first
         key = (id(prev), point)  # (every index map is kept: its id stays its own)
@@ -211,22 +214,20 @@ class ReportFilter:
         if adopted:  # the device's list too (a point not in its profile: never, in a poller)
             last += (noted, mono_ns)
             last[0] = index
-            return
+            return last
         grown = last + [noted, mono_ns]  # noqa: RUF005  # exactly as long (``[*a, b]`` is not)
         grown[0] = index
         self._last[device] = grown
+        return grown
 
-    def forget(self, device: str) -> None:
-        """Forget what ``device`` reported (its next readings all report). An adopted record
-        stays the device's: its reports are forgotten in place."""
-        last = self._last.pop(device, None)
-        if last is None:
+    def forget(self, device: str, rec: list[Any] | None = None) -> None:
+        """Forget what ``device`` reported (its next readings all report); an adopted record
+        (``rec``) stays the device's, its reports forgotten in place."""
+        if rec is None:
+            self._last.pop(device, None)
             return
-        first = last[0]
-        if first.__class__ is _Unreported:
-            self._last[device] = last
-        elif id(first) in self._adopted:
+        first = rec[0]
+        if id(first) in self._adopted:  # (an _Unreported: nothing reported yet)
             for i in first.values():
-                last[i] = NEVER
-                last[i + 1] = 0
-            self._last[device] = last
+                rec[i] = NEVER
+                rec[i + 1] = 0

@@ -45,25 +45,27 @@ def test_an_adopted_record_decides_as_a_list_of_the_filter_s_own(
     places, template = record(_PROFILE_POINTS, UNSET)
     recs = {d: template.copy() for d in ("a", "b")}  # "c": not adopted
     goods = {d: object() for d in recs}
-    for d, rec in recs.items():
-        rec[places["p1"]] = goods[d]  # a GOOD value the device keeps
-        shared.adopt(d, rec)
+    for d, r in recs.items():
+        r[places["p1"]] = goods[d]  # a GOOD value the device keeps
+        shared.adopt(r)
     for t, (dev, kind, items, q, reason) in enumerate(seq):
         mono = t * S // 2
+        rec = recs.get(dev)  # (None: "c", by name)
         if kind == "good":
             want = own.offer_good(dev, list(items), mono)
-            got = shared.offer_good(dev, list(items), mono)
+            got = shared.offer_good(dev, list(items), mono, rec)
             assert [(p.name, v) for p, v in got] == [(p.name, v) for p, v in want]
         elif kind == "offer":
             for p, v in items:
                 assert (own.offer(dev, p.name, v, q, reason, mono, p.reporting)
-                        == shared.offer(dev, p.name, v, q, reason, mono, p.reporting))
+                        == shared.offer(dev, p.name, v, q, reason, mono, p.reporting, rec))
         else:
             own.forget(dev)
-            shared.forget(dev)
-    for d, rec in recs.items():
-        assert shared._last[d] is rec and rec[places["p1"]] is goods[d]
-        assert all(rec[places[n]] is UNSET for n in _PROFILE_POINTS if n != "p1")
+            shared.forget(dev, rec)
+    assert set(shared._last) <= {"c"}  # nothing of the adopted devices' own
+    for d, r in recs.items():
+        assert r[places["p1"]] is goods[d]
+        assert all(r[places[n]] is UNSET for n in _PROFILE_POINTS if n != "p1")
 
 
 def test_a_polled_device_holds_one_list_for_its_values_and_the_filter() -> None:
@@ -79,11 +81,11 @@ def test_a_polled_device_holds_one_list_for_its_values_and_the_filter() -> None:
         dp = poller.devices["lamp-1"]
         rec = dp.last_values
         n = len(lamp.points)
-        assert poller._filter._last["lamp-1"] is rec and len(rec) == 1 + n  # GOOD values only
+        assert len(rec) == 1 + n  # GOOD values only, nothing reported yet
         poller._make_jobs(0.0)
         for job in poller.jobs:
             await poller._run_job(job)
-        assert poller._filter._last["lamp-1"] is rec is dp.last_values  # the same list, grown
+        assert rec is dp.last_values and not poller._filter._last  # the same list, grown
         assert len(rec) == 1 + 3 * n
         # grown at once: CPython allocated what it needs, rounded up to 4 slots
         assert sys.getsizeof(rec) <= sys.getsizeof([None] * len(rec)) + 3 * 8
@@ -102,17 +104,17 @@ def test_a_polled_device_holds_one_list_for_its_values_and_the_filter() -> None:
 def test_forgetting_an_adopted_device_keeps_its_list_and_its_good_values() -> None:
     f = ReportFilter()
     places, rec = record(["p0", "p1"], UNSET)
-    f.adopt("a", rec)
-    f.forget("a")  # nothing reported yet: still adopted
-    assert f._last["a"] is rec
+    f.adopt(rec)
+    f.forget("a", rec)  # nothing reported yet
     p0 = _POINTS[0]
     rec[places["p0"]] = 7
-    assert f.offer_good("a", [(p0, 7)], S) and not f.offer_good("a", [(p0, 7)], 2 * S)
-    f.forget("a")
-    assert f._last["a"] is rec and rec[places["p0"]] == 7
-    assert f.offer_good("a", [(p0, 7)], 3 * S)  # reported again: forgotten
-    assert f.offer("a", "p9", 1, Quality.GOOD, "", 3 * S, p0.reporting)  # not in the record
-    assert f._last["a"] is rec and len(rec) == 1 + 3 * 2 + 2
-    assert not f.offer("a", "p9", 1, Quality.GOOD, "", 4 * S, p0.reporting)
-    f.forget("a")
-    assert f.offer("a", "p9", 1, Quality.GOOD, "", 5 * S, p0.reporting)
+    assert f.offer_good("a", [(p0, 7)], S, rec) and not f.offer_good("a", [(p0, 7)], 2 * S, rec)
+    f.forget("a", rec)
+    assert rec[places["p0"]] == 7
+    assert f.offer_good("a", [(p0, 7)], 3 * S, rec)  # reported again: forgotten
+    assert f.offer("a", "p9", 1, Quality.GOOD, "", 3 * S, p0.reporting, rec)  # not in the record
+    assert len(rec) == 1 + 3 * 2 + 2 and not f._last  # grown in place
+    assert not f.offer("a", "p9", 1, Quality.GOOD, "", 4 * S, p0.reporting, rec)
+    f.forget("a", rec)
+    assert f.offer("a", "p9", 1, Quality.GOOD, "", 5 * S, p0.reporting, rec)
+    assert not f.offer("a", "p9", 1, Quality.GOOD, "", 5 * S, p0.reporting, rec)
