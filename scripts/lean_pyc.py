@@ -15,6 +15,12 @@ import loads anyway, from code without docstrings and without column tables:
   only (tracebacks lose the ``^^^`` carets, nothing else); marshal keeps that.
 * asserts stay: optimization level 0, the plain ``.pyc`` name.
 
+``--stdlib TREE``: the stdlib modules the production set imports instead (a fresh interpreter
+imports every module of DIST and every stdlib module the production set names in an import
+statement, lazy ones included; what it then holds under the stdlib directory), compiled the same
+way into ``TREE/REL.pyc`` for ``STDLIB/REL.py`` (the tree replaced whole): Debian's own pycs are
+dpkg's; edge_agent/platform/lean_stdlib.py loads these.
+
 The pycs are timestamp-validated against the source (its mtime and size, as py_compile writes
 them): a source edited or upgraded later no longer matches, and Python recompiles it from the
 source as usual. ``--final DIR``: the file names the code objects carry (``co_filename``,
@@ -83,14 +89,31 @@ def _drop_doc(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunct
 
 def doc_readers(tree: ast.Module, source: str) -> tuple[str, list[str]]:
     """How the module reads docstrings: ``"none"``, ``"module"`` (its own ``__doc__`` only) or
-    ``"all"``; and the names ``X`` it reads ``X.__doc__`` of."""
-    mentions = source.count("__doc__")
-    if not mentions:
+    ``"all"``; and the names ``X`` it reads ``X.__doc__`` of. Only reads count: setting one
+    (``X.__doc__ = ...``, a ``"__doc__"`` key of a class namespace), importing one
+    (``from _operator import __doc__``), a comment or a docstring naming it read nothing; an
+    attribute read ``X.__doc__`` or any other string naming it (``getattr(f, "__doc__")``,
+    generated code) keeps them all."""
+    if "__doc__" not in source:
         return "none", []
-    names = sum(1 for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "__doc__")
-    attrs = [n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-             and n.attr == "__doc__" and isinstance(n.value, ast.Name)]
-    return ("module" if names == mentions else "all"), attrs
+    docs = {id(n.body[0]) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.body and _is_doc(n.body[0])}
+    keys = {id(k) for n in ast.walk(tree) if isinstance(n, ast.Dict) for k in n.keys}
+    texts = {id(s.value) for s in ast.walk(tree) if isinstance(s, ast.Expr) and id(s) in docs}
+    module = everything = False
+    attrs = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and n.id == "__doc__" and isinstance(n.ctx, ast.Load):
+            module = True
+        elif isinstance(n, ast.Attribute) and n.attr == "__doc__" and isinstance(n.ctx, ast.Load):
+            everything = True
+            if isinstance(n.value, ast.Name):
+                attrs.append(n.value.id)
+        elif (isinstance(n, ast.Constant) and isinstance(n.value, str) and "__doc__" in n.value
+              and id(n) not in texts and not (n.value == "__doc__" and id(n) in keys)):
+            everything = True
+    return ("all" if everything else "module" if module else "none"), attrs
 
 
 def imported_modules(tree: ast.Module, module: str, is_pkg: bool) -> dict[str, str]:

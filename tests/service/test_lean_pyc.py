@@ -124,3 +124,32 @@ def test_it_refuses_to_compile_fat_or_without_asserts(tmp_path: Path) -> None:
     assert fat.returncode == 2 and "no_debug_ranges" in fat.stderr
     assert lean(site, "-X", "no_debug_ranges", "-O").returncode == 2
     assert not list(site.rglob("*.pyc"))
+
+
+def _lean_pyc_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lean_pyc", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(("source", "how"), [
+    ('"""Doc."""\nX = 1\n', ("none", [])),
+    # setting docstrings, a class namespace's "__doc__" key, importing one, a comment, a
+    # docstring naming it: nothing read
+    ('"""Shows f.__doc__."""\n# __doc__ here\nf.__doc__ = "x"\nd = {"__doc__": "t"}\n'
+     "from _operator import __doc__\n", ("none", [])),
+    ('"""Usage."""\nprint(__doc__)\n', ("module", [])),
+    ("import common\nprint(common.__doc__)\n", ("all", ["common"])),
+    ("f.__doc__ = g().__doc__\n", ("all", [])),  # copies a docstring
+    ('getattr(f, "__doc__")\n', ("all", [])),
+    ("NAMES = ('__name__', '__doc__')\n", ("all", [])),  # functools.WRAPPER_ASSIGNMENTS
+])
+def test_only_code_that_reads_a_docstring_keeps_them(source: str,
+                                                     how: tuple[str, list[str]]) -> None:
+    import ast
+
+    assert _lean_pyc_module().doc_readers(ast.parse(source), source) == how
