@@ -15,8 +15,8 @@ used only when its magic number is this interpreter's and its header matches the
 now: after ``apt`` upgrades python3, every changed module loads the standard way (correct, with
 its docstrings) until the install is run again (``stale()``: `edge-agent doctor` says so). Any
 error in this module falls back to the standard import; nothing is ever written. Under ``-O`` the
-hook stays out (the lean pycs keep asserts). Relocation-free: the tree is found from
-``sys.prefix``, the stdlib from ``os.__file__``.
+hook stays out, the .pth line not even importing this module (the lean pycs keep asserts).
+Relocation-free: the tree is found from ``sys.prefix``, the stdlib from ``os.__file__``.
 """
 
 # No `from __future__` and no typing import: what this module imports loads before the hook
@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 
 TREE = "lean-stdlib"  # beside the venv's bin/ and lib/
 PTH = "edge-agent-lean-stdlib.pth"
-PTH_LINE = ("import sys; exec('try:\\n import edge_agent.platform.lean_stdlib as m\\n"
-            "except Exception:\\n pass\\nelse:\\n m.install()')\n")
+# (under -O not even imported: the process is left alone, no edge_agent in its sys.modules)
+PTH_LINE = ("import sys; exec('if not sys.flags.optimize:\\n try:\\n  import "
+            "edge_agent.platform.lean_stdlib as m\\n except Exception:\\n  pass\\n else:\\n"
+            "  m.install()')\n")
 
 _where: "tuple[str, str] | None" = None  # (stdlib dir, lean tree) once install() ran
 

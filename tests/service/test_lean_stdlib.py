@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.cli.doctor_unit import check_lean_stdlib
-from edge_agent.platform.lean_stdlib import TREE, path_hook, stale
+from edge_agent.platform.lean_stdlib import PTH_LINE, TREE, path_hook, stale
 
 SOURCES = {
     "leanmod.py": '"""Module doc."""\nX = "source"\n',
@@ -103,6 +103,21 @@ def test_optimised_or_without_a_tree_the_process_is_left_alone(
     assert probe(std, venv, "-O")["mod"] == ["source", "Module doc.", "SourceFileLoader"]
     got = probe(std, tmp_path / "no-venv")
     assert got["installed"] is False and got["mod"][0] == "source"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("flags", [(), ("-O",), ("-OO",)])
+def test_the_pth_line_imports_nothing_under_O(flags: tuple[str, ...]) -> None:
+    """site.py runs the .pth line at every start of the venv's interpreter: under -O it must not
+    even import edge_agent (no module of it in sys.modules, no pyc written for it)."""
+    check = "\nprint(sorted(m for m in sys.modules if m.startswith('edge_agent')))"
+    res = subprocess.run([sys.executable, *flags, "-B", "-c", PTH_LINE + check],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    imported = json.loads(res.stdout.replace("'", '"'))
+    if flags:
+        assert imported == []
+    else:
+        assert "edge_agent.platform.lean_stdlib" in imported
 
 
 def test_the_hook_answers_for_the_stdlib_directory_only(scratch: tuple[Path, Path],
