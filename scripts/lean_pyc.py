@@ -6,10 +6,11 @@ needs, never pip/setuptools) into the STANDARD ``__pycache__/NAME.cpython-3XX.py
 import loads anyway, from code without docstrings and without column tables:
 
 * docstrings: an AST pass drops the docstring statement of every module, class and function
-  (a body left empty gets ``pass``; line numbers stay those of the source). A module whose source
-  names ``__doc__`` keeps its own docstring when it only reads its module ``__doc__`` (the CLI's
-  argparse descriptions), all of them when it reads an attribute ``X.__doc__`` or mentions it in
-  text; a module ``X.__doc__`` names through an import keeps its module docstring
+  (a body left empty gets ``pass``; line numbers stay those of the source); a dataclass's
+  becomes ``" "`` (else dataclasses makes one, ``Name(signature)``, for each). A module whose
+  source names ``__doc__`` keeps its own docstring when it only reads its module ``__doc__`` (the
+  CLI's argparse descriptions), all of them when it reads an attribute ``X.__doc__`` or mentions
+  it in text; a module ``X.__doc__`` names through an import keeps its module docstring
   (``common.__doc__``: the man page's EXIT STATUS).
 * column tables: code compiled in a process run with ``-X no_debug_ranges`` carries line numbers
   only (tracebacks lose the ``^^^`` carets, nothing else); marshal keeps that.
@@ -78,9 +79,29 @@ def _is_doc(stmt: ast.stmt) -> bool:
             and isinstance(stmt.value.value, str))
 
 
+# what a dataclass's dropped docstring becomes: dataclasses gives a class without a docstring one
+# of its own, ``Name(signature)`` (inspect.signature at import, a string held for ever: ~6.5 KiB
+# on the daemon's 33 documented dataclasses); a one-character string is CPython's shared object
+DATACLASS_DOC = " "
+
+
+def _is_dataclass(node: ast.ClassDef) -> bool:
+    """``node`` is decorated ``@dataclass``, ``@dataclass(...)`` or ``@dataclasses.dataclass``."""
+    for d in node.decorator_list:
+        f = d.func if isinstance(d, ast.Call) else d
+        if (isinstance(f, ast.Name) and f.id == "dataclass") or (
+                isinstance(f, ast.Attribute) and f.attr == "dataclass"):
+            return True
+    return False
+
+
 def _drop_doc(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     if not node.body or not _is_doc(node.body[0]):
         return 0
+    if isinstance(node, ast.ClassDef) and _is_dataclass(node):
+        node.body[0] = ast.copy_location(
+            ast.Expr(ast.copy_location(ast.Constant(DATACLASS_DOC), node.body[0])), node.body[0])
+        return 1
     doc = node.body.pop(0)
     if not node.body and not isinstance(node, ast.Module):
         node.body.append(ast.copy_location(ast.Pass(), doc))

@@ -153,3 +153,45 @@ def test_only_code_that_reads_a_docstring_keeps_them(source: str,
     import ast
 
     assert _lean_pyc_module().doc_readers(ast.parse(source), source) == how
+
+
+DATACLASSES = '''
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class A:
+    """A's long docstring."""
+    x: int
+
+
+@dataclass(frozen=True, slots=True)
+class B:
+    """B's long docstring."""
+    y: str = "b"
+
+
+@dataclasses.dataclass
+class C:
+    """C's long docstring."""
+
+
+class Plain:
+    """Plain's long docstring."""
+'''
+
+
+def test_a_dataclass_gets_no_generated_docstring_for_the_one_dropped() -> None:
+    """dataclasses gives a class without a docstring ``Name(signature)`` (inspect.signature at
+    import, a string held for ever): a dataclass's dropped docstring is CPython's shared " "."""
+    import ast
+
+    lp = _lean_pyc_module()
+    tree = ast.parse(DATACLASSES)
+    assert lp.strip(tree, "none") == 4
+    ns: dict[str, Any] = {}
+    exec(compile(tree, "<dataclasses>", "exec", dont_inherit=True), ns)
+    assert [ns[k].__doc__ for k in "ABC"] == [" ", " ", " "]
+    assert ns["Plain"].__doc__ is None and ns["B"]().y == "b" and ns["A"](1).x == 1
+    assert all(ns[k].__doc__ is ns["A"].__doc__ for k in "BC")  # one object, not one a class
